@@ -1,0 +1,84 @@
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { shellQuote } from "../templates/shell";
+
+/** How the program reaches a host over SSH. Secret, as it carries the admin private key. */
+export interface SshConnection {
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  readonly privateKey: string;
+}
+
+export interface HostCommandArgs {
+  /** The host's SSH connection (an Output holding a secret). */
+  readonly connection: pulumi.Input<SshConnection>;
+  /** User the connection logs in as; scripts run through `sudo -n` unless it is root. */
+  readonly user: pulumi.Input<string>;
+  /** Bash script run on create and whenever its triggers change. Must be idempotent. */
+  readonly script: pulumi.Input<string>;
+  /** Content delivered on the script's standard input: the way secrets travel, never in arguments. */
+  readonly stdin?: pulumi.Input<string>;
+  /**
+   * Bash script run when the resource is deleted (not when it is replaced):
+   * the create script records `ownerHash` on the host, and the delete runs
+   * only while the host still holds that hash. A replacement writes the new
+   * hash before the old resource's delete runs, which then does nothing.
+   */
+  readonly teardown?: pulumi.Input<string>;
+  /** Hash of everything the script installs. The command re-runs exactly when it changes. */
+  readonly ownerHash: pulumi.Input<string>;
+  /** The script handles a secret: keep stdout/stderr out of logs and make them secret in state. */
+  readonly secret?: boolean;
+}
+
+const OWNER_DIR = "/var/lib/swarm/owners";
+
+/** Runs `body` with bash on the host, as root. */
+export function asRoot(user: string, body: string): string {
+  const run = `bash -c ${shellQuote(body)}`;
+  return user === "root" ? run : `sudo -n ${run}`;
+}
+
+/**
+ * A script run on a host over SSH, re-run only when its content hash
+ * changes. Every remote step of swarm is one of these.
+ */
+export function hostCommand(
+  name: string,
+  args: HostCommandArgs,
+  opts: pulumi.CustomResourceOptions,
+): command.remote.Command {
+  const marker = pulumi.interpolate`${OWNER_DIR}/${name}`;
+  const create = pulumi
+    .all([args.user, args.script, args.ownerHash, marker])
+    .apply(([user, body, hash, path]) =>
+      asRoot(
+        user,
+        `${body}\ninstall -d -m 0700 ${OWNER_DIR}\nprintf '%s\\n' ${shellQuote(hash)} > ${shellQuote(path)}\n`,
+      ),
+    );
+  const remove =
+    args.teardown === undefined
+      ? undefined
+      : pulumi
+          .all([args.user, args.teardown, args.ownerHash, marker])
+          .apply(([user, body, hash, path]) =>
+            asRoot(
+              user,
+              `set -euo pipefail\nif [ "$(cat ${shellQuote(path)} 2>/dev/null)" != ${shellQuote(hash)} ]; then\n  echo "swarm: ${name} is owned by a newer version; nothing to remove"\n  exit 0\nfi\n${body}\nrm -f ${shellQuote(path)}\n`,
+            ),
+          );
+  return new command.remote.Command(
+    name,
+    {
+      connection: args.connection,
+      create,
+      delete: remove,
+      stdin: args.stdin,
+      triggers: [args.ownerHash],
+      logging: args.secret ? "none" : "stdoutAndStderr",
+    },
+    { ...opts, additionalSecretOutputs: args.secret ? ["stdout", "stderr"] : [] },
+  );
+}

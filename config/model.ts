@@ -1,0 +1,146 @@
+import { createHash } from "node:crypto";
+import { Cidr, formatAddress, hostRange, parseAddress, parseCidr } from "./ipv4";
+import { ExportConfig, FleetConfig, HostConfig, MountConfig, SyncConfig } from "./types";
+
+/** What one host's WireGuard interface says about one peer. */
+export interface PeerPlan {
+  readonly name: string;
+  /** AllowedIPs for the peer: its mesh address as a /32, then its routes; sorted. */
+  readonly allowedIps: readonly string[];
+}
+
+/** Everything the program derives for one host from validated config. */
+export interface HostPlan {
+  readonly name: string;
+  readonly config: HostConfig;
+  readonly meshAddress: string;
+  /** Peers on this host's interface, sorted by name. */
+  readonly peers: readonly PeerPlan[];
+  /** Exports served by this host. */
+  readonly exports: readonly ExportConfig[];
+  /** Exports mounted on this host. */
+  readonly mounts: readonly MountConfig[];
+  /** Syncs run on this host. */
+  readonly syncs: readonly SyncConfig[];
+  /** Debian packages the host's roles need, sorted. */
+  readonly packages: readonly string[];
+}
+
+export interface FleetPlan {
+  readonly config: FleetConfig;
+  /** In config order. */
+  readonly hosts: readonly HostPlan[];
+  readonly byName: ReadonlyMap<string, HostPlan>;
+}
+
+/**
+ * Mesh addresses for every host: explicit ones as given, the rest allocated.
+ *
+ * An allocated address depends only on the host's name and the addresses
+ * already taken, never on list order: each host starts at a slot derived from
+ * a hash of its name and probes upwards past taken addresses. Hosts are placed
+ * in (slot, name) order, so adding a host moves no existing host unless the
+ * newcomer's slot is the one an existing host had probed into. Pin an address
+ * with `meshAddress` to rule that out entirely.
+ *
+ * Expects validated config: explicit addresses inside the CIDR and unique.
+ * Throws when the block has no free address left.
+ */
+export function allocateMeshAddresses(
+  hosts: readonly Pick<HostConfig, "name" | "meshAddress">[],
+  cidrText: string,
+): Map<string, string> {
+  const cidr = parseCidr(cidrText) as Cidr;
+  const { first, last } = hostRange(cidr);
+  const size = last - first + 1;
+  const taken = new Set<number>();
+  const result = new Map<string, string>();
+  for (const host of hosts) {
+    if (host.meshAddress !== undefined) {
+      taken.add(parseAddress(host.meshAddress) as number);
+      result.set(host.name, host.meshAddress);
+    }
+  }
+  const pending = hosts
+    .filter((h) => h.meshAddress === undefined)
+    .map((h) => ({ name: h.name, slot: hashSlot(h.name, size) }))
+    .sort((a, b) => a.slot - b.slot || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const { name, slot } of pending) {
+    let offset = 0;
+    while (offset < size && taken.has(first + ((slot + offset) % size))) {
+      offset++;
+    }
+    if (offset === size) {
+      throw new Error(`the mesh ${cidrText} has no free address left for host ${name}`);
+    }
+    const address = first + ((slot + offset) % size);
+    taken.add(address);
+    result.set(name, formatAddress(address));
+  }
+  return result;
+}
+
+function hashSlot(name: string, size: number): number {
+  const digest = createHash("sha256").update(name).digest();
+  return digest.readUInt32BE(0) % size;
+}
+
+/** The hosts `host` peers with under the mesh topology, sorted by name. */
+export function peerNames(config: FleetConfig, host: string): string[] {
+  const names = config.hosts.map((h) => h.name).filter((n) => n !== host);
+  if (config.mesh.topology === "hub") {
+    const hub = config.mesh.hub as string;
+    return (host === hub ? names : names.filter((n) => n === hub)).sort();
+  }
+  return names.sort();
+}
+
+/** Packages a host needs for its roles. */
+export function hostPackages(
+  host: HostConfig,
+  roles: { exports: readonly ExportConfig[]; mounts: readonly MountConfig[]; syncs: readonly SyncConfig[] },
+): string[] {
+  const packages = new Set(["wireguard-tools", "openssh-server", "util-linux"]);
+  if (host.wireguard === "wireguard-go") {
+    packages.add("wireguard-go");
+  }
+  for (const e of roles.exports) {
+    packages.add(e.pool.implementation === "zfs-fuse" ? "zfs-fuse" : "zfsutils-linux");
+  }
+  if (roles.mounts.length > 0) {
+    packages.add("sshfs");
+  }
+  if (roles.syncs.length > 0) {
+    packages.add("unison");
+    if (roles.syncs.some((s) => s.remote.export !== undefined)) {
+      packages.add("openssh-client");
+    }
+  }
+  return [...packages].sort();
+}
+
+/** Derives the per-host plan from validated config. Pure and deterministic. */
+export function planFleet(config: FleetConfig): FleetPlan {
+  const addresses = allocateMeshAddresses(config.hosts, config.mesh.cidr);
+  const routesOf = new Map(config.hosts.map((h) => [h.name, h.routes]));
+  const hosts = config.hosts.map((host): HostPlan => {
+    const roles = {
+      exports: config.exports.filter((e) => e.host === host.name),
+      mounts: config.mounts.filter((m) => m.host === host.name),
+      syncs: config.syncs.filter((s) => s.host === host.name),
+    };
+    const peers = peerNames(config, host.name).map((name) => ({
+      name,
+      allowedIps: [`${addresses.get(name)}/32`, ...[...(routesOf.get(name) ?? [])].sort()],
+    }));
+    return {
+      name: host.name,
+      config: host,
+      meshAddress: addresses.get(host.name) as string,
+      peers,
+      ...roles,
+      packages: hostPackages(host, roles),
+    };
+  });
+  return { config, hosts, byName: new Map(hosts.map((h) => [h.name, h])) };
+}

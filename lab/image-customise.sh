@@ -1,0 +1,58 @@
+#!/bin/sh
+# Runs once inside the freshly debootstrapped image (chroot), as root.
+# Everything here is the same for every lab host; per-host identity (hostname,
+# machine-id, SSH host keys, admin key) is written by lab.sh at `up` time into
+# each host's overlay upper dir. Its text is part of the image hash.
+set -eu
+
+# --- sshd: keys per host, root by key only --------------------------------
+# Host keys are generated per host by lab.sh (into the overlay upper dir), so
+# no two lab hosts share a key and known_hosts can be written from them.
+rm -f /etc/ssh/ssh_host_*
+cat > /etc/ssh/sshd_config.d/10-swarm-lab.conf <<'CONF'
+# swarm lab: root by public key only, like the production hosts
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+CONF
+# The client's LANG/LC_* would name locales the image does not have.
+sed -i 's/^AcceptEnv/#AcceptEnv/' /etc/ssh/sshd_config
+systemctl enable ssh.service
+# socket activation would hide a broken sshd until the first connection
+systemctl disable ssh.socket 2>/dev/null || true
+
+# --- zfs-fuse --------------------------------------------------------------
+# Debian's sysv init script fails in a container (it writes oom_score_adj,
+# which is denied). Do not start it at boot; the product ships its own unit
+# running `/usr/sbin/zfs-fuse --no-daemon`. `update-rc.d disable` (not
+# remove, not mask) keeps the package state sane and leaves the name free for
+# a native /etc/systemd/system/zfs-fuse.service to take over.
+update-rc.d zfs-fuse disable
+
+# --- units that cannot work in a container -------------------------------
+# No real consoles/ttys and no kernel config to set.
+systemctl mask \
+    getty@tty1.service \
+    serial-getty@.service \
+    systemd-sysctl.service \
+    sys-kernel-config.mount \
+    systemd-modules-load.service \
+    >/dev/null
+
+# --- identity: filled per host --------------------------------------------
+# An empty machine-id in the image; lab.sh writes a fresh one per host.
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
+ln -s /etc/machine-id /var/lib/dbus/machine-id
+echo localhost > /etc/hostname
+
+# --- environment ------------------------------------------------------------
+# No locales package: C.UTF-8 is built into glibc.
+echo 'LANG=C.UTF-8' > /etc/default/locale
+# Lab hosts have no route out of the lab; resolve nothing but /etc/hosts.
+: > /etc/resolv.conf
+
+# --- size -----------------------------------------------------------------
+apt-get clean
+rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/*.log
