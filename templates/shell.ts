@@ -80,3 +80,26 @@ export function writeFile(file: FileSpec): string {
 export function script(...parts: string[]): string {
   return [SCRIPT_PRELUDE, ...parts].join("\n");
 }
+
+/** The script inside a command built by `asRoot` (`[sudo -n ]bash -c '<script>'`). */
+export function unwrapRootCommand(command: string): string {
+  const match = /^(?:sudo -n )?bash -c '([\s\S]*)'$/.exec(command);
+  return match ? match[1].replace(/'\\''/g, "'") : command;
+}
+
+/** Every file a script installs with `writeFile`, in order: what `npm run render` shows a reviewer. */
+export function extractFiles(body: string): FileSpec[] {
+  const files: FileSpec[] = [];
+  const pattern = /^swarm_write '((?:[^']|'\\'')*)' (\d+) (\S+) <<'(SWARM_EOF(?:_\d+)?)'\n/gm;
+  for (let match = pattern.exec(body); match; match = pattern.exec(body)) {
+    const start = match.index + match[0].length;
+    const end = body.indexOf(`\n${match[4]}\n`, start - 1);
+    if (end < 0) {
+      break;
+    }
+    const content = body.slice(start, end + 1);
+    files.push({ path: match[1].replace(/'\\''/g, "'"), mode: match[2], owner: match[3], content });
+    pattern.lastIndex = end + match[4].length + 2;
+  }
+  return files;
+}

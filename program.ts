@@ -1,0 +1,201 @@
+/**
+ * Wires the components of a fleet from validated config. `index.ts` calls it
+ * for `pulumi up`; the offline tools (render, the lab suite, benchmarks) call
+ * it under Pulumi's mock runtime.
+ */
+import * as hcloud from "@pulumi/hcloud";
+import * as pulumi from "@pulumi/pulumi";
+import { FleetPlan, HostPlan, planFleet } from "./config/model";
+import { FleetConfig } from "./config/types";
+import { HetznerHost } from "./components/hetznerHost";
+import { MeshfsExport } from "./components/meshfsExport";
+import { SshfsAutomount } from "./components/sshfsAutomount";
+import { SshKeypair } from "./components/sshKeypair";
+import { UnisonSync } from "./components/unisonSync";
+import { WireGuardKeypair } from "./components/wireguardKeypair";
+import { WireGuardMesh } from "./components/wireguardMesh";
+import { renderMermaid } from "./templates/topology";
+
+export interface HostOutputs {
+  readonly meshAddress: string;
+  readonly publicKey: pulumi.Output<string>;
+  readonly endpoint: pulumi.Output<string>;
+  /** Address and port the admin reaches the host at over SSH. */
+  readonly ssh: pulumi.Output<string>;
+}
+
+export interface FleetOutputs {
+  readonly plan: FleetPlan;
+  readonly hosts: Record<string, HostOutputs>;
+  readonly topology: string;
+}
+
+export interface FleetSecrets {
+  /** The admin private key (OpenSSH format), a secret. */
+  readonly sshPrivateKey: pulumi.Input<string>;
+}
+
+const WIREGUARD_UNIT = "wg-quick@wg0.service";
+
+/** The parts of a mount path after the mount point, e.g. `/mnt/meshfs/wiki` in `/mnt/meshfs` → true. */
+function isInside(path: string, root: string): boolean {
+  return path === root || path.startsWith(`${root}/`);
+}
+
+export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOutputs {
+  const plan = planFleet(config);
+  const labels = { fleet: "swarm", stack: pulumi.getStack() };
+
+  const needsCloudKey = plan.hosts.some((h) => h.config.hcloud !== undefined);
+  const sshKey = needsCloudKey
+    ? new hcloud.SshKey("admin", { publicKey: config.admin.sshPublicKey, labels })
+    : undefined;
+
+  const hosts = new Map<string, HetznerHost>();
+  for (const host of plan.hosts) {
+    hosts.set(
+      host.name,
+      new HetznerHost(host.name, {
+        host,
+        admin: config.admin,
+        sshKey,
+        sshPrivateKey: secrets.sshPrivateKey,
+        listenPort: config.mesh.listenPort,
+        labels,
+      }),
+    );
+  }
+  const machine = (name: string): HetznerHost => hosts.get(name) as HetznerHost;
+
+  const keypairs = new Map(
+    plan.hosts.map((h) => [h.name, new WireGuardKeypair(`${h.name}-wg`, { rotation: h.config.keyRotation })]),
+  );
+  const mesh = new WireGuardMesh("mesh", {
+    plan,
+    hosts: new Map(
+      plan.hosts.map((h) => [
+        h.name,
+        {
+          connection: machine(h.name).connection,
+          user: machine(h.name).user,
+          endpoint: machine(h.name).publicAddress,
+          keypair: keypairs.get(h.name) as WireGuardKeypair,
+          bootstrap: machine(h.name).bootstrap,
+        },
+      ]),
+    ),
+  });
+  const meshReady = (name: string): pulumi.Resource => mesh.members.get(name) as pulumi.Resource;
+
+  // One client key per (export, client host): a mount and an ssh:// sync on the same host share it.
+  const clientKeys = new Map<string, SshKeypair>();
+  const clientKey = (exportName: string, host: string): SshKeypair => {
+    const id = `${exportName}-${host}`;
+    let key = clientKeys.get(id);
+    if (!key) {
+      key = new SshKeypair(`${id}-client`, { comment: `swarm-${exportName}@${host}` });
+      clientKeys.set(id, key);
+    }
+    return key;
+  };
+
+  const exports = new Map<string, MeshfsExport>();
+  for (const exported of config.exports) {
+    const server = plan.byName.get(exported.host) as HostPlan;
+    exports.set(
+      exported.name,
+      new MeshfsExport(
+        exported.name,
+        {
+          export: exported,
+          host: server,
+          clients: exported.clients.map((client) => ({
+            name: client,
+            meshAddress: (plan.byName.get(client) as HostPlan).meshAddress,
+            publicKey: clientKey(exported.name, client).publicKey,
+          })),
+          connection: machine(server.name).connection,
+          user: machine(server.name).user,
+          volumeDevice: machine(server.name).volumeDevice,
+        },
+        { dependsOn: [meshReady(server.name)] },
+      ),
+    );
+  }
+  const exportOf = (name: string) => {
+    const exported = config.exports.find((e) => e.name === name);
+    const component = exports.get(name);
+    if (!exported || !component) {
+      throw new Error(`export ${name} is not declared; validation should have caught this`);
+    }
+    return { exported, component, server: plan.byName.get(exported.host) as HostPlan };
+  };
+
+  const automounts = new Map<string, SshfsAutomount>();
+  for (const mount of config.mounts) {
+    const { exported, component, server } = exportOf(mount.export);
+    automounts.set(
+      `${mount.host}:${mount.path}`,
+      new SshfsAutomount(
+        `${mount.host}-${mount.export}-mount`,
+        {
+          mount,
+          export: exported,
+          serverMeshAddress: server.meshAddress,
+          serverHostKey: component.hostKey,
+          clientKey: clientKey(exported.name, mount.host),
+          connection: machine(mount.host).connection,
+          user: machine(mount.host).user,
+          wireguardUnit: WIREGUARD_UNIT,
+        },
+        { dependsOn: [component.ready, meshReady(mount.host)] },
+      ),
+    );
+  }
+
+  for (const sync of config.syncs) {
+    const mountPath = sync.remote.mountPath;
+    const mount =
+      mountPath === undefined
+        ? undefined
+        : config.mounts.find((m) => m.host === sync.host && isInside(mountPath, m.path));
+    const dependsOn: pulumi.Resource[] = [meshReady(sync.host)];
+    if (mount) {
+      dependsOn.push((automounts.get(`${mount.host}:${mount.path}`) as SshfsAutomount).ready);
+    }
+    let remoteExport;
+    if (sync.remote.export !== undefined) {
+      const { exported, component, server } = exportOf(sync.remote.export);
+      remoteExport = {
+        export: exported,
+        serverMeshAddress: server.meshAddress,
+        serverHostKey: component.hostKey,
+        clientKey: clientKey(exported.name, sync.host),
+      };
+      dependsOn.push(component.ready);
+    }
+    new UnisonSync(
+      `${sync.host}-${sync.name}-sync`,
+      {
+        sync,
+        mount,
+        remoteExport,
+        connection: machine(sync.host).connection,
+        user: machine(sync.host).user,
+      },
+      { dependsOn },
+    );
+  }
+
+  const outputs: Record<string, HostOutputs> = {};
+  for (const host of plan.hosts) {
+    const h = machine(host.name);
+    outputs[host.name] = {
+      meshAddress: host.meshAddress,
+      publicKey: (keypairs.get(host.name) as WireGuardKeypair).publicKey,
+      endpoint: pulumi.interpolate`${h.publicAddress}:${config.mesh.listenPort}`,
+      ssh: pulumi.unsecret(h.connection.apply((c) => `${c.user}@${c.host}:${c.port}`)),
+    };
+  }
+  return { plan, hosts: outputs, topology: renderMermaid(plan) };
+}

@@ -1,0 +1,126 @@
+/**
+ * Pulumi's mock runtime, set up the way every swarm test and the offline
+ * tools use it: resources are recorded in registration order, cloud
+ * resources get plausible outputs, and remote commands are answered by a
+ * pluggable runner (a canned answer offline, real SSH in the lab suite).
+ */
+import { createHash } from "node:crypto";
+import * as pulumi from "@pulumi/pulumi";
+
+export interface RecordedResource {
+  readonly type: string;
+  readonly name: string;
+  readonly inputs: Record<string, unknown>;
+  readonly id: string;
+}
+
+export interface CommandResult {
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs (or answers for) a `command:remote:Command` create. */
+export type CommandRunner = (name: string, inputs: Record<string, unknown>) => Promise<CommandResult>;
+
+/** Deterministic bytes for a resource name: stable keys across runs, so renders and triggers are reproducible. */
+export function fakeBytes(seed: string, length: number): Buffer {
+  const out: Buffer[] = [];
+  for (let i = 0; out.length * 32 < length; i++) {
+    out.push(createHash("sha256").update(`${seed}#${i}`).digest());
+  }
+  return Buffer.concat(out).subarray(0, length);
+}
+
+/** Offline answer for a command: the export host key is read back, everything else prints nothing. */
+export const offlineRunner: CommandRunner = async (name) => {
+  if (name.endsWith("-hostkey")) {
+    const key = fakeBytes(name, 32);
+    const blob = Buffer.concat([sshString("ssh-ed25519"), sshString(key)]);
+    return { stdout: `ssh-ed25519 ${blob.toString("base64")}\n`, stderr: "" };
+  }
+  return { stdout: "", stderr: "" };
+};
+
+function sshString(value: string | Buffer): Buffer {
+  const body = typeof value === "string" ? Buffer.from(value) : value;
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(body.length);
+  return Buffer.concat([length, body]);
+}
+
+export class MockFleet implements pulumi.runtime.Mocks {
+  readonly resources: RecordedResource[] = [];
+  private servers = 0;
+
+  constructor(private readonly runner: CommandRunner = offlineRunner) {}
+
+  async newResource(args: pulumi.runtime.MockResourceArgs): Promise<{ id: string; state: Record<string, unknown> }> {
+    const id = `${args.name}-id`;
+    this.resources.push({ type: args.type, name: args.name, inputs: args.inputs, id });
+    const state: Record<string, unknown> = { ...args.inputs };
+    switch (args.type) {
+      case "random:index/randomBytes:RandomBytes": {
+        const bytes = fakeBytes(args.name, Number(args.inputs.length));
+        state.base64 = bytes.toString("base64");
+        state.hex = bytes.toString("hex");
+        break;
+      }
+      case "hcloud:index/server:Server": {
+        // TEST-NET-3 documentation addresses: never a real host.
+        this.servers++;
+        state.ipv4Address = `203.0.113.${this.servers}`;
+        state.status = "running";
+        break;
+      }
+      case "hcloud:index/volume:Volume":
+        state.linuxDevice = `/dev/disk/by-id/scsi-0HC_Volume_${1000 + this.resources.length}`;
+        break;
+      case "command:remote:Command": {
+        const result = await this.runner(args.name, args.inputs);
+        state.stdout = result.stdout;
+        state.stderr = result.stderr;
+        break;
+      }
+    }
+    return { id, state };
+  }
+
+  call(args: pulumi.runtime.MockCallArgs): Record<string, unknown> {
+    return args.inputs;
+  }
+
+  ofType(type: string): RecordedResource[] {
+    return this.resources.filter((r) => r.type === type);
+  }
+
+  named(name: string): RecordedResource {
+    const found = this.resources.find((r) => r.name === name);
+    if (!found) {
+      throw new Error(`no resource named ${name}; have: ${this.resources.map((r) => r.name).join(", ")}`);
+    }
+    return found;
+  }
+}
+
+/** Installs a fresh mock runtime for project `swarm`, stack `stack`. */
+export async function installMocks(runner?: CommandRunner, stack = "test"): Promise<MockFleet> {
+  const mocks = new MockFleet(runner);
+  await pulumi.runtime.setMocks(mocks, "swarm", stack, false);
+  return mocks;
+}
+
+/** The value of an Output, for assertions. */
+export function promiseOf<T>(output: pulumi.Output<T>): Promise<T> {
+  return new Promise((resolve) => output.apply((v) => resolve(v)));
+}
+
+/**
+ * Waits until every resource registration started so far has finished:
+ * under mocks, that is when every command has been answered (or run).
+ */
+export async function settle(): Promise<void> {
+  // waitForRPCs is exported by the SDK's settings module but not typed; it drains the RPC queue.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const settings = require("@pulumi/pulumi/runtime/settings") as { waitForRPCs(): Promise<void> };
+  await settings.waitForRPCs();
+}
