@@ -81,6 +81,8 @@ export async function sshRun(
       const child = spawn(
         "ssh",
         [
+          "-F",
+          "/dev/null",
           "-i",
           keyFile,
           "-p",
@@ -93,6 +95,8 @@ export async function sshRun(
           "StrictHostKeyChecking=yes",
           "-o",
           `UserKnownHostsFile=${knownHosts}`,
+          "-o",
+          "GlobalKnownHostsFile=/dev/null",
           "-o",
           "ConnectTimeout=10",
           "-o",
@@ -131,6 +135,15 @@ export class LabEngine {
   private state = new Map<string, CommandState>();
 
   constructor(private readonly options: EngineOptions) {}
+
+  /** The state to persist between processes (it holds the admin key: store it 0600). */
+  snapshot(): CommandState[] {
+    return [...this.state.values()];
+  }
+
+  restore(states: readonly CommandState[]): void {
+    this.state = new Map(states.map((s) => [s.name, s]));
+  }
 
   /** Names of the commands the engine holds state for. */
   get commands(): string[] {

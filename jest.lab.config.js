@@ -1,0 +1,10 @@
+/** The lab end-to-end suite: real hosts, so one file, in band, with long timeouts. */
+module.exports = {
+  preset: "ts-jest",
+  testEnvironment: "node",
+  roots: ["<rootDir>/tests/lab"],
+  testMatch: ["**/*.e2e.test.ts"],
+  transform: { "^.+\\.ts$": ["ts-jest", { isolatedModules: true }] },
+  testTimeout: 300000,
+  verbose: true,
+};

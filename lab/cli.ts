@@ -1,0 +1,184 @@
+/**
+ * `npm run lab -- up|converge|status|down|ssh`: a fleet of real systemd hosts
+ * on this machine, converged by the real program. The host machinery
+ * (image, namespaces, nspawn) is lab/lab.sh; this file reads the lab stack,
+ * prepares the hosts the way the production hosts already are, and converges.
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { formatErrors, readStackFile } from "../config/load";
+import { FleetConfig } from "../config/types";
+import { validateFleetConfig } from "../config/validate";
+import { CommandState, LabEngine } from "./engine";
+
+const ROOT = path.resolve(__dirname, "..");
+export const LAB_SH = path.join(ROOT, "lab", "lab.sh");
+export const STATE = process.env.SWARM_LAB_STATE ?? "/var/lib/swarm-lab";
+export const LAB_KEY = path.join(STATE, "id_ed25519");
+export const KNOWN_HOSTS = path.join(STATE, "known_hosts");
+const ENGINE_STATE = path.join(STATE, "converge-state.json");
+
+/** Runs lab.sh; progress goes straight to the terminal. Throws on failure. */
+export function labSh(...args: string[]): string {
+  const result = spawnSync("bash", [LAB_SH, ...args], { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+  if (result.status !== 0) {
+    throw new Error(`lab.sh ${args.join(" ")} failed (exit ${result.status ?? result.signal})`);
+  }
+  return result.stdout;
+}
+
+/** The lab stack's validated config, or a thrown error listing every problem. */
+export function labConfig(stack = "lab"): FleetConfig {
+  const { raw } = readStackFile(path.join(ROOT, `Pulumi.${stack}.yaml`));
+  const { config, errors } = validateFleetConfig(raw);
+  if (config === undefined) {
+    throw new Error(`Pulumi.${stack}.yaml is invalid:\n${formatErrors(errors).join("\n")}`);
+  }
+  return config;
+}
+
+/** `NAME=ADDR` for every existing host of the config: what lab.sh boots. */
+export function labHosts(config: FleetConfig): string[] {
+  return config.hosts.map((h) => {
+    if (h.existing === undefined) {
+      throw new Error(`host ${h.name} is not an existing host: the lab can only boot existing hosts`);
+    }
+    return `${h.name}=${h.existing.address}`;
+  });
+}
+
+/**
+ * What the production hosts have before swarm touches them: the users that
+ * syncs and mounts run as, and the sync roots with their data. swarm does not
+ * create users or local sync roots (they belong to the host), so the lab does.
+ */
+export function seedScript(config: FleetConfig, host: string): string {
+  const users = new Set<string>();
+  const lines = ["set -euo pipefail"];
+  for (const m of config.mounts.filter((m) => m.host === host)) {
+    users.add(m.owner);
+  }
+  for (const s of config.syncs.filter((s) => s.host === host)) {
+    users.add(s.user);
+  }
+  for (const user of [...users].sort().filter((u) => u !== "root")) {
+    lines.push(`id -u ${user} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash ${user}`);
+  }
+  for (const s of config.syncs.filter((s) => s.host === host)) {
+    lines.push(`install -d -o ${s.user} -g ${s.user} ${s.local}`);
+    lines.push(
+      `[ -e ${s.local}/README.md ] || { echo "# ${s.name}" > ${s.local}/README.md; chown ${s.user}: ${s.local}/README.md; }`,
+    );
+  }
+  return lines.join("\n");
+}
+
+export function seedHosts(config: FleetConfig): void {
+  for (const host of config.hosts) {
+    labSh("ssh", host.name, seedScript(config, host.name));
+  }
+}
+
+function loadEngine(): LabEngine {
+  const engine = new LabEngine({ knownHosts: KNOWN_HOSTS, progress: (line) => process.stdout.write(`${line}\n`) });
+  if (fs.existsSync(ENGINE_STATE)) {
+    engine.restore(JSON.parse(fs.readFileSync(ENGINE_STATE, "utf8")) as CommandState[]);
+  }
+  return engine;
+}
+
+/** Converges the lab without a Pulumi CLI (see lab/engine.ts); its state holds keys, so it is 0600. */
+async function converge(config: FleetConfig): Promise<void> {
+  const engine = loadEngine();
+  const result = await engine.converge(config, fs.readFileSync(LAB_KEY, "utf8"));
+  fs.writeFileSync(ENGINE_STATE, JSON.stringify(engine.snapshot()), { mode: 0o600 });
+  process.stdout.write(
+    `converged in ${result.seconds.toFixed(1)}s: ${result.created.length} commands ran, ` +
+      `${result.unchanged.length} unchanged, ${result.deleted.length} deleted\n`,
+  );
+}
+
+/** Whether the pinned Pulumi CLI can run here (it downloads itself on first use). */
+function pulumiAvailable(): boolean {
+  const result = spawnSync(path.join(ROOT, "node_modules", ".bin", "pulumi"), ["version"], {
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  return result.status === 0;
+}
+
+function pulumiUp(): number {
+  const configFile = path.join(STATE, "Pulumi.lab.yaml");
+  fs.copyFileSync(path.join(ROOT, "Pulumi.lab.yaml"), configFile);
+  const env = {
+    ...process.env,
+    PULUMI_BACKEND_URL: `file://${path.join(ROOT, ".pulumi")}`,
+    // The lab's state stays on this machine; its only secret is the lab's own throwaway key.
+    PULUMI_CONFIG_PASSPHRASE: process.env.PULUMI_CONFIG_PASSPHRASE ?? "",
+  };
+  const pulumi = path.join(ROOT, "node_modules", ".bin", "pulumi");
+  fs.mkdirSync(path.join(ROOT, ".pulumi"), { recursive: true });
+  const run = (args: string[], input?: string) =>
+    spawnSync(pulumi, args, { cwd: ROOT, env, stdio: [input === undefined ? "inherit" : "pipe", "inherit", "inherit"], input });
+  run(["stack", "select", "--create", "lab", "--config-file", configFile]);
+  run(["config", "set", "--secret", "swarm:sshPrivateKey", "--config-file", configFile], fs.readFileSync(LAB_KEY, "utf8"));
+  return run(["up", "--stack", "lab", "--yes", "--config-file", configFile]).status ?? 1;
+}
+
+const NO_CLI = `No Pulumi CLI could be had here: the pinned CLI (npm package "pulumi") downloads itself on first use, and this machine cannot reach the download. The lab hosts are booted and ready. Converge them with the same program without a CLI: "npm run lab -- converge" runs it under Pulumi's mock runtime and executes every remote command over SSH against the lab, keeping its own state in ${STATE}. On a machine with internet access, "npm run lab -- up" runs "pulumi up --stack lab" against a local state backend in .pulumi/.`;
+
+async function main(argv: string[]): Promise<number> {
+  const [verb = "help", ...rest] = argv;
+  switch (verb) {
+    case "up": {
+      const config = labConfig();
+      labSh("up", ...labHosts(config));
+      seedHosts(config);
+      if (pulumiAvailable()) {
+        const code = pulumiUp();
+        process.stdout.write(labSh("status"));
+        return code;
+      }
+      process.stdout.write(`\n${NO_CLI}\n\n`);
+      process.stdout.write(labSh("status"));
+      return 0;
+    }
+    case "converge": {
+      const config = labConfig();
+      await converge(config);
+      process.stdout.write(labSh("status"));
+      return 0;
+    }
+    case "down":
+      labSh("down");
+      fs.rmSync(ENGINE_STATE, { force: true });
+      return 0;
+    case "status":
+      process.stdout.write(labSh("status"));
+      return 0;
+    case "ssh": {
+      const result = spawnSync("bash", [LAB_SH, "ssh", ...rest], { stdio: "inherit" });
+      return result.status ?? 1;
+    }
+    default:
+      process.stdout.write(
+        "usage: npm run lab -- up | converge | status | ssh HOST [cmd] | down\n" +
+          "  up        boot the hosts of Pulumi.lab.yaml and converge them with pulumi up\n" +
+          "  converge  converge the booted lab without a Pulumi CLI (mock runtime + real SSH)\n" +
+          "  status    one line per host\n" +
+          "  down      remove every namespace, bridge, process and mount the lab made\n",
+      );
+      return verb === "help" ? 0 : 2;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`lab: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.exit(1);
+    },
+  );
+}
