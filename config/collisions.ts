@@ -1,0 +1,83 @@
+/**
+ * The cryptokey routing collision check.
+ *
+ * WireGuard picks the peer for an outgoing packet by longest-prefix match
+ * over the AllowedIPs of every peer on the interface. When two peers claim
+ * overlapping AllowedIPs, part of one peer's traffic silently goes to the
+ * other (or the later `wg set` steals the range). Nothing fails loudly, so
+ * the program refuses such a configuration before it is pushed.
+ */
+import { Cidr, blockSize, broadcast, formatCidr, parseAddress } from "./ipv4";
+
+/** One peer as a host's interface sees it. */
+export interface InterfacePeer {
+  readonly name: string;
+  readonly allowedIps: readonly string[];
+}
+
+/** One host's interface: its name and its peers. */
+export interface InterfacePlan {
+  readonly name: string;
+  readonly peers: readonly InterfacePeer[];
+}
+
+/** Two peers on one host's interface whose AllowedIPs entries overlap. */
+export interface Collision {
+  /** The host whose interface lists both peers. */
+  readonly host: string;
+  /** The two peers, in the order they appear on the interface. */
+  readonly peers: readonly [string, string];
+  /** The overlapping entries, as written: `allowedIps[0]` belongs to `peers[0]`. */
+  readonly allowedIps: readonly [string, string];
+}
+
+/**
+ * Parses one AllowedIPs entry the way `wg` does: `a.b.c.d/n`, or a bare
+ * address meaning `/32`; host bits are masked off.
+ */
+export function parseAllowedIp(entry: string): Cidr {
+  const match = /^([0-9.]+)(?:\/(\d{1,2}))?$/.exec(entry.trim());
+  const address = match ? parseAddress(match[1]) : undefined;
+  const prefix = match?.[2] === undefined ? 32 : Number(match[2]);
+  if (address === undefined || prefix > 32) {
+    throw new Error(`${JSON.stringify(entry)} is not an IPv4 AllowedIPs entry such as 10.8.0.2/32`);
+  }
+  const size = blockSize(prefix);
+  return { network: address - (address % size), prefix };
+}
+
+/**
+ * Every pair of entries, on every interface, that belong to two different
+ * peers and overlap. Works on any AllowedIPs lists, not only the ones the
+ * fleet plan produces. Deterministic: interfaces, peers and entries are
+ * visited in the order given.
+ */
+export function findAllowedIpCollisions(plan: { readonly hosts: readonly InterfacePlan[] }): Collision[] {
+  const collisions: Collision[] = [];
+  for (const host of plan.hosts) {
+    const entries = host.peers.flatMap((peer, peerIndex) =>
+      peer.allowedIps.map((text) => ({ peerIndex, peer: peer.name, text, cidr: parseAllowedIp(text) })),
+    );
+    for (let i = 0; i < entries.length; i++) {
+      for (let j = i + 1; j < entries.length; j++) {
+        const a = entries[i];
+        const b = entries[j];
+        if (a.peerIndex !== b.peerIndex && rangesOverlap(a.cidr, b.cidr)) {
+          collisions.push({ host: host.name, peers: [a.peer, b.peer], allowedIps: [a.text, b.text] });
+        }
+      }
+    }
+  }
+  return collisions;
+}
+
+function rangesOverlap(a: Cidr, b: Cidr): boolean {
+  return a.network <= broadcast(b) && b.network <= broadcast(a);
+}
+
+/** The part two overlapping blocks share: the smaller block (CIDR blocks either nest or are disjoint). */
+export function sharedBlock(a: string, b: string): string {
+  const x = parseAllowedIp(a);
+  const y = parseAllowedIp(b);
+  return formatCidr(x.prefix >= y.prefix ? x : y);
+}

@@ -1,0 +1,1422 @@
+/**
+ * Validation of the `swarm:` stack configuration.
+ *
+ * `validateFleetConfig` is pure: raw values in, either a fully defaulted
+ * `FleetConfig` or every error found out. It never stops at the first
+ * problem, so one `npm run validate` shows everything there is to fix, each
+ * with its config path and the remedy.
+ */
+import { findAllowedIpCollisions, sharedBlock } from "./collisions";
+import {
+  Cidr,
+  blockSize,
+  broadcast,
+  contains,
+  formatAddress,
+  formatCidr,
+  hostRange,
+  overlaps,
+  parseAddress,
+  parseCidr,
+} from "./ipv4";
+import { FleetPlan, planFleet } from "./model";
+import { ObjectReader, describe } from "./reader";
+import {
+  AdminConfig,
+  ConfigError,
+  ExportConfig,
+  FleetConfig,
+  HcloudHostConfig,
+  ExistingHostConfig,
+  HostConfig,
+  MeshConfig,
+  MountConfig,
+  PoolConfig,
+  SnapshotConfig,
+  SyncConfig,
+  SyncRemoteConfig,
+  Topology,
+  WireGuardImplementation,
+  ZfsImplementation,
+} from "./types";
+
+/** Keys under `swarm:` that exist but are read elsewhere (the secret key by index.ts, health by the operations code). */
+const PASSED_THROUGH_KEYS = ["sshPrivateKey", "health"] as const;
+
+const HOST_NAME = /^[a-z][a-z0-9-]{0,62}$/;
+const HOST_NAME_HINT =
+  "is not a valid host name: use lower-case letters, digits and -, starting with a letter, at most 63 characters";
+const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
+const USER_NAME_HINT =
+  "is not a valid user name: use lower-case letters, digits, _ and -, starting with a letter or _, at most 32 characters";
+const UNIT_NAME = /^[a-z][a-z0-9-]*$/;
+const UNIT_NAME_HINT = "is not a valid name: use lower-case letters, digits and -, starting with a letter";
+const POOL_NAME = /^[A-Za-z][A-Za-z0-9_.:-]*$/;
+const RESERVED_POOL_NAMES = /^(mirror|raidz\d?|draid\d?|spare|log|c\d.*)$/;
+const DATASET_NAME = /^[A-Za-z][A-Za-z0-9_.:-]*(\/[A-Za-z0-9_.:-]+)*$/;
+const ZFS_PROPERTY = /^([a-z][a-z0-9_]*|[a-z0-9][a-z0-9_.+-]*:[a-z0-9_.:+-]+)$/;
+const ZFS_VALUE = /^[^\s"'`\\$]+$/;
+const FILE_SIZE = /^[1-9]\d*[KMGT]$/;
+const DNS_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+const IGNORE_PREFIXES = ["Name ", "Path ", "Regex ", "BelowPath "] as const;
+
+/** ZFS compression values zfs-fuse knows; it predates lz4. */
+const ZFS_FUSE_COMPRESSION = [
+  "on",
+  "off",
+  "lzjb",
+  "gzip",
+  "zle",
+  ...[1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => `gzip-${n}`),
+];
+
+export const DEFAULT_ZFS_PROPERTIES: Readonly<Record<string, string>> = {
+  compression: "lz4",
+  atime: "off",
+  snapdir: "hidden",
+};
+
+/**
+ * Paths a mount or a sync root must neither be nor contain: mounting over
+ * them hides the system, syncing them would propagate it. Paths inside the
+ * kernel's virtual file systems are refused altogether.
+ */
+export const SYSTEM_PATHS = [
+  "/",
+  "/bin",
+  "/boot",
+  "/dev",
+  "/etc",
+  "/home",
+  "/lib",
+  "/lib32",
+  "/lib64",
+  "/media",
+  "/mnt",
+  "/opt",
+  "/proc",
+  "/root",
+  "/run",
+  "/sbin",
+  "/srv",
+  "/sys",
+  "/tmp",
+  "/usr",
+  "/usr/bin",
+  "/usr/lib",
+  "/usr/local",
+  "/usr/sbin",
+  "/var",
+  "/var/lib",
+  "/var/log",
+] as const;
+const VIRTUAL_ROOTS = ["/dev", "/proc", "/run", "/sys"] as const;
+
+/** A reader for the top level, whose keys are written `swarm:key` rather than `swarm.key`. */
+class NamespaceReader extends ObjectReader {
+  override at(key: string): string {
+    return `${this.path}:${key}`;
+  }
+}
+
+interface HostDraft {
+  readonly path: string;
+  name?: string;
+  hcloud?: HcloudHostConfig;
+  existing?: ExistingHostConfig;
+  /** Set when `existing` was given, even if some of its fields were wrong. */
+  isExisting: boolean;
+  existingAddress?: string;
+  meshAddress?: string;
+  wireguard?: WireGuardImplementation;
+  keyRotation?: string;
+  routes: { readonly text: string; readonly cidr?: Cidr; readonly path: string }[];
+}
+
+interface MeshDraft {
+  cidr?: string;
+  parsed?: Cidr;
+  listenPort?: number;
+  topology?: Topology;
+  hub?: string;
+  mtu?: number;
+  persistentKeepalive?: number;
+}
+
+interface ExportDraft {
+  readonly path: string;
+  name?: string;
+  host?: string;
+  pool?: Partial<PoolConfig>;
+  dataset?: string;
+  mountpoint?: string;
+  properties?: Record<string, string>;
+  snapshots?: SnapshotConfig;
+  clients?: { readonly name: string; readonly path: string }[];
+  user?: string;
+}
+
+interface MountDraft {
+  readonly path: string;
+  host?: string;
+  export?: string;
+  mountPath?: string;
+  idleTimeout?: number;
+  owner?: string;
+}
+
+interface SyncDraft {
+  readonly path: string;
+  host?: string;
+  name?: string;
+  local?: string;
+  remote?: SyncRemoteConfig;
+  interval?: number;
+  user?: string;
+  conflicts?: "keep-both";
+  ignore?: string[];
+  watch?: boolean;
+  timeout?: number;
+}
+
+/**
+ * Checks the `swarm:` keys of a stack (prefix stripped) and applies every
+ * default. `config` is present exactly when `errors` is empty.
+ */
+export function validateFleetConfig(raw: Record<string, unknown>): {
+  config?: FleetConfig;
+  errors: ConfigError[];
+} {
+  const errors: ConfigError[] = [];
+  const top = new NamespaceReader("swarm", raw, errors);
+
+  const hosts = (
+    top.array("hosts", (value, path) => ({ value, path }), {
+      required: true,
+      hint: "declare the fleet's hosts, each with a name and hcloud or existing",
+    }) ?? []
+  ).map((item) => readHost(item.value, item.path, errors));
+  if (top.has("hosts") && Array.isArray(top.value.hosts) && top.value.hosts.length === 0) {
+    top.error("hosts", "is empty: declare at least one host");
+  }
+  const meshReader = top.object("mesh", { required: true, hint: "set at least mesh.cidr, e.g. 10.8.0.0/24" });
+  const mesh = meshReader ? readMesh(meshReader, errors) : {};
+  const adminReader = top.object("admin", {
+    required: true,
+    hint: "set admin.sshPublicKey and admin.sshSourceCidrs",
+  });
+  const exports = listOf(top, "exports").map((item) => readExport(item.value, item.path, errors));
+  const mounts = listOf(top, "mounts").map((item) => readMount(item.value, item.path, errors));
+  const syncs = listOf(top, "syncs").map((item) => readSync(item.value, item.path, errors));
+  for (const key of PASSED_THROUGH_KEYS) {
+    top.raw(key);
+  }
+  top.rejectUnknownKeys();
+
+  const fleet = new FleetIndex(hosts, mesh);
+  const admin = adminReader ? readAdmin(adminReader, hosts, errors) : undefined;
+  checkHosts(fleet, errors);
+  checkMesh(fleet, errors);
+  const meshIsClean = !errors.some((e) => isMeshPath(e.path));
+  checkExports(fleet, exports, errors);
+  checkMounts(fleet, exports, mounts, errors);
+  checkSyncs(fleet, exports, mounts, syncs, errors);
+
+  if (meshIsClean) {
+    const meshOnly = assemble(hosts, mesh, undefined, [], [], []);
+    errors.push(...meshCollisionErrors(planFleet(meshOnly), fleet));
+  }
+
+  if (errors.length > 0) {
+    return { errors };
+  }
+  return { config: assemble(hosts, mesh, admin, exports, mounts, syncs), errors };
+}
+
+function isMeshPath(path: string): boolean {
+  return path.startsWith("swarm:hosts") || path.startsWith("swarm:mesh");
+}
+
+function listOf(top: ObjectReader, key: string): { value: unknown; path: string }[] {
+  return top.array(key, (value, path) => ({ value, path })) ?? [];
+}
+
+/** Builds the typed config. Only called with drafts that passed validation, so every required field is set. */
+function assemble(
+  hosts: readonly HostDraft[],
+  mesh: MeshDraft,
+  admin: AdminConfig | undefined,
+  exports: readonly ExportDraft[],
+  mounts: readonly MountDraft[],
+  syncs: readonly SyncDraft[],
+): FleetConfig {
+  return {
+    hosts: hosts.map((h): HostConfig => ({
+      name: h.name as string,
+      ...(h.hcloud ? { hcloud: h.hcloud } : {}),
+      ...(h.existing ? { existing: h.existing } : {}),
+      ...(h.meshAddress !== undefined ? { meshAddress: h.meshAddress } : {}),
+      wireguard: h.wireguard ?? "kernel",
+      keyRotation: h.keyRotation ?? "",
+      routes: h.routes.map((r) => r.text),
+    })),
+    mesh: {
+      cidr: mesh.cidr as string,
+      listenPort: mesh.listenPort ?? 51820,
+      topology: mesh.topology ?? "full",
+      ...(mesh.hub !== undefined ? { hub: mesh.hub } : {}),
+      ...(mesh.mtu !== undefined ? { mtu: mesh.mtu } : {}),
+      ...(mesh.persistentKeepalive !== undefined ? { persistentKeepalive: mesh.persistentKeepalive } : {}),
+    } satisfies MeshConfig,
+    admin: admin ?? { sshPublicKey: "", sshSourceCidrs: [] },
+    exports: exports.map((e): ExportConfig => ({
+      name: e.name as string,
+      host: e.host as string,
+      pool: e.pool as PoolConfig,
+      dataset: e.dataset as string,
+      mountpoint: e.mountpoint as string,
+      properties: e.properties as Record<string, string>,
+      snapshots: e.snapshots as SnapshotConfig,
+      clients: (e.clients ?? []).map((c) => c.name),
+      user: e.user as string,
+    })),
+    mounts: mounts.map((m): MountConfig => ({
+      host: m.host as string,
+      export: m.export as string,
+      path: m.mountPath as string,
+      idleTimeout: m.idleTimeout as number,
+      owner: m.owner as string,
+    })),
+    syncs: syncs.map((s): SyncConfig => ({
+      host: s.host as string,
+      name: s.name as string,
+      local: s.local as string,
+      remote: s.remote as SyncRemoteConfig,
+      interval: s.interval as number,
+      user: s.user as string,
+      conflicts: s.conflicts as "keep-both",
+      ignore: s.ignore as string[],
+      watch: s.watch as boolean,
+      timeout: s.timeout as number,
+    })),
+  };
+}
+
+// ---------------------------------------------------------------- readers
+
+function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraft {
+  const draft: HostDraft = { path, isExisting: false, routes: [] };
+  const r = ObjectReader.of(path, value, errors);
+  if (!r) {
+    return draft;
+  }
+  draft.name = r.string("name", {
+    required: true,
+    hint: "give the host a name such as anchor",
+    pattern: HOST_NAME,
+    patternHint: HOST_NAME_HINT,
+  });
+  const hcloud = r.object("hcloud");
+  const existing = r.object("existing");
+  if (r.has("hcloud") && r.has("existing")) {
+    r.error(
+      undefined,
+      "sets both hcloud and existing: keep hcloud for a server this program creates, or existing for one it only configures",
+    );
+  } else if (!r.has("hcloud") && !r.has("existing")) {
+    r.error(
+      undefined,
+      "needs hcloud (a Hetzner Cloud server this program creates) or existing (a host reached at an address)",
+    );
+  }
+  if (hcloud) {
+    const serverType = hcloud.string("serverType", {
+      required: true,
+      hint: "set a Hetzner server type such as cx22",
+      pattern: /^[a-z][a-z0-9-]*$/,
+      patternHint: "is not a Hetzner server type: use a name such as cx22 or cax11",
+    });
+    const location = hcloud.string("location", {
+      required: true,
+      hint: "set a Hetzner location such as nbg1, fsn1 or hel1",
+      pattern: /^[a-z][a-z0-9-]*$/,
+      patternHint: "is not a Hetzner location: use a name such as nbg1, fsn1 or hel1",
+    });
+    const image = hcloud.string("image", {
+      pattern: /^[a-z0-9][a-z0-9._-]*$/,
+      patternHint: "is not an image name: use a name such as debian-12",
+    });
+    const volumeSize = hcloud.integer("volumeSize", { min: 10, max: 10240 });
+    hcloud.rejectUnknownKeys();
+    if (serverType !== undefined && location !== undefined) {
+      draft.hcloud = {
+        serverType,
+        location,
+        image: image ?? "debian-12",
+        ...(volumeSize !== undefined ? { volumeSize } : {}),
+      };
+    }
+  }
+  if (existing) {
+    draft.isExisting = true;
+    const address = existing.string("address", {
+      required: true,
+      hint: "set the IPv4 address or DNS name the host is reached at",
+    });
+    if (address !== undefined && !isHostAddress(address)) {
+      existing.error(
+        "address",
+        `${JSON.stringify(address)} is neither an IPv4 address nor a DNS name: write e.g. 192.0.2.10 or host.example.org`,
+      );
+    }
+    const user = existing.string("user", { pattern: USER_NAME, patternHint: USER_NAME_HINT });
+    const port = existing.integer("port", { min: 1, max: 65535 });
+    existing.rejectUnknownKeys();
+    if (address !== undefined && isHostAddress(address)) {
+      draft.existingAddress = address;
+      draft.existing = { address, user: user ?? "root", port: port ?? 22 };
+    }
+  }
+  const meshAddress = r.string("meshAddress");
+  if (meshAddress !== undefined) {
+    if (parseAddress(meshAddress) === undefined) {
+      r.error(
+        "meshAddress",
+        `${JSON.stringify(meshAddress)} is not an IPv4 address: write one such as 10.8.0.2, or remove meshAddress to allocate one`,
+      );
+    } else {
+      draft.meshAddress = meshAddress;
+    }
+  }
+  draft.wireguard = r.oneOf("wireguard", ["kernel", "wireguard-go"] as const);
+  draft.keyRotation = readKeyRotation(r);
+  draft.routes =
+    r.array("routes", (item, itemPath) => {
+      if (typeof item !== "string") {
+        errors.push({
+          path: itemPath,
+          message: `must be a CIDR string such as 192.168.10.0/24, got ${describe(item)}`,
+        });
+        return undefined;
+      }
+      return {
+        text: item,
+        cidr: readCidr(item, itemPath, errors, { example: "192.168.10.0/24" }),
+        path: itemPath,
+      };
+    }) ?? [];
+  r.rejectUnknownKeys();
+  return draft;
+}
+
+/** A rotation keeper may be written as a number (`2`) as well as a string; both mean the same. */
+function readKeyRotation(r: ObjectReader): string | undefined {
+  const value = r.raw("keyRotation");
+  if (typeof value === "number" && Number.isFinite(value)) {
+    return String(value);
+  }
+  return r.string("keyRotation");
+}
+
+function readMesh(r: ObjectReader, errors: ConfigError[]): MeshDraft {
+  const draft: MeshDraft = {};
+  draft.cidr = r.string("cidr", { required: true, hint: "set the mesh block, e.g. 10.8.0.0/24" });
+  if (draft.cidr !== undefined) {
+    draft.parsed = readCidr(draft.cidr, r.at("cidr"), errors, {
+      example: "10.8.0.0/24",
+      maxPrefix: 30,
+    });
+    if (draft.parsed === undefined) {
+      draft.cidr = undefined;
+    }
+  }
+  draft.listenPort = r.integer("listenPort", { min: 1, max: 65535 });
+  draft.topology = r.oneOf("topology", ["full", "hub"] as const);
+  draft.hub = r.string("hub");
+  draft.mtu = r.integer("mtu", { min: 1280, max: 9000 });
+  draft.persistentKeepalive = r.duration("persistentKeepalive", { min: 0, max: 65535 });
+  r.rejectUnknownKeys();
+  return draft;
+}
+
+function readAdmin(
+  r: ObjectReader,
+  hosts: readonly HostDraft[],
+  errors: ConfigError[],
+): AdminConfig | undefined {
+  const errorsBefore = errors.length;
+  const key = r.string("sshPublicKey", {
+    required: true,
+    hint: "paste the admin's OpenSSH public key line (the contents of id_ed25519.pub)",
+  });
+  if (key !== undefined) {
+    const problem = publicKeyProblem(key);
+    if (problem) {
+      r.error("sshPublicKey", problem);
+    }
+  }
+  const needsCidrs = hosts.some((h) => h.hcloud !== undefined);
+  const cidrs =
+    r.array(
+      "sshSourceCidrs",
+      (item, path) => {
+        if (typeof item !== "string") {
+          errors.push({
+            path,
+            message: `must be a CIDR string such as 203.0.113.7/32, got ${describe(item)}`,
+          });
+          return undefined;
+        }
+        if (parseAddress(item) !== undefined) {
+          errors.push({
+            path,
+            message: `${JSON.stringify(item)} is an address, not a CIDR: did you mean ${item}/32?`,
+          });
+          return undefined;
+        }
+        const cidr = readCidr(item, path, errors, { example: "203.0.113.7/32" });
+        if (cidr !== undefined && cidr.prefix === 0) {
+          errors.push({
+            path,
+            message: `${item} opens SSH to the whole internet: list only the addresses the admin connects from, e.g. 203.0.113.7/32`,
+          });
+          return undefined;
+        }
+        return cidr === undefined ? undefined : item;
+      },
+      {
+        required: needsCidrs,
+        hint: "list the CIDRs the admin connects from (e.g. 203.0.113.7/32): the Hetzner firewall allows SSH only from them",
+      },
+    ) ?? [];
+  if (needsCidrs && Array.isArray(r.value.sshSourceCidrs) && r.value.sshSourceCidrs.length === 0) {
+    r.error(
+      "sshSourceCidrs",
+      "is empty, so the Hetzner firewall would block the SSH this program provisions hosts over: add the admin's CIDR",
+    );
+  }
+  r.rejectUnknownKeys();
+  if (key === undefined || errors.length !== errorsBefore) {
+    return undefined;
+  }
+  return { sshPublicKey: key.trim(), sshSourceCidrs: cidrs };
+}
+
+function readExport(value: unknown, path: string, errors: ConfigError[]): ExportDraft {
+  const draft: ExportDraft = { path };
+  const r = ObjectReader.of(path, value, errors);
+  if (!r) {
+    return draft;
+  }
+  draft.name = r.string("name", {
+    required: true,
+    hint: "name the export, e.g. meshfs",
+    pattern: UNIT_NAME,
+    patternHint: UNIT_NAME_HINT,
+  });
+  draft.host = r.string("host", { required: true, hint: "name the host that holds the pool" });
+  const pool = r.object("pool", {
+    required: true,
+    hint: "set pool.name (e.g. tank) and, to create it, pool.devices",
+  });
+  if (pool) {
+    const name = pool.string("name", {
+      required: true,
+      hint: "name the ZFS pool, e.g. tank",
+      pattern: POOL_NAME,
+      patternHint: "is not a ZFS pool name: start with a letter, then letters, digits, _ . : or -",
+    });
+    if (name !== undefined && RESERVED_POOL_NAMES.test(name)) {
+      pool.error("name", `${JSON.stringify(name)} is reserved by ZFS: choose another pool name such as tank`);
+    }
+    const devices =
+      pool.array("devices", (item, itemPath) => {
+        if (item === "volume") {
+          return item;
+        }
+        if (typeof item !== "string") {
+          errors.push({ path: itemPath, message: `must be a device path or volume, got ${describe(item)}` });
+          return undefined;
+        }
+        const problem = absolutePathProblem(item, "/dev/sdb");
+        if (problem) {
+          errors.push({
+            path: itemPath,
+            message: `${problem}, or write volume for the host's Hetzner volume`,
+          });
+          return undefined;
+        }
+        return item;
+      }) ?? [];
+    devices.forEach((device, i) => {
+      if (devices.indexOf(device) !== i) {
+        pool.error("devices", `lists ${device} twice: list each device once`);
+      }
+    });
+    const fileSize = pool.string("fileSize", {
+      pattern: FILE_SIZE,
+      patternHint: "is not a size: write a whole number and a unit K, M, G or T, such as 512M or 10G",
+    });
+    if (fileSize !== undefined && devices.length === 0) {
+      pool.error(
+        "fileSize",
+        "creates missing device files, but devices is empty: list the file paths, or remove fileSize",
+      );
+    }
+    if (fileSize !== undefined && devices.includes("volume")) {
+      pool.error(
+        "fileSize",
+        "creates sparse files, but volume is a block device: remove fileSize, or list file paths instead of volume",
+      );
+    }
+    const implementation = pool.oneOf("implementation", ["openzfs", "zfs-fuse"] as const);
+    pool.rejectUnknownKeys();
+    draft.pool = {
+      name,
+      devices,
+      ...(fileSize !== undefined ? { fileSize } : {}),
+      implementation: implementation ?? "openzfs",
+    };
+  }
+  draft.dataset = r.string("dataset", {
+    required: true,
+    hint: "name the dataset to export, e.g. tank/meshfs/state",
+    pattern: DATASET_NAME,
+    patternHint: "is not a ZFS dataset name: write pool/child, e.g. tank/meshfs/state",
+  });
+  const poolName = draft.pool?.name;
+  if (draft.dataset !== undefined && poolName !== undefined) {
+    if (draft.dataset !== poolName && !draft.dataset.startsWith(`${poolName}/`)) {
+      r.error(
+        "dataset",
+        `${draft.dataset} is not inside pool ${poolName}: start it with ${poolName}/, e.g. ${poolName}/${draft.dataset.split("/").slice(1).join("/") || "meshfs"}`,
+      );
+    }
+  }
+  draft.mountpoint = readPath(r, "mountpoint", {
+    required: true,
+    hint: "set the dataset's absolute mountpoint, e.g. /tank/meshfs/state",
+    example: "/tank/meshfs/state",
+    system: true,
+  });
+  draft.properties = readProperties(r, draft.pool?.implementation, errors);
+  const snapshots = r.object("snapshots");
+  let interval: number | undefined = 3600;
+  let keep: number | undefined = 48;
+  if (snapshots) {
+    interval =
+      snapshots.duration("interval", { min: 60, max: 30 * 86400 }) ??
+      (snapshots.has("interval") ? undefined : 3600);
+    keep = snapshots.integer("keep", { min: 1, max: 10000 }) ?? (snapshots.has("keep") ? undefined : 48);
+    snapshots.rejectUnknownKeys();
+  }
+  if (interval !== undefined && keep !== undefined) {
+    draft.snapshots = { interval, keep };
+  }
+  draft.clients =
+    r.array("clients", (item, itemPath) => {
+      if (typeof item !== "string") {
+        errors.push({ path: itemPath, message: `must be a host name, got ${describe(item)}` });
+        return undefined;
+      }
+      return { name: item, path: itemPath };
+    }) ?? [];
+  const user = r.string("user", { pattern: USER_NAME, patternHint: USER_NAME_HINT });
+  if (user === "root") {
+    r.error(
+      "user",
+      "must not be root: clients log in as this sftp-only user; keep the default meshfs or pick another",
+    );
+  } else if (!r.has("user") || user !== undefined) {
+    draft.user = user ?? "meshfs";
+  }
+  r.rejectUnknownKeys();
+  return draft;
+}
+
+function readProperties(
+  r: ObjectReader,
+  implementation: ZfsImplementation | undefined,
+  errors: ConfigError[],
+): Record<string, string> {
+  const merged: Record<string, string> = { ...DEFAULT_ZFS_PROPERTIES };
+  const props = r.object("properties");
+  if (props) {
+    for (const [name, value] of Object.entries(props.value)) {
+      props.raw(name);
+      const path = props.at(name);
+      if (!ZFS_PROPERTY.test(name)) {
+        errors.push({
+          path,
+          message: `${JSON.stringify(name)} is not a ZFS property name: use a native property such as recordsize, or a user property such as org.example:backup`,
+        });
+        continue;
+      }
+      if (name === "mountpoint") {
+        errors.push({
+          path,
+          message:
+            "is set by the export itself: use swarm:exports[].mountpoint and remove it from properties",
+        });
+        continue;
+      }
+      const text = typeof value === "number" && Number.isFinite(value) ? String(value) : value;
+      if (typeof text !== "string" || !ZFS_VALUE.test(text)) {
+        errors.push({
+          path,
+          message: `must be a single word such as lz4, off or 100G (no spaces or quotes), got ${describe(value)}`,
+        });
+        continue;
+      }
+      merged[name] = text;
+    }
+  }
+  if (implementation === "zfs-fuse" && !ZFS_FUSE_COMPRESSION.includes(merged.compression)) {
+    errors.push({
+      path: r.at("properties.compression"),
+      message: `zfs-fuse does not know compression=${merged.compression}: set properties.compression to one of on, lzjb, gzip or zle`,
+    });
+  }
+  return Object.fromEntries(Object.entries(merged).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+function readMount(value: unknown, path: string, errors: ConfigError[]): MountDraft {
+  const draft: MountDraft = { path };
+  const r = ObjectReader.of(path, value, errors);
+  if (!r) {
+    return draft;
+  }
+  draft.host = r.string("host", { required: true, hint: "name the host the export is mounted on" });
+  draft.export = r.string("export", { required: true, hint: "name the export to mount, e.g. meshfs" });
+  draft.mountPath = readPath(r, "path", {
+    required: true,
+    hint: "set the absolute mount path, e.g. /mnt/meshfs",
+    example: "/mnt/meshfs",
+    system: true,
+  });
+  draft.idleTimeout =
+    r.duration("idleTimeout", { min: 0, max: 7 * 86400 }) ?? (r.has("idleTimeout") ? undefined : 600);
+  draft.owner =
+    r.string("owner", { pattern: USER_NAME, patternHint: USER_NAME_HINT }) ??
+    (r.has("owner") ? undefined : "root");
+  r.rejectUnknownKeys();
+  return draft;
+}
+
+function readSync(value: unknown, path: string, errors: ConfigError[]): SyncDraft {
+  const draft: SyncDraft = { path };
+  const r = ObjectReader.of(path, value, errors);
+  if (!r) {
+    return draft;
+  }
+  draft.host = r.string("host", { required: true, hint: "name the host the sync runs on" });
+  draft.name = r.string("name", {
+    required: true,
+    hint: "name the sync, e.g. wiki (it names the profile and units)",
+    pattern: UNIT_NAME,
+    patternHint: UNIT_NAME_HINT,
+  });
+  draft.local = readPath(r, "local", {
+    required: true,
+    hint: "set the absolute local root, e.g. /home/ai-streamer/wiki",
+    example: "/home/ai-streamer/wiki",
+    system: true,
+  });
+  const remote = r.object("remote", {
+    required: true,
+    hint: "set remote.mountPath (a path inside a mount) or remote.export with remote.path",
+  });
+  if (remote) {
+    const mountPath = readPath(remote, "mountPath", { example: "/mnt/meshfs/wiki" });
+    const exportName = remote.string("export");
+    const relative = remote.string("path");
+    const hasMountPath = remote.has("mountPath");
+    const hasExport = remote.has("export");
+    if (hasMountPath && hasExport) {
+      remote.error(undefined, "sets both mountPath and export: keep exactly one of them");
+    } else if (!hasMountPath && !hasExport) {
+      remote.error(
+        undefined,
+        "needs mountPath (a path inside a swarm:mounts path on this host) or export (reached with unison's ssh:// mode)",
+      );
+    }
+    if (remote.has("path") && !hasExport) {
+      remote.error("path", "only applies with remote.export: remove it, or set remote.export");
+    }
+    if (relative !== undefined) {
+      const problem = relativePathProblem(relative);
+      if (problem) {
+        remote.error("path", problem);
+      }
+    }
+    remote.rejectUnknownKeys();
+    if (hasMountPath && !hasExport && mountPath !== undefined) {
+      draft.remote = { mountPath };
+    } else if (hasExport && !hasMountPath && exportName !== undefined) {
+      draft.remote = { export: exportName, ...(relative !== undefined ? { path: relative } : {}) };
+    }
+  }
+  draft.interval = r.duration("interval", { min: 10, max: 86400 }) ?? (r.has("interval") ? undefined : 60);
+  draft.timeout = r.duration("timeout", { min: 10, max: 86400 }) ?? (r.has("timeout") ? undefined : 600);
+  draft.user =
+    r.string("user", { pattern: USER_NAME, patternHint: USER_NAME_HINT }) ??
+    (r.has("user") ? undefined : "root");
+  draft.conflicts =
+    r.oneOf("conflicts", ["keep-both"] as const) ?? (r.has("conflicts") ? undefined : "keep-both");
+  draft.ignore =
+    r.array("ignore", (item, itemPath) => {
+      if (
+        typeof item !== "string" ||
+        !IGNORE_PREFIXES.some((p) => item.startsWith(p) && item.length > p.length)
+      ) {
+        errors.push({
+          path: itemPath,
+          message: `${typeof item === "string" ? JSON.stringify(item) : describe(item)} is not a unison ignore pattern: start it with Name, Path, Regex or BelowPath, e.g. "Name *.swp"`,
+        });
+        return undefined;
+      }
+      if (/[\n\r]/.test(item)) {
+        errors.push({
+          path: itemPath,
+          message: "must be a single line: split it into one pattern per entry",
+        });
+        return undefined;
+      }
+      return item;
+    }) ?? [];
+  draft.watch = r.boolean("watch") ?? (r.has("watch") ? undefined : false);
+  r.rejectUnknownKeys();
+  return draft;
+}
+
+// ---------------------------------------------------------------- cross checks
+
+/** What the cross checks need to know about hosts and the mesh. */
+class FleetIndex {
+  readonly byName = new Map<string, HostDraft>();
+
+  constructor(
+    readonly hosts: readonly HostDraft[],
+    readonly mesh: MeshDraft,
+  ) {
+    for (const host of hosts) {
+      if (host.name !== undefined && !this.byName.has(host.name)) {
+        this.byName.set(host.name, host);
+      }
+    }
+  }
+
+  /** Undefined when the host exists, else a message naming the choices. */
+  unknownHost(name: string): string | undefined {
+    if (this.byName.has(name)) {
+      return undefined;
+    }
+    const names = [...this.byName.keys()];
+    return names.length === 0
+      ? `${JSON.stringify(name)} is not a host: declare it in swarm:hosts`
+      : `${JSON.stringify(name)} is not a host: use one of ${names.join(", ")}, or declare it in swarm:hosts`;
+  }
+
+  /** Whether the mesh topology gives `a` and `b` a tunnel to each other. */
+  adjacent(a: string, b: string): boolean {
+    if (this.mesh.topology !== "hub" || this.mesh.hub === undefined) {
+      return true;
+    }
+    return a === this.mesh.hub || b === this.mesh.hub;
+  }
+}
+
+function checkHosts(fleet: FleetIndex, errors: ConfigError[]): void {
+  const firstByName = new Map<string, HostDraft>();
+  for (const host of fleet.hosts) {
+    if (host.name === undefined) {
+      continue;
+    }
+    const first = firstByName.get(host.name);
+    if (first) {
+      errors.push({
+        path: `${host.path}.name`,
+        message: `${host.name} is already the name of ${first.path}: host names must be unique, rename one of them`,
+      });
+    } else {
+      firstByName.set(host.name, host);
+    }
+  }
+}
+
+function checkMesh(fleet: FleetIndex, errors: ConfigError[]): void {
+  const { mesh, hosts } = fleet;
+  if (mesh.topology === "hub" && mesh.hub === undefined) {
+    errors.push({
+      path: "swarm:mesh.hub",
+      message: "is required when topology is hub: name the host every other host peers with",
+    });
+  }
+  if (mesh.hub !== undefined) {
+    if (mesh.topology !== "hub") {
+      errors.push({
+        path: "swarm:mesh.hub",
+        message: "only applies with topology hub: set mesh.topology to hub, or remove hub",
+      });
+    }
+    const unknown = fleet.unknownHost(mesh.hub);
+    if (unknown) {
+      errors.push({ path: "swarm:mesh.hub", message: unknown });
+    }
+  }
+
+  const cidr = mesh.parsed;
+  if (cidr !== undefined) {
+    const { first, last } = hostRange(cidr);
+    const usable = last - first + 1;
+    if (hosts.length > usable) {
+      errors.push({
+        path: "swarm:mesh.cidr",
+        message: `${formatCidr(cidr)} has ${usable} usable addresses but there are ${hosts.length} hosts: use a larger block such as ${formatCidr({ network: cidr.network - (cidr.network % blockSize(prefixFor(hosts.length))), prefix: prefixFor(hosts.length) })}`,
+      });
+    }
+    const takenBy = new Map<number, HostDraft>();
+    for (const host of hosts) {
+      if (host.meshAddress === undefined) {
+        continue;
+      }
+      const address = parseAddress(host.meshAddress) as number;
+      const path = `${host.path}.meshAddress`;
+      const range = `${formatAddress(first)}–${formatAddress(last)}`;
+      if (!contains(cidr, address)) {
+        errors.push({
+          path,
+          message: `${host.meshAddress} is outside the mesh ${formatCidr(cidr)}: pick an address in ${range}, or remove meshAddress to allocate one`,
+        });
+        continue;
+      }
+      if (address === cidr.network || address === broadcast(cidr)) {
+        const which = address === cidr.network ? "network" : "broadcast";
+        errors.push({
+          path,
+          message: `${host.meshAddress} is the ${which} address of ${formatCidr(cidr)}: pick an address in ${range}, or remove meshAddress to allocate one`,
+        });
+        continue;
+      }
+      const owner = takenBy.get(address);
+      if (owner) {
+        errors.push({
+          path,
+          message: `${host.meshAddress} is already used by ${owner.path}${owner.name ? ` (${owner.name})` : ""}: pick a free address in ${formatCidr(cidr)}, or remove meshAddress to allocate one`,
+        });
+        continue;
+      }
+      takenBy.set(address, host);
+    }
+  }
+
+  // Routes: every peer's AllowedIPs must be disjoint from the mesh and from every other route.
+  const routes = hosts.flatMap((host) =>
+    host.routes.flatMap((route) => (route.cidr ? [{ ...route, host, cidr: route.cidr }] : [])),
+  );
+  routes.forEach((route, i) => {
+    if (cidr !== undefined && overlaps(route.cidr, cidr)) {
+      errors.push({
+        path: route.path,
+        message: `${route.text} overlaps the mesh ${formatCidr(cidr)}: peers would send mesh traffic for ${sharedBlock(route.text, formatCidr(cidr))} to ${route.host.name ?? "this host"} (cryptokey routing collision); route only networks outside the mesh`,
+      });
+    }
+    for (const earlier of routes.slice(0, i)) {
+      if (overlaps(route.cidr, earlier.cidr)) {
+        const sameHost = earlier.host === route.host;
+        errors.push({
+          path: route.path,
+          message: sameHost
+            ? `${route.text} overlaps ${earlier.text} (${earlier.path}) on the same host: merge them into one route, or remove one`
+            : `${route.text} overlaps ${earlier.text}, routed to ${earlier.host.name ?? earlier.host.path} (${earlier.path}): WireGuard would send ${sharedBlock(route.text, earlier.text)} to only one of the two peers (cryptokey routing collision); make the routes disjoint`,
+        });
+      }
+    }
+  });
+
+  // An endpoint inside the tunnel would be routed into the tunnel it is meant to carry.
+  for (const host of hosts) {
+    const address = host.existingAddress !== undefined ? parseAddress(host.existingAddress) : undefined;
+    if (address === undefined) {
+      continue;
+    }
+    const path = `${host.path}.existing.address`;
+    if (cidr !== undefined && contains(cidr, address)) {
+      errors.push({
+        path,
+        message: `${host.existingAddress} is inside the mesh ${formatCidr(cidr)}: peers would route this host's WireGuard endpoint into the tunnel itself; use its public or LAN address`,
+      });
+      continue;
+    }
+    const route = routes.find((r) => contains(r.cidr, address));
+    if (route) {
+      errors.push({
+        path,
+        message: `${host.existingAddress} is inside ${route.text}, routed through the mesh to ${route.host.name ?? route.host.path} (${route.path}): peers would send this host's WireGuard endpoint into the tunnel; use an address outside every route, or narrow the route`,
+      });
+    }
+  }
+}
+
+/** The longest prefix whose block holds `hosts` usable addresses. */
+function prefixFor(hosts: number): number {
+  let prefix = 30;
+  while (prefix > 0 && blockSize(prefix) - 2 < hosts) {
+    prefix--;
+  }
+  return prefix;
+}
+
+/**
+ * Turns collisions found in the plan into config errors, one per pair of
+ * overlapping entries, naming every interface where they meet. The field
+ * checks above already refuse every overlap the current plan can produce;
+ * this is the last guard on the plan itself, so a change to how AllowedIPs
+ * are derived can never ship a collision.
+ */
+export function meshCollisionErrors(
+  plan: Pick<FleetPlan, "hosts">,
+  fleet: { readonly byName: ReadonlyMap<string, { readonly path: string }> },
+): ConfigError[] {
+  const grouped = new Map<string, { peers: [string, string]; ips: [string, string]; on: string[] }>();
+  for (const c of findAllowedIpCollisions(plan)) {
+    const [a, b] = c.peers[0] < c.peers[1] ? [0, 1] : [1, 0];
+    const key = `${c.peers[a]} ${c.allowedIps[a]} ${c.peers[b]} ${c.allowedIps[b]}`;
+    const entry = grouped.get(key) ?? {
+      peers: [c.peers[a], c.peers[b]],
+      ips: [c.allowedIps[a], c.allowedIps[b]],
+      on: [],
+    };
+    entry.on.push(c.host);
+    grouped.set(key, entry);
+  }
+  return [...grouped.values()].map(({ peers, ips, on }) => {
+    // Blame the broader entry: it is the one that swallows the other peer's traffic.
+    const wide = prefixOf(ips[0]) <= prefixOf(ips[1]) ? 0 : 1;
+    const path = fleet.byName.get(peers[wide])?.path ?? "swarm:hosts";
+    return {
+      path: `${path}.routes`,
+      message: `AllowedIPs ${ips[0]} of peer ${peers[0]} and ${ips[1]} of peer ${peers[1]} overlap on the WireGuard interface of ${on.join(", ")}: WireGuard would send ${sharedBlock(ips[0], ips[1])} to only one of them (cryptokey routing collision); give every peer disjoint AllowedIPs`,
+    };
+  });
+}
+
+function prefixOf(entry: string): number {
+  const slash = entry.indexOf("/");
+  return slash < 0 ? 32 : Number(entry.slice(slash + 1));
+}
+
+function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors: ConfigError[]): void {
+  const byName = new Map<string, ExportDraft>();
+  const poolOwner = new Map<string, ExportDraft>();
+  for (const e of exports) {
+    if (e.name !== undefined) {
+      const first = byName.get(e.name);
+      if (first) {
+        errors.push({
+          path: `${e.path}.name`,
+          message: `${e.name} is already the name of ${first.path}: export names must be unique, rename one`,
+        });
+      } else {
+        byName.set(e.name, e);
+      }
+    }
+    if (e.host === undefined) {
+      continue;
+    }
+    const unknown = fleet.unknownHost(e.host);
+    if (unknown) {
+      errors.push({ path: `${e.path}.host`, message: unknown });
+    }
+    const host = fleet.byName.get(e.host);
+    if (host && e.pool?.devices?.includes("volume")) {
+      const devicesPath = `${e.path}.pool.devices`;
+      if (host.isExisting) {
+        errors.push({
+          path: devicesPath,
+          message: `volume means the host's Hetzner volume, but ${e.host} is an existing host: list its block devices instead, e.g. /dev/sdb`,
+        });
+      } else if (host.hcloud && host.hcloud.volumeSize === undefined) {
+        errors.push({
+          path: devicesPath,
+          message: `volume needs a Hetzner volume on ${e.host}: set ${host.path}.hcloud.volumeSize (in GB), or list device paths`,
+        });
+      }
+    }
+    if (e.pool?.name !== undefined) {
+      const key = `${e.host} ${e.pool.name}`;
+      const first = poolOwner.get(key);
+      if (first && !samePool(first.pool ?? {}, e.pool)) {
+        errors.push({
+          path: `${e.path}.pool`,
+          message: `pool ${e.pool.name} on ${e.host} is also declared by ${first.path} with other devices, fileSize or implementation: declare the pool the same way in both exports`,
+        });
+      } else if (!first) {
+        poolOwner.set(key, e);
+      }
+    }
+    for (const other of exports) {
+      if (other === e) {
+        break;
+      }
+      if (other.host !== e.host) {
+        continue;
+      }
+      if (other.pool?.implementation !== undefined && e.pool?.implementation !== undefined) {
+        if (other.pool.implementation !== e.pool.implementation) {
+          errors.push({
+            path: `${e.path}.pool.implementation`,
+            message: `${e.host} already runs ${other.pool.implementation} for ${other.path}: one host runs one ZFS implementation, use ${other.pool.implementation} here too`,
+          });
+        }
+      }
+      if (
+        other.pool?.name !== e.pool?.name &&
+        other.pool?.devices?.includes("volume") &&
+        e.pool?.devices?.includes("volume")
+      ) {
+        errors.push({
+          path: `${e.path}.pool.devices`,
+          message: `the volume of ${e.host} already backs pool ${other.pool?.name} (${other.path}): a host has one volume, put both datasets in that pool`,
+        });
+      }
+      if (other.dataset !== undefined && other.dataset === e.dataset) {
+        errors.push({
+          path: `${e.path}.dataset`,
+          message: `${e.dataset} is already exported by ${other.path}: export each dataset once and mount it on several clients`,
+        });
+      }
+      if (
+        other.mountpoint !== undefined &&
+        e.mountpoint !== undefined &&
+        nested(other.mountpoint, e.mountpoint)
+      ) {
+        errors.push({
+          path: `${e.path}.mountpoint`,
+          message: `${e.mountpoint} overlaps ${other.mountpoint} of ${other.path} on the same host: give each dataset its own mountpoint, neither inside the other`,
+        });
+      }
+    }
+    const seen = new Set<string>();
+    for (const client of e.clients ?? []) {
+      const unknownClient = fleet.unknownHost(client.name);
+      if (unknownClient) {
+        errors.push({ path: client.path, message: unknownClient });
+      } else if (client.name === e.host) {
+        errors.push({
+          path: client.path,
+          message: `${client.name} serves this export itself: remove it from clients (it uses ${e.mountpoint ?? "the mountpoint"} directly)`,
+        });
+      } else if (seen.has(client.name)) {
+        errors.push({ path: client.path, message: `${client.name} is listed twice: list each client once` });
+      } else if (!fleet.adjacent(client.name, e.host)) {
+        errors.push({
+          path: client.path,
+          message: `under topology hub ${client.name} peers only with ${fleet.mesh.hub}, so it cannot reach ${e.host} over the mesh: serve the export from the hub, or use topology full`,
+        });
+      }
+      seen.add(client.name);
+    }
+  }
+}
+
+function samePool(a: Partial<PoolConfig>, b: Partial<PoolConfig>): boolean {
+  return (
+    JSON.stringify(a.devices ?? []) === JSON.stringify(b.devices ?? []) &&
+    a.fileSize === b.fileSize &&
+    a.implementation === b.implementation
+  );
+}
+
+function checkMounts(
+  fleet: FleetIndex,
+  exports: readonly ExportDraft[],
+  mounts: readonly MountDraft[],
+  errors: ConfigError[],
+): void {
+  mounts.forEach((m, i) => {
+    if (m.host !== undefined) {
+      const unknown = fleet.unknownHost(m.host);
+      if (unknown) {
+        errors.push({ path: `${m.path}.host`, message: unknown });
+      }
+    }
+    if (m.export !== undefined) {
+      const target = exports.find((e) => e.name === m.export);
+      if (!target) {
+        errors.push({ path: `${m.path}.export`, message: unknownExport(m.export, exports) });
+      } else if (m.host !== undefined && target.host === m.host) {
+        errors.push({
+          path: `${m.path}.host`,
+          message: `${m.host} serves export ${m.export} itself: use its mountpoint ${target.mountpoint ?? ""} directly and remove this mount`,
+        });
+      } else if (m.host !== undefined && !(target.clients ?? []).some((c) => c.name === m.host)) {
+        errors.push({
+          path: `${m.path}.export`,
+          message: `export ${m.export} does not list ${m.host} in clients: add ${m.host} to ${target.path}.clients`,
+        });
+      }
+    }
+    if (m.host === undefined || m.mountPath === undefined) {
+      return;
+    }
+    for (const other of mounts.slice(0, i)) {
+      if (other.host !== m.host || other.mountPath === undefined) {
+        continue;
+      }
+      if (other.mountPath === m.mountPath) {
+        errors.push({
+          path: `${m.path}.path`,
+          message: `${m.host} already mounts ${other.export ?? "an export"} at ${m.mountPath} (${other.path}): one mount per path, pick another path`,
+        });
+      } else if (nested(other.mountPath, m.mountPath)) {
+        errors.push({
+          path: `${m.path}.path`,
+          message: `${m.mountPath} and ${other.mountPath} (${other.path}) nest on ${m.host}: automounts cannot nest, use sibling paths such as /mnt/a and /mnt/b`,
+        });
+      }
+    }
+  });
+}
+
+function checkSyncs(
+  fleet: FleetIndex,
+  exports: readonly ExportDraft[],
+  mounts: readonly MountDraft[],
+  syncs: readonly SyncDraft[],
+  errors: ConfigError[],
+): void {
+  syncs.forEach((s, i) => {
+    if (s.host !== undefined) {
+      const unknown = fleet.unknownHost(s.host);
+      if (unknown) {
+        errors.push({ path: `${s.path}.host`, message: unknown });
+      }
+    }
+    const host = s.host;
+    if (host === undefined) {
+      return;
+    }
+    for (const other of syncs.slice(0, i)) {
+      if (other.host !== host) {
+        continue;
+      }
+      if (s.name !== undefined && other.name === s.name) {
+        errors.push({
+          path: `${s.path}.name`,
+          message: `${host} already has a sync named ${s.name} (${other.path}): sync names must be unique per host`,
+        });
+      }
+      if (s.local !== undefined && other.local !== undefined && nested(s.local, other.local)) {
+        errors.push({
+          path: `${s.path}.local`,
+          message:
+            s.local === other.local
+              ? `${s.local} is already the local root of ${other.path} on ${host}: two syncs would write the same files, merge them into one sync`
+              : `${s.local} and ${other.local} (${other.path}) nest on ${host}: two syncs would write the same files, use disjoint local roots`,
+        });
+      }
+    }
+    const hostMounts = mounts.filter((m) => m.host === host && m.mountPath !== undefined);
+    if (s.local !== undefined) {
+      const onMount = hostMounts.find((m) => isInside(s.local as string, m.mountPath as string));
+      if (onMount) {
+        errors.push({
+          path: `${s.path}.local`,
+          message: `${s.local} is on the sshfs mount ${onMount.mountPath} (${onMount.path}): the local root must be on ${host}'s own disk`,
+        });
+      }
+    }
+    const remote = s.remote;
+    if (remote?.mountPath !== undefined) {
+      const mountPath = remote.mountPath;
+      const mount = hostMounts.find((m) => isInside(mountPath, m.mountPath as string));
+      if (!mount) {
+        errors.push({
+          path: `${s.path}.remote.mountPath`,
+          message: `host ${host} has no mount containing ${mountPath}; add a swarm:mounts entry for ${host} whose path contains it`,
+        });
+      } else if (
+        mount.owner !== undefined &&
+        s.user !== undefined &&
+        s.user !== "root" &&
+        mount.owner !== s.user
+      ) {
+        errors.push({
+          path: `${s.path}.user`,
+          message: `the sync runs as ${s.user}, but ${mount.mountPath} is mapped to owner ${mount.owner} (${mount.path}.owner): set that owner to ${s.user} so the sync can write`,
+        });
+      }
+      if (s.local !== undefined && nested(s.local, mountPath)) {
+        errors.push({
+          path: `${s.path}.local`,
+          message:
+            s.local === mountPath
+              ? `${s.local} is also remote.mountPath: the two roots must be different directories`
+              : `${s.local} and remote.mountPath ${mountPath} nest: unison would sync a tree into itself, use two disjoint roots`,
+        });
+      }
+    }
+    if (remote?.export !== undefined) {
+      const target = exports.find((e) => e.name === remote.export);
+      if (!target) {
+        errors.push({ path: `${s.path}.remote.export`, message: unknownExport(remote.export, exports) });
+      } else if (!(target.clients ?? []).some((c) => c.name === host)) {
+        errors.push({
+          path: `${s.path}.remote.export`,
+          message: `export ${remote.export} does not list ${host} in clients: add ${host} to ${target.path}.clients`,
+        });
+      }
+    }
+  });
+}
+
+function unknownExport(name: string, exports: readonly ExportDraft[]): string {
+  const names = exports.flatMap((e) => (e.name !== undefined ? [e.name] : []));
+  return names.length === 0
+    ? `${JSON.stringify(name)} is not an export: declare it in swarm:exports`
+    : `${JSON.stringify(name)} is not an export: use one of ${names.join(", ")}, or declare it in swarm:exports`;
+}
+
+// ---------------------------------------------------------------- values
+
+/** Reads a CIDR, explaining the usual mistakes (host bits set, prefix too long). */
+function readCidr(
+  text: string,
+  path: string,
+  errors: ConfigError[],
+  opts: { example: string; maxPrefix?: number },
+): Cidr | undefined {
+  const match = /^([0-9.]+)\/(\d{1,2})$/.exec(text);
+  const address = match ? parseAddress(match[1]) : undefined;
+  const prefix = match ? Number(match[2]) : NaN;
+  if (address === undefined || !(prefix >= 0 && prefix <= 32)) {
+    errors.push({
+      path,
+      message: `${JSON.stringify(text)} is not an IPv4 CIDR: write a network address and prefix such as ${opts.example}`,
+    });
+    return undefined;
+  }
+  const cidr = parseCidr(text);
+  if (cidr === undefined) {
+    const network = address - (address % blockSize(prefix));
+    errors.push({
+      path,
+      message: `${text} has host bits set: did you mean ${formatAddress(network)}/${prefix}?`,
+    });
+    return undefined;
+  }
+  if (opts.maxPrefix !== undefined && prefix > opts.maxPrefix) {
+    errors.push({
+      path,
+      message: `${text} leaves no room for hosts: use a prefix of /${opts.maxPrefix} or shorter, such as ${opts.example}`,
+    });
+    return undefined;
+  }
+  return cidr;
+}
+
+function isHostAddress(text: string): boolean {
+  if (/^[0-9.]+$/.test(text)) {
+    return parseAddress(text) !== undefined;
+  }
+  return DNS_NAME.test(text);
+}
+
+/** Why `text` is not a clean absolute path, or undefined when it is one. */
+export function absolutePathProblem(text: string, example: string): string | undefined {
+  if (!text.startsWith("/")) {
+    return `${JSON.stringify(text)} is relative: write an absolute path such as ${example}`;
+  }
+  if (/[\u0000-\u001f\u007f]/.test(text)) {
+    return `${JSON.stringify(text)} contains control characters: write a plain absolute path such as ${example}`;
+  }
+  const segments = text.split("/").slice(1);
+  if (text !== "/" && segments.some((s) => s === "" || s === "." || s === "..")) {
+    return `${JSON.stringify(text)} is not a normalized path: write it without //, ., .. or a trailing /, such as ${example}`;
+  }
+  return undefined;
+}
+
+function relativePathProblem(text: string): string | undefined {
+  if (text.startsWith("/")) {
+    return `${JSON.stringify(text)} is absolute: write a path relative to the export's mountpoint, such as wiki`;
+  }
+  const segments = text.split("/");
+  if (segments.some((s) => s === "" || s === "." || s === "..")) {
+    return `${JSON.stringify(text)} must stay inside the export: write it without .., ., // or a trailing /, such as wiki`;
+  }
+  return undefined;
+}
+
+/** Why `path` would hide or expose part of the system, or undefined. */
+export function systemPathProblem(path: string): string | undefined {
+  const virtual = VIRTUAL_ROOTS.find((root) => isInside(path, root));
+  if (virtual) {
+    return `${path} is inside ${virtual}, a kernel file system: use a path such as /mnt/meshfs or /srv/data`;
+  }
+  const hidden = SYSTEM_PATHS.find((system) => isInside(system, path));
+  if (hidden) {
+    return `${path} ${hidden === path ? "is" : "contains"} the system path ${hidden}: use a dedicated directory such as /mnt/meshfs or /srv/data`;
+  }
+  return undefined;
+}
+
+function readPath(
+  r: ObjectReader,
+  key: string,
+  opts: { required?: boolean; hint?: string; example: string; system?: boolean },
+): string | undefined {
+  const text = r.string(key, { required: opts.required, hint: opts.hint });
+  if (text === undefined) {
+    return undefined;
+  }
+  const problem =
+    absolutePathProblem(text, opts.example) ?? (opts.system ? systemPathProblem(text) : undefined);
+  if (problem) {
+    r.error(key, problem);
+    return undefined;
+  }
+  return text;
+}
+
+/** `path` is `root` or lies below it. */
+function isInside(path: string, root: string): boolean {
+  return path === root || root === "/" || path.startsWith(`${root}/`);
+}
+
+function nested(a: string, b: string): boolean {
+  return isInside(a, b) || isInside(b, a);
+}
+
+const KEY_TYPES = [
+  "ssh-ed25519",
+  "ssh-rsa",
+  "ecdsa-sha2-nistp256",
+  "ecdsa-sha2-nistp384",
+  "ecdsa-sha2-nistp521",
+  "sk-ssh-ed25519@openssh.com",
+  "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/** Why `line` is not an OpenSSH public key line, or undefined when it is one. */
+export function publicKeyProblem(line: string): string | undefined {
+  const fix = "paste one line from the .pub file, e.g. ssh-ed25519 AAAAC3Nza... admin@example";
+  if (/PRIVATE KEY/.test(line)) {
+    return "is a private key: set it with pulumi config set --secret swarm:sshPrivateKey, and put the .pub line here";
+  }
+  const [type, blob, ...rest] = line.trim().split(/\s+/);
+  if (!KEY_TYPES.includes(type) || blob === undefined || !/^[A-Za-z0-9+/]+={0,2}$/.test(blob)) {
+    return `is not an OpenSSH public key: ${fix}`;
+  }
+  const bytes = Buffer.from(blob, "base64");
+  const length = bytes.length >= 4 ? bytes.readUInt32BE(0) : -1;
+  const embedded = length >= 0 && 4 + length <= bytes.length ? bytes.subarray(4, 4 + length).toString() : "";
+  if (embedded !== type) {
+    return `the key data does not match its type ${type} (truncated or mangled when copied): ${fix}`;
+  }
+  if (rest.some((part) => /[\n\r]/.test(part))) {
+    return `must be a single line: ${fix}`;
+  }
+  return undefined;
+}
