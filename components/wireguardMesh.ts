@@ -3,9 +3,10 @@ import * as pulumi from "@pulumi/pulumi";
 import { FleetPlan } from "../config/model";
 import { sha256 } from "../templates/shell";
 import {
+  PeerIdentity,
   renderWireGuardConfig,
-  WireGuardConfigValues,
   wireguardApplyScript,
+  wireguardConfigValues,
   wireguardKeyScript,
   wireguardKeyTeardownScript,
   wireguardTeardownScript,
@@ -48,8 +49,6 @@ export class WireGuardMesh extends pulumi.ComponentResource {
   constructor(name: string, args: WireGuardMeshArgs, opts?: pulumi.ComponentResourceOptions) {
     super("swarm:wireguard:Mesh", name, {}, opts);
     const { plan } = args;
-    const mesh = plan.config.mesh;
-    const prefix = mesh.cidr.split("/")[1];
     const memberOf = (host: string): MeshMember => {
       const member = args.hosts.get(host);
       if (member === undefined) {
@@ -79,35 +78,24 @@ export class WireGuardMesh extends pulumi.ComponentResource {
         },
         { parent: this, dependsOn: [member.bootstrap] },
       );
-      const peers = host.peers.map((peer) => {
-        const other = memberOf(peer.name);
-        return pulumi
-          .all([other.keypair.publicKey, other.endpoint])
-          .apply(([publicKey, endpointAddress]) => ({
-            name: peer.name,
-            publicKey,
-            allowedIps: peer.allowedIps,
-            endpointAddress,
-            endpointPort: mesh.listenPort,
-            persistentKeepalive: mesh.persistentKeepalive,
-          }));
-      });
+      const identities = pulumi
+        .all(
+          host.peers.map((peer) => {
+            const other = memberOf(peer.name);
+            return pulumi
+              .all([other.keypair.publicKey, other.endpoint])
+              .apply(([publicKey, endpoint]): [string, PeerIdentity] => [peer.name, { publicKey, endpoint }]);
+          }),
+        )
+        .apply((entries) => Object.fromEntries(entries));
       const implementation = host.config.wireguard;
-      const rendered = pulumi
-        .all([member.keypair.publicKey, pulumi.all(peers)])
-        .apply(([publicKey, peerValues]) => {
-          const config: WireGuardConfigValues = {
-            address: `${host.meshAddress}/${prefix}`,
-            listenPort: mesh.listenPort,
-            mtu: mesh.mtu,
-            peers: peerValues,
-          };
-          const publicConfig = renderWireGuardConfig(config);
-          return {
-            script: wireguardApplyScript({ host: host.name, config, publicKey, implementation }),
-            ownerHash: sha256([publicConfig, publicKey, implementation].join("\n")),
-          };
-        });
+      const rendered = pulumi.all([member.keypair.publicKey, identities]).apply(([publicKey, resolved]) => {
+        const config = wireguardConfigValues(plan, host.name, resolved);
+        return {
+          script: wireguardApplyScript({ host: host.name, config, publicKey, implementation }),
+          ownerHash: sha256([renderWireGuardConfig(config), publicKey, implementation].join("\n")),
+        };
+      });
       const config = hostCommand(
         `${name}-${host.name}-config`,
         {

@@ -97,20 +97,25 @@ swarm_enable_contrib() {
 }
 
 # swarm_zfs_packages: what OpenZFS needs on Debian besides zfsutils-linux: the
-# DKMS module and headers to build it, for the running kernel when the mirror
-# still has them and for the kernel flavour's future updates.
+# DKMS module, the headers to build it for the running kernel, and the kernel
+# flavour's headers metapackage so that kernel updates rebuild it. Debian's
+# mirror keeps only the newest kernel ABI: when the running kernel's headers
+# are gone, the module can only be built for the newest kernel, so that
+# kernel is installed too (and must be booted).
 swarm_zfs_packages() {
-  local arch kernel
+  local arch kernel flavour
   arch=$(dpkg --print-architecture)
   kernel=$(uname -r)
+  case "$kernel" in
+  *-cloud-"$arch") flavour=cloud-$arch ;;
+  *) flavour=$arch ;;
+  esac
   if apt-cache show "linux-headers-$kernel" >/dev/null 2>&1; then
     printf '%s\\n' "linux-headers-$kernel"
+  else
+    printf '%s\\n' "linux-image-$flavour"
   fi
-  case "$kernel" in
-  *-cloud-"$arch") printf '%s\\n' "linux-headers-cloud-$arch" ;;
-  *) printf '%s\\n' "linux-headers-$arch" ;;
-  esac
-  printf '%s\\n' zfs-dkms
+  printf '%s\\n' "linux-headers-$flavour" zfs-dkms
 }
 `;
 
@@ -133,7 +138,11 @@ export function bootstrapScript(values: BootstrapValues): string {
     mapfile -t swarm_zfs < <(swarm_zfs_packages)
     ${aptGet} install --no-install-recommends "\${swarm_zfs[@]}"
     if ! modprobe zfs; then
-      echo "swarm: $swarm_host: zfs-dkms built no module for the running kernel $(uname -r) (the mirror has only newer kernel headers); reboot the host into the updated kernel, then run pulumi up again" >&2
+      if [[ " \${swarm_zfs[*]} " == *" linux-headers-$(uname -r) "* ]]; then
+        echo "swarm: $swarm_host: zfs-dkms built no loadable module for kernel $(uname -r); see dkms status and /var/lib/dkms/zfs/*/build/make.log" >&2
+      else
+        echo "swarm: $swarm_host: the mirror no longer has headers for the running kernel $(uname -r), so zfs was built for the newer kernel just installed; reboot the host, then run pulumi up again" >&2
+      fi
       exit 1
     fi
   fi`

@@ -7,6 +7,7 @@
  * apply script splices it into `wg0.conf` on the host with bash builtins, so
  * it never appears in a process argument, a rendered file or plain state.
  */
+import { FleetPlan } from "../config/model";
 import { WireGuardImplementation } from "../config/types";
 import { script, shellQuote, writeFile } from "./shell";
 
@@ -42,6 +43,49 @@ export interface WireGuardConfigValues {
   readonly mtu?: number;
   /** Peers in any order; rendered sorted by name. */
   readonly peers: readonly WireGuardPeerValues[];
+}
+
+/** What a host's configuration needs to know about each peer once the program has resolved it. */
+export interface PeerIdentity {
+  readonly publicKey: string;
+  /** Public address, without port. */
+  readonly endpoint: string;
+}
+
+/**
+ * The configuration values of `host`'s interface: its mesh address with the
+ * mesh prefix, and one peer per host of its topology with AllowedIPs from
+ * the plan (the peer's /32, then its routes).
+ */
+export function wireguardConfigValues(
+  plan: FleetPlan,
+  host: string,
+  identities: Readonly<Record<string, PeerIdentity>>,
+): WireGuardConfigValues {
+  const hostPlan = plan.byName.get(host);
+  if (hostPlan === undefined) {
+    throw new Error(`host ${host} is not in the fleet plan`);
+  }
+  const mesh = plan.config.mesh;
+  return {
+    address: `${hostPlan.meshAddress}/${mesh.cidr.split("/")[1]}`,
+    listenPort: mesh.listenPort,
+    mtu: mesh.mtu,
+    peers: hostPlan.peers.map((peer) => {
+      const identity = identities[peer.name];
+      if (identity === undefined) {
+        throw new Error(`host ${host} peers with ${peer.name}, whose public key and endpoint are unknown`);
+      }
+      return {
+        name: peer.name,
+        publicKey: identity.publicKey,
+        allowedIps: peer.allowedIps,
+        endpointAddress: identity.endpoint,
+        endpointPort: mesh.listenPort,
+        persistentKeepalive: mesh.persistentKeepalive,
+      };
+    }),
+  };
 }
 
 /** `addr:port`, with IPv6 addresses bracketed as WireGuard expects. */
@@ -141,7 +185,8 @@ fi
   const mtuCheck =
     values.config.mtu === undefined
       ? ""
-      : `  link=$(ip -o link show dev ${WG_INTERFACE})
+      : `  local link
+  link=$(ip -o link show dev ${WG_INTERFACE})
   [[ $link == *" mtu ${values.config.mtu} "* ]] || return 1
 `;
   return script(
@@ -183,7 +228,7 @@ chmod 0700 ${WG_DIR}
 ${implementation}
 # wg syncconf applies peers and the listen port; address and MTU need the interface recreated.
 swarm_wg_interface_matches() {
-  local addresses link
+  local addresses
   addresses=$(ip -4 -o address show dev ${WG_INTERFACE})
   [[ $addresses == *" inet ${values.config.address} "* ]] || return 1
 ${mtuCheck}  return 0

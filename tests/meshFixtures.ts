@@ -1,0 +1,95 @@
+/** Small fleets built by hand for the host, WireGuard and bootstrap tests. */
+import { createHash } from "node:crypto";
+import { clampPrivateKey, wireguardPublicKey } from "../components/wireguardKeypair";
+import { FleetPlan, planFleet } from "../config/model";
+import { FleetConfig, HostConfig, MeshConfig } from "../config/types";
+
+type HostOverrides = Partial<HostConfig> & Pick<HostConfig, "name">;
+
+export function host(overrides: HostOverrides): HostConfig {
+  return {
+    hcloud: overrides.existing ? undefined : { serverType: "cx22", location: "nbg1", image: "debian-12" },
+    wireguard: "kernel",
+    keyRotation: "",
+    routes: [],
+    ...overrides,
+  };
+}
+
+export function fleet(hosts: readonly HostConfig[], mesh: Partial<MeshConfig> = {}): FleetConfig {
+  return {
+    hosts,
+    mesh: { cidr: "10.8.0.0/24", listenPort: 51820, topology: "full", ...mesh },
+    admin: {
+      sshPublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeAdminKeyForTestsOnly admin@swarm",
+      sshSourceCidrs: ["198.51.100.0/24", "2001:db8:1::/48"],
+    },
+    exports: [],
+    mounts: [],
+    syncs: [],
+  };
+}
+
+/** The design's fleet as a hub: `anchor` at 10.8.0.1 with a volume, a satellite, and an existing host. */
+export const HUB_FLEET: FleetConfig = fleet(
+  [
+    host({
+      name: "anchor",
+      meshAddress: "10.8.0.1",
+      hcloud: { serverType: "cx32", location: "fsn1", image: "debian-12", volumeSize: 40 },
+    }),
+    host({ name: "satellite", routes: ["10.20.0.0/24"] }),
+    host({
+      name: "hetzner-native",
+      existing: { address: "198.51.100.7", user: "admin", port: 2222 },
+      wireguard: "wireguard-go",
+    }),
+  ],
+  { topology: "hub", hub: "anchor", mtu: 1420, persistentKeepalive: 25 },
+);
+
+/** Four hosts, every one peering with every other; one reached over IPv6, one in userspace. */
+export const FULL_FLEET: FleetConfig = fleet([
+  host({ name: "anchor", meshAddress: "10.8.0.1" }),
+  host({ name: "satellite", routes: ["10.20.0.0/24", "10.21.0.0/24"] }),
+  host({
+    name: "hetzner-native",
+    existing: { address: "198.51.100.7", user: "root", port: 22 },
+  }),
+  host({
+    name: "lab-1",
+    existing: { address: "2001:db8::10", user: "root", port: 22 },
+    wireguard: "wireguard-go",
+  }),
+]);
+
+/** A deterministic private key per host name, as the mock runtime would make one. */
+export function privateKeyOf(name: string): string {
+  return clampPrivateKey(createHash("sha256").update(`key:${name}`).digest()).toString("base64");
+}
+
+export function publicKeyOf(name: string): string {
+  return wireguardPublicKey(privateKeyOf(name));
+}
+
+/** Public addresses used as endpoints: documentation ranges only. */
+export function endpointOf(config: FleetConfig, name: string): string {
+  const found = config.hosts.find((h) => h.name === name);
+  if (found?.existing) {
+    return found.existing.address;
+  }
+  return `203.0.113.${config.hosts.findIndex((h) => h.name === name) + 1}`;
+}
+
+export function identitiesOf(config: FleetConfig): Record<string, { publicKey: string; endpoint: string }> {
+  return Object.fromEntries(
+    config.hosts.map((h) => [
+      h.name,
+      { publicKey: publicKeyOf(h.name), endpoint: endpointOf(config, h.name) },
+    ]),
+  );
+}
+
+export function plan(config: FleetConfig): FleetPlan {
+  return planFleet(config);
+}
