@@ -124,8 +124,11 @@ interface HostDraft {
   name?: string;
   hcloud?: HcloudHostConfig;
   existing?: ExistingHostConfig;
-  /** Set when `existing` was given, even if some of its fields were wrong. */
+  /** Which kind was given, even if some of its fields were wrong. */
   isExisting: boolean;
+  isHcloud: boolean;
+  /** `hcloud.volumeSize` was given, even if out of range. */
+  hasVolume: boolean;
   existingAddress?: string;
   meshAddress?: string;
   wireguard?: WireGuardImplementation;
@@ -134,6 +137,9 @@ interface HostDraft {
 }
 
 interface MeshDraft {
+  /** `topology` was given but is not a known one: checks that depend on it are skipped. */
+  badTopology?: boolean;
+  badHub?: boolean;
   cidr?: string;
   parsed?: Cidr;
   listenPort?: number;
@@ -305,7 +311,7 @@ function assemble(
 // ---------------------------------------------------------------- readers
 
 function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraft {
-  const draft: HostDraft = { path, isExisting: false, routes: [] };
+  const draft: HostDraft = { path, isExisting: false, isHcloud: false, hasVolume: false, routes: [] };
   const r = ObjectReader.of(path, value, errors);
   if (!r) {
     return draft;
@@ -330,6 +336,8 @@ function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraf
     );
   }
   if (hcloud) {
+    draft.isHcloud = true;
+    draft.hasVolume = hcloud.has("volumeSize");
     const serverType = hcloud.string("serverType", {
       required: true,
       hint: "set a Hetzner server type such as cx22",
@@ -432,7 +440,9 @@ function readMesh(r: ObjectReader, errors: ConfigError[]): MeshDraft {
   }
   draft.listenPort = r.integer("listenPort", { min: 1, max: 65535 });
   draft.topology = r.oneOf("topology", ["full", "hub"] as const);
+  draft.badTopology = r.has("topology") && draft.topology === undefined;
   draft.hub = r.string("hub");
+  draft.badHub = r.has("hub") && draft.hub === undefined;
   draft.mtu = r.integer("mtu", { min: 1280, max: 9000 });
   draft.persistentKeepalive = r.duration("persistentKeepalive", { min: 0, max: 65535 });
   r.rejectUnknownKeys();
@@ -455,7 +465,7 @@ function readAdmin(
       r.error("sshPublicKey", problem);
     }
   }
-  const needsCidrs = hosts.some((h) => h.hcloud !== undefined);
+  const needsCidrs = hosts.some((h) => h.isHcloud);
   const cidrs =
     r.array(
       "sshSourceCidrs",
@@ -794,6 +804,11 @@ function readSync(value: unknown, path: string, errors: ConfigError[]): SyncDraf
 /** What the cross checks need to know about hosts and the mesh. */
 class FleetIndex {
   readonly byName = new Map<string, HostDraft>();
+  /**
+   * Every host has a usable name. When one does not, references to it would
+   * be reported as unknown hosts too: noise on top of the real error.
+   */
+  readonly complete: boolean;
 
   constructor(
     readonly hosts: readonly HostDraft[],
@@ -804,11 +819,16 @@ class FleetIndex {
         this.byName.set(host.name, host);
       }
     }
+    this.complete = hosts.length > 0 && hosts.every((h) => h.name !== undefined);
   }
 
-  /** Undefined when the host exists, else a message naming the choices. */
+  has(name: string | undefined): name is string {
+    return name !== undefined && this.byName.has(name);
+  }
+
+  /** Undefined when the host exists (or the host list is too broken to tell), else a message naming the choices. */
   unknownHost(name: string): string | undefined {
-    if (this.byName.has(name)) {
+    if (this.byName.has(name) || !this.complete) {
       return undefined;
     }
     const names = [...this.byName.keys()];
@@ -819,7 +839,7 @@ class FleetIndex {
 
   /** Whether the mesh topology gives `a` and `b` a tunnel to each other. */
   adjacent(a: string, b: string): boolean {
-    if (this.mesh.topology !== "hub" || this.mesh.hub === undefined) {
+    if (this.mesh.topology !== "hub" || !this.has(this.mesh.hub)) {
       return true;
     }
     return a === this.mesh.hub || b === this.mesh.hub;
@@ -846,13 +866,15 @@ function checkHosts(fleet: FleetIndex, errors: ConfigError[]): void {
 
 function checkMesh(fleet: FleetIndex, errors: ConfigError[]): void {
   const { mesh, hosts } = fleet;
-  if (mesh.topology === "hub" && mesh.hub === undefined) {
+  if (mesh.badTopology) {
+    // The topology error says it all; hub checks would only guess.
+  } else if (mesh.topology === "hub" && mesh.hub === undefined && !mesh.badHub) {
     errors.push({
       path: "swarm:mesh.hub",
       message: "is required when topology is hub: name the host every other host peers with",
     });
   }
-  if (mesh.hub !== undefined) {
+  if (mesh.hub !== undefined && !mesh.badTopology) {
     if (mesh.topology !== "hub") {
       errors.push({
         path: "swarm:mesh.hub",
@@ -1036,7 +1058,7 @@ function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors
           path: devicesPath,
           message: `volume means the host's Hetzner volume, but ${e.host} is an existing host: list its block devices instead, e.g. /dev/sdb`,
         });
-      } else if (host.hcloud && host.hcloud.volumeSize === undefined) {
+      } else if (host.isHcloud && !host.hasVolume) {
         errors.push({
           path: devicesPath,
           message: `volume needs a Hetzner volume on ${e.host}: set ${host.path}.hcloud.volumeSize (in GB), or list device paths`,
@@ -1109,7 +1131,7 @@ function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors
         });
       } else if (seen.has(client.name)) {
         errors.push({ path: client.path, message: `${client.name} is listed twice: list each client once` });
-      } else if (!fleet.adjacent(client.name, e.host)) {
+      } else if (fleet.has(e.host) && fleet.has(client.name) && !fleet.adjacent(client.name, e.host)) {
         errors.push({
           path: client.path,
           message: `under topology hub ${client.name} peers only with ${fleet.mesh.hub}, so it cannot reach ${e.host} over the mesh: serve the export from the hub, or use topology full`,
@@ -1117,6 +1139,12 @@ function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors
       }
       seen.add(client.name);
     }
+  }
+}
+
+function pushIf(errors: ConfigError[], path: string, message: string | undefined): void {
+  if (message !== undefined) {
+    errors.push({ path, message });
   }
 }
 
@@ -1144,13 +1172,13 @@ function checkMounts(
     if (m.export !== undefined) {
       const target = exports.find((e) => e.name === m.export);
       if (!target) {
-        errors.push({ path: `${m.path}.export`, message: unknownExport(m.export, exports) });
+        pushIf(errors, `${m.path}.export`, unknownExport(m.export, exports));
       } else if (m.host !== undefined && target.host === m.host) {
         errors.push({
           path: `${m.path}.host`,
           message: `${m.host} serves export ${m.export} itself: use its mountpoint ${target.mountpoint ?? ""} directly and remove this mount`,
         });
-      } else if (m.host !== undefined && !(target.clients ?? []).some((c) => c.name === m.host)) {
+      } else if (fleet.has(m.host) && !(target.clients ?? []).some((c) => c.name === m.host)) {
         errors.push({
           path: `${m.path}.export`,
           message: `export ${m.export} does not list ${m.host} in clients: add ${m.host} to ${target.path}.clients`,
@@ -1194,7 +1222,7 @@ function checkSyncs(
       }
     }
     const host = s.host;
-    if (host === undefined) {
+    if (!fleet.has(host)) {
       return;
     }
     for (const other of syncs.slice(0, i)) {
@@ -1260,7 +1288,7 @@ function checkSyncs(
     if (remote?.export !== undefined) {
       const target = exports.find((e) => e.name === remote.export);
       if (!target) {
-        errors.push({ path: `${s.path}.remote.export`, message: unknownExport(remote.export, exports) });
+        pushIf(errors, `${s.path}.remote.export`, unknownExport(remote.export, exports));
       } else if (!(target.clients ?? []).some((c) => c.name === host)) {
         errors.push({
           path: `${s.path}.remote.export`,
@@ -1271,7 +1299,10 @@ function checkSyncs(
   });
 }
 
-function unknownExport(name: string, exports: readonly ExportDraft[]): string {
+function unknownExport(name: string, exports: readonly ExportDraft[]): string | undefined {
+  if (exports.some((e) => e.name === undefined)) {
+    return undefined;
+  }
   const names = exports.flatMap((e) => (e.name !== undefined ? [e.name] : []));
   return names.length === 0
     ? `${JSON.stringify(name)} is not an export: declare it in swarm:exports`

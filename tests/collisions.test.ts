@@ -1,0 +1,145 @@
+import fc from "fast-check";
+import { Collision, InterfacePlan, findAllowedIpCollisions, parseAllowedIp } from "../config/collisions";
+import { planFleet } from "../config/model";
+import { readStackFile } from "../config/load";
+import { validateFleetConfig } from "../config/validate";
+
+/** Every address of a block inside 10.0.0.0/24, listed one by one: the oracle never does prefix arithmetic. */
+function addressesOf(entry: string): Set<number> {
+  const [address, prefix] = entry.split("/");
+  const last = Number(address.split(".")[3]);
+  const size = 2 ** (32 - Number(prefix));
+  const first = last - (last % size);
+  return new Set(Array.from({ length: size }, (_, i) => first + i));
+}
+
+/** Inclusive range of an entry anywhere in IPv4, with BigInt so no 32-bit arithmetic is shared with the code. */
+function rangeOf(entry: string): [bigint, bigint] {
+  const [address, prefix] = entry.split("/");
+  const value = address.split(".").reduce((acc, octet) => acc * 256n + BigInt(octet), 0n);
+  const size = 2n ** BigInt(32 - Number(prefix));
+  const start = value - (value % size);
+  return [start, start + size - 1n];
+}
+
+function key(c: Collision): string {
+  return JSON.stringify([c.host, c.peers, c.allowedIps]);
+}
+
+/** All cross-peer entry pairs of a plan, in the order the function under test visits them. */
+function crossPairs(plan: { hosts: InterfacePlan[] }) {
+  return plan.hosts.flatMap((host) =>
+    host.peers.flatMap((p, i) =>
+      host.peers.slice(i + 1).flatMap((q) =>
+        p.allowedIps.flatMap((a) =>
+          q.allowedIps.map((b) => ({
+            host: host.name,
+            peers: [p.name, q.name] as const,
+            allowedIps: [a, b] as const,
+          })),
+        ),
+      ),
+    ),
+  );
+}
+
+/** Inside 10.0.0.0/24, mostly in its first 32 addresses so that overlaps and exact duplicates are common. */
+const smallEntry = fc
+  .oneof(
+    fc.record({ last: fc.integer({ min: 0, max: 31 }), prefix: fc.integer({ min: 27, max: 32 }) }),
+    fc.record({ last: fc.integer({ min: 0, max: 255 }), prefix: fc.integer({ min: 24, max: 32 }) }),
+  )
+  .map(({ last, prefix }) => `10.0.0.${last - (last % 2 ** (32 - prefix))}/${prefix}`);
+
+/** Anywhere in IPv4, but often near a few bases (including both ends of the space) so that overlaps are common. */
+const anyValue = fc.oneof(
+  fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+  fc
+    .constantFrom(0, 0x0a080000, 0xc0a80100, 2 ** 32 - 256)
+    .chain((base) => fc.integer({ min: base, max: base + 15 })),
+);
+
+const anyEntry = fc
+  .record({ value: anyValue, prefix: fc.integer({ min: 0, max: 32 }) })
+  .map(({ value, prefix }) => {
+    const network = value - (value % 2 ** (32 - prefix));
+    return `${[24, 16, 8, 0].map((s) => Math.floor(network / 2 ** s) % 256).join(".")}/${prefix}`;
+  });
+
+function planOf(entry: fc.Arbitrary<string>): fc.Arbitrary<{ hosts: InterfacePlan[] }> {
+  const peer = fc.record({
+    name: fc.constantFrom("a", "b", "c", "d", "e"),
+    allowedIps: fc.array(entry, { maxLength: 3 }),
+  });
+  const host = fc.record({
+    name: fc.constantFrom("h1", "h2", "h3"),
+    peers: fc.uniqueArray(peer, { maxLength: 4, selector: (p) => p.name }),
+  });
+  return fc.record({ hosts: fc.array(host, { maxLength: 3 }) });
+}
+
+describe("findAllowedIpCollisions", () => {
+  it("finds exactly the pairs of peers whose AllowedIPs share an address (brute-force oracle)", () => {
+    fc.assert(
+      fc.property(planOf(smallEntry), (plan) => {
+        const expected = crossPairs(plan).filter(({ allowedIps: [a, b] }) => {
+          const x = addressesOf(a);
+          return [...addressesOf(b)].some((address) => x.has(address));
+        });
+        expect(findAllowedIpCollisions(plan).map(key).sort()).toEqual(expected.map(key).sort());
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("never reports a disjoint pair, and misses no overlapping one, anywhere in IPv4", () => {
+    fc.assert(
+      fc.property(planOf(anyEntry), (plan) => {
+        const found = new Set(findAllowedIpCollisions(plan).map(key));
+        for (const pair of crossPairs(plan)) {
+          const [[s1, e1], [s2, e2]] = pair.allowedIps.map(rangeOf);
+          expect(found.has(key(pair))).toBe(s1 <= e2 && s2 <= e1);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("ignores overlaps between the entries of one peer", () => {
+    const plan = {
+      hosts: [{ name: "h", peers: [{ name: "a", allowedIps: ["10.1.0.0/16", "10.1.2.0/24"] }] }],
+    };
+    expect(findAllowedIpCollisions(plan)).toEqual([]);
+  });
+
+  it("reads entries the way wg does: a bare address is a /32, host bits are masked", () => {
+    expect(parseAllowedIp("10.8.0.7")).toEqual({ network: 0x0a080007, prefix: 32 });
+    expect(parseAllowedIp("10.8.0.7/24")).toEqual({ network: 0x0a080000, prefix: 24 });
+    const plan = {
+      hosts: [
+        {
+          name: "h",
+          peers: [
+            { name: "a", allowedIps: ["10.8.0.7"] },
+            { name: "b", allowedIps: ["10.8.0.9/24"] },
+          ],
+        },
+      ],
+    };
+    expect(findAllowedIpCollisions(plan)).toEqual([
+      { host: "h", peers: ["a", "b"], allowedIps: ["10.8.0.7", "10.8.0.9/24"] },
+    ]);
+  });
+
+  it("refuses an entry that is not IPv4", () => {
+    const plan = { hosts: [{ name: "h", peers: [{ name: "a", allowedIps: ["fd00::/64"] }] }] };
+    expect(() => findAllowedIpCollisions(plan)).toThrow('"fd00::/64" is not an IPv4 AllowedIPs entry');
+  });
+
+  it("finds none in the production plan", () => {
+    const { config } = validateFleetConfig(readStackFile(`${__dirname}/../Pulumi.prod.yaml`).raw);
+    const plan = planFleet(config!);
+    expect(plan.hosts.flatMap((h) => h.peers)).not.toHaveLength(0);
+    expect(findAllowedIpCollisions(plan)).toEqual([]);
+  });
+});
