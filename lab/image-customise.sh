@@ -5,6 +5,17 @@
 # each host's overlay upper dir. Its text is part of the image hash.
 set -eu
 
+# --- packages debootstrap cannot install (arguments) ------------------------
+if [ $# -gt 0 ]; then
+    # no service may start inside the build chroot
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -q -y --no-install-recommends "$@"
+    rm -f /usr/sbin/policy-rc.d
+fi
+
 # --- sshd: keys per host, root by key only --------------------------------
 # Host keys are generated per host by lab.sh (into the overlay upper dir), so
 # no two lab hosts share a key and known_hosts can be written from them.
@@ -29,16 +40,6 @@ systemctl disable ssh.socket 2>/dev/null || true
 # remove, not mask) keeps the package state sane and leaves the name free for
 # a native /etc/systemd/system/zfs-fuse.service to take over.
 update-rc.d zfs-fuse disable
-
-# --- units that cannot work in a container -------------------------------
-# No real consoles/ttys and no kernel config to set.
-systemctl mask \
-    getty@tty1.service \
-    serial-getty@.service \
-    systemd-sysctl.service \
-    sys-kernel-config.mount \
-    systemd-modules-load.service \
-    >/dev/null
 
 # --- identity: filled per host --------------------------------------------
 # An empty machine-id in the image; lab.sh writes a fresh one per host.
