@@ -611,18 +611,11 @@ function readExport(value: unknown, path: string, errors: ConfigError[]): Export
   });
   draft.properties = readProperties(r, draft.pool?.implementation, errors);
   const snapshots = r.object("snapshots");
-  let interval: number | undefined = 3600;
-  let keep: number | undefined = 48;
-  if (snapshots) {
-    interval =
-      snapshots.duration("interval", { min: 60, max: 30 * 86400 }) ??
-      (snapshots.has("interval") ? undefined : 3600);
-    keep = snapshots.integer("keep", { min: 1, max: 10000 }) ?? (snapshots.has("keep") ? undefined : 48);
-    snapshots.rejectUnknownKeys();
-  }
-  if (interval !== undefined && keep !== undefined) {
-    draft.snapshots = { interval, keep };
-  }
+  draft.snapshots = {
+    interval: snapshots?.duration("interval", { min: 60, max: 30 * 86400 }) ?? 3600,
+    keep: snapshots?.integer("keep", { min: 1, max: 10000 }) ?? 48,
+  };
+  snapshots?.rejectUnknownKeys();
   draft.clients =
     r.array("clients", (item, itemPath) => {
       if (typeof item !== "string") {
@@ -637,9 +630,8 @@ function readExport(value: unknown, path: string, errors: ConfigError[]): Export
       "user",
       "must not be root: clients log in as this sftp-only user; keep the default meshfs or pick another",
     );
-  } else if (!r.has("user") || user !== undefined) {
-    draft.user = user ?? "meshfs";
   }
+  draft.user = user ?? "meshfs";
   r.rejectUnknownKeys();
   return draft;
 }
@@ -704,8 +696,8 @@ function readMount(value: unknown, path: string, errors: ConfigError[]): MountDr
     example: "/mnt/meshfs",
     system: true,
   });
-  draft.idleTimeout =
-    r.duration("idleTimeout", { min: 0, max: 7 * 86400 }) ?? (r.has("idleTimeout") ? undefined : 600);
+  draft.idleTimeout = r.duration("idleTimeout", { min: 0, max: 7 * 86400 }) ?? 600;
+  // A wrong owner stays unset rather than defaulting, so the sync-user check does not compare against a guess.
   draft.owner =
     r.string("owner", { pattern: USER_NAME, patternHint: USER_NAME_HINT }) ??
     (r.has("owner") ? undefined : "root");
@@ -766,13 +758,12 @@ function readSync(value: unknown, path: string, errors: ConfigError[]): SyncDraf
       draft.remote = { export: exportName, ...(relative !== undefined ? { path: relative } : {}) };
     }
   }
-  draft.interval = r.duration("interval", { min: 10, max: 86400 }) ?? (r.has("interval") ? undefined : 60);
-  draft.timeout = r.duration("timeout", { min: 10, max: 86400 }) ?? (r.has("timeout") ? undefined : 600);
+  draft.interval = r.duration("interval", { min: 10, max: 86400 }) ?? 60;
+  draft.timeout = r.duration("timeout", { min: 10, max: 86400 }) ?? 600;
   draft.user =
     r.string("user", { pattern: USER_NAME, patternHint: USER_NAME_HINT }) ??
     (r.has("user") ? undefined : "root");
-  draft.conflicts =
-    r.oneOf("conflicts", ["keep-both"] as const) ?? (r.has("conflicts") ? undefined : "keep-both");
+  draft.conflicts = r.oneOf("conflicts", ["keep-both"] as const) ?? "keep-both";
   draft.ignore =
     r.array("ignore", (item, itemPath) => {
       if (
@@ -794,7 +785,7 @@ function readSync(value: unknown, path: string, errors: ConfigError[]): SyncDraf
       }
       return item;
     }) ?? [];
-  draft.watch = r.boolean("watch") ?? (r.has("watch") ? undefined : false);
+  draft.watch = r.boolean("watch") ?? false;
   r.rejectUnknownKeys();
   return draft;
 }
@@ -892,9 +883,11 @@ function checkMesh(fleet: FleetIndex, errors: ConfigError[]): void {
     const { first, last } = hostRange(cidr);
     const usable = last - first + 1;
     if (hosts.length > usable) {
+      const prefix = prefixFor(hosts.length);
+      const larger = formatCidr({ network: cidr.network - (cidr.network % blockSize(prefix)), prefix });
       errors.push({
         path: "swarm:mesh.cidr",
-        message: `${formatCidr(cidr)} has ${usable} usable addresses but there are ${hosts.length} hosts: use a larger block such as ${formatCidr({ network: cidr.network - (cidr.network % blockSize(prefixFor(hosts.length))), prefix: prefixFor(hosts.length) })}`,
+        message: `${formatCidr(cidr)} has ${usable} usable addresses but there are ${hosts.length} hosts: use a larger block such as ${larger}`,
       });
     }
     const takenBy = new Map<number, HostDraft>();
