@@ -5,11 +5,14 @@ import { APT_FUNCTIONS, bootstrapScript } from "../templates/bootstrap";
 import { HUB_FLEET } from "./meshFixtures";
 import { Sandbox } from "./sandbox";
 
-/** Holds a lock on `path` for `seconds` from another process, as a running apt would. */
-function holdLock(path: string, seconds: number): ChildProcess {
-  return spawn("flock", ["--exclusive", path, "-c", `echo locked; exec sleep ${seconds}`], {
+/** Holds a lock on `path` for `seconds` from another process, as a running apt would; resolves once it is held. */
+async function holdLock(path: string, seconds: number): Promise<ChildProcess> {
+  const holder = spawn("flock", ["--exclusive", path, "-c", `echo locked; exec sleep ${seconds}`], {
     detached: true,
+    stdio: ["ignore", "pipe", "inherit"],
   });
+  await once(holder.stdout, "data");
+  return holder;
 }
 
 const ZFS_HOST = ["openssh-server", "util-linux", "wireguard-tools", "zfsutils-linux"];
@@ -191,8 +194,7 @@ done`,
     installed("wireguard-tools");
     sandbox.write("/var/lib/dpkg/lock-frontend", "");
     const lockPath = sandbox.outside("/var/lib/dpkg/lock-frontend");
-    const holder = holdLock(lockPath, 3);
-    await once(holder.stdout, "data");
+    const holder = await holdLock(lockPath, 3);
     const started = Date.now();
     const result = sandbox.run(bootstrapScript({ host: "anchor", packages: ["wireguard-tools"] }));
     expect(result.status).toBe(0);
@@ -206,8 +208,7 @@ done`,
   it("gives up on a lock held too long, naming the host and the lock", async () => {
     sandbox.write("/var/lib/dpkg/lock", "");
     const lockPath = sandbox.outside("/var/lib/dpkg/lock");
-    const holder = holdLock(lockPath, 10);
-    await once(holder.stdout, "data");
+    const holder = await holdLock(lockPath, 10);
     const result = sandbox.run(
       `set -euo pipefail\nswarm_host=anchor\n${APT_FUNCTIONS}\nswarm_wait_unlocked 2 /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock\n`,
     );
