@@ -54,13 +54,23 @@ export class MockFleet implements pulumi.runtime.Mocks {
 
   constructor(private readonly runner: CommandRunner = offlineRunner) {}
 
-  async newResource(args: pulumi.runtime.MockResourceArgs): Promise<{ id: string; state: Record<string, unknown> }> {
-    const id = `${args.name}-id`;
+  async newResource(
+    args: pulumi.runtime.MockResourceArgs,
+  ): Promise<{ id: string; state: Record<string, unknown> }> {
+    // Hetzner Cloud ids are numbers (attachments convert them with Number): derive one from the name.
+    const id = args.type.startsWith("hcloud:")
+      ? String(fakeBytes(args.name, 4).readUInt32BE(0))
+      : `${args.name}-id`;
     this.resources.push({ type: args.type, name: args.name, inputs: args.inputs, id });
     const state: Record<string, unknown> = { ...args.inputs };
     switch (args.type) {
       case "random:index/randomBytes:RandomBytes": {
-        const bytes = fakeBytes(args.name, Number(args.inputs.length));
+        // Keepers re-seed the bytes, as a replacement would: a changed rotation yields a new key.
+        const keepers = JSON.stringify(args.inputs.keepers ?? {});
+        const seed = Object.values(args.inputs.keepers ?? {}).some((v) => v !== "")
+          ? `${args.name}${keepers}`
+          : args.name;
+        const bytes = fakeBytes(seed, Number(args.inputs.length));
         state.base64 = bytes.toString("base64");
         state.hex = bytes.toString("hex");
         break;
