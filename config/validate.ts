@@ -207,9 +207,10 @@ export function validateFleetConfig(raw: Record<string, unknown>): {
   }
   const meshReader = top.object("mesh", { required: true, hint: "set at least mesh.cidr, e.g. 10.8.0.0/24" });
   const mesh = meshReader ? readMesh(meshReader, errors) : {};
+  // Only Hetzner servers need the admin key and CIDRs: existing hosts already trust the admin's key.
   const adminReader = top.object("admin", {
-    required: true,
-    hint: "set admin.sshPublicKey and admin.sshSourceCidrs",
+    required: hosts.some((h) => h.isHcloud),
+    hint: "set admin.sshPublicKey and admin.sshSourceCidrs (needed to create Hetzner servers)",
   });
   const exports = listOf(top, "exports").map((item) => readExport(item.value, item.path, errors));
   const mounts = listOf(top, "mounts").map((item) => readMount(item.value, item.path, errors));
@@ -455,8 +456,9 @@ function readAdmin(
   errors: ConfigError[],
 ): AdminConfig | undefined {
   const errorsBefore = errors.length;
+  const needsCidrs = hosts.some((h) => h.isHcloud);
   const key = r.string("sshPublicKey", {
-    required: true,
+    required: needsCidrs,
     hint: "paste the admin's OpenSSH public key line (the contents of id_ed25519.pub)",
   });
   if (key !== undefined) {
@@ -465,7 +467,6 @@ function readAdmin(
       r.error("sshPublicKey", problem);
     }
   }
-  const needsCidrs = hosts.some((h) => h.isHcloud);
   const cidrs =
     r.array(
       "sshSourceCidrs",
@@ -506,10 +507,10 @@ function readAdmin(
     );
   }
   r.rejectUnknownKeys();
-  if (key === undefined || errors.length !== errorsBefore) {
+  if ((needsCidrs && key === undefined) || errors.length !== errorsBefore) {
     return undefined;
   }
-  return { sshPublicKey: key.trim(), sshSourceCidrs: cidrs };
+  return { sshPublicKey: key?.trim() ?? "", sshSourceCidrs: cidrs };
 }
 
 function readExport(value: unknown, path: string, errors: ConfigError[]): ExportDraft {
