@@ -23,7 +23,8 @@ changed=()
 # swarm_write PATH MODE OWNER:GROUP < content: atomic, and only when something differs.
 swarm_write() {
   local path=$1 mode=$2 owner=$3 tmp
-  install -d -m 0755 "$(dirname "$path")"
+  # Create missing parents only: an existing directory keeps its mode (/etc/wireguard stays 0700).
+  [ -d "$(dirname "$path")" ] || install -d -m 0755 "$(dirname "$path")"
   tmp=$(mktemp "$path.swarm.XXXXXX")
   cat >"$tmp"
   chmod "$mode" "$tmp"
