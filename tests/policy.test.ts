@@ -603,3 +603,156 @@ describe("the pack against the real components", () => {
     expect(violations.map((v) => v.policy)).toEqual(hcloudHosts.map(() => "no-public-ssh"));
   });
 });
+
+/**
+ * The pack as the Pulumi engine runs it: `policy/` started by the SDK's
+ * policy-pack runner (TypeScript compiled on the fly, as `--policy-pack`
+ * does), served over gRPC on loopback, and sent the requests the engine
+ * sends, secrets wrapped the way the engine marshals them.
+ */
+/** A message or service of the generated gRPC code, which carries no types. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Untyped = any;
+
+describe("the pack served to the engine", () => {
+  /* eslint-disable @typescript-eslint/no-require-imports -- the generated gRPC modules are untyped CommonJS. */
+  const grpc = require("@grpc/grpc-js") as typeof import("@grpc/grpc-js");
+  const services = require("@pulumi/pulumi/proto/analyzer_grpc_pb") as Untyped;
+  const messages = require("@pulumi/pulumi/proto/analyzer_pb") as Untyped;
+  const { Struct } = require("google-protobuf/google/protobuf/struct_pb") as Untyped;
+  const { Empty } = require("google-protobuf/google/protobuf/empty_pb") as Untyped;
+  /* eslint-enable @typescript-eslint/no-require-imports */
+
+  const root = path.resolve(__dirname, "..");
+  let pack: import("node:child_process").ChildProcess | undefined;
+  let client: Untyped;
+
+  beforeAll(async () => {
+    const { spawn } = await import("node:child_process");
+    const runner = require.resolve("@pulumi/pulumi/cmd/run-policy-pack");
+    // The engine address is only dialled to log; nothing listens on port 1, and nothing is logged.
+    pack = spawn(process.execPath, [runner, "127.0.0.1:1", "."], {
+      cwd: path.join(root, "policy"),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const port = await new Promise<string>((resolve, reject) => {
+      let stderr = "";
+      pack?.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      pack?.stdout?.once("data", (chunk: Buffer) => resolve(chunk.toString().trim()));
+      pack?.once("exit", (code) => reject(new Error(`the policy pack exited with ${code}: ${stderr}`)));
+    });
+    expect(port).toMatch(/^\d+$/);
+    client = new services.AnalyzerClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  }, 120_000);
+
+  afterAll(() => {
+    client?.close();
+    pack?.kill();
+  });
+
+  const call = <T>(method: string, request: unknown): Promise<T> =>
+    new Promise((resolve, reject) =>
+      client[method](request, (err: Error | null, response: T) => (err ? reject(err) : resolve(response))),
+    );
+  const secret = (value: unknown) => ({
+    [pulumi.runtime.specialSigKey]: pulumi.runtime.specialSecretSig,
+    value,
+  });
+  const options = (secretOutputs: string[] = []) => {
+    const opts = new messages.AnalyzerResourceOptions();
+    opts.setAdditionalsecretoutputsList(secretOutputs);
+    return opts;
+  };
+  const diagnostics = (response: Untyped): { policy: string; mandatory: boolean; message: string }[] =>
+    response.getDiagnosticsList().map((d: Untyped) => ({
+      policy: d.getPolicyname(),
+      mandatory: d.getEnforcementlevel() === messages.EnforcementLevel.MANDATORY,
+      message: d.getMessage(),
+    }));
+  const analyze = async (
+    type: string,
+    name: string,
+    props: Record<string, unknown>,
+    secretOutputs?: string[],
+  ) => {
+    const request = new messages.AnalyzeRequest();
+    request.setType(type);
+    request.setName(name);
+    request.setUrn(urnOf(STACK, type, name));
+    request.setProperties(Struct.fromJavaScript(props));
+    request.setOptions(options(secretOutputs));
+    return diagnostics(await call("analyze", request));
+  };
+
+  it("announces the swarm pack with its four policies, all mandatory", async () => {
+    const info: Untyped = await call("getAnalyzerInfo", new Empty());
+    expect(info.getName()).toBe("swarm");
+    const announced = info.getPoliciesList().map((p: Untyped) => [p.getName(), p.getEnforcementlevel()]);
+    expect(announced).toEqual(policies.map((p) => [p.name, messages.EnforcementLevel.MANDATORY]));
+  });
+
+  it("passes a key command whose key arrives as a secret and whose output is secret", async () => {
+    const props = { create: "install", stdin: secret(`${wireguardKey()}\n`), logging: "none" };
+    expect(await analyze(REMOTE_COMMAND, "mesh-anchor-key", props, ["stdout", "stderr"])).toEqual([]);
+  });
+
+  it("sees through a secret: a key in a secret create is still a key in create", async () => {
+    const props = { create: secret(`echo '${pemKey()}' > /root/key`) };
+    const found = await analyze(REMOTE_COMMAND, "leaky", props);
+    expect(found).toEqual([
+      { policy: "no-plain-private-keys", mandatory: true, message: expect.stringContaining("in create") },
+    ]);
+  });
+
+  it("blocks SSH opened to the internet", async () => {
+    const props = { labels: LABELS, rules: [{ ...ADMIN_SSH, sourceIps: ["0.0.0.0/0"] }] };
+    const found = await analyze(FIREWALL, "anchor-firewall", props);
+    expect(found.map((d) => [d.policy, d.mandatory])).toEqual([["no-public-ssh", true]]);
+  });
+
+  it("checks the stack: UDP only where a WireGuard peer listens", async () => {
+    const resource = (r: ResourceRecord) => {
+      const message = new messages.AnalyzerResource();
+      message.setType(r.type);
+      message.setName(r.name);
+      message.setUrn(r.urn);
+      message.setParent(r.parent ?? "");
+      message.setProperties(Struct.fromJavaScript(r.props));
+      message.setOptions(options());
+      for (const [key, urns] of Object.entries(r.propertyDependencies ?? {})) {
+        const deps = new messages.AnalyzerPropertyDependencies();
+        deps.setUrnsList([...urns]);
+        message.getPropertydependenciesMap().set(key, deps);
+      }
+      message.setDependenciesList(Object.values(r.propertyDependencies ?? {}).flat());
+      return message;
+    };
+    const fw = firewall([ADMIN_SSH, { ...WIREGUARD, port: "51821" }]);
+    const server = record(SERVER, "anchor-server", { labels: LABELS });
+    const attachment = record(
+      FIREWALL_ATTACHMENT,
+      "anchor-firewall-attachment",
+      {},
+      {
+        propertyDependencies: { firewallId: [fw.urn], serverIds: [server.urn] },
+      },
+    );
+    const mesh = record(MESH_COMPONENT, "mesh", {});
+    const config = record(
+      REMOTE_COMMAND,
+      "mesh-anchor-config",
+      { create: "ListenPort = 51820\n" },
+      { parent: mesh.urn },
+    );
+    const request = new messages.AnalyzeStackRequest();
+    request.setResourcesList([fw, server, attachment, mesh, config].map(resource));
+    const found = diagnostics(await call("analyzeStack", request));
+    expect(found).toEqual([
+      {
+        policy: "wireguard-ports-on-mesh-hosts",
+        mandatory: true,
+        message: expect.stringContaining("whose WireGuard listens on 51820 only"),
+      },
+    ]);
+  });
+});
