@@ -1,3 +1,5 @@
+import type { HealthConfig } from "./health";
+
 /**
  * The stack configuration of a fleet, as it stands in `Pulumi.<stack>.yaml`
  * under the `swarm:` namespace, after validation and defaults.
@@ -168,6 +170,8 @@ export interface FleetConfig {
   readonly exports: readonly ExportConfig[];
   readonly mounts: readonly MountConfig[];
   readonly syncs: readonly SyncConfig[];
+  /** Health gate thresholds and metrics; see config/health.ts. */
+  readonly health: HealthConfig;
 }
 
 /** One validation failure: the config path it concerns and a message that says how to fix it. */

@@ -6,6 +6,7 @@
  * problem, so one `npm run validate` shows everything there is to fix, each
  * with its config path and the remedy.
  */
+import { DEFAULT_HEALTH, HealthConfig, readHealth } from "./health";
 import { findAllowedIpCollisions, sharedBlock } from "./collisions";
 import {
   Cidr,
@@ -41,7 +42,7 @@ import {
 } from "./types";
 
 /** Keys under `swarm:` that exist but are read elsewhere (the secret key by index.ts, health by the operations code). */
-const PASSED_THROUGH_KEYS = ["sshPrivateKey", "health"] as const;
+const PASSED_THROUGH_KEYS = ["sshPrivateKey"] as const;
 
 const HOST_NAME = /^[a-z][a-z0-9-]{0,62}$/;
 const HOST_NAME_HINT =
@@ -215,6 +216,7 @@ export function validateFleetConfig(raw: Record<string, unknown>): {
   const exports = listOf(top, "exports").map((item) => readExport(item.value, item.path, errors));
   const mounts = listOf(top, "mounts").map((item) => readMount(item.value, item.path, errors));
   const syncs = listOf(top, "syncs").map((item) => readSync(item.value, item.path, errors));
+  const health = readHealth(top.raw("health"), top.at("health"), errors);
   for (const key of PASSED_THROUGH_KEYS) {
     top.raw(key);
   }
@@ -230,14 +232,14 @@ export function validateFleetConfig(raw: Record<string, unknown>): {
   checkSyncs(fleet, exports, mounts, syncs, errors);
 
   if (meshIsClean) {
-    const meshOnly = assemble(hosts, mesh, undefined, [], [], []);
+    const meshOnly = assemble(hosts, mesh, undefined, [], [], [], DEFAULT_HEALTH);
     errors.push(...meshCollisionErrors(planFleet(meshOnly), fleet));
   }
 
   if (errors.length > 0) {
     return { errors };
   }
-  return { config: assemble(hosts, mesh, admin, exports, mounts, syncs), errors };
+  return { config: assemble(hosts, mesh, admin, exports, mounts, syncs, health), errors };
 }
 
 function isMeshPath(path: string): boolean {
@@ -256,8 +258,10 @@ function assemble(
   exports: readonly ExportDraft[],
   mounts: readonly MountDraft[],
   syncs: readonly SyncDraft[],
+  health: HealthConfig,
 ): FleetConfig {
   return {
+    health,
     hosts: hosts.map((h): HostConfig => ({
       name: h.name as string,
       ...(h.hcloud ? { hcloud: h.hcloud } : {}),

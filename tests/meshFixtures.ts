@@ -1,6 +1,7 @@
 /** Small fleets built by hand for the host, WireGuard and bootstrap tests. */
 import { createHash } from "node:crypto";
 import { clampPrivateKey, wireguardPublicKey } from "../components/wireguardKeypair";
+import { DEFAULT_HEALTH } from "../config/health";
 import { FleetPlan, planFleet } from "../config/model";
 import { FleetConfig, HostConfig, MeshConfig } from "../config/types";
 
@@ -27,6 +28,7 @@ export function fleet(hosts: readonly HostConfig[], mesh: Partial<MeshConfig> = 
     exports: [],
     mounts: [],
     syncs: [],
+    health: DEFAULT_HEALTH,
   };
 }
 

@@ -1,3 +1,4 @@
+import { DEFAULT_HEALTH } from "../config/health";
 import { readStackFile } from "../config/load";
 import { FleetPlan } from "../config/model";
 import { ConfigError } from "../config/types";
@@ -148,7 +149,25 @@ describe("validateFleetConfig", () => {
       exports: [],
       mounts: [],
       syncs: [],
+      health: DEFAULT_HEALTH,
     });
+  });
+
+  it("needs no admin section for a fleet of existing hosts only", () => {
+    const { config, errors } = validateFleetConfig({
+      hosts: [existingHost("a", "192.0.2.1"), existingHost("b", "192.0.2.2")],
+      mesh: { cidr: "10.9.0.0/24" },
+    });
+    expect(errors).toEqual([]);
+    expect(config?.admin).toEqual({ sshPublicKey: "", sshSourceCidrs: [] });
+  });
+
+  it("requires the admin section as soon as one host is a Hetzner server", () => {
+    const raw = base();
+    delete (raw as Record<string, unknown>).admin;
+    expect(validateFleetConfig(raw).errors).toEqual([
+      expect.objectContaining({ path: "swarm:admin", message: expect.stringMatching(/^is required/) }),
+    ]);
   });
 
   it("lets user properties override the ZFS defaults and extend them", () => {
@@ -163,9 +182,18 @@ describe("validateFleetConfig", () => {
     });
   });
 
-  it("knows sshPrivateKey and health without interpreting them", () => {
-    const raw = { ...base(), sshPrivateKey: { secure: "v1:abc" }, health: { anything: 1 } };
+  it("knows sshPrivateKey without interpreting it", () => {
+    const raw = { ...base(), sshPrivateKey: { secure: "v1:abc" } };
     expect(validateFleetConfig(raw).errors).toEqual([]);
+  });
+
+  it("reads swarm:health in the same pass, reporting its errors with the rest", () => {
+    const raw = { ...base(), health: { anything: 1, handshakeWait: "soon" }, mesh: { cidr: "10.8.0.0/33" } };
+    expect(
+      validateFleetConfig(raw)
+        .errors.map((e) => e.path)
+        .sort(),
+    ).toEqual(["swarm:health.anything", "swarm:health.handshakeWait", "swarm:mesh.cidr"]);
   });
 
   it("reads values the way the Pulumi engine hands them over (numbers and booleans as strings)", () => {
