@@ -110,9 +110,22 @@ function ruleName(rule: FirewallRule, index: number): string {
   return rule.description ? `rule ${index} (${JSON.stringify(rule.description)})` : `rule ${index}`;
 }
 
-function rulesOf(props: Record<string, unknown>): readonly FirewallRule[] {
+/** The firewall's rules as plain values; a rule with a part not known yet is left for `pulumi up` to check. */
+function rulesOf(props: Record<string, unknown>): readonly { rule: FirewallRule; index: number }[] {
   const rules = known(() => props.rules);
-  return Array.isArray(rules) ? (rules as FirewallRule[]) : [];
+  if (!Array.isArray(rules)) {
+    return [];
+  }
+  return rules.flatMap((rule: FirewallRule, index: number) => {
+    const plain = known((): FirewallRule => ({
+      description: rule.description,
+      direction: rule.direction,
+      protocol: rule.protocol,
+      port: rule.port,
+      sourceIps: rule.sourceIps === undefined ? undefined : [...rule.sourceIps],
+    }));
+    return plain === undefined ? [] : [{ rule: plain, index }];
+  });
 }
 
 /** The stack name in a URN `urn:pulumi:<stack>::<project>::<type>::<name>`. */
@@ -174,7 +187,7 @@ export const noPublicSsh: ResourceValidationPolicy = {
     if (args.type !== FIREWALL) {
       return;
     }
-    rulesOf(args.props).forEach((rule, index) => {
+    rulesOf(args.props).forEach(({ rule, index }) => {
       if (!isInbound(rule) || (rule.protocol ?? "").toLowerCase() !== "tcp") {
         return;
       }
@@ -348,9 +361,9 @@ export const wireguardPortsOnMeshHosts: StackValidationPolicy = {
   validateStack: (args, reportViolation) => {
     const { resources } = args;
     for (const firewall of resources.filter((r) => r.type === FIREWALL)) {
-      const udp = rulesOf(firewall.props)
-        .map((rule, index) => ({ rule, index }))
-        .filter(({ rule }) => isInbound(rule) && (rule.protocol ?? "").toLowerCase() === "udp");
+      const udp = rulesOf(firewall.props).filter(
+        ({ rule }) => isInbound(rule) && (rule.protocol ?? "").toLowerCase() === "udp",
+      );
       if (udp.length === 0) {
         continue;
       }

@@ -45,9 +45,11 @@ const STACK = "prod";
 const sentinels = require("@pulumi/policy/proxy") as {
   unknownStringValue: string;
   unknownObjectValue: string;
+  unknownArrayValue: string;
 };
 const UNKNOWN_STRING = sentinels.unknownStringValue;
 const UNKNOWN_OBJECT = sentinels.unknownObjectValue;
+const UNKNOWN_ARRAY = sentinels.unknownArrayValue;
 
 const wireguardKey = (): string => randomBytes(32).toString("base64");
 const pemKey = (): string =>
@@ -125,6 +127,19 @@ describe("no-public-ssh", () => {
     expect(violations[0].message).toContain(`firewall anchor-firewall rule 1 ("ssh") opens TCP`);
     expect(violations[0].message).toContain(cidr);
     expect(violations[0].message).toContain("swarm:admin.sshSourceCidrs");
+  });
+
+  it("leaves a rule whose sources are not known yet to the update, and checks the others", async () => {
+    const rules = [
+      { direction: "in", protocol: "tcp", port: "22", sourceIps: UNKNOWN_ARRAY },
+      { direction: "in", protocol: "tcp", port: "22", sourceIps: ["::/0"] },
+    ];
+    const violations = await violationsOf(noPublicSsh, [
+      record(FIREWALL, "fw", unknownCheckingProxy({ rules })),
+    ]);
+    expect(violations.map((v) => v.message)).toEqual([
+      expect.stringContaining("rule 1 opens TCP 22 (SSH) to ::/0"),
+    ]);
   });
 
   it("ignores resources that are not firewalls", async () => {
