@@ -1,0 +1,519 @@
+/**
+ * A two-way sync: the unison profile, the guard that keeps unison from
+ * running against a root that is not really there, the oneshot service and
+ * its timer, an optional watcher, and the script that installs them.
+ *
+ * Safety, in layers: the service requires the mounts of both roots
+ * (`RequiresMountsFor=`); the guard checks that the mount is sshfs and shows
+ * the export, and that both roots carry the sync's sentinel; unison itself
+ * aborts when a sentinel is missing (`mountpoint`) or a root was emptied
+ * (`confirmbigdel`); and every file it overwrites or deletes is kept in a
+ * backup directory. A sentinel is only ever created before the first
+ * successful run (no archive yet): once unison remembers a root, a root
+ * without its sentinel stops the sync until someone looks.
+ */
+import { Seconds } from "../config/types";
+import { script, shellQuote, writeFile } from "./shell";
+import { syncSentinel } from "./sftp";
+import { hostKeyAlias, knownHosts } from "./sshfs";
+import { execLine, renderUnit, timespan, unitHeader } from "./systemd";
+import { EXPORT_SENTINEL, failFunction, LIB_DIR, UNIT_DIR } from "./zfs";
+
+export const PROFILE_DIR = "/etc/swarm/unison";
+export const STATE_DIR = "/var/lib/swarm/unison";
+export const GUARD = `${LIB_DIR}/unison-guard`;
+export const STATUS = `${LIB_DIR}/unison-status`;
+export const WATCH = `${LIB_DIR}/unison-watch`;
+
+/** Where the sync's remote root is: inside an sshfs mount of this host, or on the export host over ssh://. */
+export type RemoteRoot =
+  | {
+      readonly kind: "mount";
+      /** Absolute path of the root, inside the mount. */
+      readonly path: string;
+      /** The mount path (the automount's `Where=`). */
+      readonly mountPath: string;
+      readonly exportName: string;
+    }
+  | {
+      readonly kind: "ssh";
+      readonly exportName: string;
+      readonly exportUser: string;
+      readonly serverMeshAddress: string;
+      /** Absolute path of the root on the export host. */
+      readonly serverPath: string;
+    };
+
+export interface SyncPlan {
+  readonly name: string;
+  /** Local user unison runs as. */
+  readonly user: string;
+  /** Absolute local root. */
+  readonly local: string;
+  readonly remote: RemoteRoot;
+  readonly interval: Seconds;
+  readonly timeout: Seconds;
+  /** Unison ignore patterns, e.g. `Name *.tmp`. */
+  readonly ignore: readonly string[];
+  readonly watch: boolean;
+}
+
+export function stateDir(sync: string): string {
+  return `${STATE_DIR}/${sync}`;
+}
+
+export function profilePath(sync: string): string {
+  return `${PROFILE_DIR}/${sync}.prf`;
+}
+
+export function statusPath(sync: string): string {
+  return `${STATE_DIR}/${sync}.status`;
+}
+
+export function syncKeyPath(sync: string): string {
+  return `${PROFILE_DIR}/${sync}.key`;
+}
+
+export function syncKnownHostsPath(sync: string): string {
+  return `${PROFILE_DIR}/${sync}.known_hosts`;
+}
+
+export function syncUnitNames(sync: string): { service: string; timer: string; watch: string } {
+  return {
+    service: `swarm-sync-${sync}.service`,
+    timer: `swarm-sync-${sync}.timer`,
+    watch: `swarm-sync-${sync}-watch.service`,
+  };
+}
+
+/** The remote root as unison names it. */
+export function remoteRoot(remote: RemoteRoot): string {
+  return remote.kind === "mount"
+    ? remote.path
+    : `ssh://${remote.exportUser}@${remote.serverMeshAddress}/${remote.serverPath}`;
+}
+
+function profileLine(key: string, value: string): string {
+  if (/[\n\r]/.test(value)) {
+    throw new Error(`unison preference ${key} cannot hold a line break: ${JSON.stringify(value)}`);
+  }
+  return `${key} = ${value}`;
+}
+
+/** The unison profile. */
+export function unisonProfile(plan: SyncPlan): string {
+  const state = stateDir(plan.name);
+  const sentinel = syncSentinel(plan.name);
+  const ssh =
+    plan.remote.kind === "ssh"
+      ? [
+          "",
+          "# ssh:// mode: the pinned host key and the sync's own key, nothing from ssh_config.",
+          profileLine(
+            "sshargs",
+            [
+              "-F none",
+              `-i ${syncKeyPath(plan.name)}`,
+              "-o IdentitiesOnly=yes",
+              `-o UserKnownHostsFile=${syncKnownHostsPath(plan.name)}`,
+              "-o GlobalKnownHostsFile=/dev/null",
+              `-o HostKeyAlias=${hostKeyAlias(plan.remote.exportName)}`,
+              "-o StrictHostKeyChecking=yes",
+              "-o BatchMode=yes",
+              "-o ConnectTimeout=5",
+              "-o ServerAliveInterval=5",
+              "-o ServerAliveCountMax=3",
+            ].join(" "),
+          ),
+        ]
+      : [];
+  const lines = [
+    `# Installed by swarm: sync ${plan.name}. Run it as ${plan.user} with UNISON=${state}.`,
+    profileLine("root", plan.local),
+    profileLine("root", remoteRoot(plan.remote)),
+    "# Archives are named after this, not after the host name: a renamed host keeps its archives.",
+    profileLine("clientHostName", `swarm-sync-${plan.name}`),
+    "",
+    "# Never ask: non-conflicting changes propagate, conflicts are skipped (exit status 1),",
+    "# and each side keeps its own version until someone resolves the conflict.",
+    "batch = true",
+    "auto = true",
+    "terse = true",
+    "contactquietly = true",
+    "# Batch mode never resolves a conflict, so this acts only when a conflict is resolved by a",
+    "# preference (an operator's -prefer): the losing version is kept as a copy beside the winner.",
+    "copyonconflict = true",
+    "",
+    "# A root that is not really there must not look like a mass deletion.",
+    profileLine("mountpoint", sentinel),
+    "confirmbigdel = true",
+    "",
+    "# Every file unison overwrites or deletes is kept, outside both roots.",
+    "backup = Name *",
+    "backuplocation = central",
+    profileLine("backupdir", `${state}/backup`),
+    "maxbackups = 5",
+    "log = true",
+    profileLine("logfile", `${state}/unison.log`),
+    "",
+    "# sshfs invents inode numbers per connection; without this every remount looks like a change.",
+    "ignoreinodenumbers = true",
+    "fastcheck = true",
+    "times = true",
+    "# Owners and modes differ by design across the mount (sshfs maps everything to one owner):",
+    "# contents and times are synced, permission bits are left to each side.",
+    "perms = 0",
+    "dontchmod = true",
+    "",
+    "# Snapshots, markers and the caller's patterns.",
+    "ignore = Name .zfs",
+    profileLine("ignore", `Name ${EXPORT_SENTINEL}`),
+    profileLine("ignore", `Path ${sentinel}`),
+    ...plan.ignore.map((pattern) => profileLine("ignore", pattern)),
+    ...ssh,
+  ];
+  return `${lines.join("\n")}\n`;
+}
+
+/**
+ * `unison-guard [--init --state DIR] [--mount PATH --export NAME] --sentinel FILE ROOT...`
+ *
+ * Exits non-zero, saying why, unless the mount (when given) is an sshfs mount
+ * showing the export, and every root is a directory holding the sentinel.
+ * With `--init` it creates missing roots and sentinels, but only while DIR
+ * holds no unison archive: before the first sync, a fresh root is harmless
+ * (unison merges both sides); afterwards it could be an unmounted directory
+ * whose emptiness unison would faithfully mirror.
+ */
+export function guardScript(): string {
+  return `#!/bin/bash
+# Installed by swarm: checks that the roots of a sync are really there before unison runs.
+set -euo pipefail
+export LC_ALL=C
+init=0
+state=
+mount=
+export_name=
+sentinel=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --init) init=1; shift ;;
+    --state) state=$2; shift 2 ;;
+    --mount) mount=$2; shift 2 ;;
+    --export) export_name=$2; shift 2 ;;
+    --sentinel) sentinel=$2; shift 2 ;;
+    --) shift; break ;;
+    -*) echo "unison-guard: unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+if [ -z "$sentinel" ] || [ $# -eq 0 ]; then
+  echo "usage: unison-guard [--init --state DIR] [--mount PATH --export NAME] --sentinel FILE ROOT..." >&2
+  exit 2
+fi
+refuse() {
+  echo "swarm: not syncing: $*" >&2
+  exit 1
+}
+has_archive() {
+  [ -n "$state" ] && compgen -G "$state/ar*" >/dev/null
+}
+if [ -n "$mount" ]; then
+  # Reading the directory is what makes an automount mount it.
+  ls -A "$mount" >/dev/null 2>&1 || refuse "cannot read $mount (see journalctl -u $(systemd-escape --path "$mount" 2>/dev/null).mount)"
+  types=$(findmnt -n -o FSTYPE --mountpoint "$mount" | paste -sd, -) || true
+  case ,$types, in
+    *,fuse.sshfs,*) ;;
+    *) refuse "$mount is not an sshfs mount (found: \${types:-no mount at all})" ;;
+  esac
+  seen=$(cat "$mount/${EXPORT_SENTINEL}" 2>/dev/null) || refuse "$mount has no ${EXPORT_SENTINEL}: the export's dataset is not mounted on its host"
+  if [ -n "$export_name" ] && [ "$seen" != "$export_name" ]; then
+    refuse "$mount shows export '$seen', not $export_name"
+  fi
+fi
+for root in "$@"; do
+  if [ ! -d "$root" ]; then
+    if [ "$init" = 1 ] && ! has_archive; then
+      mkdir -p "$root"
+      echo "swarm: created root $root"
+    else
+      refuse "root $root is missing"
+    fi
+  fi
+  if [ ! -e "$root/$sentinel" ]; then
+    if [ "$init" = 1 ] && ! has_archive; then
+      : >"$root/$sentinel"
+      echo "swarm: marked $root with $sentinel"
+    else
+      refuse "root $root has no $sentinel, so it may not be the directory unison knows (an unmounted or replaced one). If it is, and its content is intact, mark it: touch '$root/$sentinel'"
+    fi
+  fi
+done
+`;
+}
+
+/**
+ * `unison-status SYNC FILE [LOG]`, run by systemd after every run (as root):
+ * records how the run ended in FILE and keeps unison's log bounded.
+ */
+export function statusScript(): string {
+  return `#!/bin/bash
+# Installed by swarm: records the outcome of the last run of a sync (systemd ExecStopPost).
+set -euo pipefail
+export LC_ALL=C
+sync=$1
+file=$2
+log=\${3-}
+result=\${SERVICE_RESULT:-unknown}
+status=\${EXIT_STATUS:-}
+case $result/$status in
+  success/0) summary="ok" ;;
+  success/1) summary="conflicts skipped: each side kept its version; see journalctl -u swarm-sync-$sync and resolve them" ;;
+  */2) summary="failed: some files were not synced (unison exit 2)" ;;
+  */3) summary="failed: unison stopped before syncing (exit 3): a root, its sentinel or the connection is missing" ;;
+  exit-code/) summary="refused: the guard found a root, a sentinel or the mount missing" ;;
+  timeout/*) summary="failed: the run took longer than its timeout" ;;
+  *) summary="failed: $result \${EXIT_CODE:-} $status" ;;
+esac
+tmp=$(mktemp "$file.XXXXXX")
+printf 'sync=%s\\nresult=%s\\nexit=%s\\nsummary=%s\\nfinished=%s\\n' \\
+  "$sync" "$result" "\${status:-none}" "$summary" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$tmp"
+chmod 0644 "$tmp"
+mv -f "$tmp" "$file"
+if [ "$summary" != ok ]; then
+  echo "swarm: sync $sync: $summary"
+fi
+# unison appends to its log on every run and reopens it each time: rotate it past 1 MiB.
+if [ -n "$log" ] && [ -f "$log" ] && [ "$(stat -c %s "$log")" -gt 1048576 ]; then
+  mv -f "$log" "$log.1"
+fi
+`;
+}
+
+/** `unison-watch UNIT ROOT`: starts UNIT whenever something changes below ROOT, bursts coalesced. */
+export function watchScript(): string {
+  return `#!/bin/bash
+# Installed by swarm: starts a sync when its local root changes. The sync's own service does the
+# work, so a watched change and the timer can never run unison twice at once.
+set -euo pipefail
+unit=$1
+root=$2
+command -v inotifywait >/dev/null || { echo "unison-watch: inotifywait is missing: install inotify-tools" >&2; exit 1; }
+inotifywait -m -r -q -e close_write,create,delete,move,attrib \\
+  --exclude '/\\.(unison\\.|swarm-sync-)' --format '%w%f' "$root" |
+  while read -r _; do
+    while read -r -t 2 _; do :; done
+    systemctl start --no-block "$unit"
+  done
+`;
+}
+
+function guardArgs(plan: SyncPlan): string[] {
+  const mount =
+    plan.remote.kind === "mount"
+      ? ["--mount", plan.remote.mountPath, "--export", plan.remote.exportName]
+      : [];
+  const roots = plan.remote.kind === "mount" ? [plan.local, plan.remote.path] : [plan.local];
+  return [...mount, "--sentinel", syncSentinel(plan.name), ...roots];
+}
+
+export function syncService(plan: SyncPlan): string {
+  const state = stateDir(plan.name);
+  const mounts = plan.remote.kind === "mount" ? `${plan.local} ${plan.remote.path}` : plan.local;
+  const network = plan.remote.kind === "ssh" ? "network-online.target" : undefined;
+  return renderUnit(
+    unitHeader(
+      `Sync ${plan.name}: ${plan.local} <-> ${remoteRoot(plan.remote)}.`,
+      "Exit status 1 (conflicts skipped) is a success that is recorded; 2 and 3 fail the unit.",
+    ),
+    [
+      {
+        name: "Unit",
+        settings: [
+          ["Description", `Two-way sync ${plan.name}`],
+          ["RequiresMountsFor", mounts],
+          ["Wants", network],
+          ["After", network],
+        ],
+      },
+      {
+        name: "Service",
+        settings: [
+          ["Type", "oneshot"],
+          ["User", plan.user],
+          ["Environment", `UNISON=${state}`],
+          ["ExecStartPre", execLine("", GUARD, ...guardArgs(plan))],
+          // flock: unison run by hand with the same lock never overlaps a run of the service.
+          ["ExecStart", execLine("", "/usr/bin/flock", `${state}/lock`, "/usr/bin/unison", plan.name)],
+          ["ExecStopPost", execLine("+", STATUS, plan.name, statusPath(plan.name), `${state}/unison.log`)],
+          ["SuccessExitStatus", "1"],
+          ["TimeoutStartSec", timespan(plan.timeout)],
+          ["Nice", "10"],
+        ],
+      },
+    ],
+  );
+}
+
+export function syncTimer(plan: SyncPlan): string {
+  const every = timespan(plan.interval);
+  return renderUnit(unitHeader(`Runs sync ${plan.name} ${every} after the previous run ended.`), [
+    { name: "Unit", settings: [["Description", `Two-way sync ${plan.name} every ${every}`]] },
+    {
+      name: "Timer",
+      settings: [
+        ["OnBootSec", every],
+        // Counted from the end of the last run, so a slow run never queues the next one.
+        ["OnUnitInactiveSec", every],
+        ["AccuracySec", "1s"],
+      ],
+    },
+    { name: "Install", settings: [["WantedBy", "timers.target"]] },
+  ]);
+}
+
+export function watchService(plan: SyncPlan): string {
+  const units = syncUnitNames(plan.name);
+  return renderUnit(
+    unitHeader(
+      `Starts sync ${plan.name} as soon as ${plan.local} changes; the timer still catches remote changes.`,
+    ),
+    [
+      {
+        name: "Unit",
+        settings: [
+          ["Description", `Watch ${plan.local} for sync ${plan.name}`],
+          ["After", units.timer],
+        ],
+      },
+      {
+        name: "Service",
+        settings: [
+          ["ExecStart", execLine("", WATCH, units.service, plan.local)],
+          ["Restart", "always"],
+          ["RestartSec", "10s"],
+        ],
+      },
+      { name: "Install", settings: [["WantedBy", "multi-user.target"]] },
+    ],
+  );
+}
+
+/** Writes the sync's ssh:// key from standard input, readable by the sync user only. */
+export function syncKeyScript(host: string, sync: string, user: string): string {
+  const q = shellQuote;
+  return script(
+    failFunction(host),
+    `id -u ${q(user)} >/dev/null 2>&1 || fail "sync ${sync} runs as ${user}, who does not exist here"
+install -d -m 0755 ${PROFILE_DIR}
+swarm_write ${q(syncKeyPath(sync))} 0600 ${q(`${user}:`)}
+`,
+  );
+}
+
+function requireHostKey(sync: string, hostKey: string | undefined): string {
+  if (hostKey === undefined) {
+    throw new Error(`sync ${sync} reaches its export over ssh:// and needs the export host's key`);
+  }
+  return hostKey;
+}
+
+/** Installs profile, scripts and units, marks the roots on the first install, and starts the timer. */
+export function syncInstallScript(host: string, plan: SyncPlan, hostKey?: string): string {
+  const q = shellQuote;
+  const state = stateDir(plan.name);
+  const units = syncUnitNames(plan.name);
+  const unitFiles = [units.service, units.timer, ...(plan.watch ? [units.watch] : [])].map(
+    (u) => `${UNIT_DIR}/${u}`,
+  );
+  const sshFiles =
+    plan.remote.kind === "ssh"
+      ? [
+          `[ -s ${q(syncKeyPath(plan.name))} ] || fail "the key of sync ${plan.name} (${syncKeyPath(plan.name)}) is missing"\n`,
+          writeFile({
+            path: syncKnownHostsPath(plan.name),
+            content: knownHosts(plan.remote.exportName, requireHostKey(plan.name, hostKey)),
+            mode: "0644",
+          }),
+        ]
+      : [];
+  const watch = plan.watch
+    ? `if ! systemctl is-enabled --quiet ${units.watch}; then
+  systemctl enable --quiet ${units.watch}
+  echo "swarm: enabled ${units.watch}"
+fi
+if ! systemctl is-active --quiet ${units.watch}; then
+  systemctl start ${units.watch}
+  echo "swarm: started ${units.watch}"
+elif swarm_changed ${q(`${UNIT_DIR}/${units.watch}`)} ${q(WATCH)}; then
+  systemctl restart ${units.watch}
+  echo "swarm: restarted ${units.watch}"
+fi
+`
+    : `if [ -e ${q(`${UNIT_DIR}/${units.watch}`)} ]; then
+  systemctl disable --now ${units.watch} 2>/dev/null || true
+  rm -f ${q(`${UNIT_DIR}/${units.watch}`)}
+  systemctl daemon-reload
+  echo "swarm: removed ${units.watch}"
+fi
+`;
+  return script(
+    failFunction(host),
+    `cd /
+user=${q(plan.user)}
+id -u "$user" >/dev/null 2>&1 || fail "sync ${plan.name} runs as ${plan.user}, who does not exist here: create the user or set syncs[].user"
+command -v unison >/dev/null || fail "unison is missing: install unison"
+${plan.watch ? `command -v inotifywait >/dev/null || fail "watch mode of sync ${plan.name} needs inotifywait: install inotify-tools"\n` : ""}install -d -m 0755 ${PROFILE_DIR} ${STATE_DIR}
+if [ "$(stat -c %U:%a ${q(state)} 2>/dev/null)" != "$user:700" ]; then
+  install -d -m 0700 -o "$user" -g "$(id -gn "$user")" ${q(state)}
+  echo "swarm: ${state} belongs to $user"
+fi
+`,
+    ...sshFiles,
+    writeFile({ path: profilePath(plan.name), content: unisonProfile(plan), mode: "0644" }),
+    `# unison finds profiles only in its own directory.
+if [ "$(readlink ${q(`${state}/${plan.name}.prf`)} || true)" != ${q(profilePath(plan.name))} ]; then
+  ln -sfn ${q(profilePath(plan.name))} ${q(`${state}/${plan.name}.prf`)}
+  echo "swarm: linked the profile into ${state}"
+fi
+`,
+    writeFile({ path: GUARD, content: guardScript(), mode: "0755" }),
+    writeFile({ path: STATUS, content: statusScript(), mode: "0755" }),
+    plan.watch ? writeFile({ path: WATCH, content: watchScript(), mode: "0755" }) : "",
+    writeFile({ path: `${UNIT_DIR}/${units.service}`, content: syncService(plan), mode: "0644" }),
+    writeFile({ path: `${UNIT_DIR}/${units.timer}`, content: syncTimer(plan), mode: "0644" }),
+    plan.watch
+      ? writeFile({ path: `${UNIT_DIR}/${units.watch}`, content: watchService(plan), mode: "0644" })
+      : "",
+    `if swarm_changed ${unitFiles.map(q).join(" ")}; then
+  systemctl daemon-reload
+fi
+# Before the first sync, missing roots and sentinels are created; after it, the guard only checks.
+runuser -u "$user" -- ${[GUARD, "--init", "--state", state, ...guardArgs(plan)].map(q).join(" ")} ||
+  fail "sync ${plan.name} cannot start: see the message above"
+if ! systemctl is-enabled --quiet ${units.timer}; then
+  systemctl enable --quiet ${units.timer}
+  echo "swarm: enabled ${units.timer}"
+fi
+if ! systemctl is-active --quiet ${units.timer}; then
+  systemctl start ${units.timer}
+  echo "swarm: started ${units.timer}"
+elif swarm_changed ${q(`${UNIT_DIR}/${units.timer}`)}; then
+  systemctl restart ${units.timer}
+  echo "swarm: restarted ${units.timer}"
+fi
+${watch}`,
+  );
+}
+
+/** Stops and removes the units and the profile; archives, backups and both roots stay. */
+export function syncTeardownScript(sync: string): string {
+  const q = shellQuote;
+  const units = syncUnitNames(sync);
+  return `systemctl disable --now ${units.timer} ${units.watch} 2>/dev/null || true
+rm -f ${[units.service, units.timer, units.watch].map((u) => q(`${UNIT_DIR}/${u}`)).join(" ")}
+rm -f ${q(profilePath(sync))} ${q(`${stateDir(sync)}/${sync}.prf`)} ${q(syncKnownHostsPath(sync))} ${q(syncKeyPath(sync))}
+systemctl daemon-reload
+echo "swarm: removed sync ${sync}; ${stateDir(sync)} (archives, backups) and both roots are kept"
+`;
+}

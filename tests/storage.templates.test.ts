@@ -1,0 +1,646 @@
+/**
+ * The storage templates: golden files for the production layout, every unit
+ * through `systemd-analyze verify`, the sshd drop-in through sshd itself, and
+ * the guard, profile, status and snapshot scripts run for real.
+ */
+import { execFileSync, spawnSync, SpawnSyncReturns } from "node:child_process";
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  authorizedKeys,
+  checkClientSets,
+  sftpScript,
+  sftpTeardownScript,
+  sshdDropin,
+  syncSentinel,
+} from "../templates/sftp";
+import {
+  automountScript,
+  automountTeardownScript,
+  automountUnit,
+  clientKeyScript,
+  knownHosts,
+  mountOptions,
+  mountUnit,
+  mountUnitNames,
+} from "../templates/sshfs";
+import { systemdEscapePath } from "../templates/systemd";
+import {
+  guardScript,
+  statusScript,
+  syncInstallScript,
+  syncKeyScript,
+  syncService,
+  syncTeardownScript,
+  syncTimer,
+  syncUnitNames,
+  unisonProfile,
+  watchScript,
+  watchService,
+} from "../templates/unison";
+import {
+  snapshotScript,
+  snapshotService,
+  snapshotsInstallScript,
+  snapshotTimer,
+  snapshotUnitName,
+  zfsFuseUnit,
+  zfsScript,
+} from "../templates/zfs";
+import {
+  HOST_KEY,
+  LAB_ZFS,
+  PROD_MOUNT_PLANS,
+  PROD_SFTP,
+  PROD_SNAPSHOTS,
+  PROD_SYNC_PLAN,
+  PROD_ZFS,
+  SSH_SFTP,
+  SSH_SYNC_PLAN,
+} from "./storageFixtures";
+
+const [SATELLITE_MOUNT, NATIVE_MOUNT] = PROD_MOUNT_PLANS;
+
+/** Every rendered file, by the name it has on its host. */
+const GOLDEN: Record<string, () => string> = {
+  "anchor zfs script (openzfs, volume)": () => zfsScript(PROD_ZFS),
+  "lab anchor zfs script (zfs-fuse, file)": () => zfsScript(LAB_ZFS),
+  "swarm-zfs-fuse.service": () => zfsFuseUnit(),
+  "/usr/local/lib/swarm/zfs-snapshot": () => snapshotScript(),
+  "swarm-snapshot-meshfs.service": () => snapshotService(PROD_SNAPSHOTS),
+  "swarm-snapshot-meshfs.timer": () => snapshotTimer(PROD_SNAPSHOTS),
+  "anchor snapshots script": () => snapshotsInstallScript("anchor", PROD_SNAPSHOTS),
+  "/etc/ssh/sshd_config.d/swarm-meshfs.conf": () => sshdDropin(PROD_SFTP),
+  "/etc/ssh/swarm-authorized-keys/meshfs": () => authorizedKeys(PROD_SFTP),
+  "anchor sftp script": () => sftpScript(PROD_SFTP),
+  "anchor sftp teardown": () => sftpTeardownScript("meshfs", "meshfs"),
+  "ssh:// variant sshd drop-in": () => sshdDropin(SSH_SFTP),
+  "ssh:// variant authorized_keys": () => authorizedKeys(SSH_SFTP),
+  "/etc/swarm/meshfs/meshfs.known_hosts": () => knownHosts("meshfs", HOST_KEY),
+  "satellite mnt-meshfs.mount": () => mountUnit(SATELLITE_MOUNT),
+  "hetzner-native mnt-meshfs.mount": () => mountUnit(NATIVE_MOUNT),
+  "mnt-meshfs.automount": () => automountUnit(NATIVE_MOUNT),
+  "hetzner-native automount script": () => automountScript("hetzner-native", NATIVE_MOUNT, HOST_KEY),
+  "client key script": () => clientKeyScript("meshfs"),
+  "automount teardown": () => automountTeardownScript(NATIVE_MOUNT),
+  "/etc/swarm/unison/wiki.prf": () => unisonProfile(PROD_SYNC_PLAN),
+  "swarm-sync-wiki.service": () => syncService(PROD_SYNC_PLAN),
+  "swarm-sync-wiki.timer": () => syncTimer(PROD_SYNC_PLAN),
+  "hetzner-native sync script": () => syncInstallScript("hetzner-native", PROD_SYNC_PLAN),
+  "sync teardown": () => syncTeardownScript("wiki"),
+  "/usr/local/lib/swarm/unison-guard": () => guardScript(),
+  "/usr/local/lib/swarm/unison-status": () => statusScript(),
+  "/usr/local/lib/swarm/unison-watch": () => watchScript(),
+  "ssh:// variant /etc/swarm/unison/wiki-copy.prf": () => unisonProfile(SSH_SYNC_PLAN),
+  "ssh:// variant swarm-sync-wiki-copy.service": () => syncService(SSH_SYNC_PLAN),
+  "ssh:// variant swarm-sync-wiki-copy-watch.service": () => watchService(SSH_SYNC_PLAN),
+  "ssh:// variant sync script": () => syncInstallScript("archive", SSH_SYNC_PLAN, HOST_KEY),
+  "ssh:// variant sync key script": () => syncKeyScript("archive", "wiki-copy", "root"),
+};
+
+describe("golden files", () => {
+  it.each(Object.keys(GOLDEN))("%s", (name) => {
+    const text = GOLDEN[name]();
+    expect(text.endsWith("\n")).toBe(true);
+    expect(text).toBe(GOLDEN[name]());
+    expect(text).toMatchSnapshot();
+  });
+
+  it.each(Object.keys(GOLDEN).filter((n) => /script|teardown|zfs-snapshot|unison-/.test(n)))(
+    "%s is valid bash",
+    (name) => {
+      const result = spawnSync("bash", ["-n"], { input: GOLDEN[name]() });
+      expect(result.stderr.toString()).toBe("");
+      expect(result.status).toBe(0);
+    },
+  );
+});
+
+/** The units of the production layout (and its variants), rendered with real numeric ids. */
+const UNITS: Record<string, string> = {
+  "swarm-zfs-fuse.service": zfsFuseUnit(),
+  [snapshotUnitName("meshfs", "service")]: snapshotService(PROD_SNAPSHOTS),
+  [snapshotUnitName("meshfs", "timer")]: snapshotTimer(PROD_SNAPSHOTS),
+  [mountUnitNames("/mnt/meshfs").mount]: mountUnit(NATIVE_MOUNT, "1000", "1000"),
+  [mountUnitNames("/mnt/meshfs").automount]: automountUnit(NATIVE_MOUNT),
+  [syncUnitNames("wiki").service]: syncService(PROD_SYNC_PLAN),
+  [syncUnitNames("wiki").timer]: syncTimer(PROD_SYNC_PLAN),
+  [syncUnitNames("wiki-copy").service]: syncService(SSH_SYNC_PLAN),
+  [syncUnitNames("wiki-copy").timer]: syncTimer(SSH_SYNC_PLAN),
+  [syncUnitNames("wiki-copy").watch]: watchService(SSH_SYNC_PLAN),
+  // A path that needs escaping, to prove Where= and the unit name agree.
+  [mountUnitNames("/srv/mesh-fs data").mount]: mountUnit(
+    { ...NATIVE_MOUNT, path: "/srv/mesh-fs data" },
+    "0",
+    "0",
+  ),
+  [mountUnitNames("/srv/mesh-fs data").automount]: automountUnit({
+    ...NATIVE_MOUNT,
+    path: "/srv/mesh-fs data",
+  }),
+};
+
+/** Programs the units start; verify insists they exist and are executable. */
+const EXECUTABLES = [
+  "/usr/bin/unison",
+  "/usr/bin/flock",
+  "/usr/sbin/zfs",
+  "/usr/sbin/zfs-fuse",
+  "/usr/local/lib/swarm/unison-guard",
+  "/usr/local/lib/swarm/unison-status",
+  "/usr/local/lib/swarm/unison-watch",
+  "/usr/local/lib/swarm/zfs-snapshot",
+  "/usr/bin/sh",
+  "/usr/bin/true",
+];
+
+describe("systemd-analyze verify", () => {
+  let root: string;
+
+  beforeAll(() => {
+    // A root tree with the distribution's units (for targets like sysinit.target), a stand-in for
+    // wg-quick@.service (wireguard-tools need not be installed here) and our units.
+    root = mkdtempSync(join(tmpdir(), "swarm-units-"));
+    for (const dir of [
+      "usr/lib/systemd",
+      "etc/systemd/system",
+      "usr/bin",
+      "usr/sbin",
+      "usr/local/lib/swarm",
+    ]) {
+      mkdirSync(join(root, dir), { recursive: true });
+    }
+    for (const link of ["bin", "sbin", "lib"]) {
+      symlinkSync(`usr/${link}`, join(root, link));
+    }
+    cpSync("/usr/lib/systemd/system", join(root, "usr/lib/systemd/system"), {
+      recursive: true,
+      dereference: false,
+    });
+    writeFileSync(
+      join(root, "usr/lib/systemd/system/wg-quick@.service"),
+      "[Unit]\nDescription=WireGuard via wg-quick(8) for %I\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/true\n",
+    );
+    for (const exe of EXECUTABLES) {
+      writeFileSync(join(root, exe), "#!/bin/sh\n");
+      chmodSync(join(root, exe), 0o755);
+    }
+    for (const [name, text] of Object.entries(UNITS)) {
+      writeFileSync(join(root, "etc/systemd/system", name), text);
+    }
+  });
+
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it.each(Object.keys(UNITS))("%s passes without a word about it", (name) => {
+    const path = join(root, "etc/systemd/system", name);
+    const result = spawnSync("systemd-analyze", ["verify", "--man=no", `--root=${root}`, path], {
+      encoding: "utf8",
+    });
+    const output = `${result.stdout}${result.stderr}`;
+    const stem = name.replace(/\.[a-z]+$/, "");
+    const aboutUs = output.split("\n").filter((line) => line.includes(stem) || line.includes(path));
+    expect(aboutUs).toEqual([]);
+    expect(result.status).toBe(0);
+  });
+
+  it("notices a broken unit (the check can fail)", () => {
+    const name = "swarm-broken.automount";
+    const path = join(root, "etc/systemd/system", name);
+    writeFileSync(path, "[Automount]\nWhere=/mnt/elsewhere\nTimeoutIdleSec=soon\n");
+    const result = spawnSync("systemd-analyze", ["verify", "--man=no", `--root=${root}`, path], {
+      encoding: "utf8",
+    });
+    expect(`${result.stdout}${result.stderr}`).toMatch(/swarm-broken/);
+  });
+
+  it("names mount units as systemd-escape --path does, and Where= matches", () => {
+    for (const path of ["/mnt/meshfs", "/srv/mesh-fs data"]) {
+      const escaped = execFileSync("systemd-escape", ["--path", path], { encoding: "utf8" }).trim();
+      expect(mountUnitNames(path)).toEqual({ mount: `${escaped}.mount`, automount: `${escaped}.automount` });
+      expect(UNITS[`${escaped}.mount`]).toContain(`\nWhere=${path}\n`);
+      expect(systemdEscapePath(path)).toBe(escaped);
+    }
+  });
+});
+
+describe("mount options", () => {
+  const options = mountOptions(NATIVE_MOUNT, "1000", "1001").split(",");
+
+  it("detect a dead tunnel, never prompt, and pin the host key", () => {
+    expect(options).toEqual(
+      expect.arrayContaining([
+        "_netdev",
+        "reconnect",
+        "ServerAliveInterval=5",
+        "ServerAliveCountMax=3",
+        "ConnectTimeout=5",
+        "BatchMode=yes",
+        "StrictHostKeyChecking=yes",
+        "HostKeyAlias=swarm-meshfs",
+        "UserKnownHostsFile=/etc/swarm/meshfs/meshfs.known_hosts",
+        "IdentityFile=/etc/swarm/meshfs/meshfs.key",
+        "uid=1000",
+        "gid=1001",
+      ]),
+    );
+  });
+
+  it("never turn host key checking off, in any rendered file", () => {
+    for (const render of Object.values(GOLDEN)) {
+      expect(render()).not.toMatch(/StrictHostKeyChecking[= ]+(no|off|accept-new)/i);
+    }
+  });
+
+  it("bind the mount to the WireGuard unit", () => {
+    const unit = mountUnit(NATIVE_MOUNT);
+    expect(unit).toContain("\nBindsTo=wg-quick@wg0.service\n");
+    expect(unit).toContain("\nAfter=wg-quick@wg0.service\n");
+    expect(automountUnit(NATIVE_MOUNT)).toContain("\nTimeoutIdleSec=10min\n");
+    expect(automountUnit({ ...NATIVE_MOUNT, idleTimeout: 0 })).toContain("\nTimeoutIdleSec=0\n");
+  });
+});
+
+describe("authorized_keys", () => {
+  const lines = authorizedKeys(PROD_SFTP)
+    .split("\n")
+    .filter((l) => l !== "" && !l.startsWith("#"));
+
+  it("lets exactly the mounting hosts in, each from its own mesh address, for sftp only", () => {
+    const from = lines.map((l) => /from="([^"]+)"/.exec(l)?.[1]);
+    expect(from.sort()).toEqual(PROD_SFTP.clients.map((c) => `${c.meshAddress}/32`).sort());
+    for (const line of lines) {
+      expect(line).toMatch(
+        /^restrict,from="10\.8\.0\.\d+\/32",command="internal-sftp" ssh-ed25519 AAAA\S+ \S+$/,
+      );
+    }
+  });
+
+  it("gives unison clients unison -server and nothing else", () => {
+    const unison = authorizedKeys(SSH_SFTP)
+      .split("\n")
+      .filter((l) => l.includes("10.8.0.4"));
+    expect(unison).toHaveLength(1);
+    expect(unison[0]).toMatch(
+      /^restrict,from="10\.8\.0\.4\/32",command="env UNISON=\S+ .*\/usr\/bin\/unison -server" /,
+    );
+  });
+
+  it("refuses a host that would be both an sshfs and a unison client", () => {
+    const both = { ...SSH_SFTP, unisonClients: [{ ...SSH_SFTP.unisonClients[0], meshAddress: "10.8.0.2" }] };
+    expect(() => checkClientSets(both)).toThrow(/both mounts export meshfs .*\(remote\.mountPath\)/);
+  });
+
+  it("refuses a key that is not ed25519", () => {
+    const bad = { ...PROD_SFTP, clients: [{ ...PROD_SFTP.clients[0], publicKey: "ssh-rsa AAAAB3Nza x" }] };
+    expect(() => authorizedKeys(bad)).toThrow(/not an ssh-ed25519 public key/);
+  });
+});
+
+/** sshd's effective settings for one connection, from the drop-in under a stock Debian sshd_config. */
+describe("sshd drop-in", () => {
+  let dir: string;
+  let config: string;
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "swarm-sshd-"));
+    mkdirSync(join(dir, "sshd_config.d"));
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "host_key")]);
+    // sshd -t and -T want their privilege separation directory.
+    mkdirSync("/run/sshd", { recursive: true });
+    config = join(dir, "sshd_config");
+    const stock = existsSync("/etc/ssh/sshd_config")
+      ? readFileSync("/etc/ssh/sshd_config", "utf8").replace(/^Include .*$/m, "")
+      : "KbdInteractiveAuthentication no\nUsePAM yes\nX11Forwarding yes\n";
+    // Debian's sshd_config includes the drop-ins first, before its own settings.
+    writeFileSync(config, `Include ${dir}/sshd_config.d/*.conf\nHostKey ${dir}/host_key\n${stock}`);
+  });
+
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  function effective(dropin: string, connection: string): Map<string, string> {
+    writeFileSync(join(dir, "sshd_config.d", "swarm-meshfs.conf"), dropin);
+    const text = execFileSync("sshd", ["-T", "-f", config, "-C", `${connection},host=h,lport=22`], {
+      encoding: "utf8",
+    });
+    return new Map(
+      text
+        .trim()
+        .split("\n")
+        .map((line) => {
+          const cut = line.indexOf(" ");
+          return [line.slice(0, cut), line.slice(cut + 1)] as [string, string];
+        }),
+    );
+  }
+
+  it("passes sshd -t", () => {
+    for (const plan of [PROD_SFTP, SSH_SFTP, { ...PROD_SFTP, clients: [] }]) {
+      writeFileSync(join(dir, "sshd_config.d", "swarm-meshfs.conf"), sshdDropin(plan));
+      const result = spawnSync("sshd", ["-t", "-f", config], { encoding: "utf8" });
+      expect(result.stderr).toBe("");
+      expect(result.status).toBe(0);
+    }
+  });
+
+  it.each([
+    ["satellite over the mesh", "user=meshfs,addr=10.8.0.2,laddr=10.8.0.1"],
+    ["hetzner-native over the mesh", "user=meshfs,addr=10.8.0.3,laddr=10.8.0.1"],
+  ])("lets %s in for sftp, chrooted, keys from the swarm file only", (_, connection) => {
+    const settings = effective(sshdDropin(PROD_SFTP), connection);
+    expect(settings.get("denyusers")).toBeUndefined();
+    expect(settings.get("chrootdirectory")).toBe("/tank/meshfs/state");
+    expect(settings.get("forcecommand")).toBe("internal-sftp");
+    expect(settings.get("authorizedkeysfile")).toBe("/etc/ssh/swarm-authorized-keys/meshfs");
+    expect(settings.get("authenticationmethods")).toBe("publickey");
+    expect(settings.get("passwordauthentication")).toBe("no");
+    expect(settings.get("kbdinteractiveauthentication")).toBe("no");
+    expect(settings.get("permittty")).toBe("no");
+    expect(settings.get("x11forwarding")).toBe("no");
+    expect(settings.get("allowtcpforwarding")).toBe("no");
+    expect(settings.get("allowagentforwarding")).toBe("no");
+    expect(settings.get("permittunnel")).toBe("no");
+  });
+
+  it.each([
+    ["a mesh host that does not use the export", "user=meshfs,addr=10.8.0.9,laddr=10.8.0.1"],
+    ["a client arriving outside the mesh", "user=meshfs,addr=10.8.0.2,laddr=203.0.113.1"],
+    ["the internet", "user=meshfs,addr=192.0.2.1,laddr=203.0.113.1"],
+  ])("refuses the export user from %s", (_, connection) => {
+    expect(effective(sshdDropin(PROD_SFTP), connection).get("denyusers")).toBe("*");
+  });
+
+  it("leaves every other user alone", () => {
+    const settings = effective(sshdDropin(PROD_SFTP), "user=root,addr=192.0.2.1,laddr=203.0.113.1");
+    expect(settings.get("denyusers")).toBeUndefined();
+    expect(settings.get("chrootdirectory")).toBe("none");
+    expect(settings.get("forcecommand")).toBe("none");
+  });
+
+  it("runs unison clients unchrooted with unison -server forced", () => {
+    const settings = effective(sshdDropin(SSH_SFTP), "user=meshfs,addr=10.8.0.4,laddr=10.8.0.1");
+    expect(settings.get("denyusers")).toBeUndefined();
+    expect(settings.get("chrootdirectory")).toBe("none");
+    expect(settings.get("forcecommand")).toMatch(/^env UNISON=\S+ .*\/usr\/bin\/unison -server$/);
+    expect(
+      effective(sshdDropin(SSH_SFTP), "user=meshfs,addr=10.8.0.2,laddr=10.8.0.1").get("forcecommand"),
+    ).toBe("internal-sftp");
+  });
+
+  it("refuses everyone when no host uses the export", () => {
+    const none = { ...PROD_SFTP, clients: [] };
+    expect(effective(sshdDropin(none), "user=meshfs,addr=10.8.0.2,laddr=10.8.0.1").get("denyusers")).toBe(
+      "*",
+    );
+  });
+});
+
+/** Scripts run for real against temporary directories. */
+describe("sync guard and profile, for real", () => {
+  let dir: string;
+  let guard: string;
+  let status: string;
+  const sentinel = syncSentinel("t");
+
+  function run(file: string, args: string[], env: Record<string, string> = {}): SpawnSyncReturns<string> {
+    return spawnSync(file, args, { encoding: "utf8", env: { ...process.env, ...env }, timeout: 20000 });
+  }
+
+  function fresh(): {
+    local: string;
+    remote: string;
+    state: string;
+    unison: (...args: string[]) => SpawnSyncReturns<string>;
+  } {
+    const base = mkdtempSync(join(dir, "sync-"));
+    const local = join(base, "local");
+    const remote = join(base, "remote");
+    const state = join(base, "state");
+    mkdirSync(local);
+    mkdirSync(remote);
+    mkdirSync(state);
+    // The production profile, with its state paths moved into the temporary directory.
+    const profile = unisonProfile({
+      ...PROD_SYNC_PLAN,
+      name: "t",
+      local,
+      remote: { kind: "mount", path: remote, mountPath: "/mnt/unused", exportName: "meshfs" },
+    }).replace(/\/var\/lib\/swarm\/unison\/t/g, state);
+    writeFileSync(join(state, "t.prf"), profile);
+    return {
+      local,
+      remote,
+      state,
+      unison: (...args) => run("unison", ["t", ...args], { UNISON: state }),
+    };
+  }
+
+  function guardRun(roots: string[], extra: string[] = []): SpawnSyncReturns<string> {
+    return run(guard, [...extra, "--sentinel", sentinel, ...roots]);
+  }
+
+  function tree(root: string): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const name of readdirSync(root).sort()) {
+      out[name] = readFileSync(join(root, name), "utf8");
+    }
+    return out;
+  }
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "swarm-unison-"));
+    guard = join(dir, "unison-guard");
+    status = join(dir, "unison-status");
+    writeFileSync(guard, guardScript(), { mode: 0o755 });
+    writeFileSync(status, statusScript(), { mode: 0o755 });
+  });
+
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("marks fresh roots before the first sync, then syncs both ways", () => {
+    const s = fresh();
+    writeFileSync(join(s.local, "a.md"), "from local\n");
+    writeFileSync(join(s.remote, "b.md"), "from remote\n");
+    expect(guardRun([s.local, s.remote]).status).toBe(1);
+    const init = guardRun([s.local, s.remote], ["--init", "--state", s.state]);
+    expect(init.stdout).toContain(`marked ${s.local}`);
+    expect(init.status).toBe(0);
+    expect(guardRun([s.local, s.remote]).status).toBe(0);
+    const first = s.unison();
+    expect(first.status).toBe(0);
+    expect(tree(s.local)).toEqual({ [sentinel]: "", "a.md": "from local\n", "b.md": "from remote\n" });
+    expect(tree(s.remote)).toEqual(tree(s.local));
+  });
+
+  it("keeps both versions of a conflict and exits 1", () => {
+    const s = fresh();
+    writeFileSync(join(s.local, "page.md"), "base\n");
+    guardRun([s.local, s.remote], ["--init", "--state", s.state]);
+    expect(s.unison().status).toBe(0);
+    writeFileSync(join(s.local, "page.md"), "edited on the local side\n");
+    writeFileSync(join(s.remote, "page.md"), "edited on the remote side\n");
+    writeFileSync(join(s.local, "other.md"), "unrelated\n");
+    const result = s.unison();
+    expect(result.status).toBe(1);
+    expect(`${result.stdout}${result.stderr}`).toMatch(/skipped: page\.md/);
+    expect(readFileSync(join(s.local, "page.md"), "utf8")).toBe("edited on the local side\n");
+    expect(readFileSync(join(s.remote, "page.md"), "utf8")).toBe("edited on the remote side\n");
+    // Non-conflicting changes still propagate in the same run.
+    expect(readFileSync(join(s.remote, "other.md"), "utf8")).toBe("unrelated\n");
+    // And the next run does the same: nothing is lost while the conflict waits for a person.
+    expect(s.unison().status).toBe(1);
+    expect(readFileSync(join(s.remote, "page.md"), "utf8")).toBe("edited on the remote side\n");
+  });
+
+  it("refuses to run against a missing root, and never recreates it once an archive exists", () => {
+    const s = fresh();
+    writeFileSync(join(s.local, "keep.md"), "precious\n");
+    guardRun([s.local, s.remote], ["--init", "--state", s.state]);
+    expect(s.unison().status).toBe(0);
+    rmSync(s.remote, { recursive: true });
+    const plain = guardRun([s.local, s.remote]);
+    expect(plain.status).toBe(1);
+    expect(plain.stderr).toMatch(/root .*remote is missing/);
+    const init = guardRun([s.local, s.remote], ["--init", "--state", s.state]);
+    expect(init.status).toBe(1);
+    expect(existsSync(s.remote)).toBe(false);
+    expect(tree(s.local)).toEqual({ [sentinel]: "", "keep.md": "precious\n" });
+  });
+
+  it("refuses a root without its sentinel, and unison on its own aborts without deleting anything", () => {
+    const s = fresh();
+    for (const name of ["a.md", "b.md", "c.md"]) {
+      writeFileSync(join(s.local, name), `${name}\n`);
+    }
+    guardRun([s.local, s.remote], ["--init", "--state", s.state]);
+    expect(s.unison().status).toBe(0);
+    // The remote root is now an empty directory: what an unmounted mount point looks like.
+    rmSync(s.remote, { recursive: true });
+    mkdirSync(s.remote);
+    const checked = guardRun([s.local, s.remote], ["--init", "--state", s.state]);
+    expect(checked.status).toBe(1);
+    expect(checked.stderr).toMatch(/has no \.swarm-sync-t/);
+    expect(existsSync(join(s.remote, sentinel))).toBe(false);
+    // Even if the guard were bypassed, the profile's mountpoint preference stops unison.
+    const result = s.unison();
+    expect(result.status).toBe(3);
+    expect(Object.keys(tree(s.local))).toEqual([sentinel, "a.md", "b.md", "c.md"]);
+  });
+
+  it("backs up what it overwrites", () => {
+    const s = fresh();
+    writeFileSync(join(s.local, "page.md"), "version 1\n");
+    guardRun([s.local, s.remote], ["--init", "--state", s.state]);
+    expect(s.unison().status).toBe(0);
+    // A different size: fastcheck trusts size and modification time, and both runs fall in one second.
+    writeFileSync(join(s.local, "page.md"), "version 2, longer\n");
+    expect(s.unison().status).toBe(0);
+    expect(readFileSync(join(s.remote, "page.md"), "utf8")).toBe("version 2, longer\n");
+    expect(readFileSync(join(s.state, "backup", "page.md"), "utf8")).toBe("version 1\n");
+  });
+
+  it.each([
+    ["a directory that is not a mount", () => dir, /not an sshfs mount \(found: no mount at all\)/],
+    ["a mount of another type", () => "/proc", /not an sshfs mount \(found: proc\)/],
+  ])("refuses a remote mount that is %s", (_, mount, message) => {
+    const s = fresh();
+    guardRun([s.local, s.remote], ["--init", "--state", s.state]);
+    const result = guardRun([s.local, s.remote], ["--mount", mount(), "--export", "meshfs"]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(message);
+  });
+
+  it("records each outcome in the status file and rotates a large log", () => {
+    const file = join(dir, "t.status");
+    const log = join(dir, "unison.log");
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ SERVICE_RESULT: "success", EXIT_CODE: "exited", EXIT_STATUS: "0" }, /^summary=ok$/m],
+      [{ SERVICE_RESULT: "success", EXIT_CODE: "exited", EXIT_STATUS: "1" }, /^summary=conflicts skipped/m],
+      [
+        { SERVICE_RESULT: "exit-code", EXIT_CODE: "exited", EXIT_STATUS: "2" },
+        /^summary=failed: some files/m,
+      ],
+      [
+        { SERVICE_RESULT: "exit-code", EXIT_CODE: "exited", EXIT_STATUS: "3" },
+        /^summary=failed: unison stopped/m,
+      ],
+      [{ SERVICE_RESULT: "exit-code" }, /^summary=refused: the guard/m],
+      [
+        { SERVICE_RESULT: "timeout", EXIT_CODE: "killed", EXIT_STATUS: "TERM" },
+        /^summary=failed: the run took/m,
+      ],
+    ];
+    for (const [env, summary] of cases) {
+      writeFileSync(log, "x".repeat(2 * 1024 * 1024));
+      const result = run(status, ["t", file, log], env);
+      expect(result.status).toBe(0);
+      expect(readFileSync(file, "utf8")).toMatch(summary);
+      expect(existsSync(log)).toBe(false);
+      expect(existsSync(`${log}.1`)).toBe(true);
+    }
+  });
+});
+
+describe("snapshot pruning, for real against a stand-in zfs", () => {
+  it("destroys only the oldest swarm snapshots beyond keep, never anyone else's", () => {
+    const dir = mkdtempSync(join(tmpdir(), "swarm-zfs-"));
+    try {
+      const db = join(dir, "snapshots");
+      const initial = [
+        "tank/meshfs/state@swarm-20240101T000000Z",
+        "tank/meshfs/state@manual-before-upgrade",
+        "tank/meshfs/state@swarm-20240101T010000Z",
+        "tank/meshfs/state@swarm-20240101T020000Z",
+        "tank/meshfs/state@swarm-notatime",
+      ];
+      writeFileSync(db, `${initial.join("\n")}\n`);
+      // Just enough of zfs(8) for the script: snapshot, list -t snapshot, destroy.
+      const zfs = join(dir, "zfs");
+      writeFileSync(
+        zfs,
+        `#!/bin/bash
+set -euo pipefail
+db=${db}
+case $1 in
+  snapshot) echo "$2" >>"$db" ;;
+  list) cat "$db" ;;
+  destroy) grep -vxF -- "$2" "$db" >"$db.new" || true; mv "$db.new" "$db" ;;
+  *) exit 1 ;;
+esac
+`,
+        { mode: 0o755 },
+      );
+      const script = join(dir, "zfs-snapshot");
+      writeFileSync(script, snapshotScript(), { mode: 0o755 });
+      const result = spawnSync(script, ["tank/meshfs/state", "2"], {
+        encoding: "utf8",
+        env: { ...process.env, PATH: `${dir}:${process.env.PATH}` },
+      });
+      expect(result.stderr).toBe("");
+      expect(result.status).toBe(0);
+      const left = readFileSync(db, "utf8").trim().split("\n");
+      expect(left).toContain("tank/meshfs/state@manual-before-upgrade");
+      expect(left).toContain("tank/meshfs/state@swarm-notatime");
+      expect(left).toContain("tank/meshfs/state@swarm-20240101T020000Z");
+      expect(left.filter((s) => /@swarm-\d{8}T\d{6}Z$/.test(s))).toHaveLength(2);
+      expect(left).not.toContain("tank/meshfs/state@swarm-20240101T000000Z");
+      expect(left).not.toContain("tank/meshfs/state@swarm-20240101T010000Z");
+      expect(result.stdout).toMatch(/took snapshot tank\/meshfs\/state@swarm-\d{8}T\d{6}Z/);
+      expect(spawnSync(script, ["tank/meshfs/state", "x"]).status).toBe(2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
