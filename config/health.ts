@@ -68,8 +68,12 @@ export function readHealth(raw: unknown, path: string, errors: ConfigError[]): H
     patternHint:
       "must be an absolute directory path of letters, digits and . _ @ + -, e.g. /var/lib/prometheus/node-exporter",
   });
-  if (textfileDir !== undefined && textfileDir.split("/").some((part) => part === "..")) {
-    reader.error("textfileDir", `${JSON.stringify(textfileDir)} must not contain "..": write the directory plainly`);
+  const climbs = textfileDir !== undefined && textfileDir.split("/").includes("..");
+  if (climbs) {
+    reader.error(
+      "textfileDir",
+      `${JSON.stringify(textfileDir)} must not contain "..": write the directory plainly`,
+    );
   }
   const gate = reader.boolean("gate");
   reader.rejectUnknownKeys();
@@ -82,7 +86,8 @@ export function readHealth(raw: unknown, path: string, errors: ConfigError[]): H
     pingCount: pingCount ?? DEFAULT_HEALTH.pingCount,
     mountTimeout: mountTimeout ?? DEFAULT_HEALTH.mountTimeout,
     metricsInterval: metricsInterval ?? DEFAULT_HEALTH.metricsInterval,
-    textfileDir: textfileDir === undefined ? DEFAULT_HEALTH.textfileDir : textfileDir.replace(/(.)\/+$/, "$1"),
+    textfileDir:
+      textfileDir === undefined || climbs ? DEFAULT_HEALTH.textfileDir : textfileDir.replace(/(.)\/+$/, "$1"),
     gate: gate ?? DEFAULT_HEALTH.gate,
   };
 }

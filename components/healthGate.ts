@@ -1,0 +1,120 @@
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { HealthConfig } from "../config/health";
+import { FleetPlan, HostPlan } from "../config/model";
+import {
+  healthExpectations,
+  healthGateScript,
+  healthInstallScript,
+  healthTeardownScript,
+  renderHealthConfig,
+  renderHealthProgram,
+  renderMetricsService,
+  renderMetricsTimer,
+} from "../templates/health";
+import { sha256 } from "../templates/shell";
+import { hostCommand, SshConnection } from "./remote";
+
+export interface HealthGateArgs {
+  /** The host the gate checks. */
+  readonly host: HostPlan;
+  /** The fleet plan: the mesh addresses of the host's peers. */
+  readonly plan: FleetPlan;
+  /** Thresholds, metrics settings, and whether the gate runs at all. */
+  readonly health: HealthConfig;
+  /** WireGuard public key of every host (at least of this host's peers), by host name. */
+  readonly publicKeys: ReadonlyMap<string, pulumi.Input<string>>;
+  /** The host's SSH connection (secret). */
+  readonly connection: pulumi.Input<SshConnection>;
+  /** SSH user; scripts run through `sudo -n` unless it is root. */
+  readonly user: string;
+  /**
+   * What changed on the host in this deployment: the trigger of every
+   * command of the host (see `commandChanges`). The gate re-runs when any of
+   * them changes, and only then, so a converge that changes nothing checks
+   * nothing. Defaults to none: the gate then re-runs only when its own
+   * expectations change.
+   */
+  readonly changes?: pulumi.Input<string>[];
+}
+
+/** The trigger of each command as a string, for `HealthGateArgs.changes`. */
+export function commandChanges(commands: readonly command.remote.Command[]): pulumi.Output<string>[] {
+  return commands.map((c) => c.triggers.apply((t) => JSON.stringify(t ?? [])));
+}
+
+/**
+ * Health of one host: installs `swarm-health` with the host's expectations
+ * and the timer that exports its state as node exporter textfile metrics,
+ * then (unless disabled) runs the gate, which fails the deployment naming
+ * every peer, mount or sync that is not healthy.
+ *
+ * Pass every command of the host (and the mesh commands of its peers) in
+ * `opts.dependsOn`: the gate must run after the host has converged and its
+ * peers can answer a handshake.
+ */
+export class HealthGate extends pulumi.ComponentResource {
+  /** Installs the program, the expectation file and the metrics units. */
+  public readonly install: command.remote.Command;
+  /** Runs `swarm-health gate`; absent when `health.gate` is false. */
+  public readonly gate?: command.remote.Command;
+
+  constructor(name: string, args: HealthGateArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("swarm:health:Gate", name, {}, opts);
+    const { host, plan, health } = args;
+    const peerKeys = pulumi
+      .all(
+        host.peers.map((peer) => {
+          const key = args.publicKeys.get(peer.name);
+          if (key === undefined) {
+            throw new pulumi.ResourceError(
+              `the health gate of ${host.name} needs the WireGuard public key of its peer ${peer.name}; pass every host's key in publicKeys`,
+              this,
+            );
+          }
+          return pulumi.output(key).apply((k): [string, string] => [peer.name, k]);
+        }),
+      )
+      .apply((entries) => Object.fromEntries(entries));
+    const expectations = peerKeys.apply((keys) => healthExpectations(plan, host.name, health, keys));
+    // A component's dependencies do not hold back its children, so each child waits for them
+    // itself; the SDK flattens nested lists and Outputs of dependencies.
+    const after = (extra: pulumi.Resource[]) =>
+      [...extra, opts?.dependsOn ?? []] as unknown as pulumi.Input<pulumi.Resource>[];
+
+    const installHash = expectations.apply((values) =>
+      sha256(
+        [
+          renderHealthProgram(),
+          renderHealthConfig(values),
+          renderMetricsService(),
+          renderMetricsTimer(values.thresholds.metricsInterval),
+        ].join("\0"),
+      ),
+    );
+    this.install = hostCommand(
+      `${name}-install`,
+      {
+        connection: args.connection,
+        user: args.user,
+        script: expectations.apply(healthInstallScript),
+        teardown: healthTeardownScript(health.textfileDir),
+        ownerHash: installHash,
+      },
+      { parent: this, dependsOn: after([]) },
+    );
+
+    if (health.gate) {
+      const gateScript = healthGateScript(host.name);
+      const gateHash = pulumi
+        .all([installHash, ...(args.changes ?? [])])
+        .apply(([install, ...changes]) => sha256([gateScript, install, ...changes].join("\0")));
+      this.gate = hostCommand(
+        `${name}-gate`,
+        { connection: args.connection, user: args.user, script: gateScript, ownerHash: gateHash },
+        { parent: this, dependsOn: after([this.install]) },
+      );
+    }
+    this.registerOutputs({ install: this.install, gate: this.gate });
+  }
+}

@@ -1,0 +1,739 @@
+/**
+ * The health gate and metrics: the real `swarm-health` program run with bash
+ * on recorded outputs (tests/fixtures/health), its templates, its config, and
+ * the component that installs and runs it.
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as fc from "fast-check";
+import * as pulumi from "@pulumi/pulumi";
+import { HealthGate } from "../components/healthGate";
+import { hostCommand } from "../components/remote";
+import { DEFAULT_HEALTH, HealthConfig, readHealth } from "../config/health";
+import { ConfigError } from "../config/types";
+import {
+  HEALTH_CONFIG_PATH,
+  HEALTH_PROGRAM_PATH,
+  METRICS_SERVICE_PATH,
+  METRICS_TIMER_PATH,
+  healthExpectations,
+  healthGateScript,
+  healthInstallScript,
+  healthTeardownScript,
+  renderHealthConfig,
+  renderHealthProgram,
+  renderMetricsService,
+  renderMetricsTimer,
+} from "../templates/health";
+import { extractFiles, unwrapRootCommand } from "../templates/shell";
+import { parseHostReport } from "../scripts/status";
+import { PLAN, PUBLIC_KEYS, runHealth } from "./fixtures/health/fleet";
+import { CommandRunner, installMocks, offlineRunner, settle } from "./mocks";
+
+describe("readHealth", () => {
+  const read = (raw: unknown) => {
+    const errors: ConfigError[] = [];
+    const health = readHealth(raw, "swarm:health", errors);
+    return { health, errors };
+  };
+
+  test.each([
+    ["absent", undefined],
+    ["empty", {}],
+  ])("%s config means every default", (_, raw) => {
+    expect(read(raw)).toEqual({ health: DEFAULT_HEALTH, errors: [] });
+  });
+
+  test("reads every field, with units", () => {
+    const { health, errors } = read({
+      handshakeWait: "2min",
+      maxHandshakeAge: "5min",
+      pingCount: 5,
+      mountTimeout: "45s",
+      metricsInterval: 30,
+      textfileDir: "/srv/node-exporter/textfile/",
+      gate: "false",
+    });
+    expect(errors).toEqual([]);
+    expect(health).toEqual<HealthConfig>({
+      handshakeWait: 120,
+      maxHandshakeAge: 300,
+      pingCount: 5,
+      mountTimeout: 45,
+      metricsInterval: 30,
+      textfileDir: "/srv/node-exporter/textfile",
+      gate: false,
+    });
+  });
+
+  test.each([
+    ["a list", [], "swarm:health", /must be an object/],
+    [
+      "an unknown key",
+      { handshakeWiat: "30s" },
+      "swarm:health.handshakeWiat",
+      /did you mean handshakeWait\?/,
+    ],
+    [
+      "a duration without unit sense",
+      { handshakeWait: "soon" },
+      "swarm:health.handshakeWait",
+      /not a duration/,
+    ],
+    ["a zero wait", { handshakeWait: 0 }, "swarm:health.handshakeWait", /out of range/],
+    [
+      "a handshake age below WireGuard's rekey",
+      { maxHandshakeAge: "60s" },
+      "swarm:health.maxHandshakeAge",
+      /every 2 min/,
+    ],
+    ["no pings", { pingCount: 0 }, "swarm:health.pingCount", /out of range/],
+    [
+      "a relative textfile directory",
+      { textfileDir: "prometheus" },
+      "swarm:health.textfileDir",
+      /absolute directory/,
+    ],
+    [
+      "the root as textfile directory",
+      { textfileDir: "/" },
+      "swarm:health.textfileDir",
+      /absolute directory/,
+    ],
+    [
+      "a textfile directory with ..",
+      { textfileDir: "/var/../etc" },
+      "swarm:health.textfileDir",
+      /must not contain/,
+    ],
+    [
+      "a textfile directory with a space",
+      { textfileDir: "/var/lib/my dir" },
+      "swarm:health.textfileDir",
+      /absolute/,
+    ],
+    ["a gate that is not a boolean", { gate: "maybe" }, "swarm:health.gate", /true or false/],
+    ["metrics too often", { metricsInterval: "5s" }, "swarm:health.metricsInterval", /out of range/],
+  ])("rejects %s", (_, raw, errorPath, message) => {
+    const { health, errors } = read(raw);
+    expect(errors).toEqual([
+      expect.objectContaining({ path: errorPath, message: expect.stringMatching(message) }),
+    ]);
+    // A broken field falls back to its default, so validation can go on.
+    expect(health).toEqual(DEFAULT_HEALTH);
+  });
+
+  test("reports every broken field at once", () => {
+    const { errors } = read({ pingCount: -1, mountTimeout: "x", extra: 1 });
+    expect(errors.map((e) => e.path)).toEqual([
+      "swarm:health.pingCount",
+      "swarm:health.mountTimeout",
+      "swarm:health.extra",
+    ]);
+  });
+});
+
+describe("templates", () => {
+  const expectations = (host: string, thresholds: HealthConfig = DEFAULT_HEALTH) =>
+    healthExpectations(PLAN, host, thresholds, PUBLIC_KEYS);
+
+  test.each(["anchor", "satellite", "hetzner-native"])("expectation file of %s", (host) => {
+    expect(renderHealthConfig(expectations(host))).toMatchSnapshot();
+  });
+
+  test("metrics units", () => {
+    expect(renderMetricsService()).toMatchSnapshot();
+    expect(renderMetricsTimer(60)).toMatchSnapshot();
+    expect(renderMetricsTimer(90)).toContain("OnUnitActiveSec=90s");
+  });
+
+  test("install, gate and teardown scripts", () => {
+    expect(healthInstallScript(expectations("hetzner-native"))).toMatchSnapshot();
+    expect(healthGateScript("hetzner-native")).toMatchSnapshot();
+    expect(healthTeardownScript(DEFAULT_HEALTH.textfileDir)).toMatchSnapshot();
+  });
+
+  test("the program", () => {
+    expect(renderHealthProgram()).toMatchSnapshot();
+  });
+
+  test("the install script writes the program, the expectations and the units, each ending with a newline", () => {
+    const files = extractFiles(healthInstallScript(expectations("satellite")));
+    expect(files.map((f) => [f.path, f.mode])).toEqual([
+      [HEALTH_PROGRAM_PATH, "0755"],
+      [HEALTH_CONFIG_PATH, "0644"],
+      [METRICS_SERVICE_PATH, "0644"],
+      [METRICS_TIMER_PATH, "0644"],
+    ]);
+    expect(files[0].content).toBe(renderHealthProgram());
+    for (const file of files) {
+      expect(file.content.endsWith("\n")).toBe(true);
+    }
+  });
+
+  test("every script parses with bash", () => {
+    for (const text of [
+      renderHealthProgram(),
+      renderHealthConfig(expectations("hetzner-native")),
+      healthInstallScript(expectations("anchor")),
+      healthGateScript("anchor"),
+      healthTeardownScript("/var/lib/prometheus/node-exporter"),
+    ]) {
+      const result = spawnSync("bash", ["-n"], { input: text, encoding: "utf8" });
+      expect(result.stderr).toBe("");
+      expect(result.status).toBe(0);
+    }
+  });
+
+  test("expectations do not depend on the order keys arrive in", () => {
+    const reversed = Object.fromEntries(Object.entries(PUBLIC_KEYS).reverse());
+    expect(renderHealthConfig(healthExpectations(PLAN, "anchor", DEFAULT_HEALTH, reversed))).toBe(
+      renderHealthConfig(expectations("anchor")),
+    );
+  });
+
+  test("expectations name the escaped automount unit and the sync's units", () => {
+    const values = expectations("hetzner-native");
+    expect(values.mounts).toEqual([{ path: "/mnt/meshfs", automountUnit: "mnt-meshfs.automount" }]);
+    expect(values.syncs).toEqual([
+      {
+        name: "wiki",
+        timerUnit: "swarm-sync-wiki.timer",
+        serviceUnit: "swarm-sync-wiki.service",
+        statusFile: "/var/lib/swarm/unison/wiki.status",
+        log: "/var/lib/swarm/unison/wiki/unison.log",
+      },
+    ]);
+    expect(expectations("anchor").exports).toEqual([
+      { dataset: "tank/meshfs/state", snapshotTimer: "swarm-snapshot-meshfs.timer" },
+    ]);
+  });
+
+  test("a missing peer key is a wiring error", () => {
+    expect(() =>
+      healthExpectations(PLAN, "anchor", DEFAULT_HEALTH, { satellite: PUBLIC_KEYS.satellite }),
+    ).toThrow(/public key and address of peer hetzner-native/);
+  });
+
+  test("bash reads back every value exactly, whatever characters a path holds", () => {
+    const base = expectations("hetzner-native");
+    fc.assert(
+      fc.property(fc.string({ unit: "grapheme-ascii", minLength: 1, maxLength: 20 }), (tail) => {
+        const mountPath = `/mnt/${tail}`;
+        const values = { ...base, mounts: [{ path: mountPath, automountUnit: `x${tail}.automount` }] };
+        const result = spawnSync(
+          "bash",
+          ["-c", `eval "$(cat)"; printf '%s\\0' "\${MOUNT_PATHS[@]}" "\${MOUNT_UNITS[@]}" "$HOST"`],
+          { input: renderHealthConfig(values), encoding: "utf8" },
+        );
+        expect(result.stdout.split("\0")).toEqual([mountPath, `x${tail}.automount`, "hetzner-native", ""]);
+      }),
+      { numRuns: 30 },
+    );
+  });
+});
+
+/** FAIL and WARN lines of a run: what the gate complains about. */
+const complaints = (lines: readonly string[]) => lines.filter((l) => /^(FAIL|WARN) /.test(l));
+
+describe("swarm-health gate on recorded outputs", () => {
+  test("a healthy host passes with one ok line per check", () => {
+    const run = runHealth("hetzner-native", "gate");
+    expect(run.lines).toEqual([
+      "ok hetzner-native peer anchor (10.8.0.1): handshake 12s ago, 3/3 pings answered",
+      "ok hetzner-native peer satellite (10.8.0.2): handshake 59s ago, 3/3 pings answered",
+      "ok hetzner-native mount /mnt/meshfs: fuse.sshfs mounted, .swarm-meshfs present",
+      "ok hetzner-native sync wiki: last run 25s ago succeeded",
+      "swarm-health: hetzner-native is healthy (4 checks, 0 warning(s))",
+    ]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+  });
+
+  test("a healthy export host checks its dataset and snapshot timer", () => {
+    const run = runHealth("anchor", "gate");
+    expect(run.lines).toContain(
+      "ok anchor dataset tank/meshfs/state: 27.0 GiB used, 73.0 GiB available, 12 snapshots by swarm",
+    );
+    expect(run.code).toBe(0);
+  });
+
+  test.each([
+    [
+      "peer-no-handshake",
+      1,
+      [
+        "FAIL hetzner-native peer satellite (10.8.0.2): no handshake within 60s and no reply to ping: is WireGuard up on satellite, and its UDP port reachable from here?",
+      ],
+    ],
+    [
+      "stale-handshake",
+      1,
+      [
+        // The recorded clock moves on while the gate waits: 900 s old at the start, 960 s at the end.
+        "FAIL hetzner-native peer anchor (10.8.0.1): latest handshake 960s ago (older than 180s), no reply to ping within 60s",
+      ],
+    ],
+    [
+      "peer-stopped",
+      1,
+      [
+        "FAIL hetzner-native peer anchor (10.8.0.1): handshake 100s ago, but 10.8.0.1 did not answer ping within 60s: is WireGuard still up on anchor?",
+      ],
+    ],
+    [
+      "wireguard-down",
+      1,
+      [
+        "FAIL hetzner-native peer anchor (10.8.0.1): wg0 is not up (wg show wg0 failed): see systemctl status wg-quick@wg0.service",
+        "FAIL hetzner-native peer satellite (10.8.0.2): wg0 is not up (wg show wg0 failed): see systemctl status wg-quick@wg0.service",
+      ],
+    ],
+    [
+      "mount-timeout",
+      1,
+      [
+        "FAIL hetzner-native mount /mnt/meshfs: did not mount within 20s of access: see journalctl -u mnt-meshfs.mount",
+      ],
+    ],
+    [
+      "mount-no-sentinel",
+      1,
+      [
+        "FAIL hetzner-native mount /mnt/meshfs: mounted, but /mnt/meshfs/.swarm-meshfs is missing: the export's dataset is not mounted on its server",
+      ],
+    ],
+    [
+      "sync-timer-inactive",
+      1,
+      [
+        "FAIL hetzner-native sync wiki: timer swarm-sync-wiki.timer is inactive: systemctl enable --now swarm-sync-wiki.timer",
+      ],
+    ],
+    [
+      "sync-failed",
+      1,
+      [
+        "FAIL hetzner-native sync wiki: last run 25s ago failed: unison stopped before syncing (exit 3): a root, its sentinel or the connection is missing; see journalctl -u swarm-sync-wiki.service",
+      ],
+    ],
+    [
+      "sync-refused",
+      1,
+      [
+        "FAIL hetzner-native sync wiki: last run 25s ago refused: the guard found a root, a sentinel or the mount missing; see journalctl -u swarm-sync-wiki.service",
+      ],
+    ],
+    [
+      "sync-conflicts",
+      0,
+      [
+        "WARN hetzner-native sync wiki: last run 25s ago skipped 2 conflicting change(s) (unison exit 1): both sides kept their version; resolve them, see journalctl -u swarm-sync-wiki.service",
+      ],
+    ],
+    [
+      "sync-never-ran",
+      0,
+      ["WARN hetzner-native sync wiki: has not run yet (timer swarm-sync-wiki.timer is active)"],
+    ],
+  ])("%s: exit %i with these complaints", (scenario, code, expected) => {
+    const run = runHealth("hetzner-native", "gate", { scenario });
+    expect(complaints(run.lines)).toEqual(expected);
+    expect(run.code).toBe(code);
+    const failures = expected.filter((l) => l.startsWith("FAIL"));
+    if (failures.length > 0) {
+      // stderr is what a failed deployment shows: it names the host and every broken thing.
+      expect(run.stderr).toBe(
+        `swarm-health: hetzner-native is unhealthy, ${failures.length} check(s) failed:\n${failures.join("\n")}\n`,
+      );
+    } else {
+      expect(run.stderr).toBe("");
+      expect(run.lines[run.lines.length - 1]).toMatch(/is healthy \(4 checks, 1 warning\(s\)\)$/);
+    }
+  });
+
+  test("the handshake wait is the configured one", () => {
+    const run = runHealth("hetzner-native", "gate", {
+      scenario: "peer-no-handshake",
+      thresholds: { handshakeWait: 10 },
+    });
+    expect(complaints(run.lines)).toEqual([expect.stringContaining("no handshake within 10s")]);
+  });
+
+  test("a handshake younger than the configured maximum age passes, an older one fails", () => {
+    // satellite's recorded handshake is 59 s old.
+    const young = runHealth("hetzner-native", "gate", { thresholds: { maxHandshakeAge: 150 } });
+    expect(young.code).toBe(0);
+    const strict = runHealth("hetzner-native", "gate", {
+      thresholds: { maxHandshakeAge: 58, handshakeWait: 4 },
+    });
+    expect(complaints(strict.lines)).toEqual([
+      "FAIL hetzner-native peer satellite (10.8.0.2): answers ping, but no handshake younger than 58s within 4s: traffic to 10.8.0.2 does not go through wg0",
+    ]);
+  });
+
+  test("a host that peers with nobody, mounts nothing and syncs nothing is healthy", () => {
+    const single = { ...PLAN.byName.get("anchor")!, peers: [], exports: [] };
+    const values = healthExpectations(
+      { ...PLAN, byName: new Map([["anchor", single]]) },
+      "anchor",
+      DEFAULT_HEALTH,
+      {},
+    );
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-health-empty-"));
+    fs.writeFileSync(path.join(dir, "health.conf"), renderHealthConfig(values));
+    fs.writeFileSync(path.join(dir, "date"), "1764090000\n");
+    const result = spawnSync("bash", ["-c", renderHealthProgram(), "swarm-health", "gate"], {
+      encoding: "utf8",
+      env: {
+        PATH: process.env.PATH,
+        SWARM_HEALTH_CONFIG: path.join(dir, "health.conf"),
+        SWARM_HEALTH_FIXTURES: dir,
+      },
+    });
+    expect(result.stdout).toBe("swarm-health: anchor is healthy (0 checks, 0 warning(s))\n");
+    expect(result.status).toBe(0);
+  });
+
+  test("without its expectation file the program says how to get one", () => {
+    const result = spawnSync("bash", ["-c", renderHealthProgram(), "swarm-health", "gate"], {
+      encoding: "utf8",
+      env: { PATH: process.env.PATH, SWARM_HEALTH_CONFIG: "/nonexistent/health.conf" },
+    });
+    expect(result.stderr).toMatch(/cannot read \/nonexistent\/health.conf: converge this host with swarm/);
+    expect(result.status).toBe(2);
+  });
+});
+
+/** A tiny parser of the Prometheus text format (0.0.4): throws on anything it does not allow. */
+function parsePrometheus(text: string): {
+  families: Map<string, { type: string; help: string }>;
+  samples: string[];
+} {
+  if (!text.endsWith("\n")) {
+    throw new Error("the file must end with a newline");
+  }
+  const families = new Map<string, { type: string; help: string }>();
+  const samples: string[] = [];
+  const seen = new Set<string>();
+  const NAME = "[a-zA-Z_:][a-zA-Z0-9_:]*";
+  const LABEL = `[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\\\\n]|\\\\[\\\\"n])*"`;
+  const sample = new RegExp(`^(${NAME})(\\{${LABEL}(?:,${LABEL})*\\})? (-?[0-9.e+-]+|[+-]Inf|NaN)$`);
+  let help: { name: string; text: string } | undefined;
+  for (const line of text.slice(0, -1).split("\n")) {
+    let m: RegExpExecArray | null;
+    if ((m = new RegExp(`^# HELP (${NAME}) (.+)$`).exec(line))) {
+      help = { name: m[1], text: m[2] };
+    } else if ((m = new RegExp(`^# TYPE (${NAME}) (counter|gauge|histogram|summary|untyped)$`).exec(line))) {
+      if (families.has(m[1])) {
+        throw new Error(`TYPE of ${m[1]} given twice`);
+      }
+      if (help?.name !== m[1]) {
+        throw new Error(`TYPE of ${m[1]} without its HELP before it`);
+      }
+      families.set(m[1], { type: m[2], help: help.text });
+    } else if ((m = sample.exec(line))) {
+      if (!families.has(m[1])) {
+        throw new Error(`sample of ${m[1]} before its TYPE`);
+      }
+      if ([...families.keys()].pop() !== m[1]) {
+        throw new Error(`sample of ${m[1]} outside its family's block`);
+      }
+      const series = `${m[1]}${m[2] ?? ""}`;
+      if (seen.has(series)) {
+        throw new Error(`duplicate series ${series}`);
+      }
+      seen.add(series);
+      samples.push(line);
+    } else {
+      throw new Error(`not a Prometheus text line: ${JSON.stringify(line)}`);
+    }
+  }
+  return { families, samples };
+}
+
+describe("swarm-health metrics on recorded outputs", () => {
+  const metricsOf = (host: string, opts: Parameters<typeof runHealth>[2] = {}) => {
+    const run = runHealth(host, "metrics", opts);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    const dir = opts.textfileDir ?? path.join(run.dir, "textfile");
+    return { text: fs.readFileSync(path.join(dir, "swarm.prom"), "utf8"), dir };
+  };
+
+  test.each(["anchor", "satellite", "hetzner-native"])("%s: the textfile", (host) => {
+    expect(metricsOf(host).text).toMatchSnapshot();
+  });
+
+  test.each(["anchor", "satellite", "hetzner-native"])(
+    "%s: valid Prometheus text, families and samples sorted, no timestamps",
+    (host) => {
+      const { text, dir } = metricsOf(host);
+      const { families, samples } = parsePrometheus(text);
+      const names = [...families.keys()];
+      expect(names).toEqual([...names].sort());
+      for (const name of names) {
+        const own = samples.filter((s) => s.startsWith(`${name}{`));
+        expect(own.length).toBeGreaterThan(0);
+        expect(own).toEqual([...own].sort());
+      }
+      // A sample is name{labels} value: a third field would be a timestamp.
+      expect(samples.every((s) => s.split(" ").length === 2)).toBe(true);
+      // Written through a temporary file the collector ignores, which is gone afterwards.
+      expect(fs.readdirSync(dir)).toEqual(["swarm.prom"]);
+    },
+  );
+
+  test("the export host reports its dataset; clients report peers, mounts and syncs", () => {
+    const anchor = metricsOf("anchor").text;
+    expect(anchor).toContain('swarm_zfs_snapshots{dataset="tank/meshfs/state"} 12\n');
+    expect(anchor).toContain('swarm_zfs_used_bytes{dataset="tank/meshfs/state"} 29041238016\n');
+    const native = metricsOf("hetzner-native").text;
+    expect(native).toContain('swarm_wireguard_handshake_age_seconds{peer="anchor"} 12\n');
+    expect(native).toContain('swarm_wireguard_rx_bytes{peer="anchor"} 18432204\n');
+    expect(native).toContain('swarm_mount_up{path="/mnt/meshfs"} 1\n');
+    expect(native).toContain('swarm_sync_last_success_timestamp_seconds{sync="wiki"} 1764089975\n');
+    expect(native).toContain('swarm_sync_last_exit_code{sync="wiki"} 0\n');
+    expect(native).toContain('swarm_sync_conflicts_pending{sync="wiki"} 0\n');
+  });
+
+  test("metrics never trigger an automount", () => {
+    // satellite's recorded access would time out; metrics only look at what is mounted.
+    const text = metricsOf("satellite").text;
+    expect(text).toContain('swarm_mount_up{path="/mnt/meshfs"} 0\n');
+    expect(text).toContain('swarm_automount_up{path="/mnt/meshfs"} 1\n');
+  });
+
+  test("a down interface reads as an infinitely old handshake and every peer down", () => {
+    const text = metricsOf("hetzner-native", { scenario: "wireguard-down" }).text;
+    expect(text).toContain('swarm_wireguard_handshake_age_seconds{peer="anchor"} +Inf\n');
+    expect(text).toContain('swarm_wireguard_peer_up{peer="satellite"} 0\n');
+    expect(text).not.toContain("swarm_wireguard_rx_bytes");
+    parsePrometheus(text);
+  });
+
+  test("conflicts are counted from the last run in unison's log", () => {
+    const text = metricsOf("hetzner-native", { scenario: "sync-conflicts" }).text;
+    expect(text).toContain('swarm_sync_conflicts_pending{sync="wiki"} 2\n');
+    expect(text).toContain('swarm_sync_last_exit_code{sync="wiki"} 1\n');
+    // Exit 1 merged everything else: it counts as a success.
+    expect(text).toContain('swarm_sync_last_success_timestamp_seconds{sync="wiki"} 1764089975\n');
+  });
+
+  test("the last success survives a failed run, carried over from the previous file", () => {
+    const { dir } = metricsOf("hetzner-native");
+    const failed = metricsOf("hetzner-native", { scenario: "sync-failed", textfileDir: dir }).text;
+    expect(failed).toContain('swarm_sync_last_exit_code{sync="wiki"} 3\n');
+    expect(failed).toContain('swarm_sync_last_success_timestamp_seconds{sync="wiki"} 1764089975\n');
+    const fresh = metricsOf("hetzner-native", { scenario: "sync-failed" }).text;
+    expect(fresh).toContain('swarm_sync_last_success_timestamp_seconds{sync="wiki"} 0\n');
+  });
+
+  test("the parser used here rejects what node exporter would", () => {
+    expect(() => parsePrometheus('a{x="1"} 1\n')).toThrow(/before its TYPE/);
+    expect(() => parsePrometheus("# HELP a h\n# TYPE a gauge\na 1 1764090000 extra\n")).toThrow(
+      /not a Prometheus/,
+    );
+    expect(() => parsePrometheus("# HELP a h\n# TYPE a gauge\na 1\na 2\n")).toThrow(/duplicate/);
+    expect(() => parsePrometheus("# HELP a h\n# TYPE a gauge\na 1")).toThrow(/newline/);
+  });
+});
+
+describe("swarm-health json on recorded outputs", () => {
+  test.each([
+    ["hetzner-native", undefined],
+    ["hetzner-native", "wireguard-down"],
+    ["hetzner-native", "sync-conflicts"],
+    ["hetzner-native", "sync-never-ran"],
+    ["anchor", undefined],
+    ["satellite", undefined],
+  ])("%s %s: one JSON object whose checks agree with the gate", (host, scenario) => {
+    const run = runHealth(host, "json", { scenario });
+    expect(run.code).toBe(0);
+    expect(run.lines).toHaveLength(1);
+    const report = parseHostReport(run.stdout);
+    expect(report.host).toBe(host);
+    expect(report.time).toBe(Number(fs.readFileSync(path.join(run.dir, "recording", "date"), "utf8")));
+    const gate = runHealth(host, "gate", { scenario, thresholds: { handshakeWait: 1 } });
+    const levels = (lines: string[]) => lines.map((l) => l.split(" ")[0]);
+    expect(report.checks.map((c) => c.level)).toEqual(
+      levels(gate.lines.filter((l) => /^(ok|WARN|FAIL) /.test(l))),
+    );
+    expect(report.checks.map((c) => `${c.level} ${host} ${c.what}`)).toEqual(
+      gate.lines.filter((l) => /^(ok|WARN|FAIL) /.test(l)).map((l) => l.split(":")[0]),
+    );
+  });
+
+  test("the report carries the numbers the status table shows", () => {
+    const report = parseHostReport(
+      runHealth("hetzner-native", "json", { scenario: "sync-conflicts" }).stdout,
+    );
+    expect(report.peers.map((p) => [p.name, p.handshakeAge, p.pingsAnswered])).toEqual([
+      ["anchor", 12, 3],
+      ["satellite", 59, 3],
+    ]);
+    expect(report.syncs).toEqual([
+      expect.objectContaining({
+        name: "wiki",
+        lastExitCode: 1,
+        lastRun: 1764089975,
+        conflicts: 2,
+        level: "WARN",
+      }),
+    ]);
+    const down = parseHostReport(
+      runHealth("hetzner-native", "json", { scenario: "peer-no-handshake" }).stdout,
+    );
+    expect(down.peers[1]).toEqual(
+      expect.objectContaining({ name: "satellite", handshakeAge: null, level: "FAIL" }),
+    );
+  });
+
+  test("details with quotes, backslashes and tabs stay valid JSON", () => {
+    const run = runHealth("hetzner-native", "json", { scenario: "sync-failed" });
+    const dir = path.join(run.dir, "recording", "files", "var", "lib", "swarm", "unison");
+    fs.writeFileSync(
+      path.join(dir, "wiki.status"),
+      'result=exit-code\nexit=2\nsummary=failed: "a\\b"\tc\nfinished=2025-11-25T16:59:35Z\n',
+    );
+    const result = spawnSync("bash", [path.join(run.dir, "swarm-health"), "json"], {
+      encoding: "utf8",
+      env: {
+        PATH: process.env.PATH,
+        SWARM_HEALTH_CONFIG: path.join(run.dir, "health.conf"),
+        SWARM_HEALTH_FIXTURES: path.join(run.dir, "recording"),
+      },
+    });
+    const report = parseHostReport(result.stdout);
+    expect(report.syncs[0].detail).toContain('failed: "a\\b"\tc;');
+  });
+});
+
+describe("HealthGate", () => {
+  const connection = { host: "203.0.113.3", port: 22, user: "root", privateKey: "(test key)" };
+
+  async function gateOf(
+    opts: {
+      health?: HealthConfig;
+      changes?: string[];
+      user?: string;
+      runner?: CommandRunner;
+      dependsOn?: () => pulumi.Resource[];
+    } = {},
+  ) {
+    const mocks = await installMocks(opts.runner ?? offlineRunner);
+    const dependsOn = opts.dependsOn?.();
+    new HealthGate(
+      "hetzner-native-health",
+      {
+        host: PLAN.byName.get("hetzner-native")!,
+        plan: PLAN,
+        health: opts.health ?? DEFAULT_HEALTH,
+        publicKeys: new Map(Object.entries(PUBLIC_KEYS).map(([k, v]) => [k, pulumi.output(v)])),
+        connection: pulumi.secret(connection),
+        user: opts.user ?? "root",
+        changes: opts.changes,
+      },
+      { dependsOn },
+    );
+    await settle();
+    return mocks;
+  }
+
+  test("installs the program and the host's expectations, then runs the gate", async () => {
+    const mocks = await gateOf();
+    const names = mocks.ofType("command:remote:Command").map((r) => r.name);
+    expect(names).toEqual(["hetzner-native-health-install", "hetzner-native-health-gate"]);
+    const install = unwrapRootCommand(String(mocks.named("hetzner-native-health-install").inputs.create));
+    const files = extractFiles(install);
+    expect(files.map((f) => f.path)).toEqual([
+      HEALTH_PROGRAM_PATH,
+      HEALTH_CONFIG_PATH,
+      METRICS_SERVICE_PATH,
+      METRICS_TIMER_PATH,
+    ]);
+    expect(files[1].content).toBe(
+      renderHealthConfig(healthExpectations(PLAN, "hetzner-native", DEFAULT_HEALTH, PUBLIC_KEYS)),
+    );
+    const gate = unwrapRootCommand(String(mocks.named("hetzner-native-health-gate").inputs.create));
+    expect(gate).toContain(`${HEALTH_PROGRAM_PATH} gate`);
+    expect(mocks.named("hetzner-native-health-install").inputs.delete).toContain("systemctl disable --now");
+  });
+
+  test("no gate when it is turned off; the metrics are still installed", async () => {
+    const mocks = await gateOf({ health: { ...DEFAULT_HEALTH, gate: false } });
+    expect(mocks.ofType("command:remote:Command").map((r) => r.name)).toEqual([
+      "hetzner-native-health-install",
+    ]);
+  });
+
+  test("runs through sudo for a user that is not root", async () => {
+    const mocks = await gateOf({ user: "admin" });
+    expect(String(mocks.named("hetzner-native-health-gate").inputs.create)).toMatch(/^sudo -n bash -c /);
+  });
+
+  test("the gate re-runs exactly when something on the host changed", async () => {
+    const triggers = async (changes: string[]) => {
+      const mocks = await gateOf({ changes });
+      return {
+        gate: mocks.named("hetzner-native-health-gate").inputs.triggers,
+        install: mocks.named("hetzner-native-health-install").inputs.triggers,
+      };
+    };
+    const first = await triggers(["mesh:abc", "sync:def"]);
+    const same = await triggers(["mesh:abc", "sync:def"]);
+    const changed = await triggers(["mesh:abc", "sync:xyz"]);
+    expect(same).toEqual(first);
+    expect(changed.gate).not.toEqual(first.gate);
+    expect(changed.install).toEqual(first.install);
+  });
+
+  test("new thresholds rewrite the expectations and re-run the gate", async () => {
+    const before = await gateOf();
+    const after = await gateOf({ health: { ...DEFAULT_HEALTH, handshakeWait: 30 } });
+    for (const name of ["hetzner-native-health-install", "hetzner-native-health-gate"]) {
+      expect(after.named(name).inputs.triggers).not.toEqual(before.named(name).inputs.triggers);
+    }
+  });
+
+  test("waits for every command it is told to depend on", async () => {
+    const events: string[] = [];
+    const runner: CommandRunner = async (name, inputs) => {
+      events.push(`start ${name}`);
+      if (name === "wiki-sync") {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      events.push(`end ${name}`);
+      return offlineRunner(name, inputs);
+    };
+    await gateOf({
+      runner,
+      dependsOn: () => [
+        hostCommand("wiki-sync", { connection, user: "root", script: "true", ownerHash: "h" }, {}),
+      ],
+    });
+    expect(events.indexOf("start hetzner-native-health-install")).toBeGreaterThan(
+      events.indexOf("end wiki-sync"),
+    );
+    expect(events.indexOf("start hetzner-native-health-gate")).toBeGreaterThan(
+      events.indexOf("end hetzner-native-health-install"),
+    );
+  });
+
+  test("a missing peer key names the peer", async () => {
+    await installMocks();
+    expect(
+      () =>
+        new HealthGate("anchor-health", {
+          host: PLAN.byName.get("anchor")!,
+          plan: PLAN,
+          health: DEFAULT_HEALTH,
+          publicKeys: new Map([["satellite", PUBLIC_KEYS.satellite]]),
+          connection,
+          user: "root",
+        }),
+    ).toThrow(/public key of its peer hetzner-native/);
+  });
+});
