@@ -1,0 +1,94 @@
+import * as pulumi from "@pulumi/pulumi";
+import { ExportConfig, MountConfig } from "../config/types";
+import { sha256 } from "../templates/shell";
+import {
+  automountScript,
+  automountTeardownScript,
+  clientKeyScript,
+  clientKeyTeardownScript,
+  MountPlan,
+  mountUnitNames,
+} from "../templates/sshfs";
+import { normalizePath } from "../templates/systemd";
+import { hostCommand, SshConnection } from "./remote";
+import { SshKeypair } from "./sshKeypair";
+
+export interface SshfsAutomountArgs {
+  readonly mount: MountConfig;
+  readonly export: ExportConfig;
+  /** Mesh address of the export host. */
+  readonly serverMeshAddress: string;
+  /** The export host's SSH host key (`MeshfsExport.hostKey`), pinned on this host. */
+  readonly serverHostKey: pulumi.Input<string>;
+  /** This host's key for the export; the export authorizes its public half. */
+  readonly clientKey: SshKeypair;
+  readonly connection: pulumi.Input<SshConnection>;
+  /** SSH user of the connection; scripts run through sudo unless it is root. */
+  readonly user: string;
+  /** The WireGuard unit the mount is bound to, e.g. `wg-quick@wg0.service`. */
+  readonly wireguardUnit: string;
+}
+
+/**
+ * An export mounted on a client by systemd: a `.mount` unit (sshfs over the
+ * mesh, the server's host key pinned, bound to the WireGuard unit) and an
+ * `.automount` unit that mounts it on first access and unmounts it when idle.
+ */
+export class SshfsAutomount extends pulumi.ComponentResource {
+  /** The units command: depend on it to use the mount. */
+  public readonly ready: pulumi.Resource;
+  /** The automount unit, e.g. `mnt-meshfs.automount`. */
+  public readonly unitName: string;
+  /** The mount unit, e.g. `mnt-meshfs.mount`. */
+  public readonly mountUnitName: string;
+
+  constructor(name: string, args: SshfsAutomountArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("swarm:meshfs:Automount", name, {}, opts);
+    const mount = args.mount;
+    const exportName = args.export.name;
+    const host = mount.host;
+    const plan: MountPlan = {
+      exportName,
+      user: args.export.user,
+      serverMeshAddress: args.serverMeshAddress,
+      path: normalizePath(mount.path),
+      idleTimeout: mount.idleTimeout,
+      owner: mount.owner,
+      wireguardUnit: args.wireguardUnit,
+    };
+    const units = mountUnitNames(plan.path);
+    const common = { connection: args.connection, user: args.user };
+
+    const keyScript = clientKeyScript(exportName);
+    const key = hostCommand(
+      `${name}-key`,
+      {
+        ...common,
+        script: keyScript,
+        stdin: args.clientKey.privateKey,
+        teardown: clientKeyTeardownScript(exportName),
+        // The public key changes exactly when the private key does, and reveals nothing about it.
+        ownerHash: args.clientKey.publicKey.apply((publicKey) => sha256(`${keyScript}\n${publicKey}`)),
+        secret: true,
+      },
+      { parent: this },
+    );
+
+    const script = pulumi.output(args.serverHostKey).apply((hostKey) => automountScript(host, plan, hostKey));
+    const unitsCommand = hostCommand(
+      `${name}-units`,
+      {
+        ...common,
+        script,
+        teardown: automountTeardownScript(plan),
+        ownerHash: script.apply(sha256),
+      },
+      { parent: this, dependsOn: [key] },
+    );
+
+    this.ready = unitsCommand;
+    this.unitName = units.automount;
+    this.mountUnitName = units.mount;
+    this.registerOutputs({ unitName: this.unitName, mountUnitName: this.mountUnitName });
+  }
+}

@@ -1,0 +1,404 @@
+/**
+ * The storage components under Pulumi's mock runtime, wired as the program
+ * wires them for the production layout: which commands run where, what
+ * they carry, and what stays secret.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { exportDirectories, MeshfsExport } from "../components/meshfsExport";
+import { SshfsAutomount } from "../components/sshfsAutomount";
+import { SshKeypair } from "../components/sshKeypair";
+import { UnisonSync } from "../components/unisonSync";
+import { planFleet } from "../config/model";
+import { FleetConfig, SyncConfig } from "../config/types";
+import { automountUnit, mountUnit } from "../templates/sshfs";
+import { syncService, syncTimer, unisonProfile } from "../templates/unison";
+import { zfsFuseUnit } from "../templates/zfs";
+import { installMocks, MockFleet, offlineRunner, promiseOf, RecordedResource } from "./mocks";
+import {
+  LAB_EXPORT,
+  PROD_MOUNT_PLANS,
+  PROD_SYNC_PLAN,
+  SSH_SYNC,
+  SSH_SYNC_PLAN,
+  STORAGE_FLEET,
+  VOLUME_DEVICE,
+} from "./storageFixtures";
+
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+
+function isSecretInput(value: unknown): boolean {
+  return typeof value === "object" && value !== null && SECRET_SIG in value;
+}
+
+function plain(value: unknown): unknown {
+  return isSecretInput(value) ? (value as { value: unknown }).value : value;
+}
+
+/** The script a command runs: its `create`, without the `bash -c '...'` quoting around it. */
+function createOf(resource: RecordedResource): string {
+  const create = String(plain(resource.inputs.create));
+  const match = /^(?:sudo -n )?bash -c '([\s\S]*)'$/.exec(create);
+  if (!match) {
+    throw new Error(`${resource.name} does not run bash: ${create.slice(0, 80)}`);
+  }
+  return match[1].replace(/'\\''/g, "'");
+}
+
+function connection(host: string) {
+  return pulumi.secret({ host, port: 22, user: "root", privateKey: "ADMIN-KEY-TEXT" });
+}
+
+interface Built {
+  readonly mocks: MockFleet;
+  readonly keys: Map<string, SshKeypair>;
+  readonly exported: MeshfsExport;
+  readonly mounts: SshfsAutomount[];
+  readonly syncs: UnisonSync[];
+}
+
+/** The storage part of the program, wired as program.ts wires it. */
+async function build(config: FleetConfig = STORAGE_FLEET): Promise<Built> {
+  const mocks = await installMocks();
+  const plan = planFleet(config);
+  const keys = new Map<string, SshKeypair>();
+  const keyOf = (exportName: string, host: string) => {
+    const id = `${exportName}-${host}`;
+    if (!keys.has(id)) {
+      keys.set(id, new SshKeypair(`${id}-client`, { comment: `swarm-${exportName}@${host}` }));
+    }
+    return keys.get(id) as SshKeypair;
+  };
+  const spec = config.exports[0];
+  const server = plan.byName.get(spec.host)!;
+  const sshSyncs = config.syncs.filter((s) => s.remote.export === spec.name);
+  const exported = new MeshfsExport(spec.name, {
+    export: spec,
+    host: server,
+    clients: config.mounts
+      .filter((m) => m.export === spec.name)
+      .map((m) => ({
+        name: m.host,
+        meshAddress: plan.byName.get(m.host)!.meshAddress,
+        publicKey: keyOf(spec.name, m.host).publicKey,
+      })),
+    syncServers: sshSyncs.map((s) => ({
+      name: s.host,
+      meshAddress: plan.byName.get(s.host)!.meshAddress,
+      publicKey: keyOf(spec.name, s.host).publicKey,
+      sync: s.name,
+      path: s.remote.path as string,
+    })),
+    directories: exportDirectories(config, spec.name),
+    connection: connection(spec.host),
+    user: "root",
+    volumeDevice: pulumi.output(VOLUME_DEVICE),
+  });
+  const mounts = config.mounts.map(
+    (m) =>
+      new SshfsAutomount(
+        `${m.host}-${m.export}-mount`,
+        {
+          mount: m,
+          export: spec,
+          serverMeshAddress: server.meshAddress,
+          serverHostKey: exported.hostKey,
+          clientKey: keyOf(spec.name, m.host),
+          connection: connection(m.host),
+          user: "root",
+          wireguardUnit: "wg-quick@wg0.service",
+        },
+        { dependsOn: [exported.ready] },
+      ),
+  );
+  const syncs = config.syncs.map((s) => {
+    const mount = config.mounts.find(
+      (m) => m.host === s.host && s.remote.mountPath !== undefined && s.remote.mountPath.startsWith(m.path),
+    );
+    const dependsOn = mount ? [mounts[config.mounts.indexOf(mount)].ready] : [exported.ready];
+    return new UnisonSync(
+      `${s.host}-${s.name}-sync`,
+      {
+        sync: s,
+        mount,
+        remoteExport:
+          s.remote.export === undefined
+            ? undefined
+            : {
+                export: spec,
+                serverMeshAddress: server.meshAddress,
+                serverHostKey: exported.hostKey,
+                clientKey: keyOf(spec.name, s.host),
+              },
+        connection: connection(s.host),
+        user: "root",
+      },
+      { dependsOn },
+    );
+  });
+  await Promise.all([
+    promiseOf(exported.hostKey),
+    ...mounts.map((m) => promiseOf(m.ready.urn)),
+    ...syncs.map((s) => promiseOf(s.ready.urn)),
+  ]);
+  return { mocks, keys, exported, mounts, syncs };
+}
+
+function commands(mocks: MockFleet): RecordedResource[] {
+  return mocks.ofType("command:remote:Command");
+}
+
+describe("the production storage layout", () => {
+  let built: Built;
+
+  beforeAll(async () => {
+    built = await build();
+  });
+
+  it("runs these commands, each after what it needs", () => {
+    const names = commands(built.mocks).map((c) => c.name);
+    expect([...names].sort()).toEqual([
+      "hetzner-native-meshfs-mount-key",
+      "hetzner-native-meshfs-mount-units",
+      "hetzner-native-wiki-sync-units",
+      "meshfs-hostkey",
+      "meshfs-sftp",
+      "meshfs-snapshots",
+      "meshfs-zfs",
+      "satellite-meshfs-mount-key",
+      "satellite-meshfs-mount-units",
+    ]);
+    const before = (a: string, b: string) => expect(names.indexOf(a)).toBeLessThan(names.indexOf(b));
+    before("meshfs-zfs", "meshfs-sftp");
+    before("meshfs-zfs", "meshfs-snapshots");
+    before("meshfs-sftp", "meshfs-hostkey");
+    before("meshfs-snapshots", "meshfs-hostkey");
+    for (const host of ["satellite", "hetzner-native"]) {
+      before("meshfs-hostkey", `${host}-meshfs-mount-units`);
+      before(`${host}-meshfs-mount-key`, `${host}-meshfs-mount-units`);
+    }
+    before("hetzner-native-meshfs-mount-units", "hetzner-native-wiki-sync-units");
+  });
+
+  it("registers the components with their types", () => {
+    expect(built.exported).toBeInstanceOf(pulumi.ComponentResource);
+    expect(built.mounts.map((m) => m.unitName)).toEqual(["mnt-meshfs.automount", "mnt-meshfs.automount"]);
+    expect(built.mounts.map((m) => m.mountUnitName)).toEqual(["mnt-meshfs.mount", "mnt-meshfs.mount"]);
+    expect(built.syncs[0].timerName).toBe("swarm-sync-wiki.timer");
+  });
+
+  it("puts the pool on the host's volume and converges the properties", () => {
+    const zfs = createOf(built.mocks.named("meshfs-zfs"));
+    expect(zfs).toContain(`zpool create 'tank' '${VOLUME_DEVICE}'`);
+    expect(zfs).toContain("modprobe zfs");
+    expect(zfs).not.toContain("volume'");
+    for (const [property, value] of Object.entries(STORAGE_FLEET.exports[0].properties)) {
+      expect(zfs).toContain(`zfs_converge '${property}' '${value}'`);
+    }
+    expect(zfs).toContain(".swarm-meshfs");
+  });
+
+  it("authorizes exactly the mounting hosts, each from its mesh address, with its own key", async () => {
+    const sftp = createOf(built.mocks.named("meshfs-sftp"));
+    const lines = sftp.split("\n").filter((l) => l.startsWith("restrict,"));
+    const from = lines.map((l) => /from="([^"]+)"/.exec(l)?.[1]).sort();
+    expect(from).toEqual(["10.8.0.2/32", "10.8.0.3/32"]);
+    for (const host of ["satellite", "hetzner-native"]) {
+      const publicKey = await promiseOf(built.keys.get(`meshfs-${host}`)!.publicKey);
+      const line = lines.find((l) => l.endsWith(` ${host}`));
+      expect(line).toContain(publicKey.split(" ").slice(0, 2).join(" "));
+    }
+    expect(sftp).toContain('install -d -m 0755 -o "$user" -g "$group" \'/tank/meshfs/state/wiki\'');
+  });
+
+  it("reads the export host's key back and pins it on every client", async () => {
+    const hostKey = await promiseOf(built.exported.hostKey);
+    expect(hostKey).toMatch(/^ssh-ed25519 AAAA\S+$/);
+    expect(hostKey).toBe((await offlineRunner("meshfs-hostkey", {})).stdout.trim());
+    for (const host of ["satellite", "hetzner-native"]) {
+      expect(createOf(built.mocks.named(`${host}-meshfs-mount-units`))).toContain(
+        `swarm-meshfs ${hostKey}\n`,
+      );
+    }
+  });
+
+  it("keeps client private keys secret, and out of every script", async () => {
+    for (const key of built.keys.values()) {
+      expect(await pulumi.isSecret(key.privateKey)).toBe(true);
+    }
+    for (const host of ["satellite", "hetzner-native"]) {
+      const keyCommand = built.mocks.named(`${host}-meshfs-mount-key`);
+      expect(isSecretInput(keyCommand.inputs.stdin)).toBe(true);
+      expect(plain(keyCommand.inputs.stdin)).toBe(
+        await promiseOf(built.keys.get(`meshfs-${host}`)!.privateKey),
+      );
+      expect(keyCommand.inputs.logging).toBe("none");
+    }
+    for (const c of commands(built.mocks)) {
+      expect(createOf(c)).not.toContain("PRIVATE KEY");
+      expect(String(plain(c.inputs.delete) ?? "")).not.toContain("PRIVATE KEY");
+    }
+  });
+
+  it("installs on each client the units the templates render for it", () => {
+    PROD_MOUNT_PLANS.forEach((plan, i) => {
+      const create = createOf(built.mocks.named(`${STORAGE_FLEET.mounts[i].host}-meshfs-mount-units`));
+      expect(create).toContain(mountUnit(plan));
+      expect(create).toContain(automountUnit(plan));
+      expect(create).toContain(`id -u '${plan.owner}'`);
+    });
+    const sync = createOf(built.mocks.named("hetzner-native-wiki-sync-units"));
+    expect(sync).toContain(unisonProfile(PROD_SYNC_PLAN));
+    expect(sync).toContain(syncService(PROD_SYNC_PLAN));
+    expect(sync).toContain(syncTimer(PROD_SYNC_PLAN));
+  });
+
+  it("runs every command as root and guards teardown with its owner hash", () => {
+    for (const c of commands(built.mocks)) {
+      expect(String(plain(c.inputs.create))).toMatch(/^bash -c '/);
+      expect(plain(c.inputs.triggers)).toHaveLength(1);
+    }
+    // Removing an export from the config never touches its data.
+    expect(built.mocks.named("meshfs-zfs").inputs.delete).toBeUndefined();
+  });
+});
+
+/** The triggers of every command, by name: what re-runs when the config changes. */
+async function triggersOf(config: FleetConfig): Promise<Map<string, string>> {
+  const { mocks } = await build(config);
+  return new Map(commands(mocks).map((c) => [c.name, JSON.stringify(plain(c.inputs.triggers))]));
+}
+
+function changed(before: Map<string, string>, after: Map<string, string>): string[] {
+  return [...after.keys()].filter((name) => before.get(name) !== after.get(name)).sort();
+}
+
+describe("what a change re-runs", () => {
+  let baseline: Map<string, string>;
+
+  beforeAll(async () => {
+    baseline = await triggersOf(STORAGE_FLEET);
+  });
+
+  it("re-runs nothing when nothing changed", async () => {
+    expect(changed(baseline, await triggersOf(STORAGE_FLEET))).toEqual([]);
+  });
+
+  it.each<[string, (c: FleetConfig) => FleetConfig, string[]]>([
+    [
+      "a sync's interval",
+      (c) => ({ ...c, syncs: [{ ...c.syncs[0], interval: 120 }] }),
+      ["hetzner-native-wiki-sync-units"],
+    ],
+    [
+      "a mount's idle timeout",
+      (c) => ({ ...c, mounts: [{ ...c.mounts[0], idleTimeout: 60 }, c.mounts[1]] }),
+      ["satellite-meshfs-mount-units"],
+    ],
+    [
+      "the snapshot retention",
+      (c) => ({ ...c, exports: [{ ...c.exports[0], snapshots: { interval: 3600, keep: 24 } }] }),
+      ["meshfs-snapshots"],
+    ],
+    [
+      "a ZFS property",
+      (c) => ({
+        ...c,
+        exports: [{ ...c.exports[0], properties: { ...c.exports[0].properties, atime: "on" } }],
+      }),
+      ["meshfs-zfs"],
+    ],
+  ])("re-runs only the owning host's command when %s changes", async (_, change, expected) => {
+    expect(changed(baseline, await triggersOf(change(STORAGE_FLEET)))).toEqual(expected);
+  });
+});
+
+describe("a lab export on zfs-fuse", () => {
+  it("runs the daemon from swarm's unit and creates the file-backed pool", async () => {
+    const { mocks } = await build({ ...STORAGE_FLEET, exports: [LAB_EXPORT] });
+    const zfs = createOf(mocks.named("meshfs-zfs"));
+    expect(zfs).toContain(zfsFuseUnit());
+    expect(zfs).toContain("systemctl mask --quiet zfs-fuse.service");
+    expect(zfs).toContain("truncate -s '1G' '/var/lib/swarm/tank.img'");
+    expect(zfs).toContain("zpool import -d '/var/lib/swarm' 'tank'");
+    expect(zfs).not.toContain("modprobe zfs");
+  });
+});
+
+describe("a sync over ssh://", () => {
+  const config: FleetConfig = {
+    ...STORAGE_FLEET,
+    hosts: [...STORAGE_FLEET.hosts, { ...STORAGE_FLEET.hosts[1], name: "archive", meshAddress: "10.8.0.4" }],
+    syncs: [...STORAGE_FLEET.syncs, SSH_SYNC],
+  };
+
+  it("gets its own key line with unison -server, its key as a secret, and the ssh:// profile", async () => {
+    const { mocks, keys } = await build(config);
+    const sftp = createOf(mocks.named("meshfs-sftp"));
+    expect(sftp).toMatch(
+      /restrict,from="10\.8\.0\.4\/32",command="env UNISON=\S+ .*unison -server" ssh-ed25519 \S+ archive sync wiki-copy/,
+    );
+    expect(sftp).toContain("Match User meshfs Address 10.8.0.4/32\n\tForceCommand env UNISON=");
+    expect(sftp).toContain("'/tank/meshfs/state/wiki/.swarm-sync-wiki-copy'");
+    const key = mocks.named("archive-wiki-copy-sync-key");
+    expect(isSecretInput(key.inputs.stdin)).toBe(true);
+    expect(plain(key.inputs.stdin)).toBe(await promiseOf(keys.get("meshfs-archive")!.privateKey));
+    const units = createOf(mocks.named("archive-wiki-copy-sync-units"));
+    expect(units).toContain(unisonProfile(SSH_SYNC_PLAN));
+    expect(units).toContain("root = ssh://meshfs@10.8.0.1//tank/meshfs/state/wiki\n");
+    expect(units).not.toContain("PRIVATE KEY");
+  });
+});
+
+describe("mistakes the components refuse", () => {
+  it("an export on the volume of a host that has none", async () => {
+    await installMocks();
+    const plan = planFleet(STORAGE_FLEET);
+    expect(
+      () =>
+        new MeshfsExport("meshfs", {
+          export: STORAGE_FLEET.exports[0],
+          host: plan.byName.get("anchor")!,
+          clients: [],
+          connection: connection("anchor"),
+          user: "root",
+        }),
+    ).toThrow(/has no volume: set hcloud\.volumeSize on anchor/);
+  });
+
+  it.each<[string, Partial<SyncConfig>, RegExp]>([
+    [
+      "a mount path outside every mount",
+      { remote: { mountPath: "/srv/elsewhere" } },
+      /in no mount of hetzner-native/,
+    ],
+    ["no remote at all", { remote: {} }, /names neither a mount path nor a reachable export/],
+  ])("a sync with %s", async (_, change, message) => {
+    await installMocks();
+    expect(
+      () =>
+        new UnisonSync("bad-sync", {
+          sync: { ...STORAGE_FLEET.syncs[0], ...change },
+          mount: STORAGE_FLEET.mounts[1],
+          connection: connection("hetzner-native"),
+          user: "root",
+        }),
+    ).toThrow(message);
+  });
+});
+
+describe("exportDirectories", () => {
+  it("lists the remote roots of syncs inside the export, relative to the dataset", () => {
+    expect(exportDirectories(STORAGE_FLEET, "meshfs")).toEqual(["wiki"]);
+    const more: FleetConfig = {
+      ...STORAGE_FLEET,
+      syncs: [
+        ...STORAGE_FLEET.syncs,
+        { ...STORAGE_FLEET.syncs[0], name: "notes", remote: { mountPath: "/mnt/meshfs/team/notes/" } },
+        { ...STORAGE_FLEET.syncs[0], name: "all", remote: { mountPath: "/mnt/meshfs" } },
+        SSH_SYNC,
+      ],
+    };
+    expect(exportDirectories(more, "meshfs")).toEqual(["team/notes", "wiki"]);
+    expect(exportDirectories(more, "other")).toEqual([]);
+  });
+});
