@@ -247,9 +247,10 @@ fi`;
       ? ""
       : `# Proves the drop-in is in effect (sshd_config must Include ${SSHD_DROPIN_DIR}/*.conf).
 effective=$(sshd -T -C ${q(`user=${plan.user},host=${probe.name},addr=${probe.meshAddress},laddr=${plan.meshAddress},lport=22`)})
-echo "$effective" | grep -qx ${q(`authorizedkeysfile ${authorizedKeysPath(plan.user)}`)} ||
+grep -qx ${q(`authorizedkeysfile ${authorizedKeysPath(plan.user)}`)} <<<"$effective" ||
   fail "sshd does not apply ${dropin}: make /etc/ssh/sshd_config Include ${SSHD_DROPIN_DIR}/*.conf at its top"
-sshd -T -C ${q(`user=${plan.user},host=outside,addr=192.0.2.1,laddr=${plan.meshAddress},lport=22`)} | grep -qx 'denyusers \\*' ||
+outside=$(sshd -T -C ${q(`user=${plan.user},host=outside,addr=192.0.2.1,laddr=${plan.meshAddress},lport=22`)})
+grep -qx 'denyusers \\*' <<<"$outside" ||
   fail "sshd would let ${plan.user} in from outside the mesh: check ${dropin}"
 `;
   return script(
@@ -310,7 +311,7 @@ fi
     writeFile({ path: dropin, content: sshdDropin(plan), mode: "0644" }),
     `if swarm_changed ${q(dropin)}; then
   if ! checked=$(sshd -t 2>&1); then
-    if [ "$had_previous" = 1 ]; then mv -f "$previous" ${q(dropin)}; else rm -f ${q(dropin)}; fi
+    if [ "$had_previous" = 1 ]; then mv -f "$previous" ${q(dropin)}; else rm -f ${q(dropin)} "$previous"; fi
     fail "sshd rejects ${dropin}, put back as it was: $checked"
   fi
   systemctl reload ssh.service || fail "reloading ssh.service failed: see journalctl -u ssh.service"

@@ -13,6 +13,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -537,6 +538,17 @@ describe("sync guard and profile, for real", () => {
     const result = s.unison();
     expect(result.status).toBe(3);
     expect(Object.keys(tree(s.local))).toEqual([sentinel, "a.md", "b.md", "c.md"]);
+  });
+
+  it("carries permission bits across, so a private page stays private", () => {
+    const s = fresh();
+    writeFileSync(join(s.local, "private.md"), "secret\n", { mode: 0o600 });
+    writeFileSync(join(s.local, "tool.sh"), "#!/bin/sh\n", { mode: 0o755 });
+    guardRun([s.local, s.remote], ["--init", "--state", s.state]);
+    expect(s.unison().status).toBe(0);
+    const mode = (path: string) => statSync(path).mode & 0o777;
+    expect(mode(join(s.remote, "private.md"))).toBe(0o600);
+    expect(mode(join(s.remote, "tool.sh"))).toBe(0o755);
   });
 
   it("backs up what it overwrites", () => {
