@@ -148,12 +148,11 @@ export class MeshfsExport extends pulumi.ComponentResource {
       { parent: this },
     );
 
+    // A host that mounts the export at two paths still has one key and one line.
+    const clients = args.clients.filter((c, i) => args.clients.findIndex((d) => d.name === c.name) === i);
     const syncServers = args.syncServers ?? [];
     const sftp = pulumi
-      .all([
-        pulumi.all(args.clients.map((c) => c.publicKey)),
-        pulumi.all(syncServers.map((c) => c.publicKey)),
-      ])
+      .all([pulumi.all(clients.map((c) => c.publicKey)), pulumi.all(syncServers.map((c) => c.publicKey))])
       .apply(([clientKeys, serverKeys]) => {
         const plan: SftpPlan = {
           host,
@@ -161,7 +160,7 @@ export class MeshfsExport extends pulumi.ComponentResource {
           user: exported.user,
           meshAddress: args.host.meshAddress,
           mountpoint: exported.mountpoint,
-          clients: args.clients.map((c, i) => ({
+          clients: clients.map((c, i) => ({
             name: c.name,
             meshAddress: c.meshAddress,
             publicKey: clientKeys[i],

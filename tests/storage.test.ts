@@ -312,6 +312,24 @@ describe("what a change re-runs", () => {
   });
 });
 
+describe("a host that mounts the export twice", () => {
+  it("still gets exactly one key line", async () => {
+    const twice: FleetConfig = {
+      ...STORAGE_FLEET,
+      mounts: [...STORAGE_FLEET.mounts, { ...STORAGE_FLEET.mounts[0], path: "/srv/meshfs" }],
+    };
+    const exported = twice.exports[0];
+    const plan = planFleet(twice);
+    const { mocks } = await build(twice);
+    const lines = createOf(mocks.named("meshfs-sftp"))
+      .split("\n")
+      .filter((l) => l.startsWith("restrict,"));
+    expect(lines.map((l) => /from="([^"]+)"/.exec(l)?.[1]).sort()).toEqual(
+      exported.clients.map((c) => `${plan.byName.get(c)!.meshAddress}/32`).sort(),
+    );
+  });
+});
+
 describe("a lab export on zfs-fuse", () => {
   it("runs the daemon from swarm's unit and creates the file-backed pool", async () => {
     const { mocks } = await build({ ...STORAGE_FLEET, exports: [LAB_EXPORT] });
