@@ -159,6 +159,43 @@ describe("templates", () => {
     expect(renderHealthProgram()).toMatchSnapshot();
   });
 
+  test("the metrics units pass systemd-analyze verify without a word about them", () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-health-units-"));
+    try {
+      for (const dir of ["usr/lib/systemd", "etc/systemd/system", "usr/local/lib/swarm"]) {
+        fs.mkdirSync(path.join(root, dir), { recursive: true });
+      }
+      for (const link of ["bin", "sbin", "lib"]) {
+        fs.symlinkSync(`usr/${link}`, path.join(root, link));
+      }
+      fs.cpSync("/usr/lib/systemd/system", path.join(root, "usr/lib/systemd/system"), { recursive: true });
+      fs.writeFileSync(path.join(root, HEALTH_PROGRAM_PATH), renderHealthProgram(), { mode: 0o755 });
+      const units: Record<string, string> = {
+        "swarm-health-metrics.service": renderMetricsService(),
+        "swarm-health-metrics.timer": renderMetricsTimer(60),
+        // A unit that cannot be right proves the check can fail.
+        "swarm-health-broken.timer": "[Timer]\nOnUnitActiveSec=soon\n",
+      };
+      for (const [name, text] of Object.entries(units)) {
+        fs.writeFileSync(path.join(root, "etc/systemd/system", name), text);
+      }
+      const verify = (name: string) => {
+        const result = spawnSync(
+          "systemd-analyze",
+          ["verify", "--man=no", `--root=${root}`, path.join(root, "etc/systemd/system", name)],
+          { encoding: "utf8" },
+        );
+        const stem = name.replace(/\.[a-z]+$/, "");
+        return `${result.stdout}${result.stderr}`.split("\n").filter((line) => line.includes(stem));
+      };
+      expect(verify("swarm-health-metrics.service")).toEqual([]);
+      expect(verify("swarm-health-metrics.timer")).toEqual([]);
+      expect(verify("swarm-health-broken.timer")).not.toEqual([]);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   test("the install script writes the program, the expectations and the units, each ending with a newline", () => {
     const files = extractFiles(healthInstallScript(expectations("satellite")));
     expect(files.map((f) => [f.path, f.mode])).toEqual([

@@ -1,0 +1,520 @@
+/**
+ * `npm run status -- <stack> [--key FILE] [--known-hosts FILE]`: asks every
+ * host of a stack for its health over SSH (`swarm-health json`, in parallel)
+ * and prints one table, host by host: mesh peers up and the worst handshake
+ * age, mounts, last sync, conflicts, dataset usage. Exits 1 when a check
+ * failed or a host could not be asked.
+ *
+ * Addresses: existing hosts from the stack's config, Hetzner hosts from the
+ * stack's outputs (`pulumi stack output`). The SSH key comes from `--key` or
+ * `SWARM_SSH_KEY` (a file, or the key itself), else from ssh's own defaults.
+ * Host keys are always checked.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { formatErrors, readStackFile } from "../config/load";
+import { FleetConfig } from "../config/types";
+import { validateFleetConfig } from "../config/validate";
+import { HEALTH_PROGRAM_PATH } from "../templates/health";
+
+export type Level = "ok" | "WARN" | "FAIL";
+
+export interface PeerReport {
+  readonly name: string;
+  readonly address: string;
+  /** Seconds since the latest handshake; null when there has been none. */
+  readonly handshakeAge: number | null;
+  readonly pingsAnswered: number;
+  readonly rxBytes: number | null;
+  readonly txBytes: number | null;
+  readonly level: Level;
+  readonly detail: string;
+}
+
+export interface MountReport {
+  readonly path: string;
+  readonly mounted: boolean;
+  readonly level: Level;
+  readonly detail: string;
+}
+
+export interface SyncReport {
+  readonly name: string;
+  readonly timerActive: boolean;
+  readonly lastExitCode: number | null;
+  /** When the last run ended (seconds since the epoch); null before the first. */
+  readonly lastRun: number | null;
+  readonly lastSuccess: number | null;
+  /** Conflicts the last run skipped; null when unknown. */
+  readonly conflicts: number | null;
+  readonly level: Level;
+  readonly detail: string;
+}
+
+export interface DatasetReport {
+  readonly name: string;
+  readonly usedBytes: number | null;
+  readonly availableBytes: number | null;
+  readonly snapshots: number;
+  readonly level: Level;
+}
+
+export interface CheckReport {
+  readonly level: Level;
+  readonly what: string;
+  readonly detail: string;
+}
+
+/** What `swarm-health json` prints. */
+export interface HostReport {
+  readonly host: string;
+  /** The host's clock when it answered: ages are measured against it, not the admin's clock. */
+  readonly time: number;
+  readonly maxHandshakeAge: number;
+  readonly pingCount: number;
+  readonly peers: readonly PeerReport[];
+  readonly mounts: readonly MountReport[];
+  readonly syncs: readonly SyncReport[];
+  readonly datasets: readonly DatasetReport[];
+  readonly checks: readonly CheckReport[];
+}
+
+/** One host of the table: its report, or why there is none. */
+export interface StatusRow {
+  readonly host: string;
+  readonly report?: HostReport;
+  readonly error?: string;
+}
+
+/** Parses the output of `swarm-health json`; throws saying what is wrong with it. */
+export function parseHostReport(text: string): HostReport {
+  const line = text.trim().split("\n").pop() ?? "";
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    throw new Error(`swarm-health printed no JSON report: ${JSON.stringify(line.slice(0, 200))}`);
+  }
+  const report = value as HostReport;
+  const lists = ["peers", "mounts", "syncs", "datasets", "checks"] as const;
+  if (
+    typeof report !== "object" ||
+    report === null ||
+    typeof report.host !== "string" ||
+    typeof report.time !== "number" ||
+    lists.some((key) => !Array.isArray(report[key]))
+  ) {
+    throw new Error(
+      "swarm-health printed a report without host, time, peers, mounts, syncs, datasets and checks",
+    );
+  }
+  return report;
+}
+
+/** Whether a row counts as healthy: reachable, and no check failed (warnings are fine). */
+export function rowHealthy(row: StatusRow): boolean {
+  return row.report !== undefined && row.report.checks.every((c) => c.level !== "FAIL");
+}
+
+/** A duration as the table shows it: `42s`, `12m`, `5h`, `3d`. */
+export function formatAge(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 120) {
+    return `${s}s`;
+  }
+  if (s < 2 * 3600) {
+    return `${Math.floor(s / 60)}m`;
+  }
+  if (s < 2 * 86400) {
+    return `${Math.floor(s / 3600)}h`;
+  }
+  return `${Math.floor(s / 86400)}d`;
+}
+
+/** Bytes with a binary unit and one decimal: `27.0G`. */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "K", "M", "G", "T", "P"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value}B` : `${value.toFixed(1)}${units[unit]}`;
+}
+
+type Tone = "ok" | "warn" | "fail" | "plain";
+
+interface Cell {
+  readonly text: string;
+  readonly tone: Tone;
+}
+
+const COLORS: Record<Tone, string> = { ok: "\x1b[32m", warn: "\x1b[33m", fail: "\x1b[31m", plain: "" };
+const RESET = "\x1b[0m";
+const BOLD = "\x1b[1m";
+
+function toneOf(levels: readonly Level[]): Tone {
+  return levels.includes("FAIL") ? "fail" : levels.includes("WARN") ? "warn" : "ok";
+}
+
+const NONE: Cell = { text: "-", tone: "plain" };
+
+function cellsOf(report: HostReport): Cell[] {
+  const peers = report.peers;
+  const up = peers.filter((p) => p.level === "ok").length;
+  const ages = peers.map((p) => p.handshakeAge);
+  const worst = ages.includes(null) ? "never" : formatAge(Math.max(...(ages as number[])));
+  const conflicts = report.syncs.map((s) => s.conflicts);
+  const knownConflicts = conflicts.filter((c): c is number => c !== null).reduce((a, b) => a + b, 0);
+  return [
+    peers.length === 0 ? NONE : { text: `${up}/${peers.length}`, tone: toneOf(peers.map((p) => p.level)) },
+    peers.length === 0
+      ? NONE
+      : {
+          text: worst,
+          tone: ages.some((a) => a === null || a > report.maxHandshakeAge) ? "fail" : "ok",
+        },
+    report.mounts.length === 0
+      ? NONE
+      : {
+          text: report.mounts.map((m) => `${m.path} ${m.level === "ok" ? "up" : "DOWN"}`).join(", "),
+          tone: toneOf(report.mounts.map((m) => m.level)),
+        },
+    report.syncs.length === 0
+      ? NONE
+      : {
+          text: report.syncs
+            .map((s) => {
+              if (s.lastRun === null) {
+                return `${s.name} never`;
+              }
+              const exit = s.lastExitCode !== null && s.lastExitCode !== 0 ? ` exit ${s.lastExitCode}` : "";
+              return `${s.name} ${formatAge(report.time - s.lastRun)} ago${exit}`;
+            })
+            .join(", "),
+          tone: toneOf(report.syncs.map((s) => s.level)),
+        },
+    report.syncs.length === 0
+      ? NONE
+      : {
+          text: conflicts.includes(null)
+            ? knownConflicts > 0
+              ? `${knownConflicts}+`
+              : "?"
+            : `${knownConflicts}`,
+          tone: knownConflicts > 0 || conflicts.includes(null) ? "warn" : "ok",
+        },
+    report.datasets.length === 0
+      ? NONE
+      : {
+          text: report.datasets
+            .map((d) => {
+              if (d.usedBytes === null) {
+                return `${d.name} missing`;
+              }
+              const total = d.usedBytes + (d.availableBytes ?? 0);
+              const share = total > 0 ? ` ${Math.round((100 * d.usedBytes) / total)}%` : "";
+              return `${d.name} ${formatBytes(d.usedBytes)}${share} ${d.snapshots} snaps`;
+            })
+            .join(", "),
+          tone: toneOf(report.datasets.map((d) => d.level)),
+        },
+  ];
+}
+
+const HEADERS = ["HOST", "PEERS UP", "HANDSHAKE", "MOUNT", "LAST SYNC", "CONFLICTS", "DATASET", "STATE"];
+
+/**
+ * The status table, then one line per warning, failure or unreachable host.
+ * Pure: rows sorted by host name, colour (ANSI) only when asked for.
+ */
+export function formatStatusTable(rows: readonly StatusRow[], opts: { color: boolean }): string {
+  const paint = (text: string, tone: Tone) =>
+    opts.color && tone !== "plain" ? `${COLORS[tone]}${text}${RESET}` : text;
+  const sorted = [...rows].sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
+  const table: Cell[][] = sorted.map((row) => {
+    const host: Cell = { text: row.host, tone: "plain" };
+    if (row.report === undefined) {
+      return [host, NONE, NONE, NONE, NONE, NONE, NONE, { text: "unreachable", tone: "fail" }];
+    }
+    const levels = row.report.checks.map((c) => c.level);
+    const state = levels.includes("FAIL") ? "FAIL" : levels.includes("WARN") ? "WARN" : "ok";
+    return [host, ...cellsOf(row.report), { text: state, tone: toneOf(levels) }];
+  });
+  const widths = HEADERS.map((h, i) => Math.max(h.length, ...table.map((cells) => cells[i].text.length)));
+  const line = (cells: Cell[]) =>
+    cells
+      .map((cell, i) => {
+        // Padding goes outside the colour, so escape codes never count towards a width.
+        const padding = i === cells.length - 1 ? "" : " ".repeat(widths[i] - cell.text.length);
+        return `${paint(cell.text, cell.tone)}${padding}`;
+      })
+      .join("  ")
+      .trimEnd();
+  const header = HEADERS.map((h, i) => (i === HEADERS.length - 1 ? h : h.padEnd(widths[i]))).join("  ");
+  const out = [opts.color ? `${BOLD}${header}${RESET}` : header, ...table.map(line)];
+
+  const problems: string[] = [];
+  for (const row of sorted) {
+    if (row.report === undefined) {
+      problems.push(`${paint("unreachable", "fail")} ${row.host}: ${row.error ?? "no report"}`);
+      continue;
+    }
+    for (const check of row.report.checks) {
+      if (check.level !== "ok") {
+        problems.push(
+          `${paint(check.level, check.level === "FAIL" ? "fail" : "warn")} ${row.host} ${check.what}: ${check.detail}`,
+        );
+      }
+    }
+  }
+  if (problems.length > 0) {
+    out.push("", ...problems);
+  }
+  const healthy = sorted.filter(rowHealthy).length;
+  out.push("", `${healthy}/${sorted.length} hosts healthy`);
+  return `${out.join("\n")}\n`;
+}
+
+/** How to reach one host over SSH. */
+export interface SshTarget {
+  readonly host: string;
+  readonly address: string;
+  readonly port: number;
+  readonly user: string;
+}
+
+/**
+ * Where each host of the stack is reached: existing hosts from the config,
+ * Hetzner hosts from the stack outputs (`hosts.<name>.ssh` = `user@address:port`).
+ * Hosts with no known address are returned with the reason.
+ */
+export function sshTargets(
+  config: FleetConfig,
+  outputs: Record<string, unknown> | undefined,
+  outputsProblem: string,
+): { targets: SshTarget[]; missing: StatusRow[] } {
+  const targets: SshTarget[] = [];
+  const missing: StatusRow[] = [];
+  const hosts = (outputs?.hosts ?? {}) as Record<string, { ssh?: unknown } | undefined>;
+  for (const host of config.hosts) {
+    if (host.existing !== undefined) {
+      targets.push({ host: host.name, ...host.existing });
+      continue;
+    }
+    const ssh = hosts[host.name]?.ssh;
+    const match = typeof ssh === "string" ? /^([^@]+)@(.+):(\d+)$/.exec(ssh) : null;
+    if (match) {
+      targets.push({
+        host: host.name,
+        user: match[1],
+        address: match[2].replace(/^\[(.*)\]$/, "$1"),
+        port: Number(match[3]),
+      });
+    } else {
+      missing.push({
+        host: host.name,
+        error:
+          outputs === undefined
+            ? `a Hetzner host's address is in the stack outputs, which could not be read: ${outputsProblem}`
+            : `the stack outputs have no hosts.${host.name}.ssh: run pulumi up for this stack first`,
+      });
+    }
+  }
+  return { targets, missing };
+}
+
+export interface SshOptions {
+  /** The ssh program. Defaults to `ssh` on PATH. */
+  readonly ssh?: string;
+  /** Private key file. */
+  readonly key?: string;
+  /** known_hosts file to check host keys against (instead of the user's). */
+  readonly knownHosts?: string;
+}
+
+/** The `ssh` arguments that run `swarm-health json` on a host. Host keys are always checked. */
+export function sshArgs(target: SshTarget, opts: SshOptions): string[] {
+  const args = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=yes"];
+  if (opts.key !== undefined) {
+    args.push("-i", opts.key, "-o", "IdentitiesOnly=yes");
+  }
+  if (opts.knownHosts !== undefined) {
+    args.push("-o", `UserKnownHostsFile=${opts.knownHosts}`, "-o", "GlobalKnownHostsFile=/dev/null");
+  }
+  const remote = `${target.user === "root" ? "" : "sudo -n "}${HEALTH_PROGRAM_PATH} json`;
+  args.push("-p", String(target.port), "--", `${target.user}@${target.address}`, remote);
+  return args;
+}
+
+/** Asks one host for its report. Never throws: a failure becomes the row's error. */
+export function askHost(target: SshTarget, opts: SshOptions, timeoutMs = 90_000): Promise<StatusRow> {
+  return new Promise((resolve) => {
+    const child = spawn(opts.ssh ?? "ssh", sshArgs(target, opts), { stdio: ["ignore", "pipe", "pipe"] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const timer = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
+    child.stdout.on("data", (d: Buffer) => out.push(d));
+    child.stderr.on("data", (d: Buffer) => err.push(d));
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      resolve({ host: target.host, error: `cannot run ssh: ${e.message}` });
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const stderr = Buffer.concat(err).toString().trim();
+      const where = `${target.user}@${target.address}:${target.port}`;
+      if (signal !== null) {
+        resolve({ host: target.host, error: `${where} did not answer within ${timeoutMs / 1000}s` });
+      } else if (code === 255) {
+        resolve({ host: target.host, error: `ssh ${where} failed: ${lastLine(stderr) || "no message"}` });
+      } else {
+        try {
+          resolve({ host: target.host, report: parseHostReport(Buffer.concat(out).toString()) });
+        } catch (e) {
+          const hint =
+            code === 127
+              ? `${HEALTH_PROGRAM_PATH} is not installed: converge the host with pulumi up first`
+              : lastLine(stderr);
+          resolve({ host: target.host, error: `${(e as Error).message}${hint ? ` (${hint})` : ""}` });
+        }
+      }
+    });
+  });
+}
+
+function lastLine(text: string): string {
+  return (
+    text
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .pop() ?? ""
+  );
+}
+
+interface Arguments {
+  readonly stack: string;
+  readonly key?: string;
+  readonly knownHosts?: string;
+}
+
+/** Parses `<stack> [--key FILE] [--known-hosts FILE]`; throws with the usage on anything else. */
+export function parseArguments(argv: readonly string[], env: NodeJS.ProcessEnv): Arguments {
+  let stack: string | undefined;
+  let key = env.SWARM_SSH_KEY === "" ? undefined : env.SWARM_SSH_KEY;
+  let knownHosts: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const value = () => {
+      const next = argv[++i];
+      if (next === undefined) {
+        throw new Error(`${arg} needs a file`);
+      }
+      return next;
+    };
+    if (arg === "--key") {
+      key = value();
+    } else if (arg === "--known-hosts") {
+      knownHosts = value();
+    } else if (!arg.startsWith("-") && stack === undefined) {
+      stack = arg;
+    } else {
+      throw new Error(`unexpected argument ${arg}`);
+    }
+  }
+  if (stack === undefined) {
+    throw new Error("name the stack");
+  }
+  return { stack, key, knownHosts };
+}
+
+const USAGE =
+  "usage: npm run status -- <stack> [--key FILE] [--known-hosts FILE]  (key also from SWARM_SSH_KEY)";
+
+/** The stack's outputs from the Pulumi CLI, or why they could not be read. */
+function stackOutputs(stack: string, root: string): { outputs?: Record<string, unknown>; problem: string } {
+  const candidates = ["pulumi", path.join(root, "node_modules", ".bin", "pulumi")];
+  let problem =
+    "no Pulumi CLI found: install it (https://www.pulumi.com/docs/install/) and log in to the stack's backend";
+  for (const cli of candidates) {
+    const result = spawnSync(cli, ["stack", "output", "--json", "--stack", stack], {
+      cwd: root,
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    if (result.error !== undefined) {
+      continue;
+    }
+    if (result.status === 0) {
+      try {
+        return { outputs: JSON.parse(result.stdout) as Record<string, unknown>, problem: "" };
+      } catch {
+        return { problem: `pulumi stack output printed no JSON` };
+      }
+    }
+    problem = `pulumi stack output --stack ${stack} failed: ${lastLine(result.stderr) || `exit ${result.status}`}`;
+  }
+  return { problem };
+}
+
+/** A key given as text (SWARM_SSH_KEY holding the key itself) goes to a private temporary file. */
+function keyFile(key: string | undefined): { file?: string; cleanup: () => void } {
+  if (key === undefined || !key.includes("PRIVATE KEY-----")) {
+    return { file: key, cleanup: () => undefined };
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-status-"));
+  const file = path.join(dir, "key");
+  fs.writeFileSync(file, key.endsWith("\n") ? key : `${key}\n`, { mode: 0o600 });
+  return { file, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+async function main(argv: string[]): Promise<number> {
+  let args: Arguments;
+  try {
+    args = parseArguments(argv, process.env);
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const root = path.resolve(__dirname, "..");
+  const { raw } = readStackFile(path.join(root, `Pulumi.${args.stack}.yaml`));
+  const { config, errors } = validateFleetConfig(raw);
+  if (config === undefined) {
+    process.stderr.write(`Pulumi.${args.stack}.yaml is invalid:\n${formatErrors(errors).join("\n")}\n`);
+    return 1;
+  }
+  let key = args.key;
+  let knownHosts = args.knownHosts;
+  // The lab keeps its admin key and the hosts' pinned keys in its state directory.
+  const labState = process.env.SWARM_LAB_STATE ?? "/var/lib/swarm-lab";
+  if (args.stack === "lab" && key === undefined && fs.existsSync(path.join(labState, "id_ed25519"))) {
+    key = path.join(labState, "id_ed25519");
+    knownHosts ??= path.join(labState, "known_hosts");
+  }
+  const needsOutputs = config.hosts.some((h) => h.existing === undefined);
+  const { outputs, problem } = needsOutputs ? stackOutputs(args.stack, root) : { outputs: {}, problem: "" };
+  const { targets, missing } = sshTargets(config, outputs, problem);
+  const secretKey = keyFile(key);
+  try {
+    const asked = await Promise.all(targets.map((t) => askHost(t, { key: secretKey.file, knownHosts })));
+    const rows = [...asked, ...missing];
+    const color = process.stdout.isTTY === true && !process.env.NO_COLOR;
+    process.stdout.write(formatStatusTable(rows, { color }));
+    return rows.every(rowHealthy) ? 0 : 1;
+  } finally {
+    secretKey.cleanup();
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`status failed: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.exit(1);
+    },
+  );
+}

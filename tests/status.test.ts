@@ -1,0 +1,285 @@
+/**
+ * `npm run status`: the table (from real `swarm-health json` reports made on
+ * recorded outputs), how hosts are found and reached, and what a failed
+ * ask turns into.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import {
+  HostReport,
+  StatusRow,
+  askHost,
+  formatAge,
+  formatBytes,
+  formatStatusTable,
+  parseArguments,
+  parseHostReport,
+  rowHealthy,
+  sshArgs,
+  sshTargets,
+} from "../scripts/status";
+import { HEALTH_PROGRAM_PATH } from "../templates/health";
+import { FLEET, runHealth } from "./fixtures/health/fleet";
+
+const report = (host: string, scenario?: string): HostReport =>
+  parseHostReport(runHealth(host, "json", { scenario }).stdout);
+
+/** anchor healthy, hetzner-native with skipped conflicts, satellite whose mount did not come up, edge unreachable. */
+function fleetRows(): StatusRow[] {
+  return [
+    { host: "satellite", report: report("satellite") },
+    { host: "anchor", report: report("anchor") },
+    { host: "hetzner-native", report: report("hetzner-native", "sync-conflicts") },
+    {
+      host: "edge",
+      error: "ssh root@203.0.113.9:22 failed: ssh: connect to host 203.0.113.9 port 22: Connection timed out",
+    },
+  ];
+}
+
+const ANSI = /\x1b\[[0-9;]*m/g;
+
+describe("formatStatusTable", () => {
+  test("without colour", () => {
+    const table = formatStatusTable(fleetRows(), { color: false });
+    expect(table).not.toMatch(ANSI);
+    expect(table).toMatchSnapshot();
+  });
+
+  test("with colour: the same table once the colour is taken out, states painted by level", () => {
+    const rows = fleetRows();
+    const coloured = formatStatusTable(rows, { color: true });
+    expect(coloured.replace(ANSI, "")).toBe(formatStatusTable(rows, { color: false }));
+    const line = (host: string) =>
+      coloured.split("\n").find((l) => l.replace(ANSI, "").startsWith(`${host} `)) ?? "";
+    expect(line("anchor")).toMatch(/\x1b\[32mok\x1b\[0m$/);
+    expect(line("hetzner-native")).toMatch(/\x1b\[33mWARN\x1b\[0m$/);
+    expect(line("satellite")).toMatch(/\x1b\[31mFAIL\x1b\[0m$/);
+    expect(line("edge")).toMatch(/\x1b\[31munreachable\x1b\[0m$/);
+    expect(line("satellite")).toContain("\x1b[31m/mnt/meshfs DOWN\x1b[0m");
+    expect(line("hetzner-native")).toContain("\x1b[33m2\x1b[0m");
+  });
+
+  test("the columns line up whatever the hosts are called", () => {
+    const rows = fleetRows().map((r, i) => ({ ...r, host: `${"h".repeat(i * 7 + 1)}` }));
+    const lines = formatStatusTable(rows, { color: false })
+      .split("\n")
+      .slice(0, rows.length + 1);
+    const stateColumn = lines[0].indexOf("STATE");
+    for (const line of lines) {
+      expect(line.slice(stateColumn)).toMatch(/^(STATE|ok|WARN|FAIL|unreachable)$/);
+    }
+  });
+
+  test("rows are sorted by host, and every complaint is listed below the table", () => {
+    const table = formatStatusTable(fleetRows(), { color: false });
+    const hosts = table
+      .split("\n")
+      .slice(1, 5)
+      .map((l) => l.split(" ")[0]);
+    expect(hosts).toEqual(["anchor", "edge", "hetzner-native", "satellite"]);
+    expect(table).toContain(
+      "\nFAIL satellite mount /mnt/meshfs: did not mount within 20s of access: see journalctl -u mnt-meshfs.mount\n",
+    );
+    expect(table).toContain("\nunreachable edge: ssh root@203.0.113.9:22 failed:");
+    expect(table.endsWith("\n2/4 hosts healthy\n")).toBe(true);
+  });
+
+  test("peers that never handshook show as never, and count as down", () => {
+    const table = formatStatusTable(
+      [{ host: "hetzner-native", report: report("hetzner-native", "peer-no-handshake") }],
+      {
+        color: false,
+      },
+    );
+    expect(table.split("\n")[1]).toMatch(
+      /^hetzner-native {2}1\/2 +never +\/mnt\/meshfs up +wiki 25s ago +0 +- +FAIL$/,
+    );
+  });
+});
+
+describe("rowHealthy", () => {
+  test.each([
+    ["a healthy host", { host: "anchor", report: report("anchor") }, true],
+    ["a host with warnings only", { host: "n", report: report("hetzner-native", "sync-conflicts") }, true],
+    ["a host with a failed check", { host: "n", report: report("hetzner-native", "sync-failed") }, false],
+    ["an unreachable host", { host: "edge", error: "timed out" }, false],
+  ])("%s: %s", (_, row, healthy) => {
+    expect(rowHealthy(row)).toBe(healthy);
+  });
+});
+
+describe("formatting numbers", () => {
+  test.each([
+    [0, "0s"],
+    [59, "59s"],
+    [119, "119s"],
+    [120, "2m"],
+    [7199, "119m"],
+    [7200, "2h"],
+    [3 * 86400, "3d"],
+    [-4, "0s"],
+  ])("age %d is %s", (seconds, text) => {
+    expect(formatAge(seconds)).toBe(text);
+  });
+
+  test.each([
+    [0, "0B"],
+    [1023, "1023B"],
+    [1024, "1.0K"],
+    [29041238016, "27.0G"],
+    [5 * 1024 ** 4, "5.0T"],
+  ])("%d bytes is %s", (bytes, text) => {
+    expect(formatBytes(bytes)).toBe(text);
+  });
+});
+
+describe("parseHostReport", () => {
+  test.each([
+    ["nothing", ""],
+    ["an error message", "swarm-health: cannot read /etc/swarm/health.conf"],
+    ["JSON that is not a report", '{"host":"a"}'],
+    ["a list", "[]"],
+  ])("rejects %s", (_, text) => {
+    expect(() => parseHostReport(text)).toThrow(/swarm-health printed/);
+  });
+
+  test("takes the last line, after anything a login shell printed", () => {
+    const json = runHealth("anchor", "json").stdout;
+    expect(parseHostReport(`Welcome to anchor\n${json}`).host).toBe("anchor");
+  });
+});
+
+describe("finding hosts", () => {
+  const hcloudFleet = {
+    ...FLEET,
+    hosts: FLEET.hosts.map((h) =>
+      h.name === "anchor"
+        ? { ...h, existing: undefined, hcloud: { serverType: "cx22", location: "nbg1", image: "debian-12" } }
+        : h,
+    ),
+  };
+
+  test("existing hosts come from the config", () => {
+    const { targets, missing } = sshTargets(FLEET, undefined, "no CLI");
+    expect(missing).toEqual([]);
+    expect(targets).toEqual([
+      { host: "anchor", address: "203.0.113.1", port: 22, user: "root" },
+      { host: "satellite", address: "203.0.113.2", port: 22, user: "root" },
+      { host: "hetzner-native", address: "203.0.113.3", port: 22, user: "root" },
+    ]);
+  });
+
+  test("Hetzner hosts come from the stack outputs", () => {
+    const outputs = { hosts: { anchor: { ssh: "root@198.51.100.7:22", meshAddress: "10.8.0.1" } } };
+    const { targets } = sshTargets(hcloudFleet, outputs, "");
+    expect(targets[0]).toEqual({ host: "anchor", address: "198.51.100.7", port: 22, user: "root" });
+  });
+
+  test("a Hetzner host without outputs is reported with the reason, the others are still asked", () => {
+    const { targets, missing } = sshTargets(hcloudFleet, undefined, "no Pulumi CLI found: install it");
+    expect(targets.map((t) => t.host)).toEqual(["satellite", "hetzner-native"]);
+    expect(missing).toEqual([
+      {
+        host: "anchor",
+        error: expect.stringMatching(/stack outputs, which could not be read: no Pulumi CLI found/),
+      },
+    ]);
+    const noEntry = sshTargets(hcloudFleet, { hosts: {} }, "");
+    expect(noEntry.missing[0].error).toMatch(/no hosts.anchor.ssh: run pulumi up/);
+  });
+});
+
+describe("ssh", () => {
+  const target = { host: "anchor", address: "127.0.0.1", port: 2222, user: "root" };
+
+  test("host keys are always checked, against the given known_hosts", () => {
+    const args = sshArgs(target, { key: "/k/id", knownHosts: "/k/known_hosts" });
+    expect(args.join(" ")).toContain("-o StrictHostKeyChecking=yes");
+    expect(args.join(" ")).not.toMatch(
+      /StrictHostKeyChecking=(no|accept-new)|UserKnownHostsFile=\/dev\/null/,
+    );
+    expect(args).toEqual(expect.arrayContaining(["-i", "/k/id", "-o", "IdentitiesOnly=yes"]));
+    expect(args).toEqual(expect.arrayContaining(["-o", "UserKnownHostsFile=/k/known_hosts"]));
+    expect(args.slice(-5)).toEqual(["-p", "2222", "--", "root@127.0.0.1", `${HEALTH_PROGRAM_PATH} json`]);
+  });
+
+  test("a user that is not root asks through sudo; without a key ssh uses its own", () => {
+    const args = sshArgs({ ...target, user: "admin" }, {});
+    expect(args[args.length - 1]).toBe(`sudo -n ${HEALTH_PROGRAM_PATH} json`);
+    expect(args).not.toContain("-i");
+  });
+
+  test.each([
+    [["lab"], {}, { stack: "lab" }],
+    [["prod", "--key", "/k"], {}, { stack: "prod", key: "/k" }],
+    [["prod"], { SWARM_SSH_KEY: "/env/key" }, { stack: "prod", key: "/env/key" }],
+    [
+      ["prod", "--key", "/k", "--known-hosts", "/kh"],
+      { SWARM_SSH_KEY: "/env/key" },
+      { stack: "prod", key: "/k", knownHosts: "/kh" },
+    ],
+  ])("arguments %j with %j", (argv, env, expected) => {
+    expect(parseArguments(argv, env)).toEqual(expect.objectContaining(expected));
+  });
+
+  test.each([
+    [[], /name the stack/],
+    [["prod", "--key"], /--key needs a file/],
+    [["prod", "--insecure"], /unexpected argument --insecure/],
+    [["prod", "staging"], /unexpected argument staging/],
+  ])("rejects arguments %j", (argv, message) => {
+    expect(() => parseArguments(argv, {})).toThrow(message);
+  });
+});
+
+describe("askHost", () => {
+  // A stand-in for ssh: it prints what the test wrote and exits with the code it was given.
+  let dir: string;
+  let ssh: string;
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-status-ssh-"));
+    ssh = path.join(dir, "ssh");
+    fs.writeFileSync(
+      ssh,
+      `#!/bin/bash\nprintf '%s\\n' "$*" > "${dir}/args"\ncat "${dir}/stdout"\ncat "${dir}/stderr" >&2\nexit "$(cat "${dir}/code")"\n`,
+      { mode: 0o755 },
+    );
+  });
+  const answer = (stdout: string, stderr: string, code: number) => {
+    fs.writeFileSync(path.join(dir, "stdout"), stdout);
+    fs.writeFileSync(path.join(dir, "stderr"), stderr);
+    fs.writeFileSync(path.join(dir, "code"), String(code));
+  };
+  const target = { host: "anchor", address: "127.0.0.1", port: 22, user: "root" };
+
+  test("a report", async () => {
+    answer(runHealth("anchor", "json").stdout, "", 0);
+    const row = await askHost(target, { ssh, key: "/k" });
+    expect(row.report?.host).toBe("anchor");
+    expect(fs.readFileSync(path.join(dir, "args"), "utf8")).toContain(" -i /k ");
+  });
+
+  test("ssh's own failure", async () => {
+    answer("", "Host key verification failed.\n", 255);
+    expect(await askHost(target, { ssh })).toEqual({
+      host: "anchor",
+      error: "ssh root@127.0.0.1:22 failed: Host key verification failed.",
+    });
+  });
+
+  test("a host that was never converged", async () => {
+    answer("", `bash: line 1: ${HEALTH_PROGRAM_PATH}: No such file or directory\n`, 127);
+    const row = await askHost(target, { ssh });
+    expect(row.error).toMatch(/is not installed: converge the host with pulumi up first/);
+  });
+
+  test("a host that does not answer in time", async () => {
+    const slow = path.join(dir, "slow-ssh");
+    fs.writeFileSync(slow, "#!/bin/bash\nexec sleep 5\n", { mode: 0o755 });
+    expect((await askHost(target, { ssh: slow }, 200)).error).toBe(
+      "root@127.0.0.1:22 did not answer within 0.2s",
+    );
+  });
+});
