@@ -8,7 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { FleetPlan, HostPlan, planFleet } from "./config/model";
 import { FleetConfig } from "./config/types";
 import { HetznerHost } from "./components/hetznerHost";
-import { MeshfsExport } from "./components/meshfsExport";
+import { exportDirectories, MeshfsExport } from "./components/meshfsExport";
 import { SshfsAutomount } from "./components/sshfsAutomount";
 import { SshKeypair } from "./components/sshKeypair";
 import { UnisonSync } from "./components/unisonSync";
@@ -102,6 +102,18 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
   const exports = new Map<string, MeshfsExport>();
   for (const exported of config.exports) {
     const server = plan.byName.get(exported.host) as HostPlan;
+    const client = (host: string) => ({
+      name: host,
+      meshAddress: (plan.byName.get(host) as HostPlan).meshAddress,
+      publicKey: clientKey(exported.name, host).publicKey,
+    });
+    // Mounting hosts get a chrooted sftp key; ssh:// sync hosts get a key forced to `unison -server`.
+    const mounting = [
+      ...new Set(config.mounts.filter((m) => m.export === exported.name).map((m) => m.host)),
+    ].sort();
+    const syncServers = config.syncs
+      .filter((s) => s.remote.export === exported.name)
+      .map((s) => ({ ...client(s.host), sync: s.name, path: s.remote.path ?? "" }));
     exports.set(
       exported.name,
       new MeshfsExport(
@@ -109,11 +121,9 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
         {
           export: exported,
           host: server,
-          clients: exported.clients.map((client) => ({
-            name: client,
-            meshAddress: (plan.byName.get(client) as HostPlan).meshAddress,
-            publicKey: clientKey(exported.name, client).publicKey,
-          })),
+          clients: mounting.map(client),
+          syncServers,
+          directories: exportDirectories(config, exported.name),
           connection: machine(server.name).connection,
           user: machine(server.name).user,
           volumeDevice: machine(server.name).volumeDevice,

@@ -21,7 +21,10 @@ const ENGINE_STATE = path.join(STATE, "converge-state.json");
 
 /** Runs lab.sh; progress goes straight to the terminal. Throws on failure. */
 export function labSh(...args: string[]): string {
-  const result = spawnSync("bash", [LAB_SH, ...args], { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+  const result = spawnSync("bash", [LAB_SH, ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+    encoding: "utf8",
+  });
   if (result.status !== 0) {
     throw new Error(`lab.sh ${args.join(" ")} failed (exit ${result.status ?? result.signal})`);
   }
@@ -81,7 +84,10 @@ export function seedHosts(config: FleetConfig): void {
 }
 
 function loadEngine(): LabEngine {
-  const engine = new LabEngine({ knownHosts: KNOWN_HOSTS, progress: (line) => process.stdout.write(`${line}\n`) });
+  const engine = new LabEngine({
+    knownHosts: KNOWN_HOSTS,
+    progress: (line) => process.stdout.write(`${line}\n`),
+  });
   if (fs.existsSync(ENGINE_STATE)) {
     engine.restore(JSON.parse(fs.readFileSync(ENGINE_STATE, "utf8")) as CommandState[]);
   }
@@ -120,9 +126,17 @@ function pulumiUp(): number {
   const pulumi = path.join(ROOT, "node_modules", ".bin", "pulumi");
   fs.mkdirSync(path.join(ROOT, ".pulumi"), { recursive: true });
   const run = (args: string[], input?: string) =>
-    spawnSync(pulumi, args, { cwd: ROOT, env, stdio: [input === undefined ? "inherit" : "pipe", "inherit", "inherit"], input });
+    spawnSync(pulumi, args, {
+      cwd: ROOT,
+      env,
+      stdio: [input === undefined ? "inherit" : "pipe", "inherit", "inherit"],
+      input,
+    });
   run(["stack", "select", "--create", "lab", "--config-file", configFile]);
-  run(["config", "set", "--secret", "swarm:sshPrivateKey", "--config-file", configFile], fs.readFileSync(LAB_KEY, "utf8"));
+  run(
+    ["config", "set", "--secret", "swarm:sshPrivateKey", "--config-file", configFile],
+    fs.readFileSync(LAB_KEY, "utf8"),
+  );
   return run(["up", "--stack", "lab", "--yes", "--config-file", configFile]).status ?? 1;
 }
 

@@ -73,9 +73,13 @@ export async function sshRun(
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-ssh-"));
   const keyFile = path.join(dir, "key");
-  fs.writeFileSync(keyFile, connection.privateKey.endsWith("\n") ? connection.privateKey : `${connection.privateKey}\n`, {
-    mode: 0o600,
-  });
+  fs.writeFileSync(
+    keyFile,
+    connection.privateKey.endsWith("\n") ? connection.privateKey : `${connection.privateKey}\n`,
+    {
+      mode: 0o600,
+    },
+  );
   try {
     return await new Promise((resolve, reject) => {
       const child = spawn(
@@ -112,7 +116,11 @@ export async function sshRun(
       child.stderr.on("data", (d: Buffer) => err.push(d));
       child.on("error", reject);
       child.on("close", (code) =>
-        resolve({ code: code ?? 255, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+        resolve({
+          code: code ?? 255,
+          stdout: Buffer.concat(out).toString(),
+          stderr: Buffer.concat(err).toString(),
+        }),
       );
       child.stdin.end(stdin ?? "");
     });
@@ -179,7 +187,12 @@ export class LabEngine {
       const result = await sshRun(wanted.connection, wanted.create, wanted.stdin, this.options.knownHosts);
       const secs = ((Date.now() - t0) / 1000).toFixed(1);
       if (result.code !== 0) {
-        const failure = new CommandFailed(name, wanted.connection.host, result.code, result.stderr || result.stdout);
+        const failure = new CommandFailed(
+          name,
+          wanted.connection.host,
+          result.code,
+          result.stderr || result.stdout,
+        );
         failures.push(failure);
         say(`  ✗ ${name} (${secs}s)`);
         throw failure;

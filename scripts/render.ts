@@ -48,15 +48,19 @@ async function main(argv: string[]): Promise<number> {
   const counts = new Map<string, number>();
   const manifests = new Map<string, string[]>();
   for (const resource of mocks.ofType("command:remote:Command")) {
-    const connection = resource.inputs.connection as Connection;
+    const connection = resource.plain.connection as Connection;
     const host = hostAt.get(`${connection.host}:${connection.port}`);
     if (host === undefined) {
-      throw new Error(`command ${resource.name} runs on ${connection.host}:${connection.port}, which is no host`);
+      throw new Error(
+        `command ${resource.name} runs on ${connection.host}:${connection.port}, which is no host`,
+      );
     }
-    const body = unwrapRootCommand(String(resource.inputs.create ?? ""));
+    const body = unwrapRootCommand(String(resource.plain.create ?? ""));
     writeOut(outdir, host, `commands/${resource.name}.sh`, body);
     const manifest = manifests.get(host) ?? [];
-    manifest.push(`command ${resource.name}${resource.inputs.stdin !== undefined ? " (stdin: secret, not rendered)" : ""}`);
+    manifest.push(
+      `command ${resource.name}${resource.inputs.stdin !== undefined ? " (stdin: secret, not rendered)" : ""}`,
+    );
     for (const file of extractFiles(body)) {
       writeOut(outdir, host, `files${file.path}`, file.content);
       manifest.push(`file ${file.mode} ${file.owner ?? "root:root"} ${file.path}`);

@@ -91,7 +91,9 @@ export function unwrapRootCommand(command: string): string {
 /** Every file a script installs with `writeFile`, in order: what `npm run render` shows a reviewer. */
 export function extractFiles(body: string): FileSpec[] {
   const files: FileSpec[] = [];
-  const pattern = /^swarm_write '((?:[^']|'\\'')*)' (\d+) (\S+) <<'(SWARM_EOF(?:_\d+)?)'\n/gm;
+  // Content arrives as a heredoc, directly or through a filter that fills in host-side values (`< <(sed ... <<'X'`).
+  const pattern =
+    /^swarm_write '((?:[^']|'\\'')*)' (\d+) (\S+) (?:<<|< <\(.*<<)'(SWARM_[A-Z_]*EOF(?:_\d+)?)'\n/gm;
   for (let match = pattern.exec(body); match; match = pattern.exec(body)) {
     const start = match.index + match[0].length;
     const end = body.indexOf(`\n${match[4]}\n`, start - 1);

@@ -35,14 +35,18 @@ export function renderMermaid(plan: FleetPlan): string {
   for (const mount of config.mounts) {
     const exported = config.exports.find((e) => e.name === mount.export);
     if (exported) {
-      storage.push(`  ${nodeId(exported.host)} -.->|"sshfs ${exported.name} at ${mount.path}"| ${nodeId(mount.host)}`);
+      storage.push(
+        `  ${nodeId(exported.host)} -.->|"sshfs ${exported.name} at ${mount.path}"| ${nodeId(mount.host)}`,
+      );
     }
   }
   for (const sync of config.syncs) {
     const exportName = sync.remote.export ?? mountContaining(plan, sync.host, sync.remote.mountPath)?.export;
     const server = config.exports.find((e) => e.name === exportName)?.host ?? sync.host;
     const remote = sync.remote.mountPath ?? `${sync.remote.export}:${sync.remote.path ?? ""}`;
-    storage.push(`  ${nodeId(sync.host)} <==>|"unison ${sync.name}: ${sync.local} ↔ ${remote}"| ${nodeId(server)}`);
+    storage.push(
+      `  ${nodeId(sync.host)} <==>|"unison ${sync.name}: ${sync.local} ↔ ${remote}"| ${nodeId(server)}`,
+    );
   }
   lines.push(...storage.sort());
   return `${lines.join("\n")}\n`;
@@ -52,5 +56,7 @@ function mountContaining(plan: FleetPlan, host: string, path: string | undefined
   if (path === undefined) {
     return undefined;
   }
-  return plan.config.mounts.find((m) => m.host === host && (path === m.path || path.startsWith(`${m.path}/`)));
+  return plan.config.mounts.find(
+    (m) => m.host === host && (path === m.path || path.startsWith(`${m.path}/`)),
+  );
 }

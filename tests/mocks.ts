@@ -10,7 +10,10 @@ import * as pulumi from "@pulumi/pulumi";
 export interface RecordedResource {
   readonly type: string;
   readonly name: string;
+  /** Inputs as the mock runtime hands them over: secrets still wrapped, so tests can see them. */
   readonly inputs: Record<string, unknown>;
+  /** The same inputs with every secret unwrapped: what a provider would act on. */
+  readonly plain: Record<string, unknown>;
   readonly id: string;
 }
 
@@ -41,6 +44,33 @@ export const offlineRunner: CommandRunner = async (name) => {
   return { stdout: "", stderr: "" };
 };
 
+/** The runtime's marker for a secret value in serialized properties. */
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+const SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270";
+
+/** Whether a serialized value is a wrapped secret. */
+export function isWrappedSecret(value: unknown): value is { value: unknown } {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    (value as Record<string, unknown>)[SECRET_SIG] === SECRET_VALUE
+  );
+}
+
+/** `value` with every wrapped secret replaced by what it wraps. */
+export function reveal(value: unknown): unknown {
+  if (isWrappedSecret(value)) {
+    return reveal(value.value);
+  }
+  if (Array.isArray(value)) {
+    return value.map(reveal);
+  }
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, reveal(v)]));
+  }
+  return value;
+}
+
 function sshString(value: string | Buffer): Buffer {
   const body = typeof value === "string" ? Buffer.from(value) : value;
   const length = Buffer.alloc(4);
@@ -61,7 +91,8 @@ export class MockFleet implements pulumi.runtime.Mocks {
     const id = args.type.startsWith("hcloud:")
       ? String(fakeBytes(args.name, 4).readUInt32BE(0))
       : `${args.name}-id`;
-    this.resources.push({ type: args.type, name: args.name, inputs: args.inputs, id });
+    const plain = reveal(args.inputs) as Record<string, unknown>;
+    this.resources.push({ type: args.type, name: args.name, inputs: args.inputs, plain, id });
     const state: Record<string, unknown> = { ...args.inputs };
     switch (args.type) {
       case "random:index/randomBytes:RandomBytes": {
@@ -86,7 +117,7 @@ export class MockFleet implements pulumi.runtime.Mocks {
         state.linuxDevice = `/dev/disk/by-id/scsi-0HC_Volume_${1000 + this.resources.length}`;
         break;
       case "command:remote:Command": {
-        const result = await this.runner(args.name, args.inputs);
+        const result = await this.runner(args.name, plain);
         state.stdout = result.stdout;
         state.stderr = result.stderr;
         break;

@@ -30,9 +30,16 @@ async function onHost(host: string, script: string, opts: { allowFail?: boolean 
     throw new Error(`no lab host ${host}`);
   }
   const conn = { host: h.existing.address, port: h.existing.port, user: "root", privateKey: adminKey };
-  const result = await sshRun(conn, `bash -c ${quote(`set -euo pipefail\n${script}`)}`, undefined, KNOWN_HOSTS);
+  const result = await sshRun(
+    conn,
+    `bash -c ${quote(`set -euo pipefail\n${script}`)}`,
+    undefined,
+    KNOWN_HOSTS,
+  );
   if (result.code !== 0 && !opts.allowFail) {
-    throw new Error(`on ${host}: exit ${result.code}\n${script}\n--- stderr ---\n${result.stderr}${result.stdout}`);
+    throw new Error(
+      `on ${host}: exit ${result.code}\n${script}\n--- stderr ---\n${result.stderr}${result.stdout}`,
+    );
   }
   return result;
 }
@@ -77,7 +84,9 @@ afterAll(() => {
     labSh("down");
   } finally {
     phase("lab down");
-    process.stdout.write(`\nlab phases:\n${phases.map(([n, s]) => `  ${n.padEnd(40)} ${s.toFixed(1)}s`).join("\n")}\n`);
+    process.stdout.write(
+      `\nlab phases:\n${phases.map(([n, s]) => `  ${n.padEnd(40)} ${s.toFixed(1)}s`).join("\n")}\n`,
+    );
   }
 }, 300_000);
 
@@ -156,7 +165,10 @@ test("4. the sync converges both ways within two timer intervals", async () => {
   const remote = remoteRootOnServer();
   const stamp = Date.now();
   const within = 2 * s.interval + 30;
-  await run(s.host, `echo local-${stamp} > ${s.local}/from-local-${stamp}.md && chown ${s.user}: ${s.local}/from-local-${stamp}.md`);
+  await run(
+    s.host,
+    `echo local-${stamp} > ${s.local}/from-local-${stamp}.md && chown ${s.user}: ${s.local}/from-local-${stamp}.md`,
+  );
   await waitFor(`from-local-${stamp}.md in ${remote.host}:${remote.dir}`, within, async () => {
     const r = await onHost(remote.host, `cat ${remote.dir}/from-local-${stamp}.md`, { allowFail: true });
     return r.code === 0 && r.stdout.trim() === `local-${stamp}`;
@@ -181,13 +193,20 @@ test("5. a file edited on both sides keeps both versions and logs the conflict",
     await run(s.host, `echo local-edit > ${s.local}/${file}`);
     await run(remote.host, `echo meshfs-edit > ${remote.dir}/${file}`);
     await run(s.host, `systemctl start ${syncUnit()}.service`);
-    const holdsLocal = (await onHost(s.host, `grep -rqs local-edit ${s.local}`, { allowFail: true })).code === 0 ||
+    const holdsLocal =
+      (await onHost(s.host, `grep -rqs local-edit ${s.local}`, { allowFail: true })).code === 0 ||
       (await onHost(remote.host, `grep -rqs local-edit ${remote.dir}`, { allowFail: true })).code === 0;
-    const holdsRemote = (await onHost(s.host, `grep -rqs meshfs-edit ${s.local}`, { allowFail: true })).code === 0 ||
+    const holdsRemote =
+      (await onHost(s.host, `grep -rqs meshfs-edit ${s.local}`, { allowFail: true })).code === 0 ||
       (await onHost(remote.host, `grep -rqs meshfs-edit ${remote.dir}`, { allowFail: true })).code === 0;
     expect({ file, holdsLocal, holdsRemote }).toEqual({ file, holdsLocal: true, holdsRemote: true });
     const log = await run(s.host, `journalctl -u ${syncUnit()}.service --no-pager -n 200 -o cat`);
-    expect(log).toMatch(new RegExp(`conflict[\\s\\S]*${file.replace(/\./g, "\\.")}|${file.replace(/\./g, "\\.")}[\\s\\S]*conflict`, "i"));
+    expect(log).toMatch(
+      new RegExp(
+        `conflict[\\s\\S]*${file.replace(/\./g, "\\.")}|${file.replace(/\./g, "\\.")}[\\s\\S]*conflict`,
+        "i",
+      ),
+    );
   } finally {
     await run(s.host, `systemctl start ${syncUnit()}.timer`);
   }
@@ -256,7 +275,12 @@ test("9. a fourth host joins the mesh while existing tunnels lose no packet", as
     ...config,
     hosts: [
       ...config.hosts,
-      { ...config.hosts[1], name: "edge", meshAddress: undefined, existing: { address: "10.231.0.14", user: "root", port: 22 } },
+      {
+        ...config.hosts[1],
+        name: "edge",
+        meshAddress: undefined,
+        existing: { address: "10.231.0.14", user: "root", port: 22 },
+      },
     ],
   };
   const [a, b] = [plan.hosts[0], plan.hosts[0].peers[0]];
@@ -282,7 +306,9 @@ test("9. a fourth host joins the mesh while existing tunnels lose no packet", as
   const stats = await run(a.name, "cat /run/swarm-ping.log");
   const match = /(\d+) packets transmitted, (\d+) received/.exec(stats);
   if (!match || match[1] !== match[2] || Number(match[1]) < 10) {
-    throw new Error(`${a.name} → ${b.name} lost packets while edge joined:\n${stats.split("\n").slice(-4).join("\n")}`);
+    throw new Error(
+      `${a.name} → ${b.name} lost packets while edge joined:\n${stats.split("\n").slice(-4).join("\n")}`,
+    );
   }
   phase("add a fourth host");
 });
