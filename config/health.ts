@@ -18,6 +18,12 @@ export interface HealthConfig {
   readonly pingCount: number;
   /** Longest the gate waits for an automounted sshfs mount to come up on first access. Defaults to 20 s. */
   readonly mountTimeout: Seconds;
+  /**
+   * How long the gate waits for a sync whose last run failed to run once more:
+   * a failure from before the converge must not fail a converge that fixed it.
+   * Defaults to 2 min.
+   */
+  readonly syncWait: Seconds;
   /** How often the metrics timer rewrites the textfile. Defaults to 60 s. */
   readonly metricsInterval: Seconds;
   /** Absolute directory the node exporter's textfile collector reads. Defaults to `/var/lib/prometheus/node-exporter`. */
@@ -31,6 +37,7 @@ export const DEFAULT_HEALTH: HealthConfig = {
   maxHandshakeAge: 180,
   pingCount: 3,
   mountTimeout: 20,
+  syncWait: 120,
   metricsInterval: 60,
   textfileDir: "/var/lib/prometheus/node-exporter",
   gate: true,
@@ -62,6 +69,7 @@ export function readHealth(raw: unknown, path: string, errors: ConfigError[]): H
   }
   const pingCount = reader.integer("pingCount", { min: 1, max: 100 });
   const mountTimeout = reader.duration("mountTimeout", { min: 1, max: 600 });
+  const syncWait = reader.duration("syncWait", { min: 1, max: 3600 });
   const metricsInterval = reader.duration("metricsInterval", { min: 10, max: 86400 });
   const textfileDir = reader.string("textfileDir", {
     pattern: /^(?:\/[A-Za-z0-9._@+-]+)+\/?$/,
@@ -85,6 +93,7 @@ export function readHealth(raw: unknown, path: string, errors: ConfigError[]): H
         : DEFAULT_HEALTH.maxHandshakeAge,
     pingCount: pingCount ?? DEFAULT_HEALTH.pingCount,
     mountTimeout: mountTimeout ?? DEFAULT_HEALTH.mountTimeout,
+    syncWait: syncWait ?? DEFAULT_HEALTH.syncWait,
     metricsInterval: metricsInterval ?? DEFAULT_HEALTH.metricsInterval,
     textfileDir:
       textfileDir === undefined || climbs ? DEFAULT_HEALTH.textfileDir : textfileDir.replace(/(.)\/+$/, "$1"),

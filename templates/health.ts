@@ -142,6 +142,7 @@ export function renderHealthConfig(values: HealthExpectations): string {
     `MAX_HANDSHAKE_AGE=${t.maxHandshakeAge}`,
     `PING_COUNT=${t.pingCount}`,
     `MOUNT_TIMEOUT=${t.mountTimeout}`,
+    `SYNC_WAIT=${t.syncWait}`,
     `TEXTFILE_DIR=${shellQuote(t.textfileDir)}`,
     `SENTINEL=${shellQuote(EXPORT_SENTINEL)}`,
     `# Peers on ${WG_INTERFACE}: name, public key, mesh address.`,
@@ -339,6 +340,7 @@ HANDSHAKE_WAIT=60
 MAX_HANDSHAKE_AGE=180
 PING_COUNT=3
 MOUNT_TIMEOUT=20
+SYNC_WAIT=120
 TEXTFILE_DIR=/var/lib/prometheus/node-exporter
 SENTINEL=.swarm-meshfs
 PEER_NAMES=() PEER_KEYS=() PEER_ADDRESSES=()
@@ -355,6 +357,10 @@ SNAPSHOT_PREFIX=swarm-
 # there is no NAME.rc; 1 when the source was not recorded at all).
 fixture() {
   local file=$fixtures/$1 rc=0
+  # After a unit was run (src_run_unit), the recording of what followed takes precedence.
+  if [ -n "$rerun_overlay" ] && { [ -e "$rerun_overlay/$1" ] || [ -e "$rerun_overlay/$1.rc" ]; }; then
+    file=$rerun_overlay/$1
+  fi
   if [ ! -e "$file" ] && [ ! -e "$file.rc" ]; then
     return 1
   fi
@@ -362,6 +368,8 @@ fixture() {
   [ ! -e "$file.rc" ] || rc=$(<"$file.rc")
   return "$rc"
 }
+
+rerun_overlay=""
 
 # Virtual seconds slept while replaying fixtures: the recorded clock advances by them.
 slept=0
@@ -433,6 +441,16 @@ src_systemctl_show() {
   [ "$#" -gt 0 ] || return 0
   systemctl show --timestamp=unix \\
     -p Id,LoadState,ActiveState,SubState,Result,ExecMainStatus,ExecMainExitTimestamp -- "$@"
+}
+
+# src_run_unit UNIT: runs a oneshot unit and waits until it has finished, at most SYNC_WAIT seconds.
+# Recorded as rerun/: the recordings of everything read after the run.
+src_run_unit() {
+  if [ -n "$fixtures" ]; then
+    [ ! -d "$fixtures/rerun" ] || rerun_overlay=$fixtures/rerun
+    return 0
+  fi
+  timeout -k 5 "$SYNC_WAIT" systemctl start -- "$1"
 }
 
 # src_file PATH: a file swarm keeps on the host (a sync's status file, unison's log).
@@ -656,47 +674,65 @@ skipped_in_last_run() {
     END {print n + 0}'
 }
 
+# read_sync I: how the last run of sync I ended, into result, code, ended and summary.
+read_sync() {
+  local key value finished="" status_file=\${SYNC_STATUS_FILES[$1]} service=\${SYNC_SERVICES[$1]}
+  result="" code="" ended="" summary=""
+  # The status file, written after every run (ExecStopPost), says how the last run ended.
+  while IFS='=' read -r key value; do
+    case $key in
+      result) result=$value ;;
+      exit) code=$value ;;
+      finished) finished=$value ;;
+      summary) summary=$value ;;
+    esac
+  done < <(src_file "$status_file" 2>/dev/null || true)
+  if [ -n "$finished" ]; then
+    ended=$(date -u -d "$finished" +%s 2>/dev/null || true)
+  else
+    # No status file: systemd's record of the last run says less, but enough.
+    result=$(unit "$service" Result) code=$(unit "$service" ExecMainStatus)
+    ended=$(unit "$service" ExecMainExitTimestamp)
+    ended=\${ended#@}
+    [ -n "$ended" ] || result="" code=""
+  fi
+  [ "$code" != none ] || code=""
+}
+
+# Exit 1 merged everything but the conflicts: a success, as the unit's SuccessExitStatus=1 says.
+run_succeeded() {
+  [ "$result" = success ] && { [ "$code" = 0 ] || [ "$code" = 1 ]; }
+}
+
 # Per sync name: timer state, last run, level and detail.
 declare -A sync_timer sync_exit sync_last_run sync_last_success sync_conflicts sync_level sync_detail
+# check_syncs RERUN: with RERUN=1 a sync whose last run failed is run once more and judged by
+# that run, so a failure from before this converge (which may have fixed it) does not count.
 check_syncs() {
-  local now i name timer service status_file log key value level detail state result code ended summary
-  local finished ago
-  now=$(src_now)
+  local rerun=$1 now i name timer service log level detail state result code ended summary ago again
   sync_timer=() sync_exit=() sync_last_run=() sync_last_success=() sync_conflicts=() sync_level=() sync_detail=()
   for i in "\${!SYNC_NAMES[@]}"; do
-    name=\${SYNC_NAMES[$i]} timer=\${SYNC_TIMERS[$i]} service=\${SYNC_SERVICES[$i]}
-    status_file=\${SYNC_STATUS_FILES[$i]} log=\${SYNC_LOGS[$i]}
-    result="" code="" finished="" summary=""
-    # The status file, written after every run (ExecStopPost), says how the last run ended.
-    while IFS='=' read -r key value; do
-      case $key in
-        result) result=$value ;;
-        exit) code=$value ;;
-        finished) finished=$value ;;
-        summary) summary=$value ;;
-      esac
-    done < <(src_file "$status_file" 2>/dev/null || true)
-    if [ -n "$finished" ]; then
-      ended=$(date -u -d "$finished" +%s 2>/dev/null || true)
-    else
-      # No status file: systemd's record of the last run says less, but enough.
-      result=$(unit "$service" Result) code=$(unit "$service" ExecMainStatus)
-      ended=$(unit "$service" ExecMainExitTimestamp)
-      ended=\${ended#@}
-      [ -n "$ended" ] || result="" code=""
+    name=\${SYNC_NAMES[$i]} timer=\${SYNC_TIMERS[$i]} service=\${SYNC_SERVICES[$i]} log=\${SYNC_LOGS[$i]}
+    state=$(unit "$timer" ActiveState)
+    read_sync "$i"
+    again=""
+    if [ "$rerun" = 1 ] && [ "$state" = active ] && [ -n "$ended" ] && ! run_succeeded; then
+      src_run_unit "$service" >/dev/null 2>&1 || true
+      read_all_units
+      state=$(unit "$timer" ActiveState)
+      read_sync "$i"
+      again="; it was re-run by the gate after a failed run"
     fi
-    [ "$code" != none ] || code=""
+    now=$(src_now)
     sync_exit[$name]=$code sync_last_run[$name]=$ended
     sync_last_success[$name]=$(last_metric swarm_sync_last_success_timestamp_seconds sync "$name")
-    # Exit 1 merged everything but the conflicts: a success, as the unit's SuccessExitStatus=1 says.
-    if [ -n "$ended" ] && { [ "$code" = 0 ] || [ "$code" = 1 ]; } && [ "$result" = success ]; then
+    if [ -n "$ended" ] && run_succeeded; then
       sync_last_success[$name]=$ended
     fi
     case $code in
       0) sync_conflicts[$name]=0 ;;
       1) sync_conflicts[$name]=$(src_file "$log" 2>/dev/null | skipped_in_last_run || true) ;;
     esac
-    state=$(unit "$timer" ActiveState)
     sync_timer[$name]=0
     [ "$state" != active ] || sync_timer[$name]=1
     ago=""
@@ -708,13 +744,13 @@ check_syncs() {
       detail="timer $timer is \${state:-unknown}: systemctl enable --now $timer"
     elif [ -z "$result" ] && [ -z "$ended" ]; then
       level=WARN detail="has not run yet (timer $timer is active)"
-    elif [ "$result" = success ] && [ "$code" = 0 ]; then
-      level=ok detail="last run$ago succeeded"
-    elif [ "$result" = success ] && [ "$code" = 1 ]; then
+    elif run_succeeded && [ "$code" = 0 ]; then
+      level=ok detail="last run$ago succeeded$again"
+    elif run_succeeded; then
       level=WARN
-      detail="last run$ago skipped \${sync_conflicts[$name]:-some} conflicting change(s) (unison exit 1): both sides kept their version; resolve them, see journalctl -u $service"
+      detail="last run$ago skipped \${sync_conflicts[$name]:-some} conflicting change(s) (unison exit 1): both sides kept their version$again; resolve them, see journalctl -u $service"
     else
-      detail="last run$ago \${summary:-failed (\${result:-unknown}\${code:+, unison exit $code})}; see journalctl -u $service"
+      detail="last run$ago \${summary:-failed (\${result:-unknown}\${code:+, unison exit $code})}$again; see journalctl -u $service"
     fi
     sync_level[$name]=$level sync_detail[$name]=$detail
     record "$level" "sync $name" "$detail"
@@ -777,7 +813,7 @@ mode_gate() {
   read_all_units
   check_peers "$HANDSHAKE_WAIT"
   check_mounts 1
-  check_syncs
+  check_syncs 1
   check_datasets
   local i failed=()
   for i in "\${!check_level[@]}"; do
@@ -828,7 +864,7 @@ mode_json() {
   read_all_units
   check_peers 0
   check_mounts 1
-  check_syncs
+  check_syncs 0
   check_datasets
   now=$(src_now)
   printf '{"host":%s,"time":%s,"maxHandshakeAge":%s,"pingCount":%s,"peers":[' \\
@@ -904,7 +940,7 @@ mode_metrics() {
   read_all_units
   check_peers 0
   check_mounts 0
-  check_syncs
+  check_syncs 0
   check_datasets
   metric swarm_wireguard_handshake_age_seconds gauge \\
     "Seconds since the latest WireGuard handshake with the peer (+Inf: none, or the interface is down)."
