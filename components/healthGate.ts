@@ -38,9 +38,15 @@ export interface HealthGateArgs {
   readonly changes?: pulumi.Input<string>[];
 }
 
-/** The trigger of each command as a string, for `HealthGateArgs.changes`. */
-export function commandChanges(commands: readonly command.remote.Command[]): pulumi.Output<string>[] {
-  return commands.map((c) => c.triggers.apply((t) => JSON.stringify(t ?? [])));
+/**
+ * What identifies the current version of each command among `resources`, for
+ * `HealthGate.changes`: its triggers (hostCommand's owner hash). Resources
+ * that are not remote commands (components, servers) are skipped.
+ */
+export function commandChanges(resources: readonly pulumi.Resource[]): pulumi.Output<string>[] {
+  return resources
+    .filter((r): r is command.remote.Command => r instanceof command.remote.Command)
+    .map((c) => c.triggers.apply((t) => JSON.stringify(t ?? [])));
 }
 
 /**

@@ -9,7 +9,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as fc from "fast-check";
 import * as pulumi from "@pulumi/pulumi";
-import { HealthGate } from "../components/healthGate";
+import { commandChanges, HealthGate } from "../components/healthGate";
 import { hostCommand } from "../components/remote";
 import { DEFAULT_HEALTH, HealthConfig, readHealth } from "../config/health";
 import { ConfigError } from "../config/types";
@@ -30,7 +30,7 @@ import {
 import { extractFiles, unwrapRootCommand } from "../templates/shell";
 import { parseHostReport } from "../scripts/status";
 import { PLAN, PUBLIC_KEYS, runHealth } from "./fixtures/health/fleet";
-import { CommandRunner, installMocks, offlineRunner, settle } from "./mocks";
+import { CommandRunner, installMocks, offlineRunner, promiseOf, settle } from "./mocks";
 
 describe("readHealth", () => {
   const read = (raw: unknown) => {
@@ -740,6 +740,16 @@ describe("HealthGate", () => {
     expect(same).toEqual(first);
     expect(changed.gate).not.toEqual(first.gate);
     expect(changed.install).toEqual(first.install);
+  });
+
+  test("the changes of a host are the triggers of its commands", async () => {
+    await installMocks();
+    const commands = ["a", "b"].map((n) =>
+      hostCommand(n, { connection, user: "root", script: "true", ownerHash: `hash-${n}` }, {}),
+    );
+    const component = new pulumi.ComponentResource("test:index:Other", "other");
+    const changes = commandChanges([...commands, component]);
+    expect(await Promise.all(changes.map(promiseOf))).toEqual(['["hash-a"]', '["hash-b"]']);
   });
 
   test("new thresholds rewrite the expectations and re-run the gate", async () => {
