@@ -3,8 +3,9 @@
  * running against a root that is not really there, the oneshot service and
  * its timer, an optional watcher, and the script that installs them.
  *
- * Safety, in layers: the service requires the mounts of both roots
- * (`RequiresMountsFor=`); the guard checks that the mount is sshfs and shows
+ * Safety, in layers: the service requires the mounts of its local root
+ * (`RequiresMountsFor=`) and is ordered after the automount of its sshfs root;
+ * the guard triggers that automount, checks that the mount is sshfs and shows
  * the export, and that both roots carry the sync's sentinel; unison itself
  * aborts when a sentinel is missing (`mountpoint`) or a root was emptied
  * (`confirmbigdel`); and every file it overwrites or deletes is kept in a
@@ -16,7 +17,7 @@ import { Seconds } from "../config/types";
 import { script, shellQuote, writeFile } from "./shell";
 import { syncSentinel } from "./sftp";
 import { hostKeyAlias, knownHosts } from "./sshfs";
-import { execLine, renderUnit, timespan, unitHeader } from "./systemd";
+import { execLine, renderUnit, systemdEscapePath, timespan, unitHeader } from "./systemd";
 import { EXPORT_SENTINEL, failFunction, LIB_DIR, UNIT_DIR } from "./zfs";
 
 export const PROFILE_DIR = "/etc/swarm/unison";
@@ -317,7 +318,15 @@ function guardArgs(plan: SyncPlan): string[] {
 
 export function syncService(plan: SyncPlan): string {
   const state = stateDir(plan.name);
-  const mounts = plan.remote.kind === "mount" ? `${plan.local} ${plan.remote.path}` : plan.local;
+  // The local root is a plain directory: its mounts are hard requirements. The sshfs root is not:
+  // with RequiresMountsFor= a mount that fails turns the run into a dependency failure, which leaves
+  // the service inactive with Result=success and no status record, so a dead mount would go unseen.
+  // Instead the automount is wanted and ordered first, and the guard (ExecStartPre) triggers it and
+  // refuses to run without it: a failed unit, a status file, a health gate that notices.
+  const automount =
+    plan.remote.kind === "mount" ? `${systemdEscapePath(plan.remote.mountPath)}.automount` : undefined;
+  const mountUnit =
+    plan.remote.kind === "mount" ? `${systemdEscapePath(plan.remote.mountPath)}.mount` : undefined;
   const network = plan.remote.kind === "ssh" ? "network-online.target" : undefined;
   return renderUnit(
     unitHeader(
@@ -329,9 +338,9 @@ export function syncService(plan: SyncPlan): string {
         name: "Unit",
         settings: [
           ["Description", `Two-way sync ${plan.name}`],
-          ["RequiresMountsFor", mounts],
-          ["Wants", network],
-          ["After", network],
+          ["RequiresMountsFor", plan.local],
+          ["Wants", network ?? automount],
+          ["After", network ?? `${automount} ${mountUnit}`],
         ],
       },
       {

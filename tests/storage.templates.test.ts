@@ -656,3 +656,20 @@ esac
     }
   });
 });
+
+describe("the sync service's hold on its roots", () => {
+  const unit = syncService(PROD_SYNC_PLAN);
+
+  it("requires the local root's mounts", () => {
+    expect(unit).toMatch(/^RequiresMountsFor=\/home\/ai-streamer\/wiki$/m);
+  });
+
+  it("pulls in the sshfs automount and runs after it, so a dead mount fails the unit itself", () => {
+    // A RequiresMountsFor= on the sshfs root would make a dead mount a dependency failure that
+    // leaves the service inactive and its Result success: nothing would see it.
+    expect(unit).not.toMatch(/^RequiresMountsFor=.*\/mnt\/meshfs/m);
+    expect(unit).toMatch(/^Wants=mnt-meshfs\.automount$/m);
+    expect(unit).toMatch(/^After=mnt-meshfs\.automount mnt-meshfs\.mount$/m);
+    expect(unit).toMatch(/^ExecStartPre=\/usr\/local\/lib\/swarm\/unison-guard --mount \/mnt\/meshfs /m);
+  });
+});
