@@ -7,6 +7,8 @@ import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
 import { FleetPlan, HostPlan, planFleet } from "./config/model";
 import { FleetConfig } from "./config/types";
+import * as command from "@pulumi/command";
+import { commandChanges, HealthGate } from "./components/healthGate";
 import { HetznerHost } from "./components/hetznerHost";
 import { exportDirectories, MeshfsExport } from "./components/meshfsExport";
 import { SshfsAutomount } from "./components/sshfsAutomount";
@@ -85,7 +87,20 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
       ]),
     ),
   });
-  const meshReady = (name: string): pulumi.Resource => mesh.members.get(name) as pulumi.Resource;
+  const meshReady = (name: string): command.remote.Command =>
+    mesh.members.get(name) as command.remote.Command;
+
+  // Every command that runs on a host, for that host's health gate.
+  const onHost = new Map<string, command.remote.Command[]>(
+    plan.hosts.map((h) => [h.name, [machine(h.name).bootstrap, meshReady(h.name)]]),
+  );
+  const runsOn = <T extends { commands: readonly command.remote.Command[] }>(
+    host: string,
+    component: T,
+  ): T => {
+    onHost.get(host)?.push(...component.commands);
+    return component;
+  };
 
   // One client key per (export, client host): a mount and an ssh:// sync on the same host share it.
   const clientKeys = new Map<string, SshKeypair>();
@@ -116,19 +131,22 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
       .map((s) => ({ ...client(s.host), sync: s.name, path: s.remote.path ?? "" }));
     exports.set(
       exported.name,
-      new MeshfsExport(
-        exported.name,
-        {
-          export: exported,
-          host: server,
-          clients: mounting.map(client),
-          syncServers,
-          directories: exportDirectories(config, exported.name),
-          connection: machine(server.name).connection,
-          user: machine(server.name).user,
-          volumeDevice: machine(server.name).volumeDevice,
-        },
-        { dependsOn: [meshReady(server.name)] },
+      runsOn(
+        server.name,
+        new MeshfsExport(
+          exported.name,
+          {
+            export: exported,
+            host: server,
+            clients: mounting.map(client),
+            syncServers,
+            directories: exportDirectories(config, exported.name),
+            connection: machine(server.name).connection,
+            user: machine(server.name).user,
+            volumeDevice: machine(server.name).volumeDevice,
+          },
+          { dependsOn: [meshReady(server.name)] },
+        ),
       ),
     );
   }
@@ -146,19 +164,22 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
     const { exported, component, server } = exportOf(mount.export);
     automounts.set(
       `${mount.host}:${mount.path}`,
-      new SshfsAutomount(
-        `${mount.host}-${mount.export}-mount`,
-        {
-          mount,
-          export: exported,
-          serverMeshAddress: server.meshAddress,
-          serverHostKey: component.hostKey,
-          clientKey: clientKey(exported.name, mount.host),
-          connection: machine(mount.host).connection,
-          user: machine(mount.host).user,
-          wireguardUnit: WIREGUARD_UNIT,
-        },
-        { dependsOn: [component.ready, meshReady(mount.host)] },
+      runsOn(
+        mount.host,
+        new SshfsAutomount(
+          `${mount.host}-${mount.export}-mount`,
+          {
+            mount,
+            export: exported,
+            serverMeshAddress: server.meshAddress,
+            serverHostKey: component.hostKey,
+            clientKey: clientKey(exported.name, mount.host),
+            connection: machine(mount.host).connection,
+            user: machine(mount.host).user,
+            wireguardUnit: WIREGUARD_UNIT,
+          },
+          { dependsOn: [component.ready, meshReady(mount.host)] },
+        ),
       ),
     );
   }
@@ -184,16 +205,37 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
       };
       dependsOn.push(component.ready);
     }
-    new UnisonSync(
-      `${sync.host}-${sync.name}-sync`,
+    runsOn(
+      sync.host,
+      new UnisonSync(
+        `${sync.host}-${sync.name}-sync`,
+        {
+          sync,
+          mount,
+          remoteExport,
+          connection: machine(sync.host).connection,
+          user: machine(sync.host).user,
+        },
+        { dependsOn },
+      ),
+    );
+  }
+
+  // Last on each host: the health gate, after the host and its peers' tunnels have converged.
+  for (const host of plan.hosts) {
+    const commands = onHost.get(host.name) ?? [];
+    new HealthGate(
+      `${host.name}-health`,
       {
-        sync,
-        mount,
-        remoteExport,
-        connection: machine(sync.host).connection,
-        user: machine(sync.host).user,
+        host,
+        plan,
+        health: config.health,
+        publicKeys: mesh.publicKeys,
+        connection: machine(host.name).connection,
+        user: machine(host.name).user,
+        changes: commandChanges(commands),
       },
-      { dependsOn },
+      { dependsOn: [...commands, ...host.peers.map((p) => meshReady(p.name))] },
     );
   }
 

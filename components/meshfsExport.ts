@@ -113,6 +113,8 @@ export class MeshfsExport extends pulumi.ComponentResource {
   public readonly hostKey: pulumi.Output<string>;
   /** The last step: depend on it to use the export. */
   public readonly ready: pulumi.Resource;
+  /** Every remote command of the component, in order: the health gate re-runs when any of them changes. */
+  public readonly commands: readonly command.remote.Command[];
 
   constructor(name: string, args: MeshfsExportArgs, opts?: pulumi.ComponentResourceOptions) {
     super("swarm:meshfs:Export", name, {}, opts);
@@ -219,6 +221,7 @@ cut -d' ' -f1,2 ${shellQuote(hostKeyFile)}
       ed25519Key(out, `the host key of ${host} (${hostKeyFile})`),
     );
     this.ready = hostKeyCommand;
+    this.commands = [zfsCommand, sftpCommand, snapshotsCommand, hostKeyCommand];
     this.registerOutputs({ hostKey: this.hostKey });
   }
 }

@@ -1,3 +1,4 @@
+import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { ExportConfig, MountConfig } from "../config/types";
 import { sha256 } from "../templates/shell";
@@ -37,6 +38,8 @@ export interface SshfsAutomountArgs {
 export class SshfsAutomount extends pulumi.ComponentResource {
   /** The units command: depend on it to use the mount. */
   public readonly ready: pulumi.Resource;
+  /** Every remote command of the component, in order: the health gate re-runs when any of them changes. */
+  public readonly commands: readonly command.remote.Command[];
   /** The automount unit, e.g. `mnt-meshfs.automount`. */
   public readonly unitName: string;
   /** The mount unit, e.g. `mnt-meshfs.mount`. */
@@ -87,6 +90,7 @@ export class SshfsAutomount extends pulumi.ComponentResource {
     );
 
     this.ready = unitsCommand;
+    this.commands = [key, unitsCommand];
     this.unitName = units.automount;
     this.mountUnitName = units.mount;
     this.registerOutputs({ unitName: this.unitName, mountUnitName: this.mountUnitName });

@@ -1,3 +1,4 @@
+import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { ExportConfig, MountConfig, SyncConfig } from "../config/types";
 import { sha256 } from "../templates/shell";
@@ -47,6 +48,8 @@ function isInside(path: string, root: string): boolean {
 export class UnisonSync extends pulumi.ComponentResource {
   /** The units command: the sync is installed and its timer started. */
   public readonly ready: pulumi.Resource;
+  /** Every remote command of the component, in order: the health gate re-runs when any of them changes. */
+  public readonly commands: readonly command.remote.Command[];
   /** The timer unit, e.g. `swarm-sync-wiki.timer`. */
   public readonly timerName: string;
   /** The service unit, e.g. `swarm-sync-wiki.service`. */
@@ -69,7 +72,7 @@ export class UnisonSync extends pulumi.ComponentResource {
     const units = syncUnitNames(sync.name);
     const common = { connection: args.connection, user: args.user };
 
-    const dependsOn: pulumi.Resource[] = [];
+    const dependsOn: command.remote.Command[] = [];
     let hostKey: pulumi.Input<string | undefined> = undefined;
     if (args.remoteExport !== undefined) {
       const keyScript = syncKeyScript(sync.host, sync.name, sync.user);
@@ -103,6 +106,7 @@ export class UnisonSync extends pulumi.ComponentResource {
     );
 
     this.ready = unitsCommand;
+    this.commands = [...dependsOn, unitsCommand];
     this.timerName = units.timer;
     this.serviceName = units.service;
     this.registerOutputs({ timerName: this.timerName, serviceName: this.serviceName });

@@ -3,6 +3,7 @@
  * program (mock runtime, every remote command run over SSH), then each
  * promise swarm makes is checked on the hosts themselves.
  */
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { FleetConfig } from "../../config/types";
 import { FleetPlan, planFleet } from "../../config/model";
@@ -265,6 +266,55 @@ test("7. the sftp-only user gets no shell, no forwarding, and nothing from outsi
   expect(outside.code).not.toBe(0);
   expect(outside.stdout).toMatch(/Permission denied|Connection closed|refused/i);
   phase("check sftp user");
+});
+
+/** `npm run status -- lab`, as a person would run it. */
+function status(): { code: number; out: string } {
+  const result = spawnSync("npx", ["tsx", "scripts/status.ts", "lab"], {
+    encoding: "utf8",
+    env: { ...process.env, NO_COLOR: "1" },
+    timeout: 120_000,
+  });
+  return { code: result.status ?? 1, out: `${result.stdout}${result.stderr}` };
+}
+
+test("health: the gate passes on every host and status shows a healthy fleet", async () => {
+  for (const host of plan.hosts) {
+    const gate = await onHost(host.name, "/usr/local/lib/swarm/swarm-health gate", { allowFail: true });
+    if (gate.code !== 0) {
+      throw new Error(`the health gate fails on ${host.name}:\n${gate.stdout}${gate.stderr}`);
+    }
+  }
+  const healthy = status();
+  process.stdout.write(`\nnpm run status -- lab (healthy):\n${healthy.out}\n`);
+  expect(healthy.code).toBe(0);
+  for (const host of plan.hosts) {
+    expect(healthy.out).toContain(host.name);
+  }
+  phase("health gate and status (healthy)");
+});
+
+test("health: with the hub's WireGuard stopped, the gate fails naming host and peer, and status shows it", async () => {
+  const hub = plan.byName.get(config.mesh.hub ?? plan.hosts[0].name)!;
+  const spoke = plan.hosts.find((h) => h.peers.some((p) => p.name === hub.name))!;
+  await run(hub.name, "systemctl stop wg-quick@wg0");
+  try {
+    const gate = await onHost(spoke.name, "/usr/local/lib/swarm/swarm-health gate", { allowFail: true });
+    expect(gate.code).not.toBe(0);
+    expect(`${gate.stdout}${gate.stderr}`).toContain(
+      `FAIL ${spoke.name} peer ${hub.name} (${hub.meshAddress})`,
+    );
+    const broken = status();
+    process.stdout.write(`\nnpm run status -- lab (${hub.name} WireGuard stopped):\n${broken.out}\n`);
+    expect(broken.code).not.toBe(0);
+  } finally {
+    await run(hub.name, "systemctl start wg-quick@wg0");
+  }
+  // The tunnels come back on their own: every spoke answers again within the gate's wait.
+  for (const host of plan.hosts) {
+    await run(host.name, "/usr/local/lib/swarm/swarm-health gate >/dev/null");
+  }
+  phase("health gate (hub WireGuard stopped)");
 });
 
 test("8. converging again changes nothing", async () => {
