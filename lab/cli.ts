@@ -132,7 +132,7 @@ function pulumiUp(): number {
       stdio: [input === undefined ? "inherit" : "pipe", "inherit", "inherit"],
       input,
     });
-  run(["stack", "select", "--create", "lab", "--config-file", configFile]);
+  run(["stack", "select", "--create", "lab"]);
   run(
     ["config", "set", "--secret", "swarm:sshPrivateKey", "--config-file", configFile],
     fs.readFileSync(LAB_KEY, "utf8"),
