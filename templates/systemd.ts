@@ -3,6 +3,7 @@
  * command lines, time spans, and a renderer for `[Section]` + `Key=value`
  * files. Pure functions, so every unit swarm installs is deterministic.
  */
+import { formatDuration } from "../config/reader";
 import { Seconds } from "../config/types";
 
 /** Bytes systemd leaves as they are in an escaped name (plus `.`, except in first position). */
@@ -52,19 +53,8 @@ export function timespan(seconds: Seconds): string {
   if (!Number.isInteger(seconds) || seconds < 0) {
     throw new Error(`a time span must be a whole number of seconds, not ${seconds}`);
   }
-  if (seconds === 0) {
-    return "0";
-  }
-  for (const [unit, size] of [
-    ["d", 86400],
-    ["h", 3600],
-    ["min", 60],
-  ] as const) {
-    if (seconds % size === 0) {
-      return `${seconds / size}${unit}`;
-    }
-  }
-  return `${seconds}s`;
+  // systemd reads the config's own duration notation; 0 is written bare (TimeoutIdleSec=0 means never).
+  return seconds === 0 ? "0" : formatDuration(seconds);
 }
 
 /**
