@@ -49,6 +49,25 @@ export function commandChanges(resources: readonly pulumi.Resource[]): pulumi.Ou
     .map((c) => c.triggers.apply((t) => JSON.stringify(t ?? [])));
 }
 
+const resolvedKeys = new WeakMap<
+  ReadonlyMap<string, pulumi.Input<string>>,
+  pulumi.Output<Readonly<Record<string, string>>>
+>();
+
+/** Every key of `publicKeys` resolved into one record, once per map: the gates of a fleet share it. */
+function everyKey(
+  publicKeys: ReadonlyMap<string, pulumi.Input<string>>,
+): pulumi.Output<Readonly<Record<string, string>>> {
+  let resolved = resolvedKeys.get(publicKeys);
+  if (resolved === undefined) {
+    resolved = pulumi.output(Object.fromEntries(publicKeys)) as pulumi.Output<
+      Readonly<Record<string, string>>
+    >;
+    resolvedKeys.set(publicKeys, resolved);
+  }
+  return resolved;
+}
+
 /**
  * Health of one host: installs `swarm-health` with the host's expectations
  * and the timer that exports its state as node exporter textfile metrics,
@@ -68,20 +87,25 @@ export class HealthGate extends pulumi.ComponentResource {
   constructor(name: string, args: HealthGateArgs, opts?: pulumi.ComponentResourceOptions) {
     super("swarm:health:Gate", name, {}, opts);
     const { host, plan, health } = args;
-    const peerKeys = pulumi
-      .all(
-        host.peers.map((peer) => {
-          const key = args.publicKeys.get(peer.name);
-          if (key === undefined) {
-            throw new pulumi.ResourceError(
-              `the health gate of ${host.name} needs the WireGuard public key of its peer ${peer.name}; pass every host's key in publicKeys`,
-              this,
-            );
-          }
-          return pulumi.output(key).apply((k): [string, string] => [peer.name, k]);
-        }),
-      )
-      .apply((entries) => Object.fromEntries(entries));
+    const keys = host.peers.map((peer) => {
+      const key = args.publicKeys.get(peer.name);
+      if (key === undefined) {
+        throw new pulumi.ResourceError(
+          `the health gate of ${host.name} needs the WireGuard public key of its peer ${peer.name}; pass every host's key in publicKeys`,
+          this,
+        );
+      }
+      return key;
+    });
+    // A host that peers with every other host reads its peers' keys from all keys resolved once
+    // (see everyKey): combining them gate by gate would build hosts² Outputs in a full mesh. Its
+    // dependencies gain only its own key, which its WireGuard command, and so its gate, depends on.
+    const peerKeys: pulumi.Output<Readonly<Record<string, string>>> =
+      host.peers.length === plan.hosts.length - 1
+        ? everyKey(args.publicKeys)
+        : pulumi
+            .all(keys)
+            .apply((resolved) => Object.fromEntries(host.peers.map((peer, i) => [peer.name, resolved[i]])));
     const expectations = peerKeys.apply((keys) => healthExpectations(plan, host.name, health, keys));
     // A component's dependencies do not hold back its children, so each child waits for them
     // itself; the SDK flattens nested lists and Outputs of dependencies.

@@ -1,6 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { FleetPlan } from "../config/model";
+import { FleetPlan, HostPlan } from "../config/model";
 import { sha256 } from "../templates/shell";
 import {
   PeerIdentity,
@@ -61,6 +61,31 @@ export class WireGuardMesh extends pulumi.ComponentResource {
     };
     const members = new Map<string, command.remote.Command>();
     const publicKeys = new Map<string, pulumi.Output<string>>();
+    const identityOf = new Map(
+      plan.hosts.map((h) => {
+        const member = memberOf(h.name);
+        return [
+          h.name,
+          pulumi
+            .all([member.keypair.publicKey, member.endpoint])
+            .apply(([publicKey, endpoint]): PeerIdentity => ({ publicKey, endpoint })),
+        ];
+      }),
+    );
+    // Every host's identity, resolved once. A host that peers with every other host (a full mesh, or
+    // the hub) reads its peers from it: combining the peers' Outputs host by host would build
+    // hosts² Outputs, which dominated evaluation time and memory in large full meshes. Its
+    // dependencies are the same, as the host's own key and address are inputs of its command anyway.
+    let everyone: pulumi.Output<Record<string, PeerIdentity>> | undefined;
+    const identitiesOf = (host: HostPlan): pulumi.Output<Record<string, PeerIdentity>> => {
+      if (host.peers.length === plan.hosts.length - 1) {
+        everyone ??= pulumi.all(Object.fromEntries(identityOf));
+        return everyone;
+      }
+      return pulumi
+        .all(host.peers.map((peer) => identityOf.get(peer.name) as pulumi.Output<PeerIdentity>))
+        .apply((resolved) => Object.fromEntries(host.peers.map((peer, i) => [peer.name, resolved[i]])));
+    };
     for (const host of plan.hosts) {
       const member = memberOf(host.name);
       publicKeys.set(host.name, member.keypair.publicKey);
@@ -78,16 +103,7 @@ export class WireGuardMesh extends pulumi.ComponentResource {
         },
         { parent: this, dependsOn: [member.bootstrap] },
       );
-      const identities = pulumi
-        .all(
-          host.peers.map((peer) => {
-            const other = memberOf(peer.name);
-            return pulumi
-              .all([other.keypair.publicKey, other.endpoint])
-              .apply(([publicKey, endpoint]): [string, PeerIdentity] => [peer.name, { publicKey, endpoint }]);
-          }),
-        )
-        .apply((entries) => Object.fromEntries(entries));
+      const identities = identitiesOf(host);
       const implementation = host.config.wireguard;
       const rendered = pulumi.all([member.keypair.publicKey, identities]).apply(([publicKey, resolved]) => {
         const config = wireguardConfigValues(plan, host.name, resolved);
