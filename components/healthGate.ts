@@ -4,7 +4,7 @@ import { HealthConfig } from "../config/health";
 import { FleetPlan, HostPlan } from "../config/model";
 import {
   healthExpectations,
-  healthGateScript,
+  healthGateStep,
   healthInstallScript,
   healthTeardownScript,
   renderHealthConfig,
@@ -79,10 +79,11 @@ function everyKey(
  * peers can answer a handshake.
  */
 export class HealthGate extends pulumi.ComponentResource {
-  /** Installs the program, the expectation file and the metrics units. */
+  /**
+   * Installs the program, the expectation file and the metrics units, then
+   * (unless `health.gate` is false) runs `swarm-health gate`.
+   */
   public readonly install: command.remote.Command;
-  /** Runs `swarm-health gate`; absent when `health.gate` is false. */
-  public readonly gate?: command.remote.Command;
 
   constructor(name: string, args: HealthGateArgs, opts?: pulumi.ComponentResourceOptions) {
     super("swarm:health:Gate", name, {}, opts);
@@ -107,10 +108,9 @@ export class HealthGate extends pulumi.ComponentResource {
             .all(keys)
             .apply((resolved) => Object.fromEntries(host.peers.map((peer, i) => [peer.name, resolved[i]])));
     const expectations = peerKeys.apply((keys) => healthExpectations(plan, host.name, health, keys));
-    // A component's dependencies do not hold back its children, so each child waits for them
+    // A component's dependencies do not hold back its children, so the command waits for them
     // itself; the SDK flattens nested lists and Outputs of dependencies.
-    const after = (extra: pulumi.Resource[]) =>
-      [...extra, opts?.dependsOn ?? []] as unknown as pulumi.Input<pulumi.Resource>[];
+    const after = [opts?.dependsOn ?? []] as unknown as pulumi.Input<pulumi.Resource>[];
 
     const installHash = expectations.apply((values) =>
       sha256(
@@ -122,29 +122,28 @@ export class HealthGate extends pulumi.ComponentResource {
         ].join("\0"),
       ),
     );
+    // One command installs and then gates: the install step is idempotent, so running it again
+    // whenever the gate runs costs nothing, and a host has one health command instead of two. It
+    // keeps the install command's name, so a stack converged with two commands keeps its owner
+    // marker and the install's teardown never runs on the way.
+    const ownerHash = health.gate
+      ? pulumi
+          .all([installHash, ...(args.changes ?? [])])
+          .apply(([install, ...changes]) =>
+            sha256([healthGateStep(host.name), install, ...changes].join("\0")),
+          )
+      : installHash;
     this.install = hostCommand(
       `${name}-install`,
       {
         connection: args.connection,
         user: args.user,
-        script: expectations.apply(healthInstallScript),
+        script: expectations.apply((values) => healthInstallScript(values, health.gate)),
         teardown: healthTeardownScript(health.textfileDir),
-        ownerHash: installHash,
+        ownerHash,
       },
-      { parent: this, dependsOn: after([]) },
+      { parent: this, dependsOn: after },
     );
-
-    if (health.gate) {
-      const gateScript = healthGateScript(host.name);
-      const gateHash = pulumi
-        .all([installHash, ...(args.changes ?? [])])
-        .apply(([install, ...changes]) => sha256([gateScript, install, ...changes].join("\0")));
-      this.gate = hostCommand(
-        `${name}-gate`,
-        { connection: args.connection, user: args.user, script: gateScript, ownerHash: gateHash },
-        { parent: this, dependsOn: after([this.install]) },
-      );
-    }
-    this.registerOutputs({ install: this.install, gate: this.gate });
+    this.registerOutputs({ install: this.install });
   }
 }

@@ -245,9 +245,10 @@ export function renderMetricsTimer(interval: number): string {
 /**
  * Installs the program, the host's expectation file and the metrics units,
  * and enables the timer. When the textfile directory moved, the old metrics
- * file is removed so no collector keeps reading stale values.
+ * file is removed so no collector keeps reading stale values. With `gate`,
+ * the gate runs last (see `healthGateStep`), so one command installs and checks.
  */
-export function healthInstallScript(values: HealthExpectations): string {
+export function healthInstallScript(values: HealthExpectations, gate = false): string {
   const dir = values.thresholds.textfileDir;
   return script(
     `swarm_host=${shellQuote(values.host)}
@@ -285,6 +286,7 @@ if ! bash -n ${HEALTH_PROGRAM_PATH}; then
   exit 1
 fi
 `,
+    ...(gate ? [healthGateStep(values.host)] : []),
   );
 }
 
@@ -297,13 +299,11 @@ echo "swarm: removed swarm-health and its metrics"
 `;
 }
 
-/** Runs the gate; its exit code fails the command, and its output names what is broken. */
-export function healthGateScript(host: string): string {
-  return script(
-    `# Gate for ${host}: every peer answers with a fresh handshake, every mount comes up, every sync is on time.
+/** The last step of the install script: runs the gate, whose exit code fails the command and whose output names what is broken. */
+export function healthGateStep(host: string): string {
+  return `# Gate for ${host}: every peer answers with a fresh handshake, every mount comes up, every sync is on time.
 ${HEALTH_PROGRAM_PATH} gate
-`,
-  );
+`;
 }
 
 /** The `swarm-health` program: the same text on every host. */

@@ -19,7 +19,7 @@ import {
   METRICS_SERVICE_PATH,
   METRICS_TIMER_PATH,
   healthExpectations,
-  healthGateScript,
+  healthGateStep,
   healthInstallScript,
   healthTeardownScript,
   renderHealthConfig,
@@ -153,8 +153,16 @@ describe("templates", () => {
 
   test("install, gate and teardown scripts", () => {
     expect(healthInstallScript(expectations("hetzner-native"))).toMatchSnapshot();
-    expect(healthGateScript("hetzner-native")).toMatchSnapshot();
+    expect(healthGateStep("hetzner-native")).toMatchSnapshot();
     expect(healthTeardownScript(DEFAULT_HEALTH.textfileDir)).toMatchSnapshot();
+  });
+
+  test("with the gate, the install script runs it last, after everything it installs", () => {
+    const install = healthInstallScript(expectations("hetzner-native"));
+    expect(healthInstallScript(expectations("hetzner-native"), true)).toBe(
+      `${install}\n${healthGateStep("hetzner-native")}`,
+    );
+    expect(install).not.toContain(`${HEALTH_PROGRAM_PATH} gate`);
   });
 
   test("the program", () => {
@@ -217,7 +225,7 @@ describe("templates", () => {
       renderHealthProgram(),
       renderHealthConfig(expectations("hetzner-native")),
       healthInstallScript(expectations("anchor")),
-      healthGateScript("anchor"),
+      healthInstallScript(expectations("anchor"), true),
       healthTeardownScript("/var/lib/prometheus/node-exporter"),
     ]) {
       const result = spawnSync("bash", ["-n"], { input: text, encoding: "utf8" });
@@ -697,7 +705,7 @@ describe("HealthGate", () => {
   test("installs the program and the host's expectations, then runs the gate", async () => {
     const mocks = await gateOf();
     const names = mocks.ofType("command:remote:Command").map((r) => r.name);
-    expect(names).toEqual(["hetzner-native-health-install", "hetzner-native-health-gate"]);
+    expect(names).toEqual(["hetzner-native-health-install"]);
     const install = unwrapRootCommand(String(mocks.named("hetzner-native-health-install").inputs.create));
     const files = extractFiles(install);
     expect(files.map((f) => f.path)).toEqual([
@@ -709,8 +717,10 @@ describe("HealthGate", () => {
     expect(files[1].content).toBe(
       renderHealthConfig(healthExpectations(PLAN, "hetzner-native", DEFAULT_HEALTH, PUBLIC_KEYS)),
     );
-    const gate = unwrapRootCommand(String(mocks.named("hetzner-native-health-gate").inputs.create));
-    expect(gate).toContain(`${HEALTH_PROGRAM_PATH} gate`);
+    // The gate runs after the last thing the install does (the parse check of the program).
+    const gateAt = install.indexOf(`\n${HEALTH_PROGRAM_PATH} gate\n`);
+    expect(gateAt).toBeGreaterThan(install.lastIndexOf(`bash -n ${HEALTH_PROGRAM_PATH}`));
+    expect(gateAt).toBeGreaterThan(install.lastIndexOf("systemctl restart swarm-health-metrics.timer"));
     expect(mocks.named("hetzner-native-health-install").inputs.delete).toContain("systemctl disable --now");
   });
 
@@ -719,27 +729,29 @@ describe("HealthGate", () => {
     expect(mocks.ofType("command:remote:Command").map((r) => r.name)).toEqual([
       "hetzner-native-health-install",
     ]);
+    const install = unwrapRootCommand(String(mocks.named("hetzner-native-health-install").inputs.create));
+    expect(extractFiles(install).map((f) => f.path)).toContain(METRICS_TIMER_PATH);
+    expect(install).not.toContain(`${HEALTH_PROGRAM_PATH} gate`);
   });
 
   test("runs through sudo for a user that is not root", async () => {
     const mocks = await gateOf({ user: "admin" });
-    expect(String(mocks.named("hetzner-native-health-gate").inputs.create)).toMatch(/^sudo -n bash -c /);
+    expect(String(mocks.named("hetzner-native-health-install").inputs.create)).toMatch(/^sudo -n bash -c /);
   });
 
   test("the gate re-runs exactly when something on the host changed", async () => {
-    const triggers = async (changes: string[]) => {
-      const mocks = await gateOf({ changes });
-      return {
-        gate: mocks.named("hetzner-native-health-gate").inputs.triggers,
-        install: mocks.named("hetzner-native-health-install").inputs.triggers,
-      };
+    const triggers = async (changes: string[], health = DEFAULT_HEALTH) => {
+      const mocks = await gateOf({ changes, health });
+      return mocks.named("hetzner-native-health-install").inputs.triggers;
     };
     const first = await triggers(["mesh:abc", "sync:def"]);
     const same = await triggers(["mesh:abc", "sync:def"]);
     const changed = await triggers(["mesh:abc", "sync:xyz"]);
     expect(same).toEqual(first);
-    expect(changed.gate).not.toEqual(first.gate);
-    expect(changed.install).toEqual(first.install);
+    expect(changed).not.toEqual(first);
+    // Without the gate, what changes on the host does not re-run the install.
+    const off = { ...DEFAULT_HEALTH, gate: false };
+    expect(await triggers(["mesh:abc", "sync:xyz"], off)).toEqual(await triggers(["mesh:abc"], off));
   });
 
   test("the changes of a host are the triggers of its commands", async () => {
@@ -755,9 +767,9 @@ describe("HealthGate", () => {
   test("new thresholds rewrite the expectations and re-run the gate", async () => {
     const before = await gateOf();
     const after = await gateOf({ health: { ...DEFAULT_HEALTH, handshakeWait: 30 } });
-    for (const name of ["hetzner-native-health-install", "hetzner-native-health-gate"]) {
-      expect(after.named(name).inputs.triggers).not.toEqual(before.named(name).inputs.triggers);
-    }
+    const name = "hetzner-native-health-install";
+    expect(after.named(name).inputs.triggers).not.toEqual(before.named(name).inputs.triggers);
+    expect(after.named(name).inputs.create).not.toEqual(before.named(name).inputs.create);
   });
 
   test("waits for every command it is told to depend on", async () => {
@@ -778,9 +790,6 @@ describe("HealthGate", () => {
     });
     expect(events.indexOf("start hetzner-native-health-install")).toBeGreaterThan(
       events.indexOf("end wiki-sync"),
-    );
-    expect(events.indexOf("start hetzner-native-health-gate")).toBeGreaterThan(
-      events.indexOf("end hetzner-native-health-install"),
     );
   });
 
