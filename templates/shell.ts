@@ -60,11 +60,20 @@ export interface FileSpec {
   readonly owner?: string;
 }
 
+/** Whether `line` is one of the lines of `text`; a search, as files can be large and are many. */
+function hasLine(text: string, line: string): boolean {
+  return (
+    text === line ||
+    text.startsWith(`${line}\n`) ||
+    text.endsWith(`\n${line}`) ||
+    text.includes(`\n${line}\n`)
+  );
+}
+
 /** A heredoc delimiter that does not occur as a line of the content. */
 function delimiterFor(content: string): string {
-  const lines = new Set(content.split("\n"));
   let delimiter = "SWARM_EOF";
-  for (let n = 1; lines.has(delimiter); n++) {
+  for (let n = 1; hasLine(content, delimiter); n++) {
     delimiter = `SWARM_EOF_${n}`;
   }
   return delimiter;

@@ -23,11 +23,13 @@ export function renderMermaid(plan: FleetPlan): string {
     const label = [host.name, host.meshAddress, role].filter((p) => p !== "").join("<br/>");
     lines.push(`  ${nodeId(host.name)}["${label}"]`);
   }
+  // A full mesh has hosts² tunnels: node ids are made once per host, not once per tunnel end.
+  const ids = new Map(plan.hosts.map((h) => [h.name, nodeId(h.name)]));
   const tunnels = new Set<string>();
   for (const host of plan.hosts) {
     for (const peer of host.peers) {
-      const [a, b] = [host.name, peer.name].sort();
-      tunnels.add(`  ${nodeId(a)} ---|wg| ${nodeId(b)}`);
+      const [a, b] = host.name < peer.name ? [host.name, peer.name] : [peer.name, host.name];
+      tunnels.add(`  ${ids.get(a) ?? nodeId(a)} ---|wg| ${ids.get(b) ?? nodeId(b)}`);
     }
   }
   lines.push(...[...tunnels].sort());
