@@ -115,6 +115,10 @@ export function hostPackages(
     if (roles.syncs.some((s) => s.remote.export !== undefined)) {
       packages.add("openssh-client");
     }
+    if (roles.syncs.some((s) => s.watch)) {
+      // unison-watch waits for local changes with inotifywait.
+      packages.add("inotify-tools");
+    }
   }
   return [...packages].sort();
 }

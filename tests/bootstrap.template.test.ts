@@ -4,6 +4,7 @@ import { hostPackages, planFleet } from "../config/model";
 import { APT_FUNCTIONS, bootstrapScript } from "../templates/bootstrap";
 import { HUB_FLEET } from "./meshFixtures";
 import { Sandbox } from "./sandbox";
+import { PROD_SYNC } from "./storageFixtures";
 
 /** Holds a lock on `path` for `seconds` from another process, as a running apt would; resolves once it is held. */
 async function holdLock(path: string, seconds: number): Promise<ChildProcess> {
@@ -40,6 +41,13 @@ describe("bootstrapScript", () => {
     expect(bootstrapScript({ host: "a", packages: ["b", "a"] })).toBe(
       bootstrapScript({ host: "a", packages: ["a", "b"] }),
     );
+  });
+
+  it("installs inotify-tools exactly where a sync runs in watch mode", () => {
+    const host = HUB_FLEET.hosts[2];
+    const roles = (watch: boolean) => ({ exports: [], mounts: [], syncs: [{ ...PROD_SYNC, watch }] });
+    expect(hostPackages(host, roles(true))).toContain("inotify-tools");
+    expect(hostPackages(host, roles(false))).not.toContain("inotify-tools");
   });
 
   it("only mentions contrib and DKMS when the host needs OpenZFS", () => {
