@@ -114,7 +114,8 @@ export class MockFleet implements pulumi.runtime.Mocks {
         break;
       }
       case "hcloud:index/volume:Volume":
-        state.linuxDevice = `/dev/disk/by-id/scsi-0HC_Volume_${1000 + this.resources.length}`;
+        // Hetzner names the device after the volume id, so it does not depend on what registered first.
+        state.linuxDevice = `/dev/disk/by-id/scsi-0HC_Volume_${id}`;
         break;
       case "command:remote:Command": {
         const result = await this.runner(args.name, plain);
