@@ -44,6 +44,16 @@ export interface ConvergeResult {
   /** Commands whose delete ran (removed, or the old half of a replacement). */
   readonly deleted: readonly string[];
   readonly seconds: number;
+  /** Every create that ran, in completion order: when it started (seconds after the converge began) and how long it took. */
+  readonly timings: readonly CommandTiming[];
+}
+
+export interface CommandTiming {
+  readonly name: string;
+  /** Address of the host it ran on. */
+  readonly host: string;
+  readonly start: number;
+  readonly seconds: number;
 }
 
 export interface EngineOptions {
@@ -129,7 +139,23 @@ export async function sshRun(
   }
 }
 
-function sameInputs(a: CommandState, b: Omit<CommandState, "stdout" | "stderr">): boolean {
+/** The inputs of a command that decide whether it runs: what `sameInputs` compares. */
+export type CommandInputs = Omit<CommandState, "stdout" | "stderr">;
+
+/** A command's deciding inputs, from the (unwrapped) inputs the mock runtime hands over. */
+export function commandInputs(name: string, inputs: Record<string, unknown>): CommandInputs {
+  return {
+    name,
+    connection: inputs.connection as Connection,
+    create: String(inputs.create ?? ""),
+    delete: inputs.delete === undefined ? undefined : String(inputs.delete),
+    stdin: inputs.stdin === undefined ? undefined : String(inputs.stdin),
+    triggers: (inputs.triggers as unknown[] | undefined) ?? [],
+  };
+}
+
+/** Whether a command with inputs `b` would run again after one that ran with `a`: Pulumi's diff of its inputs. */
+export function sameInputs(a: CommandInputs, b: CommandInputs): boolean {
   return (
     a.create === b.create &&
     a.delete === b.delete &&
@@ -166,17 +192,11 @@ export class LabEngine {
     const unchanged: string[] = [];
     const replaced: CommandState[] = [];
     const failures: Error[] = [];
+    const timings: CommandTiming[] = [];
     const say = this.options.progress ?? (() => undefined);
 
     const runner = async (name: string, inputs: Record<string, unknown>): Promise<CommandResult> => {
-      const wanted = {
-        name,
-        connection: inputs.connection as Connection,
-        create: String(inputs.create ?? ""),
-        delete: inputs.delete === undefined ? undefined : String(inputs.delete),
-        stdin: inputs.stdin === undefined ? undefined : String(inputs.stdin),
-        triggers: (inputs.triggers as unknown[] | undefined) ?? [],
-      };
+      const wanted = commandInputs(name, inputs);
       const old = previous.get(name);
       if (old && sameInputs(old, wanted)) {
         next.set(name, old);
@@ -185,7 +205,8 @@ export class LabEngine {
       }
       const t0 = Date.now();
       const result = await sshRun(wanted.connection, wanted.create, wanted.stdin, this.options.knownHosts);
-      const secs = ((Date.now() - t0) / 1000).toFixed(1);
+      const elapsed = (Date.now() - t0) / 1000;
+      const secs = elapsed.toFixed(1);
       if (result.code !== 0) {
         const failure = new CommandFailed(
           name,
@@ -203,6 +224,7 @@ export class LabEngine {
       }
       next.set(name, { ...wanted, stdout: result.stdout, stderr: result.stderr });
       created.push(name);
+      timings.push({ name, host: wanted.connection.host, start: (t0 - started) / 1000, seconds: elapsed });
       return { stdout: result.stdout, stderr: result.stderr };
     };
 
@@ -228,6 +250,6 @@ export class LabEngine {
       }
     }
     this.state = next;
-    return { outputs, created, unchanged, deleted, seconds: (Date.now() - started) / 1000 };
+    return { outputs, created, unchanged, deleted, seconds: (Date.now() - started) / 1000, timings };
   }
 }
