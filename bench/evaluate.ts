@@ -1,0 +1,369 @@
+/**
+ * One benchmark evaluation, run in a fresh child process by bench/run.ts so
+ * its peak RSS is its own. Prints one JSON line on stdout.
+ *
+ *   program HOSTS TOPOLOGY   validate + evaluate the real program under the mock runtime, as render does
+ *   profile HOSTS TOPOLOGY   the same under the CPU profiler: where the evaluation's time goes
+ *   floor COUNTS_JSON        register the same number of bare resources of the same types, trivial inputs
+ *   changes HOSTS TOPOLOGY   evaluate the fleet, then each change, and diff every command's inputs
+ */
+import * as command from "@pulumi/command";
+import * as hcloud from "@pulumi/hcloud";
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import * as inspector from "node:inspector";
+import * as path from "node:path";
+import { formatErrors } from "../config/load";
+import { FleetConfig } from "../config/types";
+import { validateFleetConfig } from "../config/validate";
+import { CommandInputs, commandInputs, sameInputs } from "../lab/engine";
+import { defineFleet } from "../program";
+import { MockFleet, RecordedResource, installMocks, offlineRunner, settle } from "../tests/mocks";
+import { Change, FleetShape, Topology, belongsTo, meshOnlyHosts, rawFleet } from "./fleets";
+
+export interface TypeCount {
+  readonly type: string;
+  readonly custom: boolean;
+  readonly count: number;
+}
+
+export interface ProgramResult {
+  readonly kind: "program";
+  /** Seconds from reading the config to the last registration answered. */
+  readonly evalSeconds: number;
+  /** Seconds spent in validation alone. */
+  readonly validateSeconds: number;
+  /** Seconds constructing the resources (the synchronous part), before registrations are answered. */
+  readonly defineSeconds: number;
+  /** Seconds from process start to the start of the evaluation (loading modules). */
+  readonly loadSeconds: number;
+  readonly maxRssMb: number;
+  readonly types: TypeCount[];
+  /** Resources of the last existing host and the last Hetzner host that only join the mesh, by type. */
+  readonly meshOnly: { kind: "existing" | "hcloud"; name: string; types: TypeCount[] }[];
+  /** Sum of the lengths of every command's create script, bytes. */
+  readonly renderedBytes: number;
+  readonly commands: number;
+}
+
+export interface FloorResult {
+  readonly kind: "floor";
+  readonly evalSeconds: number;
+  readonly defineSeconds: number;
+  readonly loadSeconds: number;
+  readonly maxRssMb: number;
+  readonly resources: number;
+}
+
+/** CPU time of one evaluation, by whose code was running (leaf first: the first JavaScript frame that is not Node's own). */
+export interface ProfileResult {
+  readonly kind: "profile";
+  readonly evalSeconds: number;
+  /** The program's own code: validation, planning, templates, hashing, key derivation (and what they call in Node). */
+  readonly own: number;
+  /** The Pulumi SDK and the other packages: registration, Outputs, serialization. */
+  readonly sdk: number;
+  /** The mock runtime and the benchmark itself. */
+  readonly harness: number;
+  /** Garbage collection. */
+  readonly gc: number;
+  /** Native code with no JavaScript caller (the microtask loop, the compiler). */
+  readonly other: number;
+}
+
+/** One command that re-runs: why, and on which host. */
+export interface Rerun {
+  readonly name: string;
+  readonly why: "new" | "changed" | "removed";
+  /** The input fields that differ, for changed commands. */
+  readonly fields: string[];
+}
+
+export interface ChangesResult {
+  readonly kind: "changes";
+  readonly commands: number;
+  readonly changes: Record<Change, Rerun[]>;
+}
+
+function validated(raw: Record<string, unknown>): FleetConfig {
+  const { config, errors } = validateFleetConfig(raw);
+  if (config === undefined) {
+    throw new Error(`generated fleet is invalid:\n${formatErrors(errors).join("\n")}`);
+  }
+  return config;
+}
+
+function countTypes(
+  resources: readonly RecordedResource[],
+  custom: (r: RecordedResource) => boolean,
+): TypeCount[] {
+  const counts = new Map<string, TypeCount>();
+  for (const r of resources) {
+    const old = counts.get(r.type);
+    counts.set(r.type, { type: r.type, custom: custom(r), count: (old?.count ?? 0) + 1 });
+  }
+  return [...counts.values()].sort((a, b) => (a.type < b.type ? -1 : 1));
+}
+
+/** Component types are the program's own `swarm:` tokens; everything else is a provider resource. */
+const isCustom = (r: { type: string }) => !r.type.startsWith("swarm:");
+
+function since(start: bigint): number {
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+const maxRssMb = () => process.resourceUsage().maxRSS / 1024;
+
+interface Evaluation {
+  readonly mocks: MockFleet;
+  readonly validateSeconds: number;
+  /** Seconds in the synchronous part: constructing every resource. */
+  readonly defineSeconds: number;
+}
+
+async function evaluate(shape: FleetShape, change: Change = "none"): Promise<Evaluation> {
+  const t0 = process.hrtime.bigint();
+  const config = validated(rawFleet(shape, change));
+  const validateSeconds = since(t0);
+  const mocks = await installMocks(offlineRunner, "bench");
+  const t1 = process.hrtime.bigint();
+  defineFleet(config, { sshPrivateKey: pulumi.secret("(bench)") });
+  const defineSeconds = since(t1);
+  await settle();
+  return { mocks, validateSeconds, defineSeconds };
+}
+
+async function program(shape: FleetShape): Promise<ProgramResult> {
+  const loadSeconds = process.uptime();
+  const t0 = process.hrtime.bigint();
+  const { mocks, validateSeconds, defineSeconds } = await evaluate(shape);
+  const evalSeconds = since(t0);
+  const commands = mocks.ofType("command:remote:Command");
+  const meshOnly = meshOnlyHosts(shape).map(({ kind, name }) => ({
+    kind,
+    name,
+    types: countTypes(
+      mocks.resources.filter((r) => belongsTo(r.name, name)),
+      isCustom,
+    ),
+  }));
+  return {
+    kind: "program",
+    evalSeconds,
+    validateSeconds,
+    defineSeconds,
+    loadSeconds,
+    maxRssMb: maxRssMb(),
+    types: countTypes(mocks.resources, isCustom),
+    meshOnly,
+    renderedBytes: commands.reduce((sum, c) => sum + Buffer.byteLength(String(c.plain.create ?? "")), 0),
+    commands: commands.length,
+  };
+}
+
+const ROOT = path.resolve(__dirname, "..");
+
+type Owner = "own" | "sdk" | "harness" | "gc" | "other";
+
+function ownerOf(url: string): Owner | undefined {
+  const file = url.startsWith("file://") ? url.slice("file://".length) : url;
+  if (!file.startsWith("/")) {
+    return undefined; // node:internal, native, eval: charged to the caller
+  }
+  if (file.includes("/node_modules/")) {
+    return "sdk";
+  }
+  if (!file.startsWith(`${ROOT}/`) || file.startsWith(`${ROOT}/bench/`) || file.endsWith("/tests/mocks.ts")) {
+    return "harness";
+  }
+  return "own";
+}
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string };
+  children?: number[];
+}
+
+function attribute(profile: {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+}): Record<Owner, number> {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) {
+    for (const c of n.children ?? []) {
+      parent.set(c, n.id);
+    }
+  }
+  const owner = new Map<number, Owner>();
+  const resolve = (id: number): Owner => {
+    const known = owner.get(id);
+    if (known !== undefined) {
+      return known;
+    }
+    const node = byId.get(id) as ProfileNode;
+    let result: Owner;
+    if (node.callFrame.functionName === "(garbage collector)") {
+      result = "gc";
+    } else {
+      const up = parent.get(id);
+      result = ownerOf(node.callFrame.url) ?? (up === undefined ? "other" : resolve(up));
+    }
+    owner.set(id, result);
+    return result;
+  };
+  const totals: Record<Owner, number> = { own: 0, sdk: 0, harness: 0, gc: 0, other: 0 };
+  profile.samples.forEach((id, i) => {
+    totals[resolve(id)] += profile.timeDeltas[i] / 1e6;
+  });
+  return totals;
+}
+
+async function profiled(shape: FleetShape): Promise<ProfileResult> {
+  const session = new inspector.Session();
+  session.connect();
+  const post = <T>(method: string, params: object = {}) =>
+    new Promise<T>((resolve, reject) =>
+      session.post(method, params, (error, result) => (error ? reject(error) : resolve(result as T))),
+    );
+  await post("Profiler.enable");
+  await post("Profiler.setSamplingInterval", { interval: 500 });
+  await post("Profiler.start");
+  const t0 = process.hrtime.bigint();
+  await evaluate(shape);
+  const evalSeconds = since(t0);
+  const { profile } = await post<{ profile: Parameters<typeof attribute>[0] }>("Profiler.stop");
+  session.disconnect();
+  return { kind: "profile", evalSeconds, ...attribute(profile) };
+}
+
+class BareComponent extends pulumi.ComponentResource {
+  constructor(type: string, name: string) {
+    super(type, name, {}, {});
+    this.registerOutputs({});
+  }
+}
+
+/** A bare resource of `type` with trivial inputs. */
+function bare(type: string, name: string): void {
+  switch (type) {
+    case "command:remote:Command":
+      new command.remote.Command(name, { connection: { host: "192.0.2.1" }, create: "true" });
+      return;
+    case "random:index/randomBytes:RandomBytes":
+      new random.RandomBytes(name, { length: 32 });
+      return;
+    case "hcloud:index/server:Server":
+      new hcloud.Server(name, { serverType: "cx22" });
+      return;
+    case "hcloud:index/firewall:Firewall":
+      new hcloud.Firewall(name, {});
+      return;
+    case "hcloud:index/firewallAttachment:FirewallAttachment":
+      new hcloud.FirewallAttachment(name, { firewallId: 1 });
+      return;
+    case "hcloud:index/volume:Volume":
+      new hcloud.Volume(name, { size: 10 });
+      return;
+    case "hcloud:index/volumeAttachment:VolumeAttachment":
+      new hcloud.VolumeAttachment(name, { serverId: 1, volumeId: 1 });
+      return;
+    case "hcloud:index/sshKey:SshKey":
+      new hcloud.SshKey(name, { publicKey: "ssh-ed25519 AAAA" });
+      return;
+    default:
+      if (type.startsWith("swarm:")) {
+        new BareComponent(type, name);
+        return;
+      }
+      throw new Error(`the floor has no bare constructor for ${type}: add one to bench/evaluate.ts`);
+  }
+}
+
+async function floor(types: readonly TypeCount[]): Promise<FloorResult> {
+  const loadSeconds = process.uptime();
+  const t0 = process.hrtime.bigint();
+  await installMocks(offlineRunner, "bench");
+  const t1 = process.hrtime.bigint();
+  let n = 0;
+  for (const { type, count } of types) {
+    for (let i = 0; i < count; i++) {
+      bare(type, `r${n++}`);
+    }
+  }
+  const defineSeconds = since(t1);
+  await settle();
+  return {
+    kind: "floor",
+    evalSeconds: since(t0),
+    defineSeconds,
+    loadSeconds,
+    maxRssMb: maxRssMb(),
+    resources: n,
+  };
+}
+
+function inputsOf(mocks: MockFleet): Map<string, CommandInputs> {
+  return new Map(mocks.ofType("command:remote:Command").map((r) => [r.name, commandInputs(r.name, r.plain)]));
+}
+
+const FIELDS = ["create", "delete", "stdin", "connection", "triggers"] as const;
+
+function diff(before: Map<string, CommandInputs>, after: Map<string, CommandInputs>): Rerun[] {
+  const reruns: Rerun[] = [];
+  for (const [name, wanted] of after) {
+    const old = before.get(name);
+    if (old === undefined) {
+      reruns.push({ name, why: "new", fields: [] });
+    } else if (!sameInputs(old, wanted)) {
+      const fields = FIELDS.filter((f) => JSON.stringify(old[f]) !== JSON.stringify(wanted[f]));
+      reruns.push({ name, why: "changed", fields });
+    }
+  }
+  for (const name of before.keys()) {
+    if (!after.has(name)) {
+      reruns.push({ name, why: "removed", fields: [] });
+    }
+  }
+  return reruns;
+}
+
+async function changes(shape: FleetShape): Promise<ChangesResult> {
+  const base = inputsOf((await evaluate(shape)).mocks);
+  const result = {} as Record<Change, Rerun[]>;
+  for (const change of ["none", "mount-option", "add-host"] as const) {
+    result[change] = diff(base, inputsOf((await evaluate(shape, change)).mocks));
+  }
+  return { kind: "changes", commands: base.size, changes: result };
+}
+
+async function main(argv: string[]): Promise<unknown> {
+  const [mode, ...rest] = argv;
+  switch (mode) {
+    case "program":
+      return program({ hosts: Number(rest[0]), topology: rest[1] as Topology });
+    case "profile":
+      return profiled({ hosts: Number(rest[0]), topology: rest[1] as Topology });
+    case "floor":
+      return floor(JSON.parse(rest[0]) as TypeCount[]);
+    case "changes":
+      return changes({ hosts: Number(rest[0]), topology: rest[1] as Topology });
+    default:
+      throw new Error("usage: evaluate.ts program|changes HOSTS full|hub, or floor COUNTS_JSON");
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (result) => {
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+      process.exit(0);
+    },
+    (error: unknown) => {
+      process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.exit(1);
+    },
+  );
+}
