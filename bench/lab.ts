@@ -269,8 +269,14 @@ export interface BulkRun {
   readonly files: number;
   readonly bytes: number;
   readonly initialSeconds: number;
+  /** Rescans right after the initial sync (sshfs answers from its attribute cache). */
   readonly rescanSeconds: number[];
+  /** A rescan after the tree sat idle past sshfs's attribute cache (20 s), as a timer run at 60 s meets it. */
+  readonly idleRescanSeconds: number;
 }
+
+/** Longer than sshfs's default cache_timeout (20 s). */
+const IDLE_SECONDS = 25;
 
 /** Starts the sync's oneshot service on its host and returns how long the run took, measured on the host. */
 async function runSync(config: FleetConfig, place: SyncPlace): Promise<number> {
@@ -343,8 +349,10 @@ done`
   for (let i = 0; i < shape.rescans; i++) {
     rescanSeconds.push(await runSync(config, place));
   }
+  await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
+  const idleRescanSeconds = await runSync(config, place);
   say(
-    `${root} ${dataset} run ${run}: initial ${initialSeconds.toFixed(1)} s, rescans ${rescanSeconds.map((x) => x.toFixed(2)).join(" ")} s`,
+    `${root} ${dataset} run ${run}: initial ${initialSeconds.toFixed(1)} s, rescans ${rescanSeconds.map((x) => x.toFixed(2)).join(" ")} s, after ${IDLE_SECONDS} s idle ${idleRescanSeconds.toFixed(2)} s`,
   );
   // Gone from both sides, then one run to forget it, so the next run starts from an empty root.
   // The sshfs mount is dropped first (the automount brings it back): it would otherwise answer
@@ -355,7 +363,15 @@ done`
     await onHost(config, place.host, 'systemctl stop "$(systemd-escape --path --suffix=mount /mnt/meshfs)"');
   }
   await runSync(config, place);
-  return { root, dataset, files: local.files, bytes: local.bytes, initialSeconds, rescanSeconds };
+  return {
+    root,
+    dataset,
+    files: local.files,
+    bytes: local.bytes,
+    initialSeconds,
+    rescanSeconds,
+    idleRescanSeconds,
+  };
 }
 
 export interface SyncBench {
