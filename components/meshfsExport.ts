@@ -75,14 +75,8 @@ export function exportDirectories(config: FleetConfig, exportName: string): stri
       found.add(relative);
     }
   }
-  for (const sync of config.syncs) {
-    if (sync.remote.export === exportName && sync.remote.path !== undefined) {
-      const relative = normalizeRelative(sync.remote.path);
-      if (relative !== "") {
-        found.add(relative);
-      }
-    }
-  }
+  // ssh:// roots are not listed: the sftp step creates and marks them itself (`syncServers`), and a
+  // directory made here first would look like an emptied root it must not mark.
   return [...found].sort();
 }
 

@@ -134,7 +134,8 @@ fi
       const missing =
         plan.fileSize === undefined
           ? `  fail "device ${device} of pool ${plan.pool} does not exist: fix pool.devices of export ${plan.exportName}"`
-          : `  install -d -m 0700 ${q(dirname(device))}
+          : `  # Only a missing folder is created: an existing one keeps its mode (others may need to cross it).
+  [ -d ${q(dirname(device))} ] || install -d -m 0700 ${q(dirname(device))}
   truncate -s ${q(plan.fileSize)} ${d}
   echo "swarm: created sparse file ${device} (${plan.fileSize}) for pool ${plan.pool}"`;
       return `if [ ! -e ${d} ]; then

@@ -419,4 +419,12 @@ describe("exportDirectories", () => {
     expect(exportDirectories(more, "meshfs")).toEqual(["team/notes", "wiki"]);
     expect(exportDirectories(more, "other")).toEqual([]);
   });
+
+  it("leaves out ssh:// roots: the sftp step creates and marks those, and a bare directory would not be marked", () => {
+    const viaSsh: FleetConfig = {
+      ...STORAGE_FLEET,
+      syncs: [{ ...SSH_SYNC, remote: { export: "meshfs", path: "only-over-ssh" } }],
+    };
+    expect(exportDirectories(viaSsh, "meshfs")).toEqual([]);
+  });
 });
