@@ -59,6 +59,8 @@ export interface CommandTiming {
 export interface EngineOptions {
   /** known_hosts file pinning every lab host's SSH key. */
   readonly knownHosts: string;
+  /** ssh_config file for every connection (the lab's routes hosts through its VM); default none. */
+  readonly sshConfig?: string;
   /** Called with a progress line for every command run. */
   readonly progress?: (line: string) => void;
 }
@@ -80,6 +82,7 @@ export async function sshRun(
   command: string,
   stdin: string | undefined,
   knownHosts: string,
+  sshConfig = "/dev/null",
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-ssh-"));
   const keyFile = path.join(dir, "key");
@@ -96,7 +99,7 @@ export async function sshRun(
         "ssh",
         [
           "-F",
-          "/dev/null",
+          sshConfig,
           "-i",
           keyFile,
           "-p",
@@ -204,7 +207,7 @@ export class LabEngine {
         return { stdout: old.stdout, stderr: old.stderr };
       }
       const t0 = Date.now();
-      const result = await sshRun(wanted.connection, wanted.create, wanted.stdin, this.options.knownHosts);
+      const result = await sshRun(wanted.connection, wanted.create, wanted.stdin, this.options.knownHosts, this.options.sshConfig);
       const elapsed = (Date.now() - t0) / 1000;
       const secs = elapsed.toFixed(1);
       if (result.code !== 0) {
@@ -241,7 +244,7 @@ export class LabEngine {
     const removed = [...previous.values()].filter((s) => !next.has(s.name));
     for (const old of [...replaced, ...removed]) {
       if (old.delete !== undefined) {
-        const result = await sshRun(old.connection, old.delete, undefined, this.options.knownHosts);
+        const result = await sshRun(old.connection, old.delete, undefined, this.options.knownHosts, this.options.sshConfig);
         if (result.code !== 0) {
           throw new CommandFailed(`${old.name} (delete)`, old.connection.host, result.code, result.stderr);
         }
