@@ -207,7 +207,13 @@ export class LabEngine {
         return { stdout: old.stdout, stderr: old.stderr };
       }
       const t0 = Date.now();
-      const result = await sshRun(wanted.connection, wanted.create, wanted.stdin, this.options.knownHosts, this.options.sshConfig);
+      const result = await sshRun(
+        wanted.connection,
+        wanted.create,
+        wanted.stdin,
+        this.options.knownHosts,
+        this.options.sshConfig,
+      );
       const elapsed = (Date.now() - t0) / 1000;
       const secs = elapsed.toFixed(1);
       if (result.code !== 0) {
@@ -244,7 +250,13 @@ export class LabEngine {
     const removed = [...previous.values()].filter((s) => !next.has(s.name));
     for (const old of [...replaced, ...removed]) {
       if (old.delete !== undefined) {
-        const result = await sshRun(old.connection, old.delete, undefined, this.options.knownHosts, this.options.sshConfig);
+        const result = await sshRun(
+          old.connection,
+          old.delete,
+          undefined,
+          this.options.knownHosts,
+          this.options.sshConfig,
+        );
         if (result.code !== 0) {
           throw new CommandFailed(`${old.name} (delete)`, old.connection.host, result.code, result.stderr);
         }
