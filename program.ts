@@ -16,6 +16,7 @@ import { SshKeypair } from "./components/sshKeypair";
 import { UnisonSync } from "./components/unisonSync";
 import { WireGuardKeypair } from "./components/wireguardKeypair";
 import { WireGuardMesh } from "./components/wireguardMesh";
+import { isInside } from "./templates/systemd";
 import { renderMermaid } from "./templates/topology";
 
 export interface HostOutputs {
@@ -38,11 +39,6 @@ export interface FleetSecrets {
 }
 
 const WIREGUARD_UNIT = "wg-quick@wg0.service";
-
-/** The parts of a mount path after the mount point, e.g. `/mnt/meshfs/wiki` in `/mnt/meshfs` → true. */
-function isInside(path: string, root: string): boolean {
-  return path === root || path.startsWith(`${root}/`);
-}
 
 export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOutputs {
   const plan = planFleet(config);

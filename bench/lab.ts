@@ -12,7 +12,7 @@ import { formatErrors, readStackFile } from "../config/load";
 import { FleetConfig } from "../config/types";
 import { validateFleetConfig } from "../config/validate";
 import { CommandTiming, LabEngine, sshRun } from "../lab/engine";
-import { KNOWN_HOSTS, LAB_KEY, labConfig, labHosts, labSh, seedHosts } from "../lab/cli";
+import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, labSh, labUpArgs, seedHosts } from "../lab/cli";
 import { syncSentinel } from "../templates/sftp";
 
 const say = (line: string) => process.stderr.write(`bench: ${line}\n`);
@@ -38,6 +38,7 @@ async function onHost(
     `bash -c ${quote(`set -euo pipefail\n${body}`)}`,
     undefined,
     KNOWN_HOSTS,
+    SSH_CONFIG,
   );
   if (result.code !== 0 && !allowFail) {
     throw new Error(
@@ -52,7 +53,7 @@ async function withLab<T>(config: FleetConfig, body: (bootSeconds: number) => Pr
   labSh("image");
   try {
     const t0 = Date.now();
-    labSh("up", ...labHosts(config));
+    labSh("up", ...labUpArgs(config));
     const bootSeconds = (Date.now() - t0) / 1000;
     seedHosts(config);
     return await body(bootSeconds);
@@ -62,7 +63,11 @@ async function withLab<T>(config: FleetConfig, body: (bootSeconds: number) => Pr
 }
 
 function engine(): LabEngine {
-  return new LabEngine({ knownHosts: KNOWN_HOSTS, progress: (line) => process.stderr.write(`${line}\n`) });
+  return new LabEngine({
+    knownHosts: KNOWN_HOSTS,
+    sshConfig: SSH_CONFIG,
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
 }
 
 export interface ConvergeRun {

@@ -1,8 +1,10 @@
 /**
- * `npm run lab -- up|converge|status|down|ssh`: a fleet of real systemd hosts
- * on this machine, converged by the real program. The host machinery
- * (image, namespaces, nspawn) is lab/lab.sh; this file reads the lab stack,
- * prepares the hosts the way the production hosts already are, and converges.
+ * `npm run lab -- up|converge|status|ssh|down`: a fleet of real systemd hosts
+ * in a VM on this machine, converged by the real program. The machinery is
+ * shell: lab/vm.sh boots the VM (Debian's kernel, under qemu) and runs
+ * lab/lab.sh inside it (namespaces, nspawn hosts). This file reads the lab
+ * stack, prepares the hosts the way the production hosts already are, and
+ * converges them through the VM.
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -13,20 +15,22 @@ import { validateFleetConfig } from "../config/validate";
 import { CommandState, LabEngine } from "./engine";
 
 const ROOT = path.resolve(__dirname, "..");
-export const LAB_SH = path.join(ROOT, "lab", "lab.sh");
+export const VM_SH = path.join(ROOT, "lab", "vm.sh");
 export const STATE = process.env.SWARM_LAB_STATE ?? "/var/lib/swarm-lab";
 export const LAB_KEY = path.join(STATE, "id_ed25519");
 export const KNOWN_HOSTS = path.join(STATE, "known_hosts");
+/** ssh_config that reaches the lab hosts through the lab VM, every host key pinned (written by vm.sh up). */
+export const SSH_CONFIG = path.join(STATE, "ssh_config");
 const ENGINE_STATE = path.join(STATE, "converge-state.json");
 
-/** Runs lab.sh; progress goes straight to the terminal. Throws on failure. */
+/** Runs lab/vm.sh; progress goes straight to the terminal. Throws on failure. */
 export function labSh(...args: string[]): string {
-  const result = spawnSync("bash", [LAB_SH, ...args], {
+  const result = spawnSync("bash", [VM_SH, ...args], {
     stdio: ["ignore", "pipe", "inherit"],
     encoding: "utf8",
   });
   if (result.status !== 0) {
-    throw new Error(`lab.sh ${args.join(" ")} failed (exit ${result.status ?? result.signal})`);
+    throw new Error(`lab/vm.sh ${args.join(" ")} failed (exit ${result.status ?? result.signal})`);
   }
   return result.stdout;
 }
@@ -39,6 +43,32 @@ export function labConfig(stack = "lab"): FleetConfig {
     throw new Error(`Pulumi.${stack}.yaml is invalid:\n${formatErrors(errors).join("\n")}`);
   }
   return config;
+}
+
+/** Pool devices that name a disk of the lab VM: `/dev/disk/by-id/virtio-SERIAL`, as qemu names it. */
+const VM_DISK = /^\/dev\/disk\/by-id\/virtio-([A-Za-z0-9_-]{1,20})$/;
+
+/**
+ * `--disk HOST=SERIAL` for every pool device of the config that is a disk of
+ * the lab VM: vm.sh attaches one virtual disk per serial and gives it to that
+ * host, where it appears as a Hetzner volume does, as a whole block device.
+ */
+export function labDisks(config: FleetConfig): string[] {
+  const disks = new Set<string>();
+  for (const e of config.exports) {
+    for (const device of e.pool.devices) {
+      const serial = VM_DISK.exec(device)?.[1];
+      if (serial !== undefined) {
+        disks.add(`${e.host}=${serial}`);
+      }
+    }
+  }
+  return [...disks].sort().flatMap((d) => ["--disk", d]);
+}
+
+/** What `vm.sh up` takes to boot the lab of `config`: its disks, then its hosts. */
+export function labUpArgs(config: FleetConfig): string[] {
+  return [...labDisks(config), ...labHosts(config)];
 }
 
 /** `NAME=ADDR` for every existing host of the config: what lab.sh boots. */
@@ -86,6 +116,7 @@ export function seedHosts(config: FleetConfig): void {
 function loadEngine(): LabEngine {
   const engine = new LabEngine({
     knownHosts: KNOWN_HOSTS,
+    sshConfig: SSH_CONFIG,
     progress: (line) => process.stdout.write(`${line}\n`),
   });
   if (fs.existsSync(ENGINE_STATE)) {
@@ -140,14 +171,14 @@ function pulumiUp(): number {
   return run(["up", "--stack", "lab", "--yes", "--config-file", configFile]).status ?? 1;
 }
 
-const NO_CLI = `No Pulumi CLI could be had here: the pinned CLI (npm package "pulumi") downloads itself on first use, and this machine cannot reach the download. The lab hosts are booted and ready. Converge them with the same program without a CLI: "npm run lab -- converge" runs it under Pulumi's mock runtime and executes every remote command over SSH against the lab, keeping its own state in ${STATE}. On a machine with internet access, "npm run lab -- up" runs "pulumi up --stack lab" against a local state backend in .pulumi/.`;
+const NO_CLI = `No Pulumi CLI could be had here (the pinned CLI, npm package "pulumi", downloads itself on first use), so the lab converges with the same program under Pulumi's mock runtime, running every remote command over SSH through the lab VM and keeping its state in ${STATE}. "npm run lab -- converge" does this again at any time.`;
 
 async function main(argv: string[]): Promise<number> {
   const [verb = "help", ...rest] = argv;
   switch (verb) {
     case "up": {
       const config = labConfig();
-      labSh("up", ...labHosts(config));
+      labSh("up", ...labUpArgs(config));
       seedHosts(config);
       if (pulumiAvailable()) {
         const code = pulumiUp();
@@ -155,6 +186,7 @@ async function main(argv: string[]): Promise<number> {
         return code;
       }
       process.stdout.write(`\n${NO_CLI}\n\n`);
+      await converge(config);
       process.stdout.write(labSh("status"));
       return 0;
     }
@@ -172,16 +204,17 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(labSh("status"));
       return 0;
     case "ssh": {
-      const result = spawnSync("bash", [LAB_SH, "ssh", ...rest], { stdio: "inherit" });
+      const result = spawnSync("bash", [VM_SH, "ssh", ...rest], { stdio: "inherit" });
       return result.status ?? 1;
     }
     default:
       process.stdout.write(
         "usage: npm run lab -- up | converge | status | ssh HOST [cmd] | down\n" +
-          "  up        boot the hosts of Pulumi.lab.yaml and converge them with pulumi up\n" +
-          "  converge  converge the booted lab without a Pulumi CLI (mock runtime + real SSH)\n" +
-          "  status    one line per host\n" +
-          "  down      remove every namespace, bridge, process and mount the lab made\n",
+          "  up        boot the lab VM and the hosts of Pulumi.lab.yaml in it, then converge them with pulumi up\n" +
+          "  converge  converge the booted lab without a Pulumi CLI (mock runtime + real SSH through the VM)\n" +
+          "  status    the VM, then one line per host\n" +
+          "  ssh       a shell (or a command) on a lab host, its host key pinned\n" +
+          "  down      stop the VM and remove every file, process and disk the lab made\n",
       );
       return verb === "help" ? 0 : 2;
   }

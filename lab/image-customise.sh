@@ -33,13 +33,14 @@ systemctl enable ssh.service
 # socket activation would hide a broken sshd until the first connection
 systemctl disable ssh.socket 2>/dev/null || true
 
-# --- zfs-fuse --------------------------------------------------------------
-# Debian's sysv init script fails in a container (it writes oom_score_adj,
-# which is denied). Do not start it at boot; the product ships its own unit
-# running `/usr/sbin/zfs-fuse --no-daemon`. `update-rc.d disable` (not
-# remove, not mask) keeps the package state sane and leaves the name free for
-# a native /etc/systemd/system/zfs-fuse.service to take over.
-update-rc.d zfs-fuse disable
+# --- OpenZFS ----------------------------------------------------------------
+# Every lab host has the tools; only a host given a disk (and /dev/zfs) by
+# lab.sh has a pool. Debian enables the import and mount units, as on a real
+# host: on the others they would fail without /dev/zfs, so they wait for it.
+for unit in zfs-import-cache zfs-import-scan zfs-mount zfs-share zfs-volume-wait; do
+    mkdir -p "/etc/systemd/system/$unit.service.d"
+    printf '[Unit]\nConditionPathExists=/dev/zfs\n' >"/etc/systemd/system/$unit.service.d/swarm-lab.conf"
+done
 
 # --- identity: filled per host --------------------------------------------
 # An empty machine-id in the image; lab.sh writes a fresh one per host.

@@ -4,7 +4,10 @@
 #
 #   lab.sh preflight                    check this machine can run the lab
 #   lab.sh image                        build (or reuse) the cached image; prints its path
-#   lab.sh up NAME=ADDR [NAME=ADDR...]  boot hosts (idempotent; adds new ones)
+#   lab.sh up [--device NAME=PATH]... NAME=ADDR [NAME=ADDR...]
+#                                       boot hosts (idempotent; adds new ones); --device
+#                                       gives host NAME the block device PATH (a disk of
+#                                       the lab VM) under the same path, with /dev/zfs
 #   lab.sh status                       table: host, address, pid, running, ssh, state
 #   lab.sh hosts                        machine-readable: NAME ADDR per line
 #   lab.sh env                          shell-sourceable paths (key, known_hosts)
@@ -12,9 +15,14 @@
 #   lab.sh down                         remove everything `up` made (idempotent)
 #   lab.sh clean                        down, then remove the image cache
 #
+# It runs inside the lab VM (lab/vm.sh boots it and calls this script there),
+# except `image`, which vm.sh runs on the machine to build the host image.
+#
 # Environment: SWARM_LAB_CACHE (default /var/cache/swarm-lab),
 # SWARM_LAB_STATE (default /var/lib/swarm-lab), SWARM_LAB_MIRROR (Debian
-# mirror for debootstrap), SWARM_LAB_BOOT_TIMEOUT (seconds, default 120).
+# mirror for debootstrap; default: the one this machine's apt uses),
+# SWARM_LAB_IMAGE (a ready host image: `image` and `up` use it instead of
+# building one), SWARM_LAB_BOOT_TIMEOUT (seconds, default 120).
 #
 # Progress lines ("==> ...") go to stderr; data (status table, hosts, env,
 # ssh output) goes to stdout.
@@ -26,9 +34,10 @@
 set -euo pipefail
 
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lab/common.sh
+. "$LAB_DIR/common.sh"
 CACHE=${SWARM_LAB_CACHE:-/var/cache/swarm-lab}
 STATE=${SWARM_LAB_STATE:-/var/lib/swarm-lab}
-MIRROR=${SWARM_LAB_MIRROR:-http://deb.debian.org/debian}
 BOOT_TIMEOUT=${SWARM_LAB_BOOT_TIMEOUT:-120}
 STOP_TIMEOUT=30
 SUITE=bookworm
@@ -49,13 +58,6 @@ PACKAGES_FILE=$LAB_DIR/image-packages.txt
 CUSTOMISE_FILE=$LAB_DIR/image-customise.sh
 
 export LC_ALL=C
-
-say() { printf '==> %s\n' "$*" >&2; }
-warn() { printf 'lab.sh: %s\n' "$*" >&2; }
-die() {
-    warn "$*"
-    exit 1
-}
 
 # Paths end up in mount options and manifest lines: keep them simple.
 case "$CACHE$STATE" in
@@ -96,24 +98,25 @@ cmd_preflight() {
         missing=1
     }
     [[ $(id -u) == 0 ]] || miss "not root (the lab creates network namespaces, mounts and containers)"
-    for c in ip systemd-nspawn debootstrap ssh ssh-keygen flock setsid findmnt mount umount chroot sha256sum timeout; do
-        command -v "$c" >/dev/null || miss "command '$c' not found (apt-get install -y \$(cat lab/packages.txt))"
+    for c in ip systemd-nspawn ssh ssh-keygen flock setsid findmnt mount umount mknod sha256sum timeout; do
+        command -v "$c" >/dev/null || miss "command '$c' not found (the lab VM image installs it: see lab/vm-packages.txt)"
     done
     if command -v ip >/dev/null && ! ip netns list >/dev/null 2>&1; then
         miss "'ip netns list' fails: network namespaces unavailable"
     fi
+    # The hosts share this kernel: what they need must be in it (lab/vm-customise.sh loads it at boot).
     [[ -c /dev/net/tun ]] || miss "/dev/net/tun missing (wireguard-go needs it; modprobe tun)"
-    [[ -c /dev/fuse ]] || miss "/dev/fuse missing (sshfs and zfs-fuse need it; modprobe fuse)"
-    if [[ ! -c /dev/autofs ]]; then
-        modprobe autofs4 2>/dev/null || true
-        [[ -c /dev/autofs ]] || miss "/dev/autofs missing and 'modprobe autofs4' did not create it (automount units need it)"
-    fi
+    [[ -c /dev/fuse ]] || miss "/dev/fuse missing (sshfs needs it; modprobe fuse)"
+    [[ -c /dev/autofs ]] || modprobe autofs4 2>/dev/null || true
+    [[ -c /dev/autofs ]] || miss "/dev/autofs missing (automount units need it): this kernel has no autofs; run the lab in its VM (lab/vm.sh)"
+    [[ -d /sys/module/wireguard ]] || modprobe wireguard 2>/dev/null || true
+    [[ -d /sys/module/wireguard ]] || miss "no WireGuard in this kernel (modprobe wireguard): run the lab in its VM (lab/vm.sh)"
     if ! grep -qw overlay /proc/filesystems; then
         modprobe overlay 2>/dev/null || true
         grep -qw overlay /proc/filesystems || miss "overlayfs not available (modprobe overlay)"
     fi
     [[ -n $(cgroup_hierarchies) ]] || miss "no usable cgroup hierarchy under /sys/fs/cgroup"
-    [[ -r $PACKAGES_FILE && -r $CUSTOMISE_FILE ]] || miss "$PACKAGES_FILE or $CUSTOMISE_FILE missing"
+    [[ -n ${SWARM_LAB_IMAGE-} || ( -r $PACKAGES_FILE && -r $CUSTOMISE_FILE ) ]] || miss "$PACKAGES_FILE or $CUSTOMISE_FILE missing"
     ((missing == 0)) || return 1
     say "preflight ok"
 }
@@ -129,36 +132,21 @@ apt_packages() { image_packages | sed -n 's/^apt://p'; }
 
 image_hash() {
     {
-        printf 'suite=%s variant=minbase\n' "$SUITE"
+        printf 'suite=%s variant=minbase components=main,contrib\n' "$SUITE"
         image_packages
         cat "$CUSTOMISE_FILE"
     } | sha256sum | cut -c1-16
 }
 
-# Unmount everything at or below DIR (deepest first), lazily if busy.
-umount_below() {
-    local dir=$1 t
-    findmnt -n -l -o TARGET | awk -v d="$dir" '$0 == d || index($0, d "/") == 1' |
-        sort -r | while read -r t; do
-        umount "$t" 2>/dev/null || umount -l "$t" || warn "cannot unmount $t"
-    done
-}
-
-# Remove DIR, refusing while anything is mounted at or below it.
-remove_tree() {
-    local dir=$1
-    [[ -e $dir ]] || return 0
-    if findmnt -n -l -o TARGET | awk -v d="$dir" '$0 == d || index($0, d "/") == 1' | grep -q .; then
-        warn "not removing $dir: something is still mounted below it"
-        return 1
-    fi
-    rm -rf --one-file-system "$dir"
-}
-
 cmd_image() {
+    if [[ -n ${SWARM_LAB_IMAGE-} ]]; then
+        [[ -d $SWARM_LAB_IMAGE/etc ]] || die "SWARM_LAB_IMAGE=$SWARM_LAB_IMAGE is not an image (no etc/)"
+        printf '%s\n' "$SWARM_LAB_IMAGE"
+        return 0
+    fi
     [[ $(id -u) == 0 ]] || die "image: must run as root"
     command -v debootstrap >/dev/null || die "image: debootstrap not installed"
-    local img hash tmp log rc=0
+    local img hash tmp log rc=0 mirror
     hash=$(image_hash)
     img=$CACHE/image-$hash
     if [[ -d $img ]]; then
@@ -168,7 +156,7 @@ cmd_image() {
     fi
     mkdir -p "$CACHE/debs"
     # one builder at a time; a second caller waits, then finds the image
-    exec 8<"$CACHE"
+    exec 8>>"$CACHE/.image.lock"
     flock -w 900 8 || die "image: timed out waiting for another image build"
     if [[ -d $img ]]; then
         exec 8<&-
@@ -177,15 +165,16 @@ cmd_image() {
     fi
     tmp=$CACHE/.build-$hash.$$
     log=$CACHE/build-$hash.log
-    say "building image (about a minute): $img"
-    say "  debootstrap $SUITE from $MIRROR, log in $log"
+    mirror=$(default_mirror)
+    say "building the lab host image (about two minutes): $img"
+    say "  debootstrap $SUITE, log in $log"
     # debootstrap mounts /proc, /sys (and may bind /dev) inside the target and
     # can leave them mounted when it fails: unmount before removing anything.
     trap 'umount_below "$tmp"; rm -rf --one-file-system "$tmp"' EXIT
-    debootstrap --variant=minbase --merged-usr \
+    debootstrap --variant=minbase --merged-usr --components=main,contrib \
         --include="$(debootstrap_packages)" \
         --cache-dir="$CACHE/debs" \
-        "$SUITE" "$tmp" "$MIRROR" >"$log" 2>&1 || rc=$?
+        "$SUITE" "$tmp" "$mirror" >"$log" 2>&1 || rc=$?
     umount_below "$tmp"
     if ((rc != 0)); then
         cat "$tmp/debootstrap/debootstrap.log" >>"$log" 2>/dev/null || true
@@ -218,24 +207,6 @@ cmd_image() {
 # ---------------------------------------------------------------------------
 # manifest: one resource per line, "KIND HOST VALUE..." (HOST "-" = global)
 # ---------------------------------------------------------------------------
-record() { printf '%s\n' "$*" >>"$MANIFEST"; }
-recorded() { [[ -f $MANIFEST ]] && grep -qxF "$*" "$MANIFEST"; }
-
-# Drop exactly one line (first exact match) from the manifest.
-unrecord() {
-    local line="$*" tmpf
-    [[ -f $MANIFEST ]] || return 0
-    tmpf=$MANIFEST.tmp
-    awk -v l="$line" '!done && $0 == l { done = 1; next } { print }' "$MANIFEST" >"$tmpf"
-    mv -f "$tmpf" "$MANIFEST"
-}
-
-# Whole manifest lines of KIND (and of HOST, if given).
-entries() { # KIND [HOST]
-    [[ -f $MANIFEST ]] || return 0
-    awk -v k="$1" -v h="${2-}" '$1 == k && (h == "" || $2 == h)' "$MANIFEST"
-}
-
 hosts_in_manifest() { entries host | awk '{ print $2 }'; }
 # every host name with any resource (a crashed `up` may not have written "host")
 manifest_hosts() { [[ -f $MANIFEST ]] && awk '$2 != "-" && !seen[$2]++ { print $2 }' "$MANIFEST"; }
@@ -251,26 +222,6 @@ lock_state() {
 # ---------------------------------------------------------------------------
 # processes: a PID is "ours" only if its start time matches the recorded one
 # ---------------------------------------------------------------------------
-# Fields of /proc/PID/stat after "(comm)" (comm may hold spaces and parens):
-# $1 = state (field 3), $20 = start time (field 22).
-proc_stat() { # PID
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    printf '%s\n' "${stat##*) }"
-}
-
-proc_starttime() { # PID
-    local f
-    f=$(proc_stat "$1") || return 1
-    awk '{ print $20 }' <<<"$f"
-}
-
-proc_alive() { # PID STARTTIME: same process as recorded, and not a zombie
-    local f
-    f=$(proc_stat "$1") || return 1
-    awk -v st="$2" '$20 == st && $1 != "Z" { ok = 1 } END { exit !ok }' <<<"$f"
-}
-
 host_pid() { entries pid "$1" | awk '{ print $3; exit }'; }
 
 host_running() { # NAME
@@ -339,9 +290,36 @@ veth_name() { printf 'swl%s\n' "$(printf '%s' "$1" | sha256sum | cut -c1-10)"; }
 
 new_machine_id() { tr -d '-' </proc/sys/kernel/random/uuid; }
 
+# The nspawn arguments that give a host block device PATH (a disk of the VM)
+# under the same path, and /dev/zfs. Its partitions, which a pool created on
+# the whole disk adds (zpool waits for udev to link them), appear in the
+# host as they do in the VM: /dev/disk and udev's database are the VM's,
+# read-only, and nodes for the disk and each partition it can have are
+# made in advance (virtio disks have 16 minors: the disk and 15 partitions).
+device_args() { # NAME PATH...
+    local name=$1 path real major minor i nodes=$HOSTS_DIR/$1/dev
+    shift
+    install -d -m 0755 "$nodes"
+    for path in "$@"; do
+        real=$(readlink -f "$path")
+        [[ -b $real ]] || die "$name: device $path is not a block device in the VM"
+        major=$((16#$(stat -c %t "$real")))
+        minor=$((16#$(stat -c %T "$real")))
+        ((minor % 16 == 0)) || die "$name: device $path is not a whole virtio disk"
+        for ((i = 0; i < 16; i++)); do
+            local node=${real##*/}
+            ((i == 0)) || node+=$i
+            [[ -e $nodes/$node ]] || mknod -m 0660 "$nodes/$node" b "$major" $((minor + i))
+            printf -- '--bind=%s:/dev/%s\n' "$nodes/$node" "$node"
+        done
+    done
+    printf -- '--bind-ro=/dev/disk\n--bind-ro=/run/udev\n--bind=/dev/zfs\n'
+}
+
 # Create everything for one host and start it. Prints nothing on stdout.
-create_host() { # NAME ADDR IMAGE
+create_host() { # NAME ADDR IMAGE [DEVICE...]
     local name=$1 addr=$2 img=$3
+    shift 3
     local ns=$NETNS_PREFIX$name veth dir merged h cg pid st
     veth=$(veth_name "$name")
     dir=$HOSTS_DIR/$name
@@ -389,6 +367,13 @@ create_host() { # NAME ADDR IMAGE
     ssh-keygen -q -A -f "$merged" >/dev/null
     install -d -m 0700 "$merged/root/.ssh"
     install -m 0600 "$KEY.pub" "$merged/root/.ssh/authorized_keys"
+
+    # Extra nspawn arguments of this host, one per line, read by its supervisor.
+    : >"$dir/nspawn-args"
+    if (($# > 0)); then
+        [[ -c /dev/zfs ]] || die "$name: has devices but the kernel has no /dev/zfs (modprobe zfs)"
+        device_args "$name" "$@" >"$dir/nspawn-args"
+    fi
 
     for h in $(cgroup_hierarchies); do
         if [[ ! -d $h/$CGROUP_DIR ]]; then
@@ -438,13 +423,15 @@ create_host() { # NAME ADDR IMAGE
 cmd_boot() {
     local name=$1 child='' stopping=0 rc
     local merged=$HOSTS_DIR/$name/merged ns=$NETNS_PREFIX$name
+    local -a extra=()
+    mapfile -t extra <"$HOSTS_DIR/$name/nspawn-args"
     trap 'stopping=1; [[ -z $child ]] || kill -TERM "$child" 2>/dev/null || true' TERM INT HUP
     while :; do
         # --register=no --keep-unit: there is no system bus / machined here.
         # --capability=CAP_NET_ADMIN: nspawn drops it even with a network
         #   namespace of our own; wireguard-go needs it for the TUN device.
-        # --bind=/dev/...: TUN for wireguard-go, FUSE for sshfs and zfs-fuse,
-        #   autofs for .automount units.
+        # --bind=/dev/...: TUN for wireguard-go, FUSE for sshfs, autofs for
+        #   .automount units; a host with a disk also gets it (device_args).
         # --resolv-conf/--timezone/--link-journal: leave the image's files
         #   alone and keep nothing of the host's in the container.
         systemd-nspawn \
@@ -461,6 +448,7 @@ cmd_boot() {
             --timezone=off \
             --link-journal=no \
             --console=read-only \
+            "${extra[@]}" \
             </dev/null &
         child=$!
         rc=0
@@ -541,10 +529,23 @@ wait_hosts() { # DEADLINE NAME...
 }
 
 cmd_up() {
-    (($# > 0)) || die "usage: lab.sh up NAME=ADDR [NAME=ADDR ...]"
-    cmd_preflight
     local arg name addr img deadline n seen=" " addrs=" "
-    local -a new=()
+    local -a new=() hosts=() devices=()
+    while (($# > 0)); do
+        if [[ $1 == --device ]]; then
+            if (($# < 2)) || [[ $2 != *=/dev/* ]]; then
+                die "up: --device needs NAME=/dev/PATH"
+            fi
+            devices+=("$2")
+            shift 2
+        else
+            hosts+=("$1")
+            shift
+        fi
+    done
+    ((${#hosts[@]} > 0)) || die "usage: lab.sh up [--device NAME=PATH]... NAME=ADDR [NAME=ADDR ...]"
+    set -- "${hosts[@]}"
+    cmd_preflight
     for arg in "$@"; do
         [[ $arg == *=* ]] || die "up: '$arg' is not NAME=ADDR"
         name=${arg%%=*}
@@ -583,7 +584,12 @@ cmd_up() {
             say "$name: leftovers of a stopped host, removing them"
             down_host "$name" || die "$name: could not remove leftovers"
         fi
-        create_host "$name" "$addr" "$img"
+        local -a mine=()
+        local device
+        for device in "${devices[@]}"; do
+            [[ ${device%%=*} != "$name" ]] || mine+=("${device#*=}")
+        done
+        create_host "$name" "$addr" "$img" "${mine[@]}"
         new+=("$name")
     done
     write_known_hosts

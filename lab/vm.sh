@@ -201,7 +201,7 @@ vm_image() {
     fi
     mkdir -p "$CACHE"
     # one builder at a time; a second caller waits, then finds the image
-    exec 8<"$CACHE"
+    exec 8>>"$CACHE/.vm-image.lock"
     flock -w 3600 8 || die "image: timed out waiting for another image build"
     [[ -d $out ]] || build_vm_image "$out"
     exec 8<&-

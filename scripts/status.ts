@@ -334,11 +334,14 @@ export interface SshOptions {
   readonly key?: string;
   /** known_hosts file to check host keys against (instead of the user's). */
   readonly knownHosts?: string;
+  /** ssh_config file to use instead of the user's (the lab's reaches its hosts through the lab VM). */
+  readonly sshConfig?: string;
 }
 
 /** The `ssh` arguments that run `swarm-health json` on a host. Host keys are always checked. */
 export function sshArgs(target: SshTarget, opts: SshOptions): string[] {
-  const args = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=yes"];
+  const args = opts.sshConfig === undefined ? [] : ["-F", opts.sshConfig];
+  args.push("-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=yes");
   if (opts.key !== undefined) {
     args.push("-i", opts.key, "-o", "IdentitiesOnly=yes");
   }
@@ -488,18 +491,22 @@ async function main(argv: string[]): Promise<number> {
   }
   let key = args.key;
   let knownHosts = args.knownHosts;
-  // The lab keeps its admin key and the hosts' pinned keys in its state directory.
+  let sshConfig: string | undefined;
+  // The lab keeps its admin key, the hosts' pinned keys and the route through its VM in its state directory.
   const labState = process.env.SWARM_LAB_STATE ?? "/var/lib/swarm-lab";
   if (args.stack === "lab" && key === undefined && fs.existsSync(path.join(labState, "id_ed25519"))) {
     key = path.join(labState, "id_ed25519");
     knownHosts ??= path.join(labState, "known_hosts");
+    sshConfig = path.join(labState, "ssh_config");
   }
   const needsOutputs = config.hosts.some((h) => h.existing === undefined);
   const { outputs, problem } = needsOutputs ? stackOutputs(args.stack, root) : { outputs: {}, problem: "" };
   const { targets, missing } = sshTargets(config, outputs, problem);
   const secretKey = keyFile(key);
   try {
-    const asked = await Promise.all(targets.map((t) => askHost(t, { key: secretKey.file, knownHosts })));
+    const asked = await Promise.all(
+      targets.map((t) => askHost(t, { key: secretKey.file, knownHosts, sshConfig })),
+    );
     const rows = [...asked, ...missing];
     const color = process.stdout.isTTY === true && !process.env.NO_COLOR;
     process.stdout.write(formatStatusTable(rows, { color }));

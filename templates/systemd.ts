@@ -48,6 +48,11 @@ export function normalizePath(path: string): string {
   return `/${components.join("/")}`;
 }
 
+/** Whether `path` is `root` or lies below it (`/mnt/meshfs2` is not inside `/mnt/meshfs`); both normalized. */
+export function isInside(path: string, root: string): boolean {
+  return path === root || path.startsWith(root === "/" ? "/" : `${root}/`);
+}
+
 /** A systemd time span for a number of seconds: `90s`, `10min`, `2h`, `1d`; 0 is `0`. */
 export function timespan(seconds: Seconds): string {
   if (!Number.isInteger(seconds) || seconds < 0) {

@@ -1,14 +1,23 @@
 /**
- * The fleet, for real: the lab's systemd hosts are converged by the real
- * program (mock runtime, every remote command run over SSH), then each
- * promise swarm makes is checked on the hosts themselves.
+ * The fleet, for real: the lab's systemd hosts, inside a VM that runs
+ * Debian's stock kernel (kernel WireGuard, autofs, OpenZFS), are converged
+ * by the real program (mock runtime, every remote command run over SSH
+ * through the VM), then each promise swarm makes is checked on the hosts
+ * themselves. What a check looks for comes from the config through the
+ * product's own functions (unit names, paths), so it holds for any valid
+ * lab stack.
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { FleetConfig } from "../../config/types";
 import { FleetPlan, planFleet } from "../../config/model";
 import { ConvergeResult, LabEngine, sshRun } from "../../lab/engine";
-import { KNOWN_HOSTS, LAB_KEY, labConfig, labHosts, labSh, seedHosts } from "../../lab/cli";
+import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, labSh, labUpArgs, seedHosts } from "../../lab/cli";
+import { METRICS_UNIT } from "../../templates/health";
+import { mountUnitNames } from "../../templates/sshfs";
+import { isInside, normalizePath } from "../../templates/systemd";
+import { syncUnitNames } from "../../templates/unison";
+import { EXPORT_SENTINEL } from "../../templates/zfs";
 
 const phases: [string, number][] = [];
 let phaseStart = Date.now();
@@ -36,6 +45,7 @@ async function onHost(host: string, script: string, opts: { allowFail?: boolean 
     `bash -c ${quote(`set -euo pipefail\n${script}`)}`,
     undefined,
     KNOWN_HOSTS,
+    SSH_CONFIG,
   );
   if (result.code !== 0 && !opts.allowFail) {
     throw new Error(
@@ -61,6 +71,58 @@ async function waitFor(what: string, seconds: number, check: () => Promise<boole
   throw new Error(`timed out after ${seconds}s waiting for ${what}`);
 }
 
+/** Every pair of peers pings over wg0 and has a recent handshake; hosts are checked concurrently. */
+async function checkMesh(): Promise<void> {
+  await Promise.all(
+    plan.hosts.map(async (host) => {
+      for (const peer of host.peers) {
+        const address = plan.byName.get(peer.name)!.meshAddress;
+        const ping = await onHost(host.name, `ping -c 3 -i 0.2 -W 2 ${address}`, { allowFail: true });
+        if (ping.code !== 0) {
+          throw new Error(`${host.name} cannot ping ${peer.name} at ${address} over wg0:\n${ping.stdout}`);
+        }
+        const key = await run(peer.name, "wg show wg0 public-key");
+        const handshakes = await run(host.name, "wg show wg0 latest-handshakes; echo; date +%s");
+        const lines = handshakes.trim().split("\n");
+        const now = Number(lines[lines.length - 1]);
+        const line = lines.find((l) => l.startsWith(key.trim()));
+        const at = Number(line?.split("\t")[1] ?? 0);
+        if (!(at > 0 && now - at < 180)) {
+          throw new Error(
+            `${host.name} has no recent handshake with ${peer.name} (latest ${at}, now ${now})`,
+          );
+        }
+      }
+    }),
+  );
+}
+
+/**
+ * Reboots a lab host (its container: systemd powers it off, its supervisor
+ * boots it again) and waits until it has finished booting. /run is a tmpfs
+ * of the container, so a marker there tells the new boot from the old.
+ */
+async function reboot(host: string): Promise<void> {
+  await run(host, "touch /run/swarm-lab-before-reboot && systemctl --no-block reboot");
+  await waitFor(`${host} to reboot`, 300, async () => {
+    const r = await onHost(
+      host,
+      "test ! -e /run/swarm-lab-before-reboot && timeout 120 systemctl is-system-running --wait",
+      { allowFail: true },
+    );
+    if (r.code !== 0 && r.stdout.trim() === "degraded") {
+      const failed = await run(host, "systemctl --failed --no-legend --plain");
+      throw new Error(`${host} came back degraded:\n${failed}`);
+    }
+    return r.code === 0;
+  });
+}
+
+/** Whether a unit is active on a host. */
+async function isActive(host: string, unit: string): Promise<string> {
+  return (await onHost(host, `systemctl is-active ${unit}`, { allowFail: true })).stdout.trim();
+}
+
 const exported = () => config.exports[0];
 const wiki = () => config.syncs[0];
 
@@ -71,11 +133,15 @@ beforeAll(async () => {
   labSh("preflight");
   config = labConfig();
   plan = planFleet(config);
-  labSh("up", ...labHosts(config));
+  labSh("up", ...labUpArgs(config));
   adminKey = fs.readFileSync(LAB_KEY, "utf8");
   seedHosts(config);
   phase("boot lab hosts");
-  engine = new LabEngine({ knownHosts: KNOWN_HOSTS, progress: (l) => process.stdout.write(`${l}\n`) });
+  engine = new LabEngine({
+    knownHosts: KNOWN_HOSTS,
+    sshConfig: SSH_CONFIG,
+    progress: (l) => process.stdout.write(`${l}\n`),
+  });
   first = await engine.converge(config, adminKey);
   phase("first converge");
 }, 900_000);
@@ -98,23 +164,7 @@ test("the first converge ran every command once", () => {
 });
 
 test("1. every pair of peers has a recent handshake and pings over the mesh", async () => {
-  for (const host of plan.hosts) {
-    for (const peer of host.peers) {
-      const address = plan.byName.get(peer.name)!.meshAddress;
-      const ping = await onHost(host.name, `ping -c 3 -i 0.2 -W 2 ${address}`, { allowFail: true });
-      if (ping.code !== 0) {
-        throw new Error(`${host.name} cannot ping ${peer.name} at ${address} over wg0:\n${ping.stdout}`);
-      }
-      const key = await run(peer.name, "wg show wg0 public-key");
-      const handshakes = await run(host.name, "wg show wg0 latest-handshakes");
-      const line = handshakes.split("\n").find((l) => l.startsWith(key.trim()));
-      const at = Number(line?.split("\t")[1] ?? 0);
-      const now = Number((await run(host.name, "date +%s")).trim());
-      if (!(at > 0 && now - at < 180)) {
-        throw new Error(`${host.name} has no recent handshake with ${peer.name} (latest ${at}, now ${now})`);
-      }
-    }
-  }
+  await checkMesh();
   phase("check mesh");
 });
 
@@ -129,7 +179,12 @@ test("2. the export is a ZFS dataset with the configured properties and a sentin
       throw new Error(`${e.host}: ${e.dataset} has ${property}=${actual}, expected ${value}`);
     }
   }
-  await run(e.host, `test -f ${e.mountpoint}/.swarm-meshfs`);
+  await run(e.host, `test -f ${e.mountpoint}/${EXPORT_SENTINEL}`);
+  // OpenZFS in the kernel, on the disk the host was given: the pool's vdev is that device.
+  const vdevs = await run(e.host, `zpool list -v -H -P -o name ${e.pool.name}`);
+  for (const device of e.pool.devices) {
+    expect(vdevs).toContain(device);
+  }
   phase("check dataset");
 });
 
@@ -138,8 +193,8 @@ test("3. first access mounts the export through the automount unit", async () =>
   const probe = `probe-${Date.now()}`;
   await run(e.host, `echo hello-from-${e.host} > ${e.mountpoint}/${probe}`);
   for (const mount of config.mounts) {
-    const unit = (await run(mount.host, `systemd-escape --path --suffix=automount ${mount.path}`)).trim();
-    expect((await run(mount.host, `systemctl is-active ${unit}`)).trim()).toBe("active");
+    const unit = mountUnitNames(mount.path).automount;
+    expect(await isActive(mount.host, unit)).toBe("active");
     const content = await run(mount.host, `cat ${mount.path}/${probe}`);
     if (content.trim() !== `hello-from-${e.host}`) {
       throw new Error(`${mount.host}: ${mount.path}/${probe} reads ${JSON.stringify(content)}`);
@@ -155,12 +210,17 @@ test("3. first access mounts the export through the automount unit", async () =>
 /** The path of the sync's remote root as seen on the export host. */
 function remoteRootOnServer(): { host: string; dir: string } {
   const s = wiki();
-  const mount = config.mounts.find((m) => m.host === s.host && s.remote.mountPath!.startsWith(m.path))!;
+  const mountPath = normalizePath(s.remote.mountPath!);
+  const mount = config.mounts.find((m) => m.host === s.host && isInside(mountPath, normalizePath(m.path)))!;
   const e = config.exports.find((x) => x.name === mount.export)!;
-  return { host: e.host, dir: `${e.mountpoint}${s.remote.mountPath!.slice(mount.path.length)}` };
+  return {
+    host: e.host,
+    dir: normalizePath(`${e.mountpoint}${mountPath.slice(normalizePath(mount.path).length)}`),
+  };
 }
 
-const syncUnit = () => `swarm-sync-${wiki().name}`;
+/** The sync's unit name without its suffix (`.service`, `.timer` are appended where used). */
+const syncUnit = () => syncUnitNames(wiki().name).service.replace(/\.service$/, "");
 
 test("4. the sync converges both ways within two timer intervals", async () => {
   const s = wiki();
@@ -220,7 +280,7 @@ test("6. with the tunnel blocked, a sync run deletes nothing and fails", async (
   const remote = remoteRootOnServer();
   const server = plan.byName.get(remote.host)!.meshAddress;
   const mount = config.mounts.find((m) => m.host === s.host)!;
-  const mountUnit = (await run(s.host, `systemd-escape --path --suffix=mount ${mount.path}`)).trim();
+  const mountUnit = mountUnitNames(mount.path).mount;
   const listLocal = `cd ${s.local} && find . -path ./.unison -prune -o -print | sort`;
   const listRemote = `cd ${remote.dir} && find . -print | sort`;
   await run(s.host, `systemctl stop ${syncUnit()}.timer; systemctl stop ${mountUnit} || true`);
@@ -325,15 +385,17 @@ test("8. converging again changes nothing", async () => {
   phase("second converge (no-op)");
 });
 
-test("9. a fourth host joins the mesh while existing tunnels lose no packet", async () => {
+test("9. a fourth host joins the mesh over kernel WireGuard while existing tunnels lose no packet", async () => {
+  const template = config.hosts.find((h) => h.wireguard === "kernel" && h.name !== config.mesh.hub)!;
   const grown: FleetConfig = {
     ...config,
     hosts: [
       ...config.hosts,
       {
-        ...config.hosts[1],
+        ...template,
         name: "edge",
         meshAddress: undefined,
+        wireguard: "kernel",
         existing: { address: "10.231.0.14", user: "root", port: 22 },
       },
     ],
@@ -355,6 +417,8 @@ test("9. a fourth host joins the mesh while existing tunnels lose no packet", as
     for (const peer of edge.peers) {
       await run("edge", `ping -c 3 -i 0.2 -W 2 ${plan.byName.get(peer.name)!.meshAddress}`);
     }
+    // Kernel WireGuard: the interface is the kernel's, not a wireguard-go TUN device.
+    expect((await run("edge", "ip -d link show wg0")).split("\n")[2] ?? "").toMatch(/^\s*wireguard\b/);
   } finally {
     await run(a.name, `kill -INT "$(cat /run/swarm-ping.pid)"; sleep 1`);
   }
@@ -366,4 +430,58 @@ test("9. a fourth host joins the mesh while existing tunnels lose no packet", as
     );
   }
   phase("add a fourth host");
+});
+
+test("10. a restarted client host gets its automount, sync timer and metrics timer back, and the next sync loses nothing", async () => {
+  const s = wiki();
+  const remote = remoteRootOnServer();
+  const mount = config.mounts.find((m) => m.host === s.host)!;
+  const stamp = Date.now();
+  const listLocal = `cd ${s.local} && find . -path ./.unison -prune -o -type f -print | sort`;
+  const listRemote = `cd ${remote.dir} && find . -type f -print | sort`;
+  // Changes on both sides that no sync has seen yet when the host goes down.
+  await run(s.host, `systemctl stop ${syncUnit()}.timer`);
+  await run(
+    s.host,
+    `echo before-reboot > ${s.local}/local-${stamp}.md && chown ${s.user}: ${s.local}/local-${stamp}.md`,
+  );
+  await run(remote.host, `echo before-reboot > ${remote.dir}/remote-${stamp}.md`);
+  const before = { local: await run(s.host, listLocal), remote: await run(remote.host, listRemote) };
+  await reboot(s.host);
+  const units = [mountUnitNames(mount.path).automount, `${syncUnit()}.timer`, `${METRICS_UNIT}.timer`];
+  const states = await Promise.all(units.map((u) => isActive(s.host, u)));
+  expect(Object.fromEntries(units.map((u, i) => [u, states[i]]))).toEqual(
+    Object.fromEntries(units.map((u) => [u, "active"])),
+  );
+  await run(s.host, `systemctl start ${syncUnit()}.service`);
+  const after = { local: await run(s.host, listLocal), remote: await run(remote.host, listRemote) };
+  const lines = (text: string) => text.split("\n").filter((l) => l !== "");
+  for (const file of [...lines(before.local), ...lines(before.remote)]) {
+    expect({ file, local: lines(after.local).includes(file) }).toEqual({ file, local: true });
+    expect({ file, remote: lines(after.remote).includes(file) }).toEqual({ file, remote: true });
+  }
+  phase("restart a client host");
+});
+
+test("11. a restarted hub brings every tunnel and the export back without a converge", async () => {
+  const hub = config.mesh.hub ?? plan.hosts[0].name;
+  const e = exported();
+  await reboot(hub);
+  await checkMesh();
+  if (e.host === hub) {
+    expect((await run(hub, `zfs get -H -o value mounted ${e.dataset}`)).trim()).toBe("yes");
+    await run(hub, `test -f ${e.mountpoint}/${EXPORT_SENTINEL}`);
+  }
+  // Every host's own health gate agrees, clients' mounts included.
+  await Promise.all(
+    plan.hosts.map(async (host) => {
+      const gate = await onHost(host.name, "/usr/local/lib/swarm/swarm-health gate", { allowFail: true });
+      if (gate.code !== 0) {
+        throw new Error(
+          `after ${hub} restarted, the health gate fails on ${host.name}:\n${gate.stdout}${gate.stderr}`,
+        );
+      }
+    }),
+  );
+  phase("restart the hub");
 });
