@@ -1,0 +1,41 @@
+import { labDisks, labHosts, labUpArgs } from "../lab/cli";
+import { FleetConfig } from "../config/types";
+import { readStackFile } from "../config/load";
+import { validateFleetConfig } from "../config/validate";
+import * as path from "node:path";
+
+function stack(name: string): FleetConfig {
+  const { raw } = readStackFile(path.join(__dirname, "..", `Pulumi.${name}.yaml`));
+  const { config, errors } = validateFleetConfig(raw);
+  if (config === undefined) {
+    throw new Error(errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
+  }
+  return config;
+}
+
+describe("what the lab boots for a stack", () => {
+  const lab = stack("lab");
+
+  it("gives each pool device named as a VM disk to its export host, then boots every host", () => {
+    expect(labUpArgs(lab)).toEqual([
+      "--disk",
+      "anchor=swarm-tank",
+      ...lab.hosts.map((h) => `${h.name}=${h.existing!.address}`),
+    ]);
+  });
+
+  it("leaves devices that are not VM disks to the host", () => {
+    const other: FleetConfig = {
+      ...lab,
+      exports: lab.exports.map((e) => ({
+        ...e,
+        pool: { ...e.pool, devices: ["/dev/sdb", "/dev/disk/by-id/scsi-0HC_Volume_1"] },
+      })),
+    };
+    expect(labDisks(other)).toEqual([]);
+  });
+
+  it("refuses a stack with hcloud hosts: the lab boots existing hosts only", () => {
+    expect(() => labHosts(stack("prod"))).toThrow(/not an existing host/);
+  });
+});
