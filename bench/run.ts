@@ -573,7 +573,7 @@ function convergeReport(runs: readonly ConvergeRun[]): string {
   return [
     "### 3. Convergence in the lab",
     "",
-    `The lab stack (Pulumi.lab.yaml: anchor, satellite, hetzner-native; hub mesh over wireguard-go, zfs-fuse export, two sshfs mounts, one sync) on freshly booted hosts, ${runs.length} run(s). ` +
+    `The lab stack (Pulumi.lab.yaml: anchor, satellite, hetzner-native; hub mesh over kernel WireGuard (wireguard-go on satellite), an OpenZFS export on a virtual disk, two sshfs mounts, one sync) on freshly booted hosts, ${runs.length} run(s). ` +
       "Converged by `LabEngine` (the real program under the mock runtime, every command over SSH, in dependency order, concurrently where the graph allows). " +
       "The first converge ends when the last health gate has passed: a healthy fleet.",
     "",

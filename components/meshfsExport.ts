@@ -96,8 +96,8 @@ function withParents(directories: readonly string[]): string[] {
 }
 
 /**
- * A ZFS dataset on its host, served to the mesh over sftp: pool and dataset
- * converged (properties one `zfs set` at a time, only when they differ), a
+ * A ZFS (OpenZFS) dataset on its host, served to the mesh over sftp: pool and
+ * dataset converged (the properties that differ in one `zfs set`), a
  * sentinel at the dataset root, a snapshot timer that prunes only its own
  * snapshots, and an export user whose keys work only from the clients' mesh
  * addresses, only over the mesh, and only for sftp inside the dataset.
@@ -131,7 +131,6 @@ export class MeshfsExport extends pulumi.ComponentResource {
         pool: exported.pool.name,
         devices: exported.pool.devices.map((d) => (d === "volume" ? volume : d)),
         fileSize: exported.pool.fileSize,
-        implementation: exported.pool.implementation,
         dataset: exported.dataset,
         mountpoint: exported.mountpoint,
         properties: exported.properties,
@@ -186,7 +185,6 @@ export class MeshfsExport extends pulumi.ComponentResource {
     const snapshots = snapshotsInstallScript(host, {
       exportName: exported.name,
       dataset: exported.dataset,
-      implementation: exported.pool.implementation,
       interval: exported.snapshots.interval,
       keep: exported.snapshots.keep,
     });

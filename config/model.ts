@@ -104,8 +104,8 @@ export function hostPackages(
   if (host.wireguard === "wireguard-go") {
     packages.add("wireguard-go");
   }
-  for (const e of roles.exports) {
-    packages.add(e.pool.implementation === "zfs-fuse" ? "zfs-fuse" : "zfsutils-linux");
+  if (roles.exports.length > 0) {
+    packages.add("zfsutils-linux");
   }
   if (roles.mounts.length > 0) {
     packages.add("sshfs");

@@ -15,9 +15,6 @@ export type Seconds = number;
 /** WireGuard implementation on a host: the kernel module, or the userspace `wireguard-go`. */
 export type WireGuardImplementation = "kernel" | "wireguard-go";
 
-/** ZFS implementation on an export host: OpenZFS (kernel), or `zfs-fuse` (userspace, for labs). */
-export type ZfsImplementation = "openzfs" | "zfs-fuse";
-
 export interface HcloudHostConfig {
   /** Hetzner server type, e.g. `cx22`. */
   readonly serverType: string;
@@ -88,8 +85,6 @@ export interface PoolConfig {
   readonly devices: readonly string[];
   /** When set, each device path that does not exist is created as a sparse file of this size (e.g. `1G`): for labs. */
   readonly fileSize?: string;
-  /** ZFS implementation on the export host. Defaults to `openzfs`. */
-  readonly implementation: ZfsImplementation;
 }
 
 export interface SnapshotConfig {
@@ -109,7 +104,7 @@ export interface ExportConfig {
   readonly dataset: string;
   /** Absolute mountpoint of the dataset, e.g. `/tank/meshfs/state`. */
   readonly mountpoint: string;
-  /** ZFS properties, converged one `zfs set` at a time. Defaults to compression=lz4, atime=off, snapdir=hidden. */
+  /** ZFS properties; those that differ are converged in one `zfs set`. Defaults to compression=lz4, atime=off, snapdir=hidden. */
   readonly properties: Readonly<Record<string, string>>;
   readonly snapshots: SnapshotConfig;
   /** Hosts allowed to mount the export (by name). */

@@ -38,7 +38,6 @@ import {
   SyncRemoteConfig,
   Topology,
   WireGuardImplementation,
-  ZfsImplementation,
 } from "./types";
 
 /** Keys under `swarm:` that exist but are read elsewhere (the secret key by index.ts, health by the operations code). */
@@ -60,16 +59,6 @@ const ZFS_VALUE = /^[^\s"'`\\$]+$/;
 const FILE_SIZE = /^[1-9]\d*[KMGT]$/;
 const DNS_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 const IGNORE_PREFIXES = ["Name ", "Path ", "Regex ", "BelowPath "] as const;
-
-/** ZFS compression values zfs-fuse knows; it predates lz4. */
-const ZFS_FUSE_COMPRESSION = [
-  "on",
-  "off",
-  "lzjb",
-  "gzip",
-  "zle",
-  ...[1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => `gzip-${n}`),
-];
 
 export const DEFAULT_ZFS_PROPERTIES: Readonly<Record<string, string>> = {
   compression: "lz4",
@@ -584,14 +573,13 @@ function readExport(value: unknown, path: string, errors: ConfigError[]): Export
         "creates sparse files, but volume is a block device: remove fileSize, or list file paths instead of volume",
       );
     }
-    const implementation = pool.oneOf("implementation", ["openzfs", "zfs-fuse"] as const);
+    // Read only to explain its removal: "unknown key" would not tell an older stack what to do.
+    const implementation = pool.raw("implementation");
+    if (implementation !== undefined) {
+      pool.error("implementation", implementationRemoved(implementation, draft.host));
+    }
     pool.rejectUnknownKeys();
-    draft.pool = {
-      name,
-      devices,
-      ...(fileSize !== undefined ? { fileSize } : {}),
-      implementation: implementation ?? "openzfs",
-    };
+    draft.pool = { name, devices, ...(fileSize !== undefined ? { fileSize } : {}) };
   }
   draft.dataset = r.string("dataset", {
     required: true,
@@ -614,7 +602,7 @@ function readExport(value: unknown, path: string, errors: ConfigError[]): Export
     example: "/tank/meshfs/state",
     system: true,
   });
-  draft.properties = readProperties(r, draft.pool?.implementation, errors);
+  draft.properties = readProperties(r, errors);
   const snapshots = r.object("snapshots");
   draft.snapshots = {
     interval: snapshots?.duration("interval", { min: 60, max: 30 * 86400 }) ?? 3600,
@@ -641,11 +629,19 @@ function readExport(value: unknown, path: string, errors: ConfigError[]): Export
   return draft;
 }
 
-function readProperties(
-  r: ObjectReader,
-  implementation: ZfsImplementation | undefined,
-  errors: ConfigError[],
-): Record<string, string> {
+/**
+ * Why `pool.implementation` is refused: swarm runs OpenZFS only since the FUSE
+ * port was dropped, so the key has nothing left to choose, whatever its value.
+ */
+function implementationRemoved(value: unknown, host: string | undefined): string {
+  return (
+    `is no longer a setting (got ${describe(value)}): remove implementation. swarm runs OpenZFS only, so ` +
+    `${host ?? "the export host"} needs the OpenZFS kernel module (Debian: zfs-dkms and the kernel's ` +
+    "headers); an existing pool is imported as it is"
+  );
+}
+
+function readProperties(r: ObjectReader, errors: ConfigError[]): Record<string, string> {
   const merged: Record<string, string> = { ...DEFAULT_ZFS_PROPERTIES };
   const props = r.object("properties");
   if (props) {
@@ -677,12 +673,6 @@ function readProperties(
       }
       merged[name] = text;
     }
-  }
-  if (implementation === "zfs-fuse" && !ZFS_FUSE_COMPRESSION.includes(merged.compression)) {
-    errors.push({
-      path: r.at("properties.compression"),
-      message: `zfs-fuse does not know compression=${merged.compression}: set properties.compression to one of on, lzjb, gzip or zle`,
-    });
   }
   return Object.fromEntries(Object.entries(merged).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
@@ -1069,7 +1059,7 @@ function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors
       if (first && !samePool(first.pool ?? {}, e.pool)) {
         errors.push({
           path: `${e.path}.pool`,
-          message: `pool ${e.pool.name} on ${e.host} is also declared by ${first.path} with other devices, fileSize or implementation: declare the pool the same way in both exports`,
+          message: `pool ${e.pool.name} on ${e.host} is also declared by ${first.path} with other devices or fileSize: declare the pool the same way in both exports`,
         });
       } else if (!first) {
         poolOwner.set(key, e);
@@ -1081,14 +1071,6 @@ function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors
       }
       if (other.host !== e.host) {
         continue;
-      }
-      if (other.pool?.implementation !== undefined && e.pool?.implementation !== undefined) {
-        if (other.pool.implementation !== e.pool.implementation) {
-          errors.push({
-            path: `${e.path}.pool.implementation`,
-            message: `${e.host} already runs ${other.pool.implementation} for ${other.path}: one host runs one ZFS implementation, use ${other.pool.implementation} here too`,
-          });
-        }
       }
       if (
         other.pool?.name !== e.pool?.name &&
@@ -1147,11 +1129,7 @@ function pushIf(errors: ConfigError[], path: string, message: string | undefined
 }
 
 function samePool(a: Partial<PoolConfig>, b: Partial<PoolConfig>): boolean {
-  return (
-    JSON.stringify(a.devices ?? []) === JSON.stringify(b.devices ?? []) &&
-    a.fileSize === b.fileSize &&
-    a.implementation === b.implementation
-  );
+  return JSON.stringify(a.devices ?? []) === JSON.stringify(b.devices ?? []) && a.fileSize === b.fileSize;
 }
 
 function checkMounts(

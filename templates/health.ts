@@ -463,7 +463,7 @@ src_file() {
   cat -- "$1"
 }
 
-# src_zfs_snapshots: the name of every snapshot (zfs-fuse's \`zfs list\` has no -p, so sizes come from zfs get).
+# src_zfs_snapshots: the name of every snapshot.
 src_zfs_snapshots() {
   if [ -n "$fixtures" ]; then
     fixture zfs-list

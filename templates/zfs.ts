@@ -1,9 +1,9 @@
 /**
- * The export host's ZFS side: the zfs-fuse daemon unit, the script that
- * converges pool, dataset, properties, mount and sentinel, and the snapshot
- * timer with its pruning script.
+ * The export host's ZFS side (OpenZFS): the script that converges pool,
+ * dataset, properties, mount and sentinel, and the snapshot timer with its
+ * pruning script.
  */
-import { Seconds, ZfsImplementation } from "../config/types";
+import { Seconds } from "../config/types";
 import { script, shellQuote, writeFile } from "./shell";
 import { execLine, renderUnit, timespan, unitHeader } from "./systemd";
 
@@ -11,55 +11,13 @@ export const UNIT_DIR = "/etc/systemd/system";
 export const LIB_DIR = "/usr/local/lib/swarm";
 /** Name of the file at the dataset root that proves a path shows the dataset, not an empty mountpoint. */
 export const EXPORT_SENTINEL = ".swarm-meshfs";
-export const ZFS_FUSE_UNIT = "swarm-zfs-fuse.service";
 export const SNAPSHOT_SCRIPT = `${LIB_DIR}/zfs-snapshot`;
 /** Prefix of every snapshot swarm takes; pruning never touches any other snapshot. */
 export const SNAPSHOT_PREFIX = "swarm-";
-const ZFS_FUSE_SOCKET = "/var/run/zfs/zfs_socket";
 
 /** A shell function that stops the script with a message naming the host. */
 export function failFunction(host: string): string {
   return `fail() {\n  echo "swarm: ${host}: $*" >&2\n  exit 1\n}\n`;
-}
-
-/** The unit that runs zfs-fuse in the foreground (Debian's init script fails in containers). */
-export function zfsFuseUnit(): string {
-  const waitForSocket =
-    `for i in $(seq 1 300); do [ -S ${ZFS_FUSE_SOCKET} ] && exit 0; sleep 0.1; done; ` +
-    `echo "zfs-fuse did not open ${ZFS_FUSE_SOCKET} within 30 s" >&2; exit 1`;
-  return renderUnit(
-    unitHeader(
-      "The zfs-fuse daemon, in the foreground under systemd: Debian's zfs-fuse.service",
-      "runs an init script that writes oom_score_adj, which containers refuse.",
-    ),
-    [
-      {
-        name: "Unit",
-        settings: [
-          ["Description", "ZFS on FUSE daemon (swarm)"],
-          ["Documentation", "man:zfs-fuse(8)"],
-          ["After", "local-fs.target"],
-          ["Conflicts", "zfs-fuse.service"],
-        ],
-      },
-      {
-        name: "Service",
-        settings: [
-          ["Type", "simple"],
-          ["ExecStart", execLine("", "/usr/sbin/zfs-fuse", "--no-daemon")],
-          // Pools come back from zpool.cache when the daemon starts; their datasets still need mounting.
-          ["ExecStartPost", execLine("", "/bin/sh", "-c", waitForSocket)],
-          ["ExecStartPost", execLine("-", "/usr/sbin/zfs", "mount", "-a")],
-          ["ExecStop", execLine("-", "/usr/sbin/zfs", "unmount", "-a")],
-          ["LimitMEMLOCK", "infinity"],
-          ["LimitSTACK", "infinity"],
-          ["Restart", "on-failure"],
-          ["RestartSec", "5s"],
-        ],
-      },
-      { name: "Install", settings: [["WantedBy", "multi-user.target"]] },
-    ],
-  );
 }
 
 export interface ZfsPlan {
@@ -71,7 +29,6 @@ export interface ZfsPlan {
   readonly devices: readonly string[];
   /** Size of sparse files created for missing devices, e.g. `1G`; absent: a missing device is an error. */
   readonly fileSize?: string;
-  readonly implementation: ZfsImplementation;
   readonly dataset: string;
   readonly mountpoint: string;
   readonly properties: Readonly<Record<string, string>>;
@@ -82,37 +39,13 @@ function dirname(path: string): string {
   return cut <= 0 ? "/" : path.slice(0, cut);
 }
 
-function implementationPart(plan: ZfsPlan): string {
-  if (plan.implementation === "openzfs") {
-    return `# OpenZFS: the kernel module must load; containers cannot load it, labs use zfs-fuse.
+function modulePart(plan: ZfsPlan): string {
+  return `# OpenZFS needs its kernel module: loaded here, or, in a container (the lab's hosts), loaded by the
+# kernel outside and given as /dev/zfs.
 if ! modprobe zfs 2>/dev/null && ! [ -e /dev/zfs ]; then
-  fail "the OpenZFS kernel module does not load (modprobe zfs): install zfsutils-linux and zfs-dkms, or set pool.implementation: zfs-fuse for export ${plan.exportName}"
+  fail "the OpenZFS kernel module does not load (modprobe zfs) and there is no /dev/zfs: install zfs-dkms (with the running kernel's headers) for export ${plan.exportName}, or boot a kernel that has the module"
 fi
 command -v zpool >/dev/null || fail "zpool is missing: install zfsutils-linux"
-`;
-  }
-  return `# zfs-fuse: swarm runs the daemon from its own unit and keeps Debian's away.
-command -v zfs-fuse >/dev/null || fail "zfs-fuse is missing: install the zfs-fuse package"
-${writeFile({ path: `${UNIT_DIR}/${ZFS_FUSE_UNIT}`, content: zfsFuseUnit(), mode: "0644" })}
-if [ "$(systemctl is-enabled zfs-fuse.service 2>/dev/null || true)" != masked ]; then
-  systemctl stop zfs-fuse.service 2>/dev/null || true
-  systemctl mask --quiet zfs-fuse.service
-  echo "swarm: masked Debian's zfs-fuse.service (${ZFS_FUSE_UNIT} runs the daemon)"
-fi
-if swarm_changed ${shellQuote(`${UNIT_DIR}/${ZFS_FUSE_UNIT}`)}; then
-  systemctl daemon-reload
-fi
-if ! systemctl is-enabled --quiet ${ZFS_FUSE_UNIT}; then
-  systemctl enable --quiet ${ZFS_FUSE_UNIT}
-  echo "swarm: enabled ${ZFS_FUSE_UNIT}"
-fi
-if ! systemctl is-active --quiet ${ZFS_FUSE_UNIT}; then
-  systemctl start ${ZFS_FUSE_UNIT} || fail "${ZFS_FUSE_UNIT} does not start: see journalctl -u ${ZFS_FUSE_UNIT}"
-  echo "swarm: started ${ZFS_FUSE_UNIT}"
-elif swarm_changed ${shellQuote(`${UNIT_DIR}/${ZFS_FUSE_UNIT}`)}; then
-  # Restarting the daemon unmounts every dataset under the clients' feet: leave it to a reboot or an operator.
-  echo "swarm: ${ZFS_FUSE_UNIT} changed; it applies when the daemon next restarts"
-fi
 `;
 }
 
@@ -171,29 +104,75 @@ function indent(text: string, spaces: number): string {
     .join("\n");
 }
 
+/**
+ * Properties libzfs applies to a mounted dataset by remounting it (with their short names).
+ * OpenZFS before 2.1.13 (Debian 12 has 2.1.11) remounts after a `zfs set` of several
+ * properties only when the last one is among these (openzfs/zfs#15000), so they go last.
+ */
+const REMOUNT_PROPERTIES = new Set([
+  "atime",
+  "relatime",
+  "devices",
+  "exec",
+  "setuid",
+  "readonly",
+  "rdonly",
+  "xattr",
+  "nbmand",
+]);
+
+/** The order properties are set in: the rest by name, then those that need a remount, by name. */
+export function propertyOrder(names: readonly string[]): string[] {
+  const sorted = [...names].sort();
+  return [
+    ...sorted.filter((n) => !REMOUNT_PROPERTIES.has(n)),
+    ...sorted.filter((n) => REMOUNT_PROPERTIES.has(n)),
+  ];
+}
+
 function datasetPart(plan: ZfsPlan): string {
   const q = shellQuote;
   const ds = q(plan.dataset);
-  const properties = Object.keys(plan.properties)
-    .filter((k) => k !== "mountpoint")
-    .sort()
-    .map((k) => `zfs_converge ${q(k)} ${q(plan.properties[k])}`)
-    .join("\n");
+  const pairs = propertyOrder(Object.keys(plan.properties).filter((k) => k !== "mountpoint"))
+    .map((k) => q(`${k}=${plan.properties[k]}`))
+    .join(" ");
+  const propertiesHint = `fix properties of export ${plan.exportName} (zfs names the one it refused above)`;
+  const mountpointHint = `ZFS unmounts ${plan.dataset} to move it, which fails while it is in use: stop the clients of export ${plan.exportName}, or fix its mountpoint`;
   return `if ! zfs list -H -o name ${ds} >/dev/null 2>&1; then
   zfs create -p ${ds} || fail "zfs create -p ${plan.dataset} failed"
   echo "swarm: created dataset ${plan.dataset}"
 fi
-# zfs_converge PROPERTY VALUE: one zfs set per property (zfs-fuse takes no more), and only when it differs.
+# zfs_converge HINT PROPERTY=VALUE...: sets those that differ in one zfs set (OpenZFS checks every pair before it
+# changes any) and reports each; HINT says how to fix a refusal.
 zfs_converge() {
-  local have
-  have=$(zfs get -H -o value "$1" ${ds}) || fail "cannot read property $1 of ${plan.dataset}"
-  if [ "$have" != "$2" ]; then
-    zfs set "$1=$2" ${ds} || fail "zfs set $1=$2 on ${plan.dataset} failed: fix properties of export ${plan.exportName} (zfs-fuse knows compression=on|lzjb|gzip|zle, not lz4)"
-    echo "swarm: set $1=$2 on ${plan.dataset} (was $have)"
-  fi
+  local hint=$1 out i
+  shift
+  local pairs=("$@") names=() have=() pending=() was=()
+  for i in "\${!pairs[@]}"; do
+    names+=("\${pairs[i]%%=*}")
+  done
+  # One value per line in the order asked: matched by position, so a short name such as compress works too.
+  out=$(IFS=,; zfs get -H -o value "\${names[*]}" ${ds}) || fail "cannot read \${names[*]} of ${plan.dataset}: $hint"
+  mapfile -t have <<<"$out"
+  [ "\${#have[@]}" -eq "\${#pairs[@]}" ] ||
+    fail "zfs get printed \${#have[@]} values for the \${#pairs[@]} properties \${names[*]} of ${plan.dataset}: $hint"
+  for i in "\${!pairs[@]}"; do
+    if [ "\${have[i]}" != "\${pairs[i]#*=}" ]; then
+      pending+=("\${pairs[i]}")
+      was+=("\${have[i]}")
+    fi
+  done
+  [ "\${#pending[@]}" -gt 0 ] || return 0
+  zfs set "\${pending[@]}" ${ds} || fail "zfs set \${pending[*]} on ${plan.dataset} failed: $hint"
+  for i in "\${!pending[@]}"; do
+    echo "swarm: set \${pending[i]} on ${plan.dataset} (was \${was[i]})"
+  done
 }
-zfs_converge mountpoint ${q(plan.mountpoint)}
-${properties}
+# The mountpoint has a zfs set of its own: moving the dataset unmounts it first, and should the kernel then refuse
+# another property of the same zfs set, OpenZFS 2.1 leaves the dataset unmounted; a busy dataset would also hold
+# back every other property.
+zfs_converge ${q(mountpointHint)} ${q(`mountpoint=${plan.mountpoint}`)}
+zfs_converge ${q(propertiesHint)} ${pairs}
 if [ "$(zfs get -H -o value mounted ${ds})" != yes ]; then
   zfs mount ${ds} || fail "cannot mount ${plan.dataset} at ${plan.mountpoint}: ZFS will not mount over a non-empty directory, move what is in ${plan.mountpoint} away"
   echo "swarm: mounted ${plan.dataset} at ${plan.mountpoint}"
@@ -205,7 +184,7 @@ ${writeFile({ path: `${plan.mountpoint}/${EXPORT_SENTINEL}`, content: plan.expor
 
 /** Converges pool, dataset, properties, mount and sentinel. Idempotent; prints each change. */
 export function zfsScript(plan: ZfsPlan): string {
-  return script(failFunction(plan.host), implementationPart(plan), poolPart(plan), datasetPart(plan));
+  return script(failFunction(plan.host), modulePart(plan), poolPart(plan), datasetPart(plan));
 }
 
 /**
@@ -242,7 +221,6 @@ done
 export interface SnapshotPlan {
   readonly exportName: string;
   readonly dataset: string;
-  readonly implementation: ZfsImplementation;
   readonly interval: Seconds;
   readonly keep: number;
 }
@@ -252,14 +230,12 @@ export function snapshotUnitName(exportName: string, suffix: "service" | "timer"
 }
 
 export function snapshotService(plan: SnapshotPlan): string {
-  const zfsUnit = plan.implementation === "zfs-fuse" ? ZFS_FUSE_UNIT : "zfs.target";
   return renderUnit(unitHeader(`Snapshots of export ${plan.exportName}.`), [
     {
       name: "Unit",
       settings: [
         ["Description", `Snapshot ${plan.dataset} and keep the newest ${plan.keep} swarm snapshots`],
-        ["After", zfsUnit],
-        ["Requires", plan.implementation === "zfs-fuse" ? ZFS_FUSE_UNIT : undefined],
+        ["After", "zfs.target"],
       ],
     },
     {

@@ -1,7 +1,7 @@
 /**
  * The storage templates: golden files for the production layout, every unit
  * through `systemd-analyze verify`, the sshd drop-in through sshd itself, and
- * the guard, profile, status and snapshot scripts run for real.
+ * the guard, profile, status, snapshot and zfs scripts run for real.
  */
 import { execFileSync, spawnSync, SpawnSyncReturns } from "node:child_process";
 import {
@@ -56,11 +56,14 @@ import {
   snapshotService,
   snapshotsInstallScript,
   snapshotTimer,
+  propertyOrder,
   snapshotUnitName,
-  zfsFuseUnit,
   zfsScript,
+  ZfsPlan,
 } from "../templates/zfs";
+import { Sandbox } from "./sandbox";
 import {
+  FILE_ZFS,
   HOST_KEY,
   LAB_ZFS,
   PROD_MOUNT_PLANS,
@@ -77,8 +80,8 @@ const [SATELLITE_MOUNT, NATIVE_MOUNT] = PROD_MOUNT_PLANS;
 /** Every rendered file, by the name it has on its host. */
 const GOLDEN: Record<string, () => string> = {
   "anchor zfs script (openzfs, volume)": () => zfsScript(PROD_ZFS),
-  "lab anchor zfs script (zfs-fuse, file)": () => zfsScript(LAB_ZFS),
-  "swarm-zfs-fuse.service": () => zfsFuseUnit(),
+  "lab anchor zfs script (openzfs, virtual disk)": () => zfsScript(LAB_ZFS),
+  "anchor zfs script (openzfs, sparse files)": () => zfsScript(FILE_ZFS),
   "/usr/local/lib/swarm/zfs-snapshot": () => snapshotScript(),
   "swarm-snapshot-meshfs.service": () => snapshotService(PROD_SNAPSHOTS),
   "swarm-snapshot-meshfs.timer": () => snapshotTimer(PROD_SNAPSHOTS),
@@ -131,7 +134,6 @@ describe("golden files", () => {
 
 /** The units of the production layout (and its variants), rendered with real numeric ids. */
 const UNITS: Record<string, string> = {
-  "swarm-zfs-fuse.service": zfsFuseUnit(),
   [snapshotUnitName("meshfs", "service")]: snapshotService(PROD_SNAPSHOTS),
   [snapshotUnitName("meshfs", "timer")]: snapshotTimer(PROD_SNAPSHOTS),
   [mountUnitNames("/mnt/meshfs").mount]: mountUnit(NATIVE_MOUNT, "1000", "1000"),
@@ -157,8 +159,6 @@ const UNITS: Record<string, string> = {
 const EXECUTABLES = [
   "/usr/bin/unison",
   "/usr/bin/flock",
-  "/usr/sbin/zfs",
-  "/usr/sbin/zfs-fuse",
   "/usr/local/lib/swarm/unison-guard",
   "/usr/local/lib/swarm/unison-status",
   "/usr/local/lib/swarm/unison-watch",
@@ -602,6 +602,127 @@ describe("sync guard and profile, for real", () => {
       expect(existsSync(log)).toBe(false);
       expect(existsSync(`${log}.1`)).toBe(true);
     }
+  });
+});
+
+describe("the order of properties in one zfs set", () => {
+  it("puts those that need a remount last, so that OpenZFS 2.1.11 remounts after any of them", () => {
+    expect(propertyOrder(["snapdir", "atime", "readonly", "compression", "org.example:backup"])).toEqual([
+      "compression",
+      "org.example:backup",
+      "snapdir",
+      "atime",
+      "readonly",
+    ]);
+  });
+});
+
+describe("the zfs script, for real in a sandbox against a stand-in zfs", () => {
+  // The dataset's properties live in a state file, NAME=VALUE a line. Like OpenZFS, `zfs set` checks
+  // every pair before it changes any; a value of "bogus" is refused.
+  const stubs = {
+    modprobe: "exit 0",
+    zpool: "exit 0",
+    mountpoint: "exit 0",
+    zfs: `db=$SANDBOX/state/properties
+case $1 in
+  list) exit 0 ;;
+  get)
+    IFS=, read -ra names <<<"$5"
+    for name in "\${names[@]}"; do
+      case $name in compress) name=compression ;; mounted) echo yes; continue ;; esac
+      grep -q "^$name=" "$db" || { echo "bad property list: invalid property '$name'" >&2; exit 2; }
+      grep -m1 "^$name=" "$db" | cut -d= -f2-
+    done ;;
+  set)
+    shift
+    dataset=\${*: -1}
+    pairs=("\${@:1:$#-1}")
+    for pair in "\${pairs[@]}"; do
+      case $pair in *=bogus) echo "cannot set property for '$dataset': bad value" >&2; exit 1 ;; esac
+    done
+    for pair in "\${pairs[@]}"; do
+      { grep -v "^\${pair%%=*}=" "$db" || true; echo "$pair"; } >"$db.new"
+      mv "$db.new" "$db"
+    done ;;
+  *) exit 1 ;;
+esac`,
+  };
+  // The production plan, mounted where the sandbox can shadow a directory of this machine.
+  const plan: ZfsPlan = { ...PROD_ZFS, mountpoint: "/mnt/meshfs" };
+  let sandbox: Sandbox;
+  const properties = (...lines: string[]) => sandbox.state("properties", `${lines.join("\n")}\n`);
+  const zfsSets = () => sandbox.calls().filter((c) => c.startsWith("zfs set "));
+  beforeEach(() => {
+    sandbox = new Sandbox(["/mnt"], stubs);
+  });
+  afterEach(() => sandbox.dispose());
+
+  it("sets every property that differs in one zfs set, reports each, and then nothing", () => {
+    properties("mountpoint=/mnt/meshfs", "atime=on", "compression=off", "refquota=none", "snapdir=hidden");
+    const first = sandbox.run(zfsScript(plan));
+    expect(first.stderr).toBe("");
+    expect(first.status).toBe(0);
+    expect(zfsSets()).toEqual(["zfs set compression=lz4 refquota=100G atime=off tank/meshfs/state"]);
+    expect(first.stdout.split("\n").filter((l) => l.startsWith("swarm: set "))).toEqual([
+      "swarm: set compression=lz4 on tank/meshfs/state (was off)",
+      "swarm: set refquota=100G on tank/meshfs/state (was none)",
+      "swarm: set atime=off on tank/meshfs/state (was on)",
+    ]);
+    expect(sandbox.read("/mnt/meshfs/.swarm-meshfs")).toBe("meshfs\n");
+
+    const second = sandbox.run(zfsScript(plan));
+    expect(second.status).toBe(0);
+    expect(second.stdout).toBe("");
+    expect(zfsSets()).toEqual([]);
+  });
+
+  it("moves the dataset with a zfs set of its own", () => {
+    properties("mountpoint=/tank/old", "atime=off", "compression=lz4", "refquota=100G", "snapdir=hidden");
+    const result = sandbox.run(zfsScript(plan));
+    expect(result.status).toBe(0);
+    expect(zfsSets()).toEqual(["zfs set mountpoint=/mnt/meshfs tank/meshfs/state"]);
+    expect(result.stdout).toContain(
+      "swarm: set mountpoint=/mnt/meshfs on tank/meshfs/state (was /tank/old)\n",
+    );
+  });
+
+  it("reads short names such as compress by position", () => {
+    properties("mountpoint=/mnt/meshfs", "atime=off", "compression=lz4", "refquota=100G", "snapdir=hidden");
+    const { compression, ...rest } = plan.properties;
+    const result = sandbox.run(zfsScript({ ...plan, properties: { ...rest, compress: compression } }));
+    expect(result.status).toBe(0);
+    expect(zfsSets()).toEqual([]);
+  });
+
+  it("stops with the export's name when zfs refuses a value, having changed nothing", () => {
+    const before = properties(
+      "mountpoint=/mnt/meshfs",
+      "atime=on",
+      "compression=off",
+      "refquota=none",
+      "snapdir=hidden",
+    );
+    const result = sandbox.run(
+      zfsScript({ ...plan, properties: { ...plan.properties, compression: "bogus" } }),
+    );
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(
+      "swarm: anchor: zfs set compression=bogus refquota=100G atime=off on tank/meshfs/state failed: " +
+        "fix properties of export meshfs (zfs names the one it refused above)",
+    );
+    expect(result.stdout).not.toContain("swarm: set ");
+    expect(sandbox.state("properties")).toBe(before);
+  });
+
+  it("stops when zfs cannot read a property, naming the export", () => {
+    properties("mountpoint=/mnt/meshfs", "atime=off", "compression=lz4", "refquota=100G", "snapdir=hidden");
+    const result = sandbox.run(zfsScript({ ...plan, properties: { ...plan.properties, recordsze: "1M" } }));
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(
+      "cannot read compression recordsze refquota snapdir atime of tank/meshfs/state: fix properties of export meshfs",
+    );
+    expect(zfsSets()).toEqual([]);
   });
 });
 

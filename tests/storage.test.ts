@@ -12,9 +12,9 @@ import { planFleet } from "../config/model";
 import { FleetConfig, SyncConfig } from "../config/types";
 import { automountUnit, mountUnit } from "../templates/sshfs";
 import { syncService, syncTimer, unisonProfile } from "../templates/unison";
-import { zfsFuseUnit } from "../templates/zfs";
 import { installMocks, MockFleet, offlineRunner, promiseOf, RecordedResource } from "./mocks";
 import {
+  FILE_EXPORT,
   LAB_EXPORT,
   PROD_MOUNT_PLANS,
   PROD_SYNC_PLAN,
@@ -191,8 +191,13 @@ describe("the production storage layout", () => {
     expect(zfs).toContain(`zpool create 'tank' '${VOLUME_DEVICE}'`);
     expect(zfs).toContain("modprobe zfs");
     expect(zfs).not.toContain("volume'");
+    // The mountpoint in a zfs set of its own, then every other property in one.
+    const converge = zfs.split("\n").filter((l) => l.startsWith("zfs_converge "));
+    expect(converge).toHaveLength(2);
+    expect(converge[0]).toMatch(/ 'mountpoint=\/tank\/meshfs\/state'$/);
+    expect(converge[1]).toMatch(/ 'compression=lz4' 'refquota=100G' 'snapdir=hidden' 'atime=off'$/);
     for (const [property, value] of Object.entries(STORAGE_FLEET.exports[0].properties)) {
-      expect(zfs).toContain(`zfs_converge '${property}' '${value}'`);
+      expect(converge[1]).toContain(` '${property}=${value}'`);
     }
     expect(zfs).toContain(".swarm-meshfs");
   });
@@ -330,15 +335,21 @@ describe("a host that mounts the export twice", () => {
   });
 });
 
-describe("a lab export on zfs-fuse", () => {
-  it("runs the daemon from swarm's unit and creates the file-backed pool", async () => {
+describe("the lab's export and one on sparse files", () => {
+  it("puts the lab's pool on the VM's virtual disk, on OpenZFS as in prod", async () => {
     const { mocks } = await build({ ...STORAGE_FLEET, exports: [LAB_EXPORT] });
     const zfs = createOf(mocks.named("meshfs-zfs"));
-    expect(zfs).toContain(zfsFuseUnit());
-    expect(zfs).toContain("systemctl mask --quiet zfs-fuse.service");
+    expect(zfs).toContain("modprobe zfs");
+    expect(zfs).toContain("zpool create 'tank' '/dev/disk/by-id/virtio-swarm-tank'");
+    expect(zfs).not.toContain("truncate");
+  });
+
+  it("creates the file-backed pool, and imports it from its folder", async () => {
+    const { mocks } = await build({ ...STORAGE_FLEET, exports: [FILE_EXPORT] });
+    const zfs = createOf(mocks.named("meshfs-zfs"));
+    expect(zfs).toContain("modprobe zfs");
     expect(zfs).toContain("truncate -s '1G' '/var/lib/swarm/tank.img'");
     expect(zfs).toContain("zpool import -d '/var/lib/swarm' 'tank'");
-    expect(zfs).not.toContain("modprobe zfs");
   });
 });
 

@@ -1,10 +1,14 @@
 /**
  * The production storage layout (Pulumi.prod.yaml) as validated config and
- * as the plain plans the storage templates take, plus a lab variant
- * (zfs-fuse on a file) and an ssh:// sync variant.
+ * as the plain plans the storage templates take, plus the lab's export
+ * (Pulumi.lab.yaml: a virtual disk), a variant on sparse files and an
+ * ssh:// sync variant.
  */
+import { join } from "node:path";
 import { DEFAULT_HEALTH } from "../config/health";
+import { ConfigValidationError, readStackFile } from "../config/load";
 import { ExportConfig, FleetConfig, HostConfig, MountConfig, SyncConfig } from "../config/types";
+import { validateFleetConfig } from "../config/validate";
 import { SftpPlan } from "../templates/sftp";
 import { MountPlan } from "../templates/sshfs";
 import { SyncPlan } from "../templates/unison";
@@ -28,41 +32,37 @@ function hcloudHost(name: string, extra: Partial<HostConfig> = {}): HostConfig {
   };
 }
 
-export const PROD_EXPORT: ExportConfig = {
-  name: "meshfs",
-  host: "anchor",
-  pool: { name: "tank", devices: ["volume"], implementation: "openzfs" },
-  dataset: "tank/meshfs/state",
-  mountpoint: "/tank/meshfs/state",
-  properties: { compression: "lz4", atime: "off", snapdir: "hidden", refquota: "100G" },
-  snapshots: { interval: 3600, keep: 48 },
-  clients: ["satellite", "hetzner-native"],
-  user: "meshfs",
-};
+/** The `swarm:` config of `Pulumi.<stack>.yaml` as validation returns it, after `edit` changed the raw values. */
+function validatedStack(
+  stack: string,
+  edit: (raw: Record<string, unknown>) => Record<string, unknown> = (raw) => raw,
+): FleetConfig {
+  const { config, errors } = validateFleetConfig(
+    edit(readStackFile(join(__dirname, "..", `Pulumi.${stack}.yaml`)).raw),
+  );
+  if (config === undefined) {
+    throw new ConfigValidationError(errors);
+  }
+  return config;
+}
 
-export const LAB_EXPORT: ExportConfig = {
-  ...PROD_EXPORT,
-  pool: { name: "tank", devices: ["/var/lib/swarm/tank.img"], fileSize: "1G", implementation: "zfs-fuse" },
-  properties: { compression: "on", atime: "off", snapdir: "hidden", refquota: "512M" },
-};
+const PROD = validatedStack("prod");
 
-export const PROD_MOUNTS: readonly MountConfig[] = [
-  { host: "satellite", export: "meshfs", path: "/mnt/meshfs", idleTimeout: 600, owner: "root" },
-  { host: "hetzner-native", export: "meshfs", path: "/mnt/meshfs", idleTimeout: 600, owner: "ai-streamer" },
-];
+export const PROD_EXPORT: ExportConfig = PROD.exports[0];
 
-export const PROD_SYNC: SyncConfig = {
-  host: "hetzner-native",
-  name: "wiki",
-  local: "/home/ai-streamer/wiki",
-  remote: { mountPath: "/mnt/meshfs/wiki" },
-  interval: 60,
-  user: "ai-streamer",
-  conflicts: "keep-both",
-  ignore: ["Name *.swp", "Name .#*", "Name *~"],
-  watch: false,
-  timeout: 600,
-};
+/** The lab's export: OpenZFS on a virtual disk of the VM. */
+export const LAB_EXPORT: ExportConfig = validatedStack("lab").exports[0];
+
+/** The lab's export on a pool of sparse files that the script creates (pool.fileSize). */
+export const FILE_EXPORT: ExportConfig = validatedStack("lab", (raw) => {
+  const [exported] = raw.exports as Record<string, unknown>[];
+  const pool = { name: "tank", devices: ["/var/lib/swarm/tank.img"], fileSize: "1G" };
+  return { ...raw, exports: [{ ...exported, pool }] };
+}).exports[0];
+
+export const PROD_MOUNTS: readonly MountConfig[] = PROD.mounts;
+
+export const PROD_SYNC: SyncConfig = PROD.syncs[0];
 
 /** The same wiki, reached with unison's ssh:// mode from a host that does not mount the export. */
 export const SSH_SYNC: SyncConfig = {
@@ -99,7 +99,6 @@ export const PROD_ZFS: ZfsPlan = {
   exportName: "meshfs",
   pool: "tank",
   devices: [VOLUME_DEVICE],
-  implementation: "openzfs",
   dataset: PROD_EXPORT.dataset,
   mountpoint: PROD_EXPORT.mountpoint,
   properties: PROD_EXPORT.properties,
@@ -107,18 +106,21 @@ export const PROD_ZFS: ZfsPlan = {
 
 export const LAB_ZFS: ZfsPlan = {
   ...PROD_ZFS,
-  devices: ["/var/lib/swarm/tank.img"],
-  fileSize: "1G",
-  implementation: "zfs-fuse",
+  devices: LAB_EXPORT.pool.devices,
   properties: LAB_EXPORT.properties,
+};
+
+export const FILE_ZFS: ZfsPlan = {
+  ...LAB_ZFS,
+  devices: FILE_EXPORT.pool.devices,
+  fileSize: FILE_EXPORT.pool.fileSize,
 };
 
 export const PROD_SNAPSHOTS: SnapshotPlan = {
   exportName: "meshfs",
   dataset: PROD_EXPORT.dataset,
-  implementation: "openzfs",
-  interval: 3600,
-  keep: 48,
+  interval: PROD_EXPORT.snapshots.interval,
+  keep: PROD_EXPORT.snapshots.keep,
 };
 
 export const PROD_SFTP: SftpPlan = {

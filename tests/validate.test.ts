@@ -99,7 +99,7 @@ describe("validateFleetConfig", () => {
       persistentKeepalive: 25,
     });
     expect(config?.exports[0]).toMatchObject({
-      pool: { name: "tank", devices: ["volume"], implementation: "openzfs" },
+      pool: { name: "tank", devices: ["volume"] },
       properties: { atime: "off", compression: "lz4", refquota: "100G", snapdir: "hidden" },
       snapshots: { interval: 3600, keep: 48 },
       user: "meshfs",
@@ -180,6 +180,21 @@ describe("validateFleetConfig", () => {
       "org.example:backup": "yes",
       snapdir: "hidden",
     });
+  });
+
+  it("accepts a stack written for zfs-fuse once pool.implementation is removed, as its error says", () => {
+    const fuseStack = {
+      "exports[0].properties.compression": "on",
+      "exports[0].pool.devices": ["/var/lib/tank.img"],
+    };
+    const before = validateFleetConfig(
+      withChanges({ ...fuseStack, "exports[0].pool.implementation": "zfs-fuse" }),
+    );
+    expect(before.errors.map((e) => e.path)).toEqual(["swarm:exports[0].pool.implementation"]);
+    const { config, errors } = validateFleetConfig(withChanges(fuseStack));
+    expect(errors).toEqual([]);
+    expect(config?.exports[0].pool).toEqual({ name: "tank", devices: ["/var/lib/tank.img"] });
+    expect(config?.exports[0].properties.compression).toBe("on");
   });
 
   it("knows sshPrivateKey without interpreting it", () => {
@@ -695,10 +710,17 @@ const rows: Row[] = [
     message: "devices is empty",
   },
   {
-    what: "unknown ZFS implementation",
-    changes: { "exports[0].pool.implementation": "zfs" },
+    what: "a pool on zfs-fuse (swarm runs OpenZFS only)",
+    changes: { "exports[0].pool.implementation": "zfs-fuse", "exports[0].properties.compression": "on" },
     path: "swarm:exports[0].pool.implementation",
-    message: "choose one of openzfs, zfs-fuse",
+    message:
+      'is no longer a setting (got string "zfs-fuse"): remove implementation. swarm runs OpenZFS only, so anchor needs the OpenZFS kernel module',
+  },
+  {
+    what: "pool.implementation set to openzfs (no longer a setting)",
+    changes: { "exports[0].pool.implementation": "openzfs" },
+    path: "swarm:exports[0].pool.implementation",
+    message: 'is no longer a setting (got string "openzfs"): remove implementation',
   },
   {
     what: "dataset outside the pool",
@@ -747,12 +769,6 @@ const rows: Row[] = [
     changes: { "exports[0].properties": { refquota: "100 G" } },
     path: "swarm:exports[0].properties.refquota",
     message: "must be a single word",
-  },
-  {
-    what: "lz4 on zfs-fuse",
-    changes: { "exports[0].pool.implementation": "zfs-fuse" },
-    path: "swarm:exports[0].properties.compression",
-    message: "zfs-fuse does not know compression=lz4",
   },
   {
     what: "snapshot interval too short",
@@ -829,21 +845,6 @@ const rows: Row[] = [
     },
     path: "swarm:exports[1].pool",
     message: "pool tank on anchor is also declared by swarm:exports[0]",
-  },
-  {
-    what: "two ZFS implementations on one host",
-    changes: {
-      "exports[1]": {
-        name: "other",
-        host: "anchor",
-        pool: { name: "scratch", devices: ["/dev/sdc"], implementation: "zfs-fuse" },
-        dataset: "scratch/x",
-        mountpoint: "/scratch/x",
-        properties: { compression: "lzjb" },
-      },
-    },
-    path: "swarm:exports[1].pool.implementation",
-    message: "anchor already runs openzfs",
   },
   {
     what: "two pools on one volume",
