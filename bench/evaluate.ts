@@ -16,7 +16,7 @@ import * as path from "node:path";
 import { formatErrors } from "../config/load";
 import { FleetConfig } from "../config/types";
 import { validateFleetConfig } from "../config/validate";
-import { CommandInputs, commandInputs, sameInputs } from "../lab/engine";
+import { CommandInputs, changedInputs, commandInputs, sameInputs } from "../lab/engine";
 import { defineFleet } from "../program";
 import { MockFleet, RecordedResource, installMocks, offlineRunner, settle } from "../tests/mocks";
 import { Change, FleetShape, Topology, belongsTo, meshOnlyHosts, rawFleet } from "./fleets";
@@ -305,26 +305,33 @@ async function floor(types: readonly TypeCount[]): Promise<FloorResult> {
   };
 }
 
-function inputsOf(mocks: MockFleet): Map<string, CommandInputs> {
-  return new Map(mocks.ofType("command:remote:Command").map((r) => [r.name, commandInputs(r.name, r.plain)]));
+interface Registered {
+  readonly name: string;
+  readonly inputs: CommandInputs;
 }
 
-const FIELDS = ["create", "delete", "stdin", "connection", "triggers"] as const;
+/** Every command by URN, its identity as the engine has it. */
+function inputsOf(mocks: MockFleet): Map<string, Registered> {
+  return new Map(
+    mocks
+      .ofType("command:remote:Command")
+      .map((r) => [r.urn, { name: r.name, inputs: commandInputs(r.inputs) }]),
+  );
+}
 
-function diff(before: Map<string, CommandInputs>, after: Map<string, CommandInputs>): Rerun[] {
+function diff(before: Map<string, Registered>, after: Map<string, Registered>): Rerun[] {
   const reruns: Rerun[] = [];
-  for (const [name, wanted] of after) {
-    const old = before.get(name);
+  for (const [urn, wanted] of after) {
+    const old = before.get(urn);
     if (old === undefined) {
-      reruns.push({ name, why: "new", fields: [] });
-    } else if (!sameInputs(old, wanted)) {
-      const fields = FIELDS.filter((f) => JSON.stringify(old[f]) !== JSON.stringify(wanted[f]));
-      reruns.push({ name, why: "changed", fields });
+      reruns.push({ name: wanted.name, why: "new", fields: [] });
+    } else if (!sameInputs(old.inputs, wanted.inputs)) {
+      reruns.push({ name: wanted.name, why: "changed", fields: changedInputs(old.inputs, wanted.inputs) });
     }
   }
-  for (const name of before.keys()) {
-    if (!after.has(name)) {
-      reruns.push({ name, why: "removed", fields: [] });
+  for (const [urn, old] of before) {
+    if (!after.has(urn)) {
+      reruns.push({ name: old.name, why: "removed", fields: [] });
     }
   }
   return reruns;

@@ -91,7 +91,11 @@ async function convergeBench(runs: number): Promise<ConvergeRun[]> {
         return {
           bootSeconds,
           first: { seconds: first.seconds, timings: first.timings },
-          second: { seconds: second.seconds, ran: second.created.length, unchanged: second.unchanged.length },
+          second: {
+            seconds: second.seconds,
+            ran: second.created.length + second.updated.length,
+            unchanged: second.unchanged.length,
+          },
         };
       }),
     );

@@ -78,6 +78,10 @@ export function hostCommand(
       stdin: args.stdin,
       triggers: [args.ownerHash],
       logging: args.secret ? "none" : "stdoutAndStderr",
+      // Otherwise the provider sends the previous stdout/stderr as PULUMI_COMMAND_STDOUT/STDERR
+      // through sshd, which refuses them (Debian's AcceptEnv is LANG LC_*): a warning on every
+      // update and delete, and no script here reads them.
+      addPreviousOutputInEnv: false,
     },
     { ...opts, additionalSecretOutputs: args.secret ? ["stdout", "stderr"] : [] },
   );

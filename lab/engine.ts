@@ -1,11 +1,83 @@
 /**
  * Converges a fleet without a Pulumi CLI: the real program runs under
  * Pulumi's mock runtime, and every `command:remote:Command` it registers is
- * executed over real SSH against the hosts, in registration (dependency)
- * order, with its real stdout and stderr. Between runs the engine keeps what
- * a Pulumi state file would (each command's inputs and outputs), so it
- * re-runs a command only when Pulumi would: when its inputs changed, running
- * the old delete after a replacement, and the delete of a command that is gone.
+ * executed over real SSH against the hosts, with its real stdout and stderr.
+ * Between runs the engine keeps what a Pulumi state file would (each
+ * command's URN, inputs and outputs), and decides what to run as `pulumi up`
+ * would. Each rule below was read from the sources: pulumi/pulumi at tag
+ * v3.250.0 (the CLI in package.json), pulumi/pulumi-command at v1.2.1 (the
+ * provider @pulumi/command ~1.2.1 downloads) and the pulumi-go-provider
+ * v1.3.0 its go.mod pins.
+ *
+ * Identity. A resource is its URN: pkg/resource/deploy/deployment.go
+ * `generateURN` → sdk/go/common/resource/urn/urn.go `New` (stack, project,
+ * the parent's whole qualified type `$` the type, name; the root stack's
+ * type left out). Moving a command under a parent of another type, or
+ * renaming an ancestor's type, is a new URN: the old one is deleted and the
+ * new one created. The SDK's MockMonitor keeps only the parent's last type
+ * and tells `newResource` no URN; `resourceUrn` and `useEngineUrns` in
+ * tests/mocks.ts do as the engine does.
+ *
+ * Diff. pulumi-go-provider infer/resource.go `diff` (the command provider has
+ * no custom Diff) compares every old input with every new one,
+ * `PropertyMap.Diff` in sdk/go/common/resource/properties_diff.go; the
+ * engine hands secrets to the provider as secrets
+ * (sdk/go/common/resource/plugin/provider_plugin.go `Diff`: KeepSecrets, as
+ * pulumi-go-provider provider.go answers AcceptSecrets), and `DeepEquals`
+ * says a secret never equals a plain value, so a value that became or
+ * stopped being secret is a change. A null input is the same as an absent one. Here:
+ * `changedInputs`.
+ *
+ * Replace or update. infer `Diff` forces a replace only for inputs tagged
+ * `replaceOnChanges` (provider/pkg/provider/common/inputs.go: `triggers`
+ * only), and the SDK's `replaceOnChanges: ["triggers[*]"]`
+ * (node_modules/@pulumi/command/remote/command.js) covers element changes
+ * (step_generator.go `applyReplaceOnChanges`); any other change is an
+ * update (pkg/resource/deploy/step_generator.go `continueStepsFromDiff`).
+ * Here: `planStep`.
+ *
+ * Update. provider/pkg/provider/remote/commandController.go `Update` runs
+ * `update` if set, else `create`, else nothing (keeping the old
+ * stdout/stderr), with the new inputs; it never runs `delete`.
+ *
+ * Replace. No DeleteBeforeReplace (infer leaves it unset): the new command
+ * is created in place of the old (step_generator.go
+ * `NewCreateReplacementStep`, "the delete
+ * step is generated later on, after all creates/updates finish"); the old
+ * one is marked pending delete and deleted by `GenerateDeletes`.
+ *
+ * Deletes. `GenerateDeletes` gathers the removed resources and the pending
+ * deletes of replacements; `ScheduleDeletes` orders them by the previous
+ * state's dependency graph, reversed: dependents before their dependencies.
+ * The mock runtime does not report dependencies, but the engine records
+ * commands in the order their registrations complete, and a registration
+ * completes only after everything it depends on: the reverse of that order
+ * is a valid reverse dependency order. Here: `deleteOrder`. Like the step
+ * executor without --continue-on-error, the first failed delete stops the
+ * rest; what was not deleted stays in the state, after the creates and
+ * updates of the run, which are recorded first.
+ *
+ * Sessions. provider/pkg/provider/remote/commandOutputs.go `run`: the
+ * connection, `environment`, `stdin` (only when non-empty) and, unless
+ * `addPreviousOutputInEnv` is false, PULUMI_COMMAND_STDOUT/STDERR from the
+ * stored outputs when they are non-empty. Create starts with no outputs;
+ * update has the old outputs; `Delete` runs `props.run` on the stored
+ * state: its `delete`, its `stdin`, its environment and outputs. A run keeps
+ * stdout/stderr less one trailing newline. A failed create records nothing (infer `Create` returns an empty
+ * response on an error that is not ResourceInitFailedError), a failed update
+ * keeps the old state. Here: `createSession`, `updateSession`,
+ * `deleteSession`.
+ *
+ * Known differences. `sshRun` sends environment variables with OpenSSH's
+ * SetEnv, which an sshd without a matching AcceptEnv drops silently, where
+ * the Go provider fails on `environment` and warns on PULUMI_COMMAND_*.
+ * Every delete runs in turn, where Pulumi runs each antichain of the
+ * dependency graph in parallel.
+ *
+ * Failures. After a failed create or update no other command starts
+ * (pkg/resource/deploy/step_executor.go `cancelDueToError`: no new step
+ * unless --continue-on-error), the ones running finish, and nothing is
+ * deleted.
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
@@ -14,7 +86,7 @@ import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { FleetConfig } from "../config/types";
 import { FleetOutputs, defineFleet } from "../program";
-import { CommandResult, installMocks, settle } from "../tests/mocks";
+import { CommandResult, CommandRunner, installMocks, reveal, settle } from "../tests/mocks";
 
 interface Connection {
   readonly host: string;
@@ -23,47 +95,89 @@ interface Connection {
   readonly privateKey: string;
 }
 
-/** What the engine remembers of a command between runs: its inputs and its outputs. */
-export interface CommandState {
-  readonly name: string;
+/** A command's inputs as Pulumi stores and diffs them: every input the program set, secrets still wrapped. */
+export type CommandInputs = Readonly<Record<string, unknown>>;
+
+/** The inputs the provider acts on, secrets revealed. */
+interface CommandArgs {
   readonly connection: Connection;
-  readonly create: string;
+  readonly create?: string;
+  readonly update?: string;
   readonly delete?: string;
   readonly stdin?: string;
-  readonly triggers: readonly unknown[];
-  readonly stdout: string;
-  readonly stderr: string;
+  readonly environment?: Readonly<Record<string, string>>;
+  readonly addPreviousOutputInEnv?: boolean;
 }
 
-export interface ConvergeResult {
-  readonly outputs: FleetOutputs;
-  /** Commands whose create ran, in completion order. */
+/** What the engine remembers of a command between runs, as a Pulumi state file would. */
+export interface CommandState {
+  /** Its identity. */
+  readonly urn: string;
+  readonly name: string;
+  readonly inputs: CommandInputs;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** The old half of a replacement, waiting for its delete (Pulumi's `delete: true`). */
+  readonly pendingDelete?: boolean;
+}
+
+export interface ConvergeResult<T = FleetOutputs> {
+  readonly outputs: T;
+  /** Commands created (new, or the new half of a replacement), in completion order. */
   readonly created: readonly string[];
+  /** Commands updated in place (their `update`, else their `create`, ran again), in completion order. */
+  readonly updated: readonly string[];
   /** Commands left alone because nothing changed. */
   readonly unchanged: readonly string[];
-  /** Commands whose delete ran (removed, or the old half of a replacement). */
+  /** Commands deleted (removed, or the old half of a replacement), in the order deleted; each one's `delete` ran if it has one. */
   readonly deleted: readonly string[];
   readonly seconds: number;
-  /** Every create that ran, in completion order: when it started (seconds after the converge began) and how long it took. */
+  /** Every script that ran, in completion order: when it started (seconds after the converge began) and how long it took. */
   readonly timings: readonly CommandTiming[];
 }
 
 export interface CommandTiming {
   readonly name: string;
+  readonly step: "create" | "update" | "delete";
   /** Address of the host it ran on. */
   readonly host: string;
   readonly start: number;
   readonly seconds: number;
 }
 
-export interface EngineOptions {
+export interface RunResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `command` on the connection's host, `stdin` on its standard input, `env` set in its environment. */
+export type RemoteRun = (
+  connection: Connection,
+  command: string,
+  stdin: string | undefined,
+  env: Readonly<Record<string, string>>,
+) => Promise<RunResult>;
+
+interface CommonOptions {
+  /** Called with a progress line for every command run. */
+  readonly progress?: (line: string) => void;
+}
+
+/** Run every command over SSH (`sshRun`). */
+export interface SshOptions extends CommonOptions {
   /** known_hosts file pinning every lab host's SSH key. */
   readonly knownHosts: string;
   /** ssh_config file for every connection (the lab's routes hosts through its VM); default none. */
   readonly sshConfig?: string;
-  /** Called with a progress line for every command run. */
-  readonly progress?: (line: string) => void;
 }
+
+/** Run every command with `run` instead (the unit tests record them). */
+export interface RunnerOptions extends CommonOptions {
+  readonly run: RemoteRun;
+}
+
+export type EngineOptions = SshOptions | RunnerOptions;
 
 export class CommandFailed extends Error {
   constructor(
@@ -76,6 +190,13 @@ export class CommandFailed extends Error {
   }
 }
 
+/** `-o SetEnv=…` for `env`, quoted for ssh's own argument splitting. */
+function setEnvOption(env: Readonly<Record<string, string>>): string[] {
+  const pairs = Object.entries(env).map(([k, v]) => `${k}="${v.replace(/[\\"]/g, (c) => `\\${c}`)}"`);
+  // ssh takes the first SetEnv it reads: every variable goes in one.
+  return pairs.length === 0 ? [] : ["-o", `SetEnv=${pairs.join(" ")}`];
+}
+
 /** Runs `command` on a host over SSH with the connection's key; `stdin` goes to its standard input. */
 export async function sshRun(
   connection: Connection,
@@ -83,7 +204,8 @@ export async function sshRun(
   stdin: string | undefined,
   knownHosts: string,
   sshConfig = "/dev/null",
-): Promise<{ code: number; stdout: string; stderr: string }> {
+  env: Readonly<Record<string, string>> = {},
+): Promise<RunResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-ssh-"));
   const keyFile = path.join(dir, "key");
   fs.writeFileSync(
@@ -118,6 +240,7 @@ export async function sshRun(
           "ConnectTimeout=10",
           "-o",
           "LogLevel=ERROR",
+          ...setEnvOption(env),
           `${connection.user}@${connection.host}`,
           command,
         ],
@@ -142,129 +265,280 @@ export async function sshRun(
   }
 }
 
-/** The inputs of a command that decide whether it runs: what `sameInputs` compares. */
-export type CommandInputs = Omit<CommandState, "stdout" | "stderr">;
+/** A command's inputs, from the inputs the mock runtime hands over (secrets still wrapped). */
+export function commandInputs(inputs: Record<string, unknown>): CommandInputs {
+  return Object.fromEntries(Object.entries(inputs).filter(([, v]) => v !== undefined && v !== null));
+}
 
-/** A command's deciding inputs, from the (unwrapped) inputs the mock runtime hands over. */
-export function commandInputs(name: string, inputs: Record<string, unknown>): CommandInputs {
+/** Whether two input values are equal as Pulumi's `PropertyValue.DeepEquals` has it: a secret never equals a plain value. */
+function sameValue(a: unknown, b: unknown): boolean {
+  const absent = (v: unknown) => v === undefined || v === null;
+  if (absent(a) || absent(b)) {
+    return absent(a) && absent(b);
+  }
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return (
+      Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((v, i) => sameValue(v, b[i]))
+    );
+  }
+  if (typeof a === "object" && typeof b === "object") {
+    const x = a as Record<string, unknown>;
+    const y = b as Record<string, unknown>;
+    return [...new Set([...Object.keys(x), ...Object.keys(y)])].every((k) => sameValue(x[k], y[k]));
+  }
+  return a === b;
+}
+
+/** The inputs whose values differ between a command's stored inputs and the program's: Pulumi's diff of every input. */
+export function changedInputs(old: CommandInputs, wanted: CommandInputs): string[] {
+  return [...new Set([...Object.keys(old), ...Object.keys(wanted)])]
+    .filter((k) => !sameValue(old[k], wanted[k]))
+    .sort();
+}
+
+/** Whether a command with inputs `wanted` is left alone after one stored with `old`. */
+export function sameInputs(old: CommandInputs, wanted: CommandInputs): boolean {
+  return changedInputs(old, wanted).length === 0;
+}
+
+export type Step = "create" | "same" | "update" | "replace";
+
+/** What `pulumi up` does with a command registered with `wanted`, given what the state holds for its URN. */
+export function planStep(old: CommandInputs | undefined, wanted: CommandInputs): Step {
+  if (old === undefined) {
+    return "create";
+  }
+  const changed = changedInputs(old, wanted);
+  if (changed.length === 0) {
+    return "same";
+  }
+  return changed.includes("triggers") ? "replace" : "update";
+}
+
+/** A script to run on a host and how the provider runs it. */
+export interface Session {
+  readonly connection: Connection;
+  readonly command: string;
+  readonly stdin: string | undefined;
+  readonly env: Readonly<Record<string, string>>;
+}
+
+function session(
+  args: CommandArgs,
+  command: string | undefined,
+  outputs: { readonly stdout: string; readonly stderr: string },
+): Session | undefined {
+  if (command === undefined) {
+    return undefined;
+  }
+  const env: Record<string, string> = { ...args.environment };
+  if (args.addPreviousOutputInEnv !== false) {
+    if (outputs.stdout !== "") {
+      env.PULUMI_COMMAND_STDOUT = outputs.stdout;
+    }
+    if (outputs.stderr !== "") {
+      env.PULUMI_COMMAND_STDERR = outputs.stderr;
+    }
+  }
   return {
-    name,
-    connection: inputs.connection as Connection,
-    create: String(inputs.create ?? ""),
-    delete: inputs.delete === undefined ? undefined : String(inputs.delete),
-    stdin: inputs.stdin === undefined ? undefined : String(inputs.stdin),
-    triggers: (inputs.triggers as unknown[] | undefined) ?? [],
+    connection: args.connection,
+    command,
+    stdin: args.stdin === undefined || args.stdin === "" ? undefined : args.stdin,
+    env,
   };
 }
 
-/** Whether a command with inputs `b` would run again after one that ran with `a`: Pulumi's diff of its inputs. */
-export function sameInputs(a: CommandInputs, b: CommandInputs): boolean {
-  return (
-    a.create === b.create &&
-    a.delete === b.delete &&
-    a.stdin === b.stdin &&
-    JSON.stringify(a.connection) === JSON.stringify(b.connection) &&
-    JSON.stringify(a.triggers) === JSON.stringify(b.triggers)
-  );
+const argsOf = (inputs: CommandInputs) => reveal(inputs) as CommandArgs;
+
+/** The provider's Create: `create`, with no previous outputs; nothing if there is no `create`. */
+export function createSession(wanted: CommandInputs): Session | undefined {
+  const args = argsOf(wanted);
+  return session(args, args.create, { stdout: "", stderr: "" });
 }
 
-export class LabEngine {
-  private state = new Map<string, CommandState>();
+/** The provider's Update: `update`, else `create`, with the new inputs and the old outputs; never `delete`. */
+export function updateSession(old: CommandState, wanted: CommandInputs): Session | undefined {
+  const args = argsOf(wanted);
+  return session(args, args.update ?? args.create, old);
+}
 
-  constructor(private readonly options: EngineOptions) {}
+/** The provider's Delete: the stored `delete`, with the stored inputs (stdin too) and outputs. */
+export function deleteSession(old: CommandState): Session | undefined {
+  const args = argsOf(old.inputs);
+  return session(args, args.delete, old);
+}
+
+/** The order to delete `doomed` in: the reverse of their order in the state, which is dependency order. */
+export function deleteOrder(
+  state: readonly CommandState[],
+  doomed: ReadonlySet<CommandState>,
+): CommandState[] {
+  return state.filter((s) => doomed.has(s)).reverse();
+}
+
+/**
+ * The error a registration fails with when the engine will not run its
+ * command: gRPC's CANCELLED, which the SDK takes for the engine cancelling
+ * the deployment. It rejects the resource's outputs and lets the program
+ * finish; an error without that code would be an unhandled rejection.
+ */
+function cancelled(message: string): Error {
+  return Object.assign(new Error(message), { code: 1 });
+}
+
+/** The provider keeps a run's output less one trailing newline (strings.TrimSuffix). */
+const trimNewline = (text: string) => (text.endsWith("\n") ? text.slice(0, -1) : text);
+
+export class LabEngine {
+  private state: CommandState[] = [];
+  private readonly run: RemoteRun;
+
+  constructor(private readonly options: EngineOptions) {
+    this.run =
+      "run" in options
+        ? options.run
+        : (connection, command, stdin, env) =>
+            sshRun(connection, command, stdin, options.knownHosts, options.sshConfig, env);
+  }
 
   /** The state to persist between processes (it holds the admin key: store it 0600). */
   snapshot(): CommandState[] {
-    return [...this.state.values()];
+    return [...this.state];
   }
 
+  /** Takes back what `snapshot` gave; state from before commands were keyed by URN is refused. */
   restore(states: readonly CommandState[]): void {
-    this.state = new Map(states.map((s) => [s.name, s]));
+    const unkeyed = states.filter((s) => typeof s.urn !== "string" || typeof s.inputs !== "object");
+    if (unkeyed.length > 0) {
+      const names = unkeyed.slice(0, 3).map((s) => s.name);
+      const more = unkeyed.length > names.length ? ", …" : "";
+      throw new Error(
+        `the saved lab engine state has ${unkeyed.length} command(s) without a URN (${names.join(", ")}${more}): ` +
+          "it was written by an engine that keyed commands by name. " +
+          "Delete it (converge-state.json in the lab's state directory, $SWARM_LAB_STATE or /var/lib/swarm-lab) " +
+          "and converge again: every command runs once more, and each is idempotent.",
+      );
+    }
+    this.state = [...states];
   }
 
-  /** Names of the commands the engine holds state for. */
+  /** Names of the commands the engine holds state for (not those only waiting for their delete). */
   get commands(): string[] {
-    return [...this.state.keys()].sort();
+    return this.state
+      .filter((s) => !s.pendingDelete)
+      .map((s) => s.name)
+      .sort();
   }
 
   async converge(config: FleetConfig, sshPrivateKey: string, stack = "lab"): Promise<ConvergeResult> {
+    return this.apply(() => defineFleet(config, { sshPrivateKey: pulumi.secret(sshPrivateKey) }), stack);
+  }
+
+  /** Runs `program` under the mock runtime for project swarm, stack `stack`, and converges the commands it registers. */
+  async apply<T>(program: () => T, stack: string): Promise<ConvergeResult<T>> {
     const started = Date.now();
     const previous = this.state;
-    const next = new Map<string, CommandState>();
+    const live = new Map(previous.filter((s) => !s.pendingDelete).map((s) => [s.urn, s]));
+    // This run's commands, in the order their registrations completed: dependency order.
+    const next: CommandState[] = [];
+    // Previous entries this run carries on (same or updated) or replaced.
+    const superseded = new Set<CommandState>();
+    const replaced = new Set<CommandState>();
     const created: string[] = [];
+    const updated: string[] = [];
     const unchanged: string[] = [];
-    const replaced: CommandState[] = [];
+    const deleted: string[] = [];
     const failures: Error[] = [];
     const timings: CommandTiming[] = [];
     const say = this.options.progress ?? (() => undefined);
 
-    const runner = async (name: string, inputs: Record<string, unknown>): Promise<CommandResult> => {
-      const wanted = commandInputs(name, inputs);
-      const old = previous.get(name);
-      if (old && sameInputs(old, wanted)) {
-        next.set(name, old);
+    const execute = async (name: string, step: CommandTiming["step"], s: Session): Promise<CommandResult> => {
+      const t0 = Date.now();
+      const result = await this.run(s.connection, s.command, s.stdin, s.env);
+      const seconds = (Date.now() - t0) / 1000;
+      const label = step === "create" ? name : `${name} (${step})`;
+      if (result.code !== 0) {
+        say(`  ✗ ${label} (${seconds.toFixed(1)}s)`);
+        throw new CommandFailed(label, s.connection.host, result.code, result.stderr || result.stdout);
+      }
+      say(`  ${step === "delete" ? "−" : "✓"} ${label} (${seconds.toFixed(1)}s)`);
+      timings.push({ name, step, host: s.connection.host, start: (t0 - started) / 1000, seconds });
+      return { stdout: trimNewline(result.stdout), stderr: trimNewline(result.stderr) };
+    };
+
+    const runner: CommandRunner = async (name, _plain, resource): Promise<CommandResult> => {
+      const wanted = commandInputs(resource.inputs);
+      const old = live.get(resource.urn);
+      const step = planStep(old?.inputs, wanted);
+      if (old !== undefined && step === "same") {
+        next.push(old);
+        superseded.add(old);
         unchanged.push(name);
         return { stdout: old.stdout, stderr: old.stderr };
       }
-      const t0 = Date.now();
-      const result = await sshRun(
-        wanted.connection,
-        wanted.create,
-        wanted.stdin,
-        this.options.knownHosts,
-        this.options.sshConfig,
-      );
-      const elapsed = (Date.now() - t0) / 1000;
-      const secs = elapsed.toFixed(1);
-      if (result.code !== 0) {
-        const failure = new CommandFailed(
-          name,
-          wanted.connection.host,
-          result.code,
-          result.stderr || result.stdout,
-        );
-        failures.push(failure);
-        say(`  ✗ ${name} (${secs}s)`);
-        throw failure;
+      if (failures.length > 0) {
+        // The step executor starts no step after one failed (without --continue-on-error).
+        throw cancelled(`${name} not run: ${failures[0].message.split("\n")[0]}`);
       }
-      say(`  ✓ ${name} (${secs}s)`);
-      if (old && JSON.stringify(old.triggers) !== JSON.stringify(wanted.triggers)) {
-        replaced.push(old);
+      const update = old !== undefined && step === "update";
+      const s = update ? updateSession(old, wanted) : createSession(wanted);
+      // With no script to run, an update keeps the old outputs and a create has none.
+      let outputs: CommandResult = update
+        ? { stdout: old.stdout, stderr: old.stderr }
+        : { stdout: "", stderr: "" };
+      if (s !== undefined) {
+        try {
+          outputs = await execute(name, update ? "update" : "create", s);
+        } catch (e) {
+          // Like a failed `pulumi up` step: nothing is recorded, the old state (if any) stays.
+          failures.push(e as Error);
+          throw cancelled(`${name} failed`);
+        }
       }
-      next.set(name, { ...wanted, stdout: result.stdout, stderr: result.stderr });
-      created.push(name);
-      timings.push({ name, host: wanted.connection.host, start: (t0 - started) / 1000, seconds: elapsed });
-      return { stdout: result.stdout, stderr: result.stderr };
+      next.push({ urn: resource.urn, name, inputs: wanted, ...outputs });
+      if (old !== undefined) {
+        (update ? superseded : replaced).add(old);
+      }
+      (update ? updated : created).push(name);
+      return outputs;
     };
 
     await installMocks(runner, stack);
-    const outputs = defineFleet(config, { sshPrivateKey: pulumi.secret(sshPrivateKey) });
+    const outputs = program();
     await settle();
+
+    // Creates and updates are recorded before any delete runs; what is not yet deleted stays, after them.
+    const remaining = new Set(previous.filter((s) => !superseded.has(s)));
+    const record = () => {
+      this.state = [
+        ...next,
+        ...previous
+          .filter((s) => remaining.has(s))
+          .map((s) => (replaced.has(s) && !s.pendingDelete ? { ...s, pendingDelete: true } : s)),
+      ];
+    };
+    record();
     if (failures.length > 0) {
-      // Like a failed `pulumi up`: what succeeded is kept, what failed will be retried.
-      this.state = new Map([...previous, ...next]);
       throw failures[0];
     }
-
-    const deleted: string[] = [];
-    const removed = [...previous.values()].filter((s) => !next.has(s.name));
-    for (const old of [...replaced, ...removed]) {
-      if (old.delete !== undefined) {
-        const result = await sshRun(
-          old.connection,
-          old.delete,
-          undefined,
-          this.options.knownHosts,
-          this.options.sshConfig,
-        );
-        if (result.code !== 0) {
-          throw new CommandFailed(`${old.name} (delete)`, old.connection.host, result.code, result.stderr);
-        }
-        say(`  − ${old.name}`);
-        deleted.push(old.name);
+    for (const old of deleteOrder(previous, remaining)) {
+      const s = deleteSession(old);
+      if (s !== undefined) {
+        // A failure throws with this command and the ones after it still recorded.
+        await execute(old.name, "delete", s);
       }
+      remaining.delete(old);
+      record();
+      deleted.push(old.name);
     }
-    this.state = next;
-    return { outputs, created, unchanged, deleted, seconds: (Date.now() - started) / 1000, timings };
+    return {
+      outputs,
+      created,
+      updated,
+      unchanged,
+      deleted,
+      seconds: (Date.now() - started) / 1000,
+      timings,
+    };
   }
 }

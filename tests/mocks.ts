@@ -6,8 +6,11 @@
  */
 import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
+import { MockMonitor } from "@pulumi/pulumi/runtime/mocks";
 
 export interface RecordedResource {
+  /** The URN the engine gives it: project, stack, every ancestor's type and its name (see `resourceUrn`). */
+  readonly urn: string;
   readonly type: string;
   readonly name: string;
   /** Inputs as the mock runtime hands them over: secrets still wrapped, so tests can see them. */
@@ -22,8 +25,16 @@ export interface CommandResult {
   readonly stderr: string;
 }
 
-/** Runs (or answers for) a `command:remote:Command` create. */
-export type CommandRunner = (name: string, inputs: Record<string, unknown>) => Promise<CommandResult>;
+/**
+ * Runs (or answers for) a `command:remote:Command` registration: `inputs`
+ * are its plain inputs; `resource` is what was recorded of it, with its URN
+ * and its inputs with secrets still wrapped.
+ */
+export type CommandRunner = (
+  name: string,
+  inputs: Record<string, unknown>,
+  resource: RecordedResource,
+) => Promise<CommandResult>;
 
 /** Deterministic bytes for a resource name: stable keys across runs, so renders and triggers are reproducible. */
 export function fakeBytes(seed: string, length: number): Buffer {
@@ -34,8 +45,8 @@ export function fakeBytes(seed: string, length: number): Buffer {
   return Buffer.concat(out).subarray(0, length);
 }
 
-/** Offline answer for a command: the export host key is read back, everything else prints nothing. */
-export const offlineRunner: CommandRunner = async (name) => {
+/** Offline answer for a command, from its name alone: the export host key is read back, the rest print nothing. */
+export const offlineRunner = async (name: string, ..._registration: unknown[]): Promise<CommandResult> => {
   if (name.endsWith("-hostkey")) {
     const key = fakeBytes(name, 32);
     const blob = Buffer.concat([sshString("ssh-ed25519"), sshString(key)]);
@@ -84,15 +95,18 @@ export class MockFleet implements pulumi.runtime.Mocks {
 
   constructor(private readonly runner: CommandRunner = offlineRunner) {}
 
+  /** `args.urn` is set by the monitor `installMocks` sets up; without it the resource is taken to have no parent. */
   async newResource(
-    args: pulumi.runtime.MockResourceArgs,
+    args: pulumi.runtime.MockResourceArgs & { readonly urn?: string },
   ): Promise<{ id: string; state: Record<string, unknown> }> {
+    const urn = args.urn ?? resourceUrn(undefined, args.type, args.name);
     // Hetzner Cloud ids are numbers (attachments convert them with Number): derive one from the name.
     const id = args.type.startsWith("hcloud:")
       ? String(fakeBytes(args.name, 4).readUInt32BE(0))
       : `${args.name}-id`;
     const plain = reveal(args.inputs) as Record<string, unknown>;
-    this.resources.push({ type: args.type, name: args.name, inputs: args.inputs, plain, id });
+    const recorded = { urn, type: args.type, name: args.name, inputs: args.inputs, plain, id };
+    this.resources.push(recorded);
     const state: Record<string, unknown> = { ...args.inputs };
     switch (args.type) {
       case "random:index/randomBytes:RandomBytes": {
@@ -118,7 +132,7 @@ export class MockFleet implements pulumi.runtime.Mocks {
         state.linuxDevice = `/dev/disk/by-id/scsi-0HC_Volume_${id}`;
         break;
       case "command:remote:Command": {
-        const result = await this.runner(args.name, plain);
+        const result = await this.runner(args.name, plain, recorded);
         state.stdout = result.stdout;
         state.stderr = result.stderr;
         break;
@@ -144,10 +158,57 @@ export class MockFleet implements pulumi.runtime.Mocks {
   }
 }
 
+/**
+ * The URN the engine gives a resource (pkg/resource/deploy/deployment.go
+ * `generateURN`, sdk/go/common/resource/urn/urn.go `New`): its type is
+ * prefixed with the parent's whole qualified type, every ancestor's type
+ * joined by `$`, except the root stack's.
+ */
+export function resourceUrn(parent: string | undefined, type: string, name: string): string {
+  const parentType = parent ? parent.split("::")[2] : "";
+  const qualified = parentType && parentType !== "pulumi:pulumi:Stack" ? `${parentType}$${type}` : type;
+  return `urn:pulumi:${pulumi.getStack()}::${pulumi.getProject()}::${qualified}::${name}`;
+}
+
+/** What the monitor's register and read requests carry that a URN is made of. */
+interface ResourceRequest {
+  getParent(): string;
+  getType(): string;
+  getName(): string;
+}
+
+/**
+ * Makes the SDK's mock monitor give every resource the URN the engine would
+ * and hand it to `newResource`. Its own URNs keep only the parent's last
+ * type (`parentType.split("$").pop()`), so the URN of a command two
+ * components deep lost its grandparent's type; and `MockResourceArgs`
+ * carries no URN or parent at all.
+ */
+function useEngineUrns(monitor: MockMonitor, mocks: MockFleet): void {
+  for (const method of ["registerResource", "readResource"] as const) {
+    const original = MockMonitor.prototype[method];
+    monitor[method] = (req: ResourceRequest, callback) => {
+      const urn = resourceUrn(req.getParent(), req.getType(), req.getName());
+      // The original, run against this request's URN: it calls `this.mocks.newResource` and `this.newUrn`.
+      const scope = Object.create(monitor, {
+        newUrn: { value: () => urn },
+        mocks: {
+          value: {
+            call: (args: pulumi.runtime.MockCallArgs) => mocks.call(args),
+            newResource: (args: pulumi.runtime.MockResourceArgs) => mocks.newResource({ ...args, urn }),
+          },
+        },
+      }) as MockMonitor;
+      return original.call(scope, req, callback);
+    };
+  }
+}
+
 /** Installs a fresh mock runtime for project `swarm`, stack `stack`. */
 export async function installMocks(runner?: CommandRunner, stack = "test"): Promise<MockFleet> {
   const mocks = new MockFleet(runner);
   await pulumi.runtime.setMocks(mocks, "swarm", stack, false);
+  useEngineUrns(pulumi.runtime.getMonitor() as unknown as MockMonitor, mocks);
   return mocks;
 }
 
