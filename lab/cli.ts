@@ -131,8 +131,8 @@ async function converge(config: FleetConfig): Promise<void> {
   const result = await engine.converge(config, fs.readFileSync(LAB_KEY, "utf8"));
   fs.writeFileSync(ENGINE_STATE, JSON.stringify(engine.snapshot()), { mode: 0o600 });
   process.stdout.write(
-    `converged in ${result.seconds.toFixed(1)}s: ${result.created.length} commands ran, ` +
-      `${result.unchanged.length} unchanged, ${result.deleted.length} deleted\n`,
+    `converged in ${result.seconds.toFixed(1)}s: ${result.created.length} created, ` +
+      `${result.updated.length} updated, ${result.unchanged.length} unchanged, ${result.deleted.length} deleted\n`,
   );
 }
 

@@ -237,7 +237,7 @@ export async function sshRun(
           "-o",
           "GlobalKnownHostsFile=/dev/null",
           "-o",
-          "ConnectTimeout=10",
+          "ConnectTimeout=30",
           "-o",
           "LogLevel=ERROR",
           ...setEnvOption(env),

@@ -43,7 +43,7 @@ echo 'options zfs zfs_arc_max=268435456' >/etc/modprobe.d/swarm-lab-zfs.conf
 
 # --- disks ------------------------------------------------------------------
 # The root is a throwaway overlay of the cached image (see vm.sh).
-printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\n' >/etc/fstab
+printf 'LABEL=swlab-vm / ext4 rw,errors=remount-ro 0 1\n' >/etc/fstab
 
 # --- network: the user-mode network's DHCP, and nothing else ---------------
 mkdir -p /etc/systemd/network

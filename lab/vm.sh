@@ -118,7 +118,7 @@ host_image_disk() {
     started=$(date +%s)
     tmp=$disk.tmp.$$
     # 3G sparse: the image is about 0.5 GB; the rest is never written (read-only).
-    mkfs.ext4 -q -F -L swlab-image -d "$img" "$tmp" 3G
+    mkfs.ext4 -q -F -L swlab-image -d "$img" "$tmp" 3G >/dev/null
     mv -f "$tmp" "$disk"
     say "host image packed into $disk ($(seconds_since "$started")s)"
     printf '%s\n' "$disk"
@@ -184,7 +184,7 @@ build_vm_image() { # OUT
         chroot "$tree" dpkg-query -W -f '${Package}=${Version}\n'
     } >"$tmp/out/packages"
     # 8G sparse: the root of a VM that holds overlays of up to a few lab hosts.
-    mkfs.ext4 -q -F -L swlab-vm -d "$tree" "$tmp/out/disk.img" 8G
+    mkfs.ext4 -q -F -L swlab-vm -d "$tree" "$tmp/out/disk.img" 8G >/dev/null
     say "  keys and disk $(seconds_since "$t")s"
     mv -T "$tmp/out" "$out"
     rm -rf --one-file-system "$tmp"
@@ -307,7 +307,8 @@ boot_vm() { # VM_IMAGE HOST_IMAGE_DISK SERIAL...
     for serial in "$@"; do
         record disk - "$serial" "$VM_DIR/disk-$serial.img"
         truncate -s "$POOL_DISK_SIZE" "$VM_DIR/disk-$serial.img"
-        drives+=(-drive "file=$VM_DIR/disk-$serial.img,if=virtio,format=raw,cache=unsafe,serial=$serial")
+        drives+=(-drive "file=$VM_DIR/disk-$serial.img,if=none,id=disk-$serial,format=raw,cache=unsafe"
+            -device "virtio-blk-pci,drive=disk-$serial,serial=$serial")
     done
     port=$(free_port)
     write_ssh_config "$port" "$vmimg"
@@ -319,9 +320,11 @@ boot_vm() { # VM_IMAGE HOST_IMAGE_DISK SERIAL...
         -name swarm-lab-vm \
         -accel tcg,thread=multi -cpu max -smp "$VM_CPUS" -m "$VM_MEMORY" \
         -kernel "$vmimg/vmlinuz" -initrd "$vmimg/initrd.img" \
-        -append "root=/dev/vda rw console=ttyS0 quiet net.ifnames=0 panic=-1" \
-        -drive "file=$VM_DIR/root.qcow2,if=virtio,format=qcow2,cache=unsafe" \
-        -drive "file=$hostdisk,if=virtio,format=raw,readonly=on,serial=$IMAGE_SERIAL" \
+        -append "root=LABEL=swlab-vm rw console=ttyS0 quiet net.ifnames=0 panic=-1" \
+        -drive "file=$VM_DIR/root.qcow2,if=none,id=root,format=qcow2,cache=unsafe" \
+        -device virtio-blk-pci,drive=root \
+        -drive "file=$hostdisk,if=none,id=image,format=raw,readonly=on" \
+        -device "virtio-blk-pci,drive=image,serial=$IMAGE_SERIAL" \
         "${drives[@]}" \
         -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22" \
         -device virtio-net-pci,netdev=n0 \

@@ -13,7 +13,7 @@ import { FleetConfig } from "../../config/types";
 import { FleetPlan, planFleet } from "../../config/model";
 import { ConvergeResult, LabEngine, sshRun } from "../../lab/engine";
 import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, labSh, labUpArgs, seedHosts } from "../../lab/cli";
-import { METRICS_UNIT } from "../../templates/health";
+import { HEALTH_PROGRAM_PATH, METRICS_UNIT } from "../../templates/health";
 import { mountUnitNames } from "../../templates/sshfs";
 import { isInside, normalizePath } from "../../templates/systemd";
 import { syncUnitNames } from "../../templates/unison";
@@ -161,6 +161,7 @@ test("the first converge ran every command once", () => {
   expect(first.created.length).toBeGreaterThan(0);
   expect(new Set(first.created).size).toBe(first.created.length);
   expect(first.unchanged).toEqual([]);
+  expect(first.updated).toEqual([]);
 });
 
 test("1. every pair of peers has a recent handshake and pings over the mesh", async () => {
@@ -340,7 +341,7 @@ function status(): { code: number; out: string } {
 
 test("health: the gate passes on every host and status shows a healthy fleet", async () => {
   for (const host of plan.hosts) {
-    const gate = await onHost(host.name, "/usr/local/lib/swarm/swarm-health gate", { allowFail: true });
+    const gate = await onHost(host.name, `${HEALTH_PROGRAM_PATH} gate`, { allowFail: true });
     if (gate.code !== 0) {
       throw new Error(`the health gate fails on ${host.name}:\n${gate.stdout}${gate.stderr}`);
     }
@@ -359,7 +360,7 @@ test("health: with the hub's WireGuard stopped, the gate fails naming host and p
   const spoke = plan.hosts.find((h) => h.peers.some((p) => p.name === hub.name))!;
   await run(hub.name, "systemctl stop wg-quick@wg0");
   try {
-    const gate = await onHost(spoke.name, "/usr/local/lib/swarm/swarm-health gate", { allowFail: true });
+    const gate = await onHost(spoke.name, `${HEALTH_PROGRAM_PATH} gate`, { allowFail: true });
     expect(gate.code).not.toBe(0);
     expect(`${gate.stdout}${gate.stderr}`).toContain(
       `FAIL ${spoke.name} peer ${hub.name} (${hub.meshAddress})`,
@@ -372,7 +373,7 @@ test("health: with the hub's WireGuard stopped, the gate fails naming host and p
   }
   // The tunnels come back on their own: every spoke answers again within the gate's wait.
   for (const host of plan.hosts) {
-    await run(host.name, "/usr/local/lib/swarm/swarm-health gate >/dev/null");
+    await run(host.name, `${HEALTH_PROGRAM_PATH} gate >/dev/null`);
   }
   phase("health gate (hub WireGuard stopped)");
 });
@@ -380,6 +381,7 @@ test("health: with the hub's WireGuard stopped, the gate fails naming host and p
 test("8. converging again changes nothing", async () => {
   const again = await engine.converge(config, adminKey);
   expect(again.created).toEqual([]);
+  expect(again.updated).toEqual([]);
   expect(again.deleted).toEqual([]);
   expect(again.unchanged.length).toBe(first.created.length);
   phase("second converge (no-op)");
@@ -475,7 +477,7 @@ test("11. a restarted hub brings every tunnel and the export back without a conv
   // Every host's own health gate agrees, clients' mounts included.
   await Promise.all(
     plan.hosts.map(async (host) => {
-      const gate = await onHost(host.name, "/usr/local/lib/swarm/swarm-health gate", { allowFail: true });
+      const gate = await onHost(host.name, `${HEALTH_PROGRAM_PATH} gate`, { allowFail: true });
       if (gate.code !== 0) {
         throw new Error(
           `after ${hub} restarted, the health gate fails on ${host.name}:\n${gate.stdout}${gate.stderr}`,
