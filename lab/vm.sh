@@ -208,10 +208,26 @@ vm_image() {
     printf '%s\n' "$out"
 }
 
+# Remove images of other hashes (older inputs), unless a running VM may use them.
+prune_images() { # VM_IMAGE HOST_IMAGE_DISK
+    local keep_vm=$1 keep_host=${2%.ext4} d
+    [[ -f $MANIFEST ]] && return 0
+    for d in "$CACHE"/vm-* "$CACHE"/image-*; do
+        [[ ${d##*/} =~ ^(vm|image)-[0-9a-f]{16}(\.ext4)?$ ]] || continue
+        [[ $d != "$keep_vm" && $d != "$keep_host" && $d != "$keep_host.ext4" ]] || continue
+        say "removing the stale image $d"
+        umount_below "$d"
+        rm -rf --one-file-system "$d"
+    done
+}
+
 cmd_image() {
     [[ $(id -u) == 0 ]] || die "image: must run as root"
-    vm_image
-    host_image_disk
+    local vmimg hostdisk
+    vmimg=$(vm_image)
+    hostdisk=$(host_image_disk)
+    prune_images "$vmimg" "$hostdisk"
+    printf '%s\n%s\n' "$vmimg" "$hostdisk"
 }
 
 # ---------------------------------------------------------------------------
