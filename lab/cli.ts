@@ -197,8 +197,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "down":
-      labSh("down");
+      // The engine's state describes hosts that are about to go: it goes first, so nothing of the lab is left.
       fs.rmSync(ENGINE_STATE, { force: true });
+      labSh("down");
       return 0;
     case "status":
       process.stdout.write(labSh("status"));

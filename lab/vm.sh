@@ -51,7 +51,7 @@ SSH_CONFIG=$STATE/ssh_config
 KEY=$STATE/id_ed25519 # the lab hosts' admin key, copied out of the VM
 KNOWN_HOSTS=$STATE/known_hosts
 HOSTS_FILE=$STATE/hosts
-LOGS_DIR=$STATE/logs
+LOGS_DIR=$CACHE/logs # consoles of the last lab, kept for post-mortems; replaced by the next up
 
 # Inside the VM
 IN_VM=/opt/swarm-lab
@@ -329,6 +329,8 @@ boot_vm() { # VM_IMAGE HOST_IMAGE_DISK SERIAL...
     port=$(free_port)
     write_ssh_config "$port" "$vmimg"
     : >"$LOGS_DIR/vm.console.log"
+    : >"$LOGS_DIR/vm.qemu.log"
+    : >"$LOGS_DIR/vm.ssh-master.log"
     record pidfile - "$VM_DIR/qemu.pid"
     say "VM: booting ($VM_CPUS CPUs, ${VM_MEMORY} MiB, TCG emulation; console in $LOGS_DIR/vm.console.log)"
     # -no-reboot: a guest that reboots or panics stops, and the harness sees it.
@@ -457,6 +459,11 @@ cmd_up() {
 down_all() {
     local rc=0 line kind pid value
     [[ -f $MANIFEST ]] || return 0
+    # The hosts' consoles live in the VM: keep a copy for post-mortems.
+    if vm_running && [[ -d $LOGS_DIR ]]; then
+        timeout 30 ssh -F "$SSH_CONFIG" swarm-lab-vm 'tar -C /var/lib/swarm-lab/logs -cf - . 2>/dev/null' 9<&- |
+            tar -C "$LOGS_DIR" -xf - 2>/dev/null || true
+    fi
     while read -r line; do
         [[ -n $line ]] || continue
         # shellcheck disable=SC2086 # fields: KIND HOST VALUE...
@@ -516,6 +523,7 @@ cmd_down() {
         return 0
     }
     down_all || return 1
+    rmdir "$STATE" 2>/dev/null || true
     say "lab down in $(seconds_since "$started")s"
 }
 
