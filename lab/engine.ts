@@ -452,9 +452,27 @@ export class LabEngine {
     const timings: CommandTiming[] = [];
     const say = this.options.progress ?? (() => undefined);
 
+    // After a failed registration the SDK's RPC queue never drains, so `settle` never returns and,
+    // with nothing else pending, node would exit 0 mid-run. A run ends when the queue drains, or
+    // when a command has failed and none is still running.
+    let running = 0;
+    let stopAfterFailure: () => void = () => undefined;
+    const failedAndIdle = new Promise<void>((resolve) => (stopAfterFailure = resolve));
+    const checkIdle = () => {
+      if (failures.length > 0 && running === 0) {
+        stopAfterFailure();
+      }
+    };
+
     const execute = async (name: string, step: CommandTiming["step"], s: Session): Promise<CommandResult> => {
       const t0 = Date.now();
-      const result = await this.run(s.connection, s.command, s.stdin, s.env);
+      running++;
+      let result: RunResult;
+      try {
+        result = await this.run(s.connection, s.command, s.stdin, s.env);
+      } finally {
+        running--;
+      }
       const seconds = (Date.now() - t0) / 1000;
       const label = step === "create" ? name : `${name} (${step})`;
       if (result.code !== 0) {
@@ -492,7 +510,10 @@ export class LabEngine {
         } catch (e) {
           // Like a failed `pulumi up` step: nothing is recorded, the old state (if any) stays.
           failures.push(e as Error);
+          checkIdle();
           throw cancelled(`${name} failed`);
+        } finally {
+          checkIdle();
         }
       }
       next.push({ urn: resource.urn, name, inputs: wanted, ...outputs });
@@ -505,7 +526,12 @@ export class LabEngine {
 
     await installMocks(runner, stack);
     const outputs = program();
-    await settle();
+    const alive = setInterval(() => undefined, 60_000);
+    try {
+      await Promise.race([settle(), failedAndIdle]);
+    } finally {
+      clearInterval(alive);
+    }
 
     // Creates and updates are recorded before any delete runs; what is not yet deleted stays, after them.
     const remaining = new Set(previous.filter((s) => !superseded.has(s)));

@@ -361,3 +361,15 @@ test("the lab fleet converges, then a second run runs nothing", async () => {
   expect(calls).toEqual([]);
   expect(again.unchanged).toHaveLength(first.created.length);
 });
+
+test("a command failing in the lab fleet fails the run, with the commands that depend on it never started", async () => {
+  const { raw } = readStackFile(path.join(__dirname, "..", "Pulumi.lab.yaml"));
+  const { config } = validateFleetConfig(raw);
+  // The mesh config of the hub: most of the fleet waits on its output.
+  const { run, calls } = recorder((script) => script.includes("/owners/mesh-anchor-config"));
+  const engine = new LabEngine({ run });
+  // Before the fix the run never finished: the SDK's RPC queue does not drain after a failed registration.
+  await expect(engine.converge(config!, "not-a-key")).rejects.toThrow(CommandFailed);
+  expect(calls.length).toBeGreaterThan(0);
+  expect(engine.commands).not.toContain("mesh-anchor-config");
+});
