@@ -41,6 +41,9 @@ for unit in zfs-import-cache zfs-import-scan zfs-mount zfs-share zfs-volume-wait
     mkdir -p "/etc/systemd/system/$unit.service.d"
     printf '[Unit]\nConditionPathExists=/dev/zfs\n' >"/etc/systemd/system/$unit.service.d/swarm-lab.conf"
 done
+# The module is the VM kernel's, loaded before any host boots; a container
+# cannot load modules (nor wait for udev, which this unit requires).
+systemctl mask zfs-load-module.service
 
 # --- identity: filled per host --------------------------------------------
 # An empty machine-id in the image; lab.sh writes a fresh one per host.

@@ -335,7 +335,7 @@ boot_vm() { # VM_IMAGE HOST_IMAGE_DISK SERIAL...
     say "VM: booting ($VM_CPUS CPUs, ${VM_MEMORY} MiB, TCG emulation; console in $LOGS_DIR/vm.console.log)"
     # -no-reboot: a guest that reboots or panics stops, and the harness sees it.
     qemu-system-x86_64 \
-        -name swarm-lab-vm \
+        -name swarm-lab-vm -nodefaults \
         -accel tcg,thread=multi -cpu max -smp "$VM_CPUS" -m "$VM_MEMORY" \
         -kernel "$vmimg/vmlinuz" -initrd "$vmimg/initrd.img" \
         -append "root=LABEL=swlab-vm rw console=ttyS0 quiet net.ifnames=0 panic=-1" \
