@@ -135,7 +135,7 @@ build_vm_image() { # OUT
     mkdir -p "$tree" "$CACHE/debs" "$CACHE/vm-apt"
     # shellcheck disable=SC2064 # expand now: the trap must clean this build's tree
     trap "umount_below '$tree'; rm -rf --one-file-system '$tmp'" EXIT
-    say "building the lab VM image (about 25 min: most of it is compiling the OpenZFS module), log in $log"
+    say "building the lab VM image (5 to 10 min, most of it compiling the OpenZFS module), log in $log"
     t=$(date +%s)
     debootstrap --variant=minbase --merged-usr --components=main,contrib \
         --include="$(vm_packages | grep -v '^apt:' | paste -sd, -)" \
@@ -212,10 +212,10 @@ vm_image() {
 prune_images() { # VM_IMAGE HOST_IMAGE_DISK
     local keep_vm=$1 keep_host=${2%.ext4} d
     [[ -f $MANIFEST ]] && return 0
-    for d in "$CACHE"/vm-* "$CACHE"/image-*; do
-        [[ ${d##*/} =~ ^(vm|image)-[0-9a-f]{16}(\.ext4)?$ ]] || continue
-        [[ $d != "$keep_vm" && $d != "$keep_host" && $d != "$keep_host.ext4" ]] || continue
-        say "removing the stale image $d"
+    for d in "$CACHE"/vm-* "$CACHE"/image-* "$CACHE"/build-*.log; do
+        [[ -e $d && ${d##*/} =~ ^(vm|image|vm-build|build)-([0-9a-f]{16})(\.ext4|\.log)?$ ]] || continue
+        [[ ${BASH_REMATCH[2]} != "${keep_vm##*-}" && ${BASH_REMATCH[2]} != "${keep_host##*-}" ]] || continue
+        say "removing $d (built from older inputs)"
         umount_below "$d"
         rm -rf --one-file-system "$d"
     done

@@ -14,7 +14,7 @@ import { FleetPlan, planFleet } from "../../config/model";
 import { ConvergeResult, LabEngine, sshRun } from "../../lab/engine";
 import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, labSh, labUpArgs, seedHosts } from "../../lab/cli";
 import { HEALTH_PROGRAM_PATH, METRICS_UNIT } from "../../templates/health";
-import { mountUnitNames } from "../../templates/sshfs";
+import { clientKeyPath, hostKeyAlias, knownHostsPath, mountUnitNames } from "../../templates/sshfs";
 import { isInside, normalizePath } from "../../templates/systemd";
 import { syncUnitNames } from "../../templates/unison";
 import { EXPORT_SENTINEL } from "../../templates/zfs";
@@ -306,9 +306,10 @@ test("7. the sftp-only user gets no shell, no forwarding, and nothing from outsi
   const client = e.clients[0];
   const server = plan.byName.get(e.host)!;
   const underlay = config.hosts.find((h) => h.name === e.host)!.existing!.address;
+  // The client's own key, pinned host key and alias, where the product puts them.
   const ssh = (target: string, extra: string) =>
-    `ssh -F /dev/null -i /etc/swarm/meshfs/${e.name}.key -o IdentitiesOnly=yes -o BatchMode=yes ` +
-    `-o UserKnownHostsFile=/etc/swarm/meshfs/${e.name}.known_hosts -o HostKeyAlias=swarm-${e.name} ` +
+    `ssh -F /dev/null -i ${clientKeyPath(e.name)} -o IdentitiesOnly=yes -o BatchMode=yes ` +
+    `-o UserKnownHostsFile=${knownHostsPath(e.name)} -o HostKeyAlias=${hostKeyAlias(e.name)} ` +
     `-o StrictHostKeyChecking=yes -o ConnectTimeout=5 ${extra} ${e.user}@${target}`;
   const shell = await onHost(client, `${ssh(server.meshAddress, "")} id 2>&1`, { allowFail: true });
   expect(shell.stdout).not.toMatch(/uid=/);
@@ -402,11 +403,17 @@ test("9. a fourth host joins the mesh over kernel WireGuard while existing tunne
       },
     ],
   };
-  const [a, b] = [plan.hosts[0], plan.hosts[0].peers[0]];
-  const target = plan.byName.get(b.name)!.meshAddress;
+  // Every tunnel of the hub carries a ping while edge joins: kernel WireGuard and wireguard-go peers alike.
+  const a = plan.byName.get(config.mesh.hub ?? plan.hosts[0].name)!;
+  const peers = a.peers.map((p) => ({ name: p.name, address: plan.byName.get(p.name)!.meshAddress }));
   await run(
     a.name,
-    `rm -f /run/swarm-ping.*; nohup ping -i 0.2 ${target} > /run/swarm-ping.log 2>&1 & echo $! > /run/swarm-ping.pid`,
+    peers
+      .map(
+        (p) =>
+          `rm -f /run/swarm-ping-${p.name}.*; nohup ping -i 0.2 ${p.address} > /run/swarm-ping-${p.name}.log 2>&1 & echo $! > /run/swarm-ping-${p.name}.pid`,
+      )
+      .join("\n"),
   );
   try {
     labSh("up", "edge=10.231.0.14");
@@ -422,14 +429,27 @@ test("9. a fourth host joins the mesh over kernel WireGuard while existing tunne
     // Kernel WireGuard: the interface is the kernel's, not a wireguard-go TUN device.
     expect((await run("edge", "ip -d link show wg0")).split("\n")[2] ?? "").toMatch(/^\s*wireguard\b/);
   } finally {
-    await run(a.name, `kill -INT "$(cat /run/swarm-ping.pid)"; sleep 1`);
-  }
-  const stats = await run(a.name, "cat /run/swarm-ping.log");
-  const match = /(\d+) packets transmitted, (\d+) received/.exec(stats);
-  if (!match || match[1] !== match[2] || Number(match[1]) < 10) {
-    throw new Error(
-      `${a.name} → ${b.name} lost packets while edge joined:\n${stats.split("\n").slice(-4).join("\n")}`,
+    await run(
+      a.name,
+      `${peers.map((p) => `kill -INT "$(cat /run/swarm-ping-${p.name}.pid)"`).join("; ")}; sleep 1`,
     );
+  }
+  const lost: string[] = [];
+  for (const p of peers) {
+    const stats = await run(a.name, `cat /run/swarm-ping-${p.name}.log`);
+    const match = /(\d+) packets transmitted, (\d+) received/.exec(stats);
+    process.stdout.write(`${a.name} → ${p.name} while edge joined: ${match?.[0] ?? "no summary"}\n`);
+    if (!match || match[1] !== match[2] || Number(match[1]) < 10) {
+      lost.push(`${a.name} → ${p.name}:\n${stats.split("\n").slice(-4).join("\n")}`);
+    }
+    // Every reply, not only the count: an ICMP error counts as a loss too.
+    const errors = stats.split("\n").filter((l) => /unreachable|prohibited|error/i.test(l));
+    if (errors.length > 0) {
+      lost.push(`${a.name} → ${p.name}: ${errors.slice(0, 3).join("; ")}`);
+    }
+  }
+  if (lost.length > 0) {
+    throw new Error(`lost packets while edge joined:\n${lost.join("\n")}`);
   }
   phase("add a fourth host");
 });
