@@ -121,3 +121,8 @@ stop_proc() { # PID START SECONDS WHAT
     done
     return 1
 }
+
+# The script's header comment (from line 2 to `set -euo`), as its usage.
+usage() {
+    sed -n '2,/^set -euo/{/^#/!d;s/^# \{0,1\}//;p}' "$0"
+}

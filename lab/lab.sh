@@ -13,7 +13,6 @@
 #   lab.sh env                          shell-sourceable paths (key, known_hosts)
 #   lab.sh ssh NAME [cmd...]            ssh root@host with the lab key
 #   lab.sh down                         remove everything `up` made (idempotent)
-#   lab.sh clean                        down, then remove the image cache
 #
 # It runs inside the lab VM (lab/vm.sh boots it and calls this script there),
 # except `image`, which vm.sh runs on the machine to build the host image.
@@ -824,25 +823,6 @@ cmd_ssh() {
     exec ssh "${SSH_OPTS[@]}" "root@$addr" "$@"
 }
 
-cmd_clean() {
-    cmd_down
-    [[ -d $CACHE ]] || return 0
-    local d
-    for d in "$CACHE"/image-* "$CACHE"/.build-*; do
-        [[ -e $d ]] || continue
-        umount_below "$d"
-        remove_tree "$d"
-    done
-    rm -rf --one-file-system "$CACHE/debs" "$CACHE"/build-*.log "$LOGS_DIR"
-    rmdir "$CACHE" 2>/dev/null || true
-    rmdir "$STATE" 2>/dev/null || true
-    say "cache removed"
-}
-
-usage() {
-    sed -n '2,/^set -euo/{/^#/!d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
-}
-
 main() {
     local cmd=${1-}
     (($# > 0)) && shift
@@ -855,7 +835,6 @@ main() {
     hosts) cmd_hosts ;;
     env) cmd_env ;;
     ssh) cmd_ssh "$@" ;;
-    clean) cmd_clean ;;
     _boot) cmd_boot "$@" ;; # internal: the per-host supervisor
     -h | --help | help) usage ;;
     *)

@@ -565,20 +565,9 @@ cmd_vm() {
 cmd_clean() {
     cmd_down
     [[ -d $CACHE ]] || return 0
-    local d
-    for d in "$CACHE"/image-* "$CACHE"/vm-* "$CACHE"/.build-* "$CACHE"/.vm-build.*; do
-        [[ -e $d ]] || continue
-        umount_below "$d"
-        rm -rf --one-file-system "$d"
-    done
-    rm -rf --one-file-system "$CACHE/debs" "$CACHE/vm-apt" "$LOGS_DIR"
-    rmdir "$CACHE" 2>/dev/null || true
-    rmdir "$STATE" 2>/dev/null || true
-    say "cache removed"
-}
-
-usage() {
-    sed -n '2,/^set -euo/{/^#/!d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+    umount_below "$CACHE"
+    remove_tree "$CACHE"
+    say "cache removed: $CACHE"
 }
 
 main() {
