@@ -66,9 +66,20 @@ export function labDisks(config: FleetConfig): string[] {
   return [...disks].sort().flatMap((d) => ["--disk", d]);
 }
 
-/** What `vm.sh up` takes to boot the lab of `config`: its disks, then its hosts. */
+/**
+ * `--no-kernel-wireguard HOST` for every host on `wireguard-go`: the lab's
+ * kernel has WireGuard, and wg-quick uses wireguard-go only where the kernel
+ * has none, so such a host is booted as if its kernel had none.
+ */
+export function labUserspaceWireGuard(config: FleetConfig): string[] {
+  return config.hosts
+    .filter((h) => h.wireguard === "wireguard-go")
+    .flatMap((h) => ["--no-kernel-wireguard", h.name]);
+}
+
+/** What `vm.sh up` takes to boot the lab of `config`: its disks and kernels, then its hosts. */
 export function labUpArgs(config: FleetConfig): string[] {
-  return [...labDisks(config), ...labHosts(config)];
+  return [...labDisks(config), ...labUserspaceWireGuard(config), ...labHosts(config)];
 }
 
 /** `NAME=ADDR` for every existing host of the config: what lab.sh boots. */

@@ -7,7 +7,9 @@
 #   lab.sh up [--device NAME=PATH]... NAME=ADDR [NAME=ADDR...]
 #                                       boot hosts (idempotent; adds new ones); --device
 #                                       gives host NAME the block device PATH (a disk of
-#                                       the lab VM) under the same path, with /dev/zfs
+#                                       the lab VM) under the same path, with /dev/zfs;
+#                                       --no-kernel-wireguard NAME boots NAME as if its
+#                                       kernel had no WireGuard module
 #   lab.sh status                       table: host, address, pid, running, ssh, state
 #   lab.sh hosts                        machine-readable: NAME ADDR per line
 #   lab.sh env                          shell-sourceable paths (key, known_hosts)
@@ -315,6 +317,30 @@ device_args() { # NAME PATH...
     printf -- '--bind-ro=/dev/disk\n--bind-ro=/run/udev\n--bind=/dev/zfs\n'
 }
 
+# A host that sees the kernel as one without WireGuard, the case wireguard-go
+# is for (the kernel is shared, and has the module): no /sys/module, and an
+# `ip` first on PATH that fails `ip link add ... type wireguard` as such a
+# kernel does. wg-quick then falls back to WG_QUICK_USERSPACE_IMPLEMENTATION.
+# Prints the nspawn arguments.
+without_kernel_wireguard() { # MERGED_ROOT
+    install -d -m 0755 "$1/usr/local/sbin"
+    cat >"$1/usr/local/sbin/ip" <<'IP'
+#!/bin/sh
+# swarm lab: this host's kernel is to look as if it had no WireGuard module.
+if [ "${1-}" = link ] && [ "${2-}" = add ]; then
+    for arg in "$@"; do
+        if [ "$arg" = wireguard ]; then
+            echo "Error: Unknown device type." >&2
+            exit 2
+        fi
+    done
+fi
+exec /usr/bin/ip "$@"
+IP
+    chmod 0755 "$1/usr/local/sbin/ip"
+    printf -- '--tmpfs=/sys/module\n'
+}
+
 # Create everything for one host and start it. Prints nothing on stdout.
 create_host() { # NAME ADDR IMAGE [DEVICE...]
     local name=$1 addr=$2 img=$3
@@ -372,6 +398,9 @@ create_host() { # NAME ADDR IMAGE [DEVICE...]
     if (($# > 0)); then
         [[ -c /dev/zfs ]] || die "$name: has devices but the kernel has no /dev/zfs (modprobe zfs)"
         device_args "$name" "$@" >"$dir/nspawn-args"
+    fi
+    if [[ $NO_KERNEL_WIREGUARD == *" $name "* ]]; then
+        without_kernel_wireguard "$merged" >>"$dir/nspawn-args"
     fi
 
     for h in $(cgroup_hierarchies); do
@@ -530,6 +559,7 @@ wait_hosts() { # DEADLINE NAME...
 cmd_up() {
     local arg name addr img deadline n seen=" " addrs=" "
     local -a new=() hosts=() devices=()
+    NO_KERNEL_WIREGUARD=" "
     while (($# > 0)); do
         if [[ $1 == --device ]]; then
             if (($# < 2)) || [[ $2 != *=/dev/* ]]; then
@@ -537,12 +567,16 @@ cmd_up() {
             fi
             devices+=("$2")
             shift 2
+        elif [[ $1 == --no-kernel-wireguard ]]; then
+            (($# >= 2)) || die "up: --no-kernel-wireguard needs a host name"
+            NO_KERNEL_WIREGUARD+="$2 "
+            shift 2
         else
             hosts+=("$1")
             shift
         fi
     done
-    ((${#hosts[@]} > 0)) || die "usage: lab.sh up [--device NAME=PATH]... NAME=ADDR [NAME=ADDR ...]"
+    ((${#hosts[@]} > 0)) || die "usage: lab.sh up [--device NAME=PATH]... [--no-kernel-wireguard NAME]... NAME=ADDR [NAME=ADDR ...]"
     set -- "${hosts[@]}"
     cmd_preflight
     for arg in "$@"; do

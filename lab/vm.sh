@@ -7,10 +7,12 @@
 #
 #   vm.sh preflight                   check this machine can run the lab VM
 #   vm.sh image                       build (or reuse) the cached VM and host images
-#   vm.sh up [--disk HOST=SERIAL]... NAME=ADDR...
+#   vm.sh up [--disk HOST=SERIAL]... [--no-kernel-wireguard HOST]... NAME=ADDR...
 #                                     boot the VM if needed, then the lab hosts in it;
 #                                     --disk gives HOST a virtual disk, seen there as
-#                                     /dev/disk/by-id/virtio-SERIAL (boot-time only)
+#                                     /dev/disk/by-id/virtio-SERIAL (boot-time only);
+#                                     --no-kernel-wireguard boots HOST as if its kernel
+#                                     had no WireGuard (wg-quick falls back to wireguard-go)
 #   vm.sh status                      the VM, then one line per lab host
 #   vm.sh hosts                       machine-readable: NAME ADDR per line
 #   vm.sh env                         shell-sourceable paths (key, known_hosts, ssh config)
@@ -422,6 +424,11 @@ cmd_up() {
             [[ " ${serials[*]} " != *" $serial "* ]] || die "up: disk serial $serial given twice"
             serials+=("$serial")
             labargs+=(--device "$host=/dev/disk/by-id/virtio-$serial")
+            ;;
+        --no-kernel-wireguard)
+            (($# >= 2)) || die "up: --no-kernel-wireguard needs a host name"
+            labargs+=("$1" "$2")
+            shift 2
             ;;
         *)
             labargs+=("$1")

@@ -16,10 +16,16 @@ function stack(name: string): FleetConfig {
 describe("what the lab boots for a stack", () => {
   const lab = stack("lab");
 
+  it("boots the hosts on wireguard-go as if their kernel had no WireGuard, and no other", () => {
+    expect(lab.hosts.filter((h) => h.wireguard === "wireguard-go").map((h) => h.name)).toEqual(["satellite"]);
+  });
+
   it("gives each pool device named as a VM disk to its export host, then boots every host", () => {
     expect(labUpArgs(lab)).toEqual([
       "--disk",
       "anchor=swarm-tank",
+      "--no-kernel-wireguard",
+      "satellite",
       ...lab.hosts.map((h) => `${h.name}=${h.existing!.address}`),
     ]);
   });

@@ -169,6 +169,25 @@ test("1. every pair of peers has a recent handshake and pings over the mesh", as
   phase("check mesh");
 });
 
+test("1b. each host runs the WireGuard its config names: the kernel's, or wireguard-go's TUN device", async () => {
+  const kinds = await Promise.all(
+    config.hosts.map(async (h) => {
+      const details = await run(h.name, "ip -d -o link show wg0");
+      return [
+        h.name,
+        /\btun type tun\b/.test(details)
+          ? "wireguard-go"
+          : /\bwireguard\b/.test(details)
+            ? "kernel"
+            : details,
+      ];
+    }),
+  );
+  expect(Object.fromEntries(kinds)).toEqual(
+    Object.fromEntries(config.hosts.map((h) => [h.name, h.wireguard])),
+  );
+});
+
 test("2. the export is a ZFS dataset with the configured properties and a sentinel", async () => {
   const e = exported();
   const type = await run(e.host, `zfs get -H -o value type ${e.dataset}`);
