@@ -319,12 +319,14 @@ device_args() { # NAME PATH...
 
 # A host that sees the kernel as one without WireGuard, the case wireguard-go
 # is for (the kernel is shared, and has the module): no /sys/module, and an
-# `ip` first on PATH that fails `ip link add ... type wireguard` as such a
-# kernel does. wg-quick then falls back to WG_QUICK_USERSPACE_IMPLEMENTATION.
-# Prints the nspawn arguments.
+# `ip` that fails `ip link add ... type wireguard` as such a kernel does, in
+# place of /usr/bin/ip (wg-quick puts its own directory first on PATH).
+# wg-quick then falls back to WG_QUICK_USERSPACE_IMPLEMENTATION. Prints the
+# nspawn arguments.
 without_kernel_wireguard() { # MERGED_ROOT
-    install -d -m 0755 "$1/usr/local/sbin"
-    cat >"$1/usr/local/sbin/ip" <<'IP'
+    install -d -m 0755 "$1/usr/local/lib/swarm-lab"
+    cp -p "$1/usr/bin/ip" "$1/usr/local/lib/swarm-lab/ip"
+    cat >"$1/usr/bin/ip.swarm-lab" <<'IP'
 #!/bin/sh
 # swarm lab: this host's kernel is to look as if it had no WireGuard module.
 if [ "${1-}" = link ] && [ "${2-}" = add ]; then
@@ -335,9 +337,10 @@ if [ "${1-}" = link ] && [ "${2-}" = add ]; then
         fi
     done
 fi
-exec /usr/bin/ip "$@"
+exec /usr/local/lib/swarm-lab/ip "$@"
 IP
-    chmod 0755 "$1/usr/local/sbin/ip"
+    chmod 0755 "$1/usr/bin/ip.swarm-lab"
+    mv -f "$1/usr/bin/ip.swarm-lab" "$1/usr/bin/ip"
     printf -- '--tmpfs=/sys/module\n'
 }
 
