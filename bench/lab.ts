@@ -137,7 +137,6 @@ type SyncPlace = { host: string; name: string; local: string; remote: string };
 export function benchConfig(): FleetConfig {
   const { raw } = readStackFile(path.resolve(__dirname, "..", "Pulumi.lab.yaml"));
   const [exported] = raw.exports as Record<string, unknown>[];
-  const pool = exported.pool as Record<string, unknown>;
   const properties = exported.properties as Record<string, unknown>;
   const ai = { user: "ai-streamer", conflicts: "keep-both" };
   const onDemand = { interval: "1d", timeout: "1h" };
@@ -159,14 +158,8 @@ export function benchConfig(): FleetConfig {
   const variant = {
     ...raw,
     exports: [
-      {
-        ...exported,
-        // Not under /var/lib/swarm as in the lab stack: creating the pool file there makes that
-        // directory 0700, which locks the export user out of its home and so fails every ssh://
-        // sync (reported; prod's pool is on a volume and is not affected).
-        pool: { ...pool, devices: ["/var/lib/swarm-pool/tank.img"], fileSize: "4G" },
-        properties: { ...properties, refquota: "3G" },
-      },
+      // The lab's pool, on the VM's virtual disk (4 GB), with room for the bulk trees.
+      { ...exported, properties: { ...properties, refquota: "3G" } },
     ],
     mounts: (raw.mounts as Record<string, unknown>[]).filter((m) => m.host !== "satellite"),
     syncs: [

@@ -59,7 +59,7 @@ LOGS_DIR=$CACHE/logs # consoles of the last lab, kept for post-mortems; replaced
 IN_VM=/opt/swarm-lab
 VM_IMAGE_MOUNT=/var/lib/swarm-lab-image
 IMAGE_SERIAL=swarm-lab-image
-POOL_DISK_SIZE=1G
+POOL_DISK_SIZE=4G # sparse: only what the pool writes takes room
 LAB_FILES=(lab.sh common.sh image-packages.txt image-customise.sh)
 
 VM_PACKAGES=$LAB_DIR/vm-packages.txt
