@@ -18,7 +18,7 @@ import { FleetConfig } from "../config/types";
 import { validateFleetConfig } from "../config/validate";
 import { CommandInputs, changedInputs, commandInputs, sameInputs } from "../lab/engine";
 import { defineFleet } from "../program";
-import { MockFleet, RecordedResource, installMocks, offlineRunner, settle } from "../tests/mocks";
+import { MockFleet, RecordedResource, installMocks, offlineRunner, settle } from "../offline/mockRuntime";
 import { Change, FleetShape, Topology, belongsTo, meshOnlyHosts, rawFleet } from "./fleets";
 
 export interface TypeCount {
@@ -173,7 +173,11 @@ function ownerOf(url: string): Owner | undefined {
   if (file.includes("/node_modules/")) {
     return "sdk";
   }
-  if (!file.startsWith(`${ROOT}/`) || file.startsWith(`${ROOT}/bench/`) || file.endsWith("/tests/mocks.ts")) {
+  if (
+    !file.startsWith(`${ROOT}/`) ||
+    file.startsWith(`${ROOT}/bench/`) ||
+    file.endsWith("/offline/mockRuntime.ts")
+  ) {
     return "harness";
   }
   return "own";

@@ -12,7 +12,7 @@ import { formatErrors, readStackFile } from "../config/load";
 import { FleetConfig } from "../config/types";
 import { validateFleetConfig } from "../config/validate";
 import { CommandTiming, LabEngine, sshRun } from "../lab/engine";
-import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, labSh, labUpArgs, seedHosts } from "../lab/cli";
+import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, labSh, labUpArgs, seedHosts } from "../lab/fleet";
 import { syncSentinel } from "../templates/sftp";
 
 const say = (line: string) => process.stderr.write(`bench: ${line}\n`);

@@ -16,7 +16,7 @@
  * renaming an ancestor's type, is a new URN: the old one is deleted and the
  * new one created. The SDK's MockMonitor keeps only the parent's last type
  * and tells `newResource` no URN; `resourceUrn` and `useEngineUrns` in
- * tests/mocks.ts do as the engine does.
+ * offline/mockRuntime.ts do as the engine does.
  *
  * Diff. pulumi-go-provider infer/resource.go `diff` (the command provider has
  * no custom Diff) compares every old input with every new one,
@@ -86,7 +86,7 @@ import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { FleetConfig } from "../config/types";
 import { FleetOutputs, defineFleet } from "../program";
-import { CommandResult, CommandRunner, installMocks, reveal, settle } from "../tests/mocks";
+import { CommandResult, CommandRunner, installMocks, reveal, settle } from "../offline/mockRuntime";
 
 interface Connection {
   readonly host: string;

@@ -12,7 +12,7 @@ import { formatErrors, readStackFile } from "../config/load";
 import { validateFleetConfig } from "../config/validate";
 import { defineFleet } from "../program";
 import { extractFiles, unwrapRootCommand } from "../templates/shell";
-import { installMocks, offlineRunner, promiseOf, settle } from "../tests/mocks";
+import { installMocks, offlineRunner, promiseOf, settle } from "../offline/mockRuntime";
 
 const MARKER = ".swarm-render";
 

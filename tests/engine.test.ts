@@ -18,7 +18,7 @@ import {
   changedInputs,
   commandInputs,
 } from "../lab/engine";
-import { installMocks, offlineRunner, promiseOf, settle } from "./mocks";
+import { installMocks, offlineRunner, promiseOf, settle } from "../offline/mockRuntime";
 
 const connection = { host: "192.0.2.10", port: 22, user: "root", privateKey: "not-a-key" };
 

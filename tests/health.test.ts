@@ -30,7 +30,7 @@ import {
 import { extractFiles, unwrapRootCommand } from "../templates/shell";
 import { parseHostReport } from "../scripts/status";
 import { PLAN, PUBLIC_KEYS, runHealth } from "./fixtures/health/fleet";
-import { CommandRunner, installMocks, offlineRunner, promiseOf, settle } from "./mocks";
+import { CommandRunner, installMocks, offlineRunner, promiseOf, settle } from "../offline/mockRuntime";
 
 describe("readHealth", () => {
   const read = (raw: unknown) => {

@@ -7,7 +7,7 @@ import { bootstrapScript } from "../templates/bootstrap";
 import { sha256 } from "../templates/shell";
 import { GraphRecorder } from "./graph";
 import { HUB_FLEET, plan } from "./meshFixtures";
-import { installMocks, MockFleet, promiseOf } from "./mocks";
+import { installMocks, MockFleet, promiseOf } from "../offline/mockRuntime";
 
 const ADMIN_KEY =
   "-----BEGIN OPENSSH PRIVATE KEY-----\nfake admin key for tests\n-----END OPENSSH PRIVATE KEY-----\n";

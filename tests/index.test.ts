@@ -6,7 +6,7 @@
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { readStackFile } from "../config/load";
-import { installMocks, MockFleet, promiseOf, settle } from "./mocks";
+import { installMocks, MockFleet, promiseOf, settle } from "../offline/mockRuntime";
 
 type Program = typeof import("../index");
 

@@ -1,4 +1,4 @@
-import { labDisks, labHosts, labUpArgs } from "../lab/cli";
+import { labDisks, labHosts, labUpArgs } from "../lab/fleet";
 import { FleetConfig } from "../config/types";
 import { readStackFile } from "../config/load";
 import { validateFleetConfig } from "../config/validate";

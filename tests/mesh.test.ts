@@ -9,7 +9,7 @@ import { sha256 } from "../templates/shell";
 import { renderWireGuardConfig, wireguardApplyScript, wireguardConfigValues } from "../templates/wireguard";
 import { GraphRecorder } from "./graph";
 import { FULL_FLEET, HUB_FLEET, plan } from "./meshFixtures";
-import { installMocks, MockFleet, promiseOf } from "./mocks";
+import { installMocks, MockFleet, promiseOf } from "../offline/mockRuntime";
 
 const ADMIN_KEY =
   "-----BEGIN OPENSSH PRIVATE KEY-----\nfake admin key for tests\n-----END OPENSSH PRIVATE KEY-----\n";

@@ -34,7 +34,7 @@ import {
   wireguardPortsOnMeshHosts,
 } from "../policy/policies";
 import { FULL_FLEET, HUB_FLEET } from "./meshFixtures";
-import { installMocks, offlineRunner, settle } from "./mocks";
+import { installMocks, offlineRunner, settle } from "../offline/mockRuntime";
 
 const STACK = "prod";
 /**

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import * as fc from "fast-check";
 import { ed25519OpenSsh, ed25519PublicKey, SshKeypair } from "../components/sshKeypair";
-import { fakeBytes, installMocks, promiseOf } from "./mocks";
+import { fakeBytes, installMocks, promiseOf } from "../offline/mockRuntime";
 
 const PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
 

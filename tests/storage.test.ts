@@ -12,7 +12,7 @@ import { planFleet } from "../config/model";
 import { FleetConfig, SyncConfig } from "../config/types";
 import { automountUnit, mountUnit } from "../templates/sshfs";
 import { syncService, syncTimer, unisonProfile } from "../templates/unison";
-import { installMocks, MockFleet, offlineRunner, promiseOf, RecordedResource } from "./mocks";
+import { installMocks, MockFleet, offlineRunner, promiseOf, RecordedResource } from "../offline/mockRuntime";
 import {
   FILE_EXPORT,
   LAB_EXPORT,

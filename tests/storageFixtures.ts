@@ -13,7 +13,7 @@ import { SftpPlan } from "../templates/sftp";
 import { MountPlan } from "../templates/sshfs";
 import { SyncPlan } from "../templates/unison";
 import { SnapshotPlan, ZfsPlan } from "../templates/zfs";
-import { fakeBytes } from "./mocks";
+import { fakeBytes } from "../offline/mockRuntime";
 
 /** A well-formed ed25519 public key line whose key bytes derive from `seed`. */
 export function fakePublicKey(seed: string, comment = seed): string {

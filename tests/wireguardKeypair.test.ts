@@ -3,7 +3,7 @@ import { createPrivateKey, createPublicKey, diffieHellman, randomBytes } from "n
 import * as pulumi from "@pulumi/pulumi";
 import * as fc from "fast-check";
 import { clampPrivateKey, WireGuardKeypair, wireguardPublicKey } from "../components/wireguardKeypair";
-import { installMocks, promiseOf } from "./mocks";
+import { installMocks, promiseOf } from "../offline/mockRuntime";
 
 const b64 = (hex: string): string => Buffer.from(hex, "hex").toString("base64");
 

@@ -12,7 +12,7 @@ import * as fs from "node:fs";
 import { FleetConfig } from "../../config/types";
 import { FleetPlan, planFleet } from "../../config/model";
 import { ConvergeResult, LabEngine, sshRun } from "../../lab/engine";
-import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, labSh, labUpArgs, seedHosts } from "../../lab/cli";
+import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, labSh, labUpArgs, seedHosts } from "../../lab/fleet";
 import { HEALTH_PROGRAM_PATH, METRICS_UNIT } from "../../templates/health";
 import { clientKeyPath, hostKeyAlias, knownHostsPath, mountUnitNames } from "../../templates/sshfs";
 import { isInside, normalizePath } from "../../templates/systemd";

@@ -1,8 +1,10 @@
 /**
- * Pulumi's mock runtime, set up the way every swarm test and the offline
- * tools use it: resources are recorded in registration order, cloud
- * resources get plausible outputs, and remote commands are answered by a
- * pluggable runner (a canned answer offline, real SSH in the lab suite).
+ * The mock runtime that runs the real program without a Pulumi engine, for
+ * render, the lab engine, bench and tests: Pulumi's mock runtime, with
+ * resources recorded in registration order under the URNs the engine would
+ * give them, cloud resources given plausible outputs, and remote commands
+ * answered by a pluggable runner (a canned answer offline, real SSH in the
+ * lab).
  */
 import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
@@ -212,7 +214,7 @@ export async function installMocks(runner?: CommandRunner, stack = "test"): Prom
   return mocks;
 }
 
-/** The value of an Output, for assertions. */
+/** The value of an Output once it resolves: what render writes out and what tests assert on. */
 export function promiseOf<T>(output: pulumi.Output<T>): Promise<T> {
   return new Promise((resolve) => output.apply((v) => resolve(v)));
 }
