@@ -581,7 +581,7 @@ function convergeReport(runs: readonly ConvergeRun[]): string {
       ["", "seconds"],
       [
         [
-          "boot the 3 hosts (lab.sh up, not part of the converge)",
+          "boot the VM and the 3 hosts in it (vm.sh up, not part of the converge)",
           spread(
             runs.map((r) => r.bootSeconds),
             1,
