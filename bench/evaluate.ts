@@ -260,7 +260,7 @@ function bare(type: string, name: string): void {
       new random.RandomBytes(name, { length: 32 });
       return;
     case "hcloud:index/server:Server":
-      new hcloud.Server(name, { serverType: "cx22" });
+      new hcloud.Server(name, { serverType: "cx23" });
       return;
     case "hcloud:index/firewall:Firewall":
       new hcloud.Firewall(name, {});

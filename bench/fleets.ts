@@ -72,7 +72,7 @@ function rawHost(i: number): Record<string, unknown> {
     hcloud:
       i === 0
         ? { serverType: "cx32", location: "nbg1", volumeSize: 50 }
-        : { serverType: "cx22", location: "fsn1" },
+        : { serverType: "cx23", location: "fsn1" },
   };
 }
 

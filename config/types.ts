@@ -16,7 +16,7 @@ export type Seconds = number;
 export type WireGuardImplementation = "kernel" | "wireguard-go";
 
 export interface HcloudHostConfig {
-  /** Hetzner server type, e.g. `cx22`. */
+  /** Hetzner server type, e.g. `cx23`. */
   readonly serverType: string;
   /** Hetzner location, e.g. `nbg1`. */
   readonly location: string;

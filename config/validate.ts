@@ -334,9 +334,9 @@ function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraf
     draft.hasVolume = hcloud.has("volumeSize");
     const serverType = hcloud.string("serverType", {
       required: true,
-      hint: "set a Hetzner server type such as cx22",
+      hint: "set a Hetzner server type such as cx23",
       pattern: /^[a-z][a-z0-9-]*$/,
-      patternHint: "is not a Hetzner server type: use a name such as cx22 or cax11",
+      patternHint: "is not a Hetzner server type: use a name such as cx23 or cax11",
     });
     const location = hcloud.string("location", {
       required: true,

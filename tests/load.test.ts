@@ -143,7 +143,7 @@ describe("npm run validate", () => {
       `config:
   swarm:hosts:
     - name: Anchor
-      hcloud: {serverType: cx22, location: nbg1}
+      hcloud: {serverType: cx23, location: nbg1}
   swarm:mesh:
     cidr: 10.8.0.1/24
   swarm:admin:

@@ -9,7 +9,7 @@ type HostOverrides = Partial<HostConfig> & Pick<HostConfig, "name">;
 
 export function host(overrides: HostOverrides): HostConfig {
   return {
-    hcloud: overrides.existing ? undefined : { serverType: "cx22", location: "nbg1", image: "debian-12" },
+    hcloud: overrides.existing ? undefined : { serverType: "cx23", location: "nbg1", image: "debian-12" },
     wireguard: "kernel",
     keyRotation: "",
     routes: [],

@@ -156,7 +156,7 @@ describe("finding hosts", () => {
     ...FLEET,
     hosts: FLEET.hosts.map((h) =>
       h.name === "anchor"
-        ? { ...h, existing: undefined, hcloud: { serverType: "cx22", location: "nbg1", image: "debian-12" } }
+        ? { ...h, existing: undefined, hcloud: { serverType: "cx23", location: "nbg1", image: "debian-12" } }
         : h,
     ),
   };

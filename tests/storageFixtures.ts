@@ -24,7 +24,7 @@ export function fakePublicKey(seed: string, comment = seed): string {
 function hcloudHost(name: string, extra: Partial<HostConfig> = {}): HostConfig {
   return {
     name,
-    hcloud: { serverType: "cx22", location: "nbg1", image: "debian-12" },
+    hcloud: { serverType: "cx23", location: "nbg1", image: "debian-12" },
     wireguard: "kernel",
     keyRotation: "",
     routes: [],
@@ -79,7 +79,7 @@ export const STORAGE_FLEET: FleetConfig = {
   hosts: [
     hcloudHost("anchor", {
       meshAddress: "10.8.0.1",
-      hcloud: { serverType: "cx22", location: "nbg1", image: "debian-12", volumeSize: 50 },
+      hcloud: { serverType: "cx23", location: "nbg1", image: "debian-12", volumeSize: 50 },
     }),
     hcloudHost("satellite", { meshAddress: "10.8.0.2" }),
     hcloudHost("hetzner-native", { meshAddress: "10.8.0.3" }),

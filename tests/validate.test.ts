@@ -13,10 +13,10 @@ function base(): Record<string, unknown> {
       {
         name: "anchor",
         meshAddress: "10.8.0.1",
-        hcloud: { serverType: "cx22", location: "nbg1", volumeSize: 50 },
+        hcloud: { serverType: "cx23", location: "nbg1", volumeSize: 50 },
       },
-      { name: "satellite", hcloud: { serverType: "cx22", location: "nbg1" } },
-      { name: "hetzner-native", hcloud: { serverType: "cx22", location: "fsn1" } },
+      { name: "satellite", hcloud: { serverType: "cx23", location: "nbg1" } },
+      { name: "hetzner-native", hcloud: { serverType: "cx23", location: "fsn1" } },
     ],
     mesh: {
       cidr: "10.8.0.0/24",
@@ -86,7 +86,7 @@ describe("validateFleetConfig", () => {
     expect(errors).toEqual([]);
     expect(config?.hosts[1]).toEqual({
       name: "satellite",
-      hcloud: { serverType: "cx22", location: "nbg1", image: "debian-12" },
+      hcloud: { serverType: "cx23", location: "nbg1", image: "debian-12" },
       wireguard: "kernel",
       keyRotation: "",
       routes: [],
@@ -378,7 +378,7 @@ const rows: Row[] = [
   },
   {
     what: "misspelt hcloud key",
-    changes: { "hosts[1].hcloud.serverTyp": "cx22" },
+    changes: { "hosts[1].hcloud.serverTyp": "cx23" },
     path: "swarm:hosts[1].hcloud.serverTyp",
     message: "did you mean serverType?",
   },
