@@ -12,7 +12,7 @@ import { formatErrors, readStackFile } from "../config/load";
 import { FleetConfig } from "../config/types";
 import { validateFleetConfig } from "../config/validate";
 import { CommandTiming, LabEngine, sshRun } from "../lab/engine";
-import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, labSh, labUpArgs, seedHosts } from "../lab/fleet";
+import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, vmSh, labUpArgs, seedHosts } from "../lab/fleet";
 import { syncSentinel } from "../templates/sftp";
 
 const say = (line: string) => process.stderr.write(`bench: ${line}\n`);
@@ -50,15 +50,15 @@ async function onHost(
 
 /** Boots the config's hosts (the image is built first, so boot time is boot time), seeds them, runs `body`, and always takes the lab down. */
 async function withLab<T>(config: FleetConfig, body: (bootSeconds: number) => Promise<T>): Promise<T> {
-  labSh("image");
+  vmSh("image");
   try {
     const t0 = Date.now();
-    labSh("up", ...labUpArgs(config));
+    vmSh("up", ...labUpArgs(config));
     const bootSeconds = (Date.now() - t0) / 1000;
     seedHosts(config);
     return await body(bootSeconds);
   } finally {
-    labSh("down");
+    vmSh("down");
   }
 }
 

@@ -18,7 +18,7 @@ import {
   STATE,
   VM_SH,
   labConfig,
-  labSh,
+  vmSh,
   labUpArgs,
   seedHosts,
 } from "./fleet";
@@ -60,26 +60,26 @@ async function main(argv: string[]): Promise<number> {
   switch (verb) {
     case "up": {
       const config = labConfig();
-      labSh("up", ...labUpArgs(config));
+      vmSh("up", ...labUpArgs(config));
       seedHosts(config);
       process.stdout.write(`\n${ENGINE_NOTE}\n\n`);
       await converge(config);
-      process.stdout.write(labSh("status"));
+      process.stdout.write(vmSh("status"));
       return 0;
     }
     case "converge": {
       const config = labConfig();
       await converge(config);
-      process.stdout.write(labSh("status"));
+      process.stdout.write(vmSh("status"));
       return 0;
     }
     case "down":
       // The engine's state describes hosts that are about to go: it goes first, so nothing of the lab is left.
       fs.rmSync(ENGINE_STATE, { force: true });
-      labSh("down");
+      vmSh("down");
       return 0;
     case "status":
-      process.stdout.write(labSh("status"));
+      process.stdout.write(vmSh("status"));
       return 0;
     case "ssh": {
       const result = spawnSync("bash", [VM_SH, "ssh", ...rest], { stdio: "inherit" });

@@ -20,7 +20,7 @@ export const KNOWN_HOSTS = path.join(STATE, "known_hosts");
 export const SSH_CONFIG = path.join(STATE, "ssh_config");
 
 /** Runs lab/vm.sh; progress goes straight to the terminal. Throws on failure. */
-export function labSh(...args: string[]): string {
+export function vmSh(...args: string[]): string {
   const result = spawnSync("bash", [VM_SH, ...args], {
     stdio: ["ignore", "pipe", "inherit"],
     encoding: "utf8",
@@ -116,6 +116,6 @@ export function seedScript(config: FleetConfig, host: string): string {
 
 export function seedHosts(config: FleetConfig): void {
   for (const host of config.hosts) {
-    labSh("ssh", host.name, seedScript(config, host.name));
+    vmSh("ssh", host.name, seedScript(config, host.name));
   }
 }

@@ -12,7 +12,7 @@ import * as fs from "node:fs";
 import { FleetConfig } from "../../config/types";
 import { FleetPlan, planFleet } from "../../config/model";
 import { ConvergeResult, LabEngine, sshRun } from "../../lab/engine";
-import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, labSh, labUpArgs, seedHosts } from "../../lab/fleet";
+import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, vmSh, labUpArgs, seedHosts } from "../../lab/fleet";
 import { HEALTH_PROGRAM_PATH, METRICS_UNIT } from "../../templates/health";
 import { clientKeyPath, hostKeyAlias, knownHostsPath, mountUnitNames } from "../../templates/sshfs";
 import { isInside, normalizePath } from "../../templates/systemd";
@@ -130,10 +130,10 @@ beforeAll(async () => {
   if (process.getuid?.() !== 0) {
     throw new Error("the lab suite needs root (network namespaces, systemd-nspawn): run it as root");
   }
-  labSh("preflight");
+  vmSh("preflight");
   config = labConfig();
   plan = planFleet(config);
-  labSh("up", ...labUpArgs(config));
+  vmSh("up", ...labUpArgs(config));
   adminKey = fs.readFileSync(LAB_KEY, "utf8");
   seedHosts(config);
   phase("boot lab hosts");
@@ -148,7 +148,7 @@ beforeAll(async () => {
 
 afterAll(() => {
   try {
-    labSh("down");
+    vmSh("down");
   } finally {
     phase("lab down");
     process.stdout.write(
@@ -435,7 +435,7 @@ test("9. a fourth host joins the mesh over kernel WireGuard while existing tunne
       .join("\n"),
   );
   try {
-    labSh("up", "edge=10.231.0.14");
+    vmSh("up", "edge=10.231.0.14");
     config = grown;
     seedHosts(grown);
     const result = await engine.converge(grown, adminKey);
