@@ -25,6 +25,8 @@ export interface HostOutputs {
   readonly endpoint: pulumi.Output<string>;
   /** Address and port the admin reaches the host at over SSH. */
   readonly ssh: pulumi.Output<string>;
+  /** The host's SSH host key, as pinned by the program: what `npm run status` checks the host against. */
+  readonly hostKey: pulumi.Output<string>;
 }
 
 export interface FleetOutputs {
@@ -56,7 +58,7 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
       new HetznerHost(host.name, {
         host,
         admin: config.admin,
-        sshKey,
+        sshKeyId: sshKey?.id,
         sshPrivateKey: secrets.sshPrivateKey,
         listenPort: config.mesh.listenPort,
         labels,
@@ -243,6 +245,7 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
       publicKey: (keypairs.get(host.name) as WireGuardKeypair).publicKey,
       endpoint: pulumi.interpolate`${h.publicAddress}:${config.mesh.listenPort}`,
       ssh: pulumi.unsecret(h.connection.apply((c) => `${c.user}@${c.host}:${c.port}`)),
+      hostKey: h.hostKey,
     };
   }
   return { plan, hosts: outputs, topology: renderMermaid(plan) };

@@ -8,6 +8,8 @@
  * on) one more host syncs with the export over unison's `ssh://` root. Every
  * other host only joins the mesh.
  */
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
+
 export type Topology = "full" | "hub";
 
 export interface FleetShape {
@@ -65,13 +67,13 @@ function rawHost(i: number): Record<string, unknown> {
   if (isExisting(i)) {
     // Documentation ranges only (RFC 5737).
     const block = i < 254 ? "198.51.100" : "192.0.2";
-    return { name, existing: { address: `${block}.${(i % 254) + 1}` } };
+    return { name, existing: { address: `${block}.${(i % 254) + 1}`, hostKey: fixtureHostKey(name) } };
   }
   return {
     name,
     hcloud:
       i === 0
-        ? { serverType: "cx32", location: "nbg1", volumeSize: 50 }
+        ? { serverType: "cx33", location: "nbg1", volumeSize: 50 }
         : { serverType: "cx23", location: "fsn1" },
   };
 }

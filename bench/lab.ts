@@ -12,7 +12,18 @@ import { formatErrors, readStackFile } from "../config/load";
 import { FleetConfig } from "../config/types";
 import { validateFleetConfig } from "../config/validate";
 import { CommandTiming, LabEngine, sshRun } from "../lab/engine";
-import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, vmSh, labUpArgs, seedHosts } from "../lab/fleet";
+import {
+  HostKeyLookup,
+  LAB_KEY,
+  SSH_CONFIG,
+  UNBOOTED,
+  labConfig,
+  labHostKeys,
+  labUpArgs,
+  pinHostKeys,
+  seedHosts,
+  vmSh,
+} from "../lab/fleet";
 import { syncSentinel } from "../templates/sftp";
 
 const say = (line: string) => process.stderr.write(`bench: ${line}\n`);
@@ -34,10 +45,9 @@ async function onHost(
   }
   const key = fs.readFileSync(LAB_KEY, "utf8");
   const result = await sshRun(
-    { host: h.address, port: h.port, user: "root", privateKey: key },
+    { host: h.address, port: h.port, user: "root", privateKey: key, hostKey: h.hostKey },
     `bash -c ${quote(`set -euo pipefail\n${body}`)}`,
     undefined,
-    KNOWN_HOSTS,
     SSH_CONFIG,
   );
   if (result.code !== 0 && !allowFail) {
@@ -48,15 +58,23 @@ async function onHost(
   return result;
 }
 
-/** Boots the config's hosts (the image is built first, so boot time is boot time), seeds them, runs `body`, and always takes the lab down. */
-async function withLab<T>(config: FleetConfig, body: (bootSeconds: number) => Promise<T>): Promise<T> {
+/**
+ * Boots the hosts of `configOf` (the image is built first, so boot time is
+ * boot time), seeds them, runs `body` with the config that pins their fresh
+ * host keys, and always takes the lab down.
+ */
+async function withLab<T>(
+  configOf: (hostKeys: HostKeyLookup) => FleetConfig,
+  body: (config: FleetConfig, bootSeconds: number) => Promise<T>,
+): Promise<T> {
   vmSh("image");
   try {
     const t0 = Date.now();
-    vmSh("up", ...labUpArgs(config));
+    vmSh("up", ...labUpArgs(configOf(UNBOOTED)));
     const bootSeconds = (Date.now() - t0) / 1000;
+    const config = configOf(labHostKeys());
     seedHosts(config);
-    return await body(bootSeconds);
+    return await body(config, bootSeconds);
   } finally {
     vmSh("down");
   }
@@ -64,7 +82,6 @@ async function withLab<T>(config: FleetConfig, body: (bootSeconds: number) => Pr
 
 function engine(): LabEngine {
   return new LabEngine({
-    knownHosts: KNOWN_HOSTS,
     sshConfig: SSH_CONFIG,
     progress: (line) => process.stderr.write(`${line}\n`),
   });
@@ -77,27 +94,29 @@ export interface ConvergeRun {
 }
 
 async function convergeBench(runs: number): Promise<ConvergeRun[]> {
-  const config = labConfig();
   const results: ConvergeRun[] = [];
   for (let run = 1; run <= runs; run++) {
     say(`converge run ${run}/${runs}`);
     results.push(
-      await withLab(config, async (bootSeconds) => {
-        // lab.sh up makes the admin key the first time.
-        const key = fs.readFileSync(LAB_KEY, "utf8");
-        const lab = engine();
-        const first = await lab.converge(config, key);
-        const second = await lab.converge(config, key);
-        return {
-          bootSeconds,
-          first: { seconds: first.seconds, timings: first.timings },
-          second: {
-            seconds: second.seconds,
-            ran: second.created.length + second.updated.length,
-            unchanged: second.unchanged.length,
-          },
-        };
-      }),
+      await withLab(
+        (hostKeys) => labConfig("lab", hostKeys),
+        async (config, bootSeconds) => {
+          // lab.sh up makes the admin key the first time.
+          const key = fs.readFileSync(LAB_KEY, "utf8");
+          const lab = engine();
+          const first = await lab.converge(config, key);
+          const second = await lab.converge(config, key);
+          return {
+            bootSeconds,
+            first: { seconds: first.seconds, timings: first.timings },
+            second: {
+              seconds: second.seconds,
+              ran: second.created.length + second.updated.length,
+              unchanged: second.unchanged.length,
+            },
+          };
+        },
+      ),
     );
   }
   return results;
@@ -134,7 +153,7 @@ type SyncPlace = { host: string; name: string; local: string; remote: string };
  * watch-mode sync, and four bulk syncs (two through the sshfs mount, two
  * through unison's ssh:// root) that run only when started, on a larger pool.
  */
-export function benchConfig(): FleetConfig {
+export function benchConfig(hostKeys: HostKeyLookup): FleetConfig {
   const { raw } = readStackFile(path.resolve(__dirname, "..", "Pulumi.lab.yaml"));
   const [exported] = raw.exports as Record<string, unknown>[];
   const properties = exported.properties as Record<string, unknown>;
@@ -156,7 +175,7 @@ export function benchConfig(): FleetConfig {
     ...onDemand,
   });
   const variant = {
-    ...raw,
+    ...pinHostKeys(raw, hostKeys),
     exports: [
       // The lab's pool, on the VM's virtual disk (4 GB), with room for the bulk trees.
       { ...exported, properties: { ...properties, refquota: "3G" } },
@@ -390,8 +409,7 @@ async function syncBench(opts: {
   mb: number;
   rescans: number;
 }): Promise<SyncBench> {
-  const config = benchConfig();
-  return withLab(config, async () => {
+  return withLab(benchConfig, async (config) => {
     const key = fs.readFileSync(LAB_KEY, "utf8");
     say("converging the bench's lab variant");
     const converged = await engine().converge(config, key);

@@ -5,7 +5,9 @@ import { HostPlan } from "../config/model";
 import { AdminConfig } from "../config/types";
 import { bootstrapScript } from "../templates/bootstrap";
 import { sha256 } from "../templates/shell";
-import { hostCommand, SshConnection } from "./remote";
+import { renderCloudConfig } from "../templates/cloudInit";
+import { DIAL_ERROR_LIMIT, hostCommand, PER_DIAL_TIMEOUT, SshConnection } from "./remote";
+import { SshKeypair } from "./sshKeypair";
 
 const ANYWHERE = ["0.0.0.0/0", "::/0"];
 
@@ -15,10 +17,10 @@ export interface HetznerHostArgs {
   /** Admin SSH key and the CIDRs allowed to reach SSH. */
   readonly admin: AdminConfig;
   /**
-   * The fleet's admin SSH key in Hetzner Cloud, created once for all hosts
+   * ID of the fleet's admin SSH key in Hetzner Cloud, shared by all hosts
    * (Hetzner rejects the same key twice). Required for `hcloud` hosts, unused for `existing` ones.
    */
-  readonly sshKey?: hcloud.SshKey;
+  readonly sshKeyId?: pulumi.Input<string>;
   /** The admin SSH private key the program connects with. Secret. */
   readonly sshPrivateKey: pulumi.Input<string>;
   /** WireGuard UDP port opened in the firewall. */
@@ -38,6 +40,8 @@ export class HetznerHost extends pulumi.ComponentResource {
   public readonly connection: pulumi.Output<SshConnection>;
   /** The SSH user: `root` on Hetzner servers, the configured user on existing hosts. */
   public readonly user: string;
+  /** The host's SSH host key (`ssh-ed25519 AAAA...`), pinned on every connection. */
+  public readonly hostKey: pulumi.Output<string>;
   /** Public address: the server's IPv4 address, or the existing host's address. */
   public readonly publicAddress: pulumi.Output<string>;
   /** Linux device of the attached Hetzner volume, when the host has one. */
@@ -52,10 +56,27 @@ export class HetznerHost extends pulumi.ComponentResource {
     let ready: pulumi.Resource[] = [];
     if (host.config.hcloud !== undefined) {
       const cloud = host.config.hcloud;
-      if (args.sshKey === undefined) {
+      if (args.sshKeyId === undefined) {
         throw new pulumi.ResourceError(
-          `host ${host.name} is a Hetzner Cloud server but no admin SshKey was passed; create one hcloud.SshKey for the fleet and pass it as sshKey`,
+          `host ${host.name} is a Hetzner Cloud server but no admin SSH key was passed; pass the fleet's hcloud SSH key ID as sshKeyId`,
           this,
+        );
+      }
+      // A server created before swarm generated host keys keeps the key it has, pinned in config.
+      let userData: pulumi.Output<string> | undefined;
+      if (cloud.hostKey !== undefined) {
+        this.hostKey = pulumi.output(cloud.hostKey);
+      } else {
+        const generated = new SshKeypair(
+          `${name}-host-key`,
+          { comment: `root@${host.name}` },
+          { parent: this },
+        );
+        this.hostKey = generated.publicKey.apply((key) => key.split(" ").slice(0, 2).join(" "));
+        userData = pulumi.secret(
+          pulumi
+            .all([generated.privateKey, generated.publicKey])
+            .apply(([privateKey, publicKey]) => renderCloudConfig({ privateKey, publicKey })),
         );
       }
       const labels = { fleet: "swarm", stack: pulumi.getStack(), host: host.name, ...args.labels };
@@ -65,7 +86,8 @@ export class HetznerHost extends pulumi.ComponentResource {
           serverType: cloud.serverType,
           location: cloud.location,
           image: cloud.image,
-          sshKeys: [args.sshKey.id],
+          sshKeys: [args.sshKeyId],
+          userData,
           labels,
           // The ZFS pool lives on the volume, so the root disk need not grow with
           // the server type; keeping it allows moving back down to a smaller type.
@@ -138,6 +160,7 @@ export class HetznerHost extends pulumi.ComponentResource {
       this.user = host.config.existing.user;
       port = host.config.existing.port;
       this.publicAddress = pulumi.output(host.config.existing.address);
+      this.hostKey = pulumi.output(host.config.existing.hostKey);
     } else {
       throw new pulumi.ResourceError(
         `host ${host.name} has neither hcloud nor existing; give it exactly one of them`,
@@ -147,8 +170,16 @@ export class HetznerHost extends pulumi.ComponentResource {
     const user = this.user;
     this.connection = pulumi.secret(
       pulumi
-        .all([this.publicAddress, args.sshPrivateKey])
-        .apply(([address, privateKey]): SshConnection => ({ host: address, port, user, privateKey })),
+        .all([this.publicAddress, args.sshPrivateKey, this.hostKey])
+        .apply(([address, privateKey, hostKey]): SshConnection => ({
+          host: address,
+          port,
+          user,
+          privateKey,
+          hostKey,
+          dialErrorLimit: DIAL_ERROR_LIMIT,
+          perDialTimeout: PER_DIAL_TIMEOUT,
+        })),
     );
     const body = bootstrapScript({ host: host.name, packages: host.packages });
     this.bootstrap = hostCommand(
@@ -158,6 +189,7 @@ export class HetznerHost extends pulumi.ComponentResource {
     );
     this.registerOutputs({
       connection: this.connection,
+      hostKey: this.hostKey,
       publicAddress: this.publicAddress,
       volumeDevice: this.volumeDevice,
       bootstrap: this.bootstrap,

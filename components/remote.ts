@@ -8,7 +8,28 @@ export interface SshConnection {
   readonly port: number;
   readonly user: string;
   readonly privateKey: string;
+  /**
+   * The host's SSH host key, `ssh-ed25519 AAAA...`. The provider accepts any
+   * key when this is unset; set, it offers only this key's algorithm and
+   * refuses every other key.
+   */
+  readonly hostKey: string;
+  /** Failed dials before the provider gives up (its default, 10, is about 11 s against a refusing port). */
+  readonly dialErrorLimit: number;
+  /** Seconds one dial may take. */
+  readonly perDialTimeout: number;
 }
+
+/**
+ * Dials before a command gives up on a host. The provider retries every
+ * failed dial (refused, timed out, or a host key mismatch) after 0.1 s,
+ * growing 1.5x per try up to 5 s (pulumi's retry.Until defaults): 10 tries
+ * wait about 11 s in all, less than a fresh server takes to start sshd. 40
+ * tries wait about 160 s plus the dials themselves.
+ */
+export const DIAL_ERROR_LIMIT = 40;
+/** Seconds per dial: the provider's default, so that a dropped SYN is retried soon. */
+export const PER_DIAL_TIMEOUT = 15;
 
 export interface HostCommandArgs {
   /** The host's SSH connection (an Output holding a secret). */

@@ -24,6 +24,12 @@ export interface HcloudHostConfig {
   readonly image: string;
   /** Size in GB of an attached volume that backs a ZFS pool; absent means no volume. */
   readonly volumeSize?: number;
+  /**
+   * The server's SSH host key (`ssh-ed25519 AAAA...`), for a server created
+   * before swarm generated host keys: absent, the program generates the key,
+   * gives it to the server at creation and pins it.
+   */
+  readonly hostKey?: string;
 }
 
 export interface ExistingHostConfig {
@@ -33,6 +39,8 @@ export interface ExistingHostConfig {
   readonly user: string;
   /** SSH port. Defaults to 22. */
   readonly port: number;
+  /** The host's SSH host key (`ssh-ed25519 AAAA...`), pinned on every connection. */
+  readonly hostKey: string;
 }
 
 export interface HostConfig {

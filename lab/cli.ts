@@ -11,23 +11,12 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { FleetConfig } from "../config/types";
 import { CommandState, LabEngine } from "./engine";
-import {
-  KNOWN_HOSTS,
-  LAB_KEY,
-  SSH_CONFIG,
-  STATE,
-  VM_SH,
-  labConfig,
-  vmSh,
-  labUpArgs,
-  seedHosts,
-} from "./fleet";
+import { LAB_KEY, SSH_CONFIG, STATE, VM_SH, labConfig, UNBOOTED, vmSh, labUpArgs, seedHosts } from "./fleet";
 
 const ENGINE_STATE = path.join(STATE, "converge-state.json");
 
 function loadEngine(): LabEngine {
   const engine = new LabEngine({
-    knownHosts: KNOWN_HOSTS,
     sshConfig: SSH_CONFIG,
     progress: (line) => process.stdout.write(`${line}\n`),
   });
@@ -59,8 +48,9 @@ async function main(argv: string[]): Promise<number> {
   const [verb = "help", ...rest] = argv;
   switch (verb) {
     case "up": {
+      vmSh("up", ...labUpArgs(labConfig("lab", UNBOOTED)));
+      // Booted, every host has its SSH key: the config pins them from here on.
       const config = labConfig();
-      vmSh("up", ...labUpArgs(config));
       seedHosts(config);
       process.stdout.write(`\n${ENGINE_NOTE}\n\n`);
       await converge(config);

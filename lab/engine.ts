@@ -84,15 +84,19 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
+import { hostKeyMismatch } from "../components/hostKey";
 import { FleetConfig } from "../config/types";
 import { FleetOutputs, defineFleet } from "../program";
 import { CommandResult, CommandRunner, installMocks, reveal, settle } from "../offline/mockRuntime";
 
-interface Connection {
+/** The provider's `connection` input, as far as the lab acts on it. */
+export interface Connection {
   readonly host: string;
   readonly port: number;
   readonly user: string;
   readonly privateKey: string;
+  /** `ssh-ed25519 AAAA...`: the only key the host may offer (connection.go SSHConfig: FixedHostKey). */
+  readonly hostKey?: string;
 }
 
 /** A command's inputs as Pulumi stores and diffs them: every input the program set, secrets still wrapped. */
@@ -164,10 +168,8 @@ interface CommonOptions {
   readonly progress?: (line: string) => void;
 }
 
-/** Run every command over SSH (`sshRun`). */
+/** Run every command over SSH (`sshRun`), each host's key pinned by its connection's `hostKey`. */
 export interface SshOptions extends CommonOptions {
-  /** known_hosts file pinning every lab host's SSH key. */
-  readonly knownHosts: string;
   /** ssh_config file for every connection (the lab's routes hosts through its VM); default none. */
   readonly sshConfig?: string;
 }
@@ -197,16 +199,35 @@ function setEnvOption(env: Readonly<Record<string, string>>): string[] {
   return pairs.length === 0 ? [] : ["-o", `SetEnv=${pairs.join(" ")}`];
 }
 
-/** Runs `command` on a host over SSH with the connection's key; `stdin` goes to its standard input. */
+/** The alias the pinned key is stored under, whatever address and port the host is dialled at. */
+const PINNED = "swarm-pinned-host";
+
+/**
+ * Runs `command` on a host over SSH with the connection's key; `stdin` goes
+ * to its standard input. The host must offer exactly `connection.hostKey`,
+ * with that key's algorithm only, as the provider checks it; a connection
+ * without one is refused where the provider would trust any key.
+ */
 export async function sshRun(
   connection: Connection,
   command: string,
   stdin: string | undefined,
-  knownHosts: string,
   sshConfig = "/dev/null",
   env: Readonly<Record<string, string>> = {},
 ): Promise<RunResult> {
+  if (connection.hostKey === undefined || connection.hostKey.trim() === "") {
+    return {
+      code: 255,
+      stdout: "",
+      stderr:
+        `the connection to ${connection.host} pins no host key: the provider would accept any key there ` +
+        "and send the command, with its secrets, to whoever answers; set connection.hostKey",
+    };
+  }
+  const [keyType] = connection.hostKey.trim().split(/\s+/);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-ssh-"));
+  const knownHosts = path.join(dir, "known_hosts");
+  fs.writeFileSync(knownHosts, `${PINNED} ${connection.hostKey.trim()}\n`, { mode: 0o600 });
   const keyFile = path.join(dir, "key");
   fs.writeFileSync(
     keyFile,
@@ -235,6 +256,10 @@ export async function sshRun(
           "-o",
           `UserKnownHostsFile=${knownHosts}`,
           "-o",
+          `HostKeyAlias=${PINNED}`,
+          "-o",
+          `HostKeyAlgorithms=${keyType}`,
+          "-o",
           "GlobalKnownHostsFile=/dev/null",
           "-o",
           "ConnectTimeout=30",
@@ -251,13 +276,14 @@ export async function sshRun(
       child.stdout.on("data", (d: Buffer) => out.push(d));
       child.stderr.on("data", (d: Buffer) => err.push(d));
       child.on("error", reject);
-      child.on("close", (code) =>
+      child.on("close", (code) => {
+        const stderr = Buffer.concat(err).toString();
         resolve({
           code: code ?? 255,
           stdout: Buffer.concat(out).toString(),
-          stderr: Buffer.concat(err).toString(),
-        }),
-      );
+          stderr: (code === 255 ? hostKeyMismatch(connection, stderr) : undefined) ?? stderr,
+        });
+      });
       child.stdin.end(stdin ?? "");
     });
   } finally {
@@ -397,8 +423,7 @@ export class LabEngine {
     this.run =
       "run" in options
         ? options.run
-        : (connection, command, stdin, env) =>
-            sshRun(connection, command, stdin, options.knownHosts, options.sshConfig, env);
+        : (connection, command, stdin, env) => sshRun(connection, command, stdin, options.sshConfig, env);
   }
 
   /** The state to persist between processes (it holds the admin key: store it 0600). */

@@ -6,10 +6,12 @@
  * before swarm touches them).
  */
 import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { formatErrors, readStackFile } from "../config/load";
 import { FleetConfig } from "../config/types";
 import { validateFleetConfig } from "../config/validate";
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
 
 const ROOT = path.resolve(__dirname, "..");
 export const VM_SH = path.join(ROOT, "lab", "vm.sh");
@@ -31,10 +33,63 @@ export function vmSh(...args: string[]): string {
   return result.stdout;
 }
 
-/** The lab stack's validated config, or a thrown error listing every problem. */
-export function labConfig(stack = "lab"): FleetConfig {
+/** The SSH host key of a host at an address, or undefined when there is none to pin. */
+export type HostKeyLookup = (address: string) => string | undefined;
+
+/**
+ * The Ed25519 host key of every booted lab host, by address, from the
+ * known_hosts `vm.sh up` writes: each host's keys are generated when it is
+ * first booted, so the lab stack file cannot hold them.
+ */
+export function labHostKeys(file = KNOWN_HOSTS): HostKeyLookup {
+  if (!fs.existsSync(file)) {
+    throw new Error(
+      `${file} does not exist: the lab hosts' SSH keys are made when they boot; run npm run lab -- up first`,
+    );
+  }
+  const keys = new Map<string, string>();
+  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+    const [address, type, blob] = line.trim().split(/\s+/);
+    if (type === "ssh-ed25519" && blob !== undefined) {
+      keys.set(address, `${type} ${blob}`);
+    }
+  }
+  return (address) => keys.get(address);
+}
+
+/**
+ * Host keys for deciding what to boot, before any lab host has one. They
+ * satisfy validation and pin nothing real: a converge with them is refused.
+ */
+export const UNBOOTED: HostKeyLookup = (address) => fixtureHostKey(address);
+
+/**
+ * Raw stack config with each existing host's `hostKey` set from `keyOf`
+ * where the stack file leaves it out: what `pulumi config set --path
+ * 'swarm:hosts[N].existing.hostKey'` does for a real host.
+ */
+export function pinHostKeys(raw: Record<string, unknown>, keyOf: HostKeyLookup): Record<string, unknown> {
+  if (!Array.isArray(raw.hosts)) {
+    return raw;
+  }
+  const hosts: unknown[] = raw.hosts.map((host: unknown) => {
+    const existing = (host as { existing?: unknown } | null)?.existing as Record<string, unknown> | undefined;
+    if (typeof existing !== "object" || existing === null || existing.hostKey !== undefined) {
+      return host;
+    }
+    const key = typeof existing.address === "string" ? keyOf(existing.address) : undefined;
+    return key === undefined ? host : { ...(host as object), existing: { ...existing, hostKey: key } };
+  });
+  return { ...raw, hosts };
+}
+
+/**
+ * The lab stack's validated config, its existing hosts' keys pinned from
+ * `hostKeys` (by default the booted lab's), or a thrown error listing every problem.
+ */
+export function labConfig(stack = "lab", hostKeys: HostKeyLookup = labHostKeys()): FleetConfig {
   const { raw } = readStackFile(path.join(ROOT, `Pulumi.${stack}.yaml`));
-  const { config, errors } = validateFleetConfig(raw);
+  const { config, errors } = validateFleetConfig(pinHostKeys(raw, hostKeys));
   if (config === undefined) {
     throw new Error(`Pulumi.${stack}.yaml is invalid:\n${formatErrors(errors).join("\n")}`);
   }

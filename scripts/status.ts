@@ -8,7 +8,10 @@
  * Addresses: existing hosts from the stack's config, Hetzner hosts from the
  * stack's outputs (`pulumi stack output`). The SSH key comes from `--key` or
  * `SWARM_SSH_KEY` (a file, or the key itself), else from ssh's own defaults.
- * Host keys are always checked.
+ * Host keys are always checked: against the key the stack pins for the host
+ * (existing hosts' `hostKey` in config, Hetzner hosts' `hosts.<name>.hostKey`
+ * output), or, for a host the stack has none for, against `--known-hosts` or
+ * the user's known_hosts. An unknown key is refused, never learnt.
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -17,6 +20,8 @@ import * as path from "node:path";
 import { formatErrors, readStackFile } from "../config/load";
 import { FleetConfig } from "../config/types";
 import { validateFleetConfig } from "../config/validate";
+import { hostKeyMismatch } from "../components/hostKey";
+import { labHostKeys, pinHostKeys } from "../lab/fleet";
 import { HEALTH_PROGRAM_PATH } from "../templates/health";
 
 export type Level = "ok" | "WARN" | "FAIL";
@@ -285,6 +290,8 @@ export interface SshTarget {
   readonly address: string;
   readonly port: number;
   readonly user: string;
+  /** The host key the stack pins for the host, when it has one. */
+  readonly hostKey?: string;
 }
 
 /**
@@ -299,13 +306,14 @@ export function sshTargets(
 ): { targets: SshTarget[]; missing: StatusRow[] } {
   const targets: SshTarget[] = [];
   const missing: StatusRow[] = [];
-  const hosts = (outputs?.hosts ?? {}) as Record<string, { ssh?: unknown } | undefined>;
+  const hosts = (outputs?.hosts ?? {}) as Record<string, { ssh?: unknown; hostKey?: unknown } | undefined>;
   for (const host of config.hosts) {
     if (host.existing !== undefined) {
       targets.push({ host: host.name, ...host.existing });
       continue;
     }
     const ssh = hosts[host.name]?.ssh;
+    const hostKey = hosts[host.name]?.hostKey;
     const match = typeof ssh === "string" ? /^([^@]+)@(.+):(\d+)$/.exec(ssh) : null;
     if (match) {
       targets.push({
@@ -313,6 +321,7 @@ export function sshTargets(
         user: match[1],
         address: match[2].replace(/^\[(.*)\]$/, "$1"),
         port: Number(match[3]),
+        ...(typeof hostKey === "string" ? { hostKey } : {}),
       });
     } else {
       missing.push({
@@ -332,8 +341,10 @@ export interface SshOptions {
   readonly ssh?: string;
   /** Private key file. */
   readonly key?: string;
-  /** known_hosts file to check host keys against (instead of the user's). */
+  /** known_hosts file to check host keys against (instead of the user's), for hosts the stack pins no key for. */
   readonly knownHosts?: string;
+  /** known_hosts file written by `writePinnedKeys`: every pinned key under its host's alias. */
+  readonly pinnedKeys?: string;
   /** ssh_config file to use instead of the user's (the lab's reaches its hosts through the lab VM). */
   readonly sshConfig?: string;
 }
@@ -345,12 +356,27 @@ export function sshArgs(target: SshTarget, opts: SshOptions): string[] {
   if (opts.key !== undefined) {
     args.push("-i", opts.key, "-o", "IdentitiesOnly=yes");
   }
-  if (opts.knownHosts !== undefined) {
+  if (target.hostKey !== undefined && opts.pinnedKeys !== undefined) {
+    // The key and only its algorithm, as the provider pins it.
+    args.push("-o", `UserKnownHostsFile=${opts.pinnedKeys}`, "-o", "GlobalKnownHostsFile=/dev/null");
+    args.push("-o", `HostKeyAlias=${pinnedAlias(target.host)}`);
+    args.push("-o", `HostKeyAlgorithms=${target.hostKey.trim().split(/\s+/)[0]}`);
+  } else if (opts.knownHosts !== undefined) {
     args.push("-o", `UserKnownHostsFile=${opts.knownHosts}`, "-o", "GlobalKnownHostsFile=/dev/null");
   }
   const remote = `${target.user === "root" ? "" : "sudo -n "}${HEALTH_PROGRAM_PATH} json`;
   args.push("-p", String(target.port), "--", `${target.user}@${target.address}`, remote);
   return args;
+}
+
+const pinnedAlias = (host: string) => `swarm-host-${host}`;
+
+/** A known_hosts text with the key of every target that has one, under its host's alias. */
+export function pinnedKnownHosts(targets: readonly SshTarget[]): string {
+  return targets
+    .filter((t) => t.hostKey !== undefined)
+    .map((t) => `${pinnedAlias(t.host)} ${(t.hostKey as string).trim()}\n`)
+    .join("");
 }
 
 /** Asks one host for its report. Never throws: a failure becomes the row's error. */
@@ -373,7 +399,14 @@ export function askHost(target: SshTarget, opts: SshOptions, timeoutMs = 90_000)
       if (signal !== null) {
         resolve({ host: target.host, error: `${where} did not answer within ${timeoutMs / 1000}s` });
       } else if (code === 255) {
-        resolve({ host: target.host, error: `ssh ${where} failed: ${lastLine(stderr) || "no message"}` });
+        const mismatch = hostKeyMismatch(
+          { host: target.address, port: target.port, hostKey: target.hostKey },
+          stderr,
+        );
+        resolve({
+          host: target.host,
+          error: mismatch ?? `ssh ${where} failed: ${lastLine(stderr) || "no message"}`,
+        });
       } else {
         try {
           resolve({ host: target.host, report: parseHostReport(Buffer.concat(out).toString()) });
@@ -484,28 +517,34 @@ async function main(argv: string[]): Promise<number> {
   }
   const root = path.resolve(__dirname, "..");
   const { raw } = readStackFile(path.join(root, `Pulumi.${args.stack}.yaml`));
-  const { config, errors } = validateFleetConfig(raw);
+  // The lab keeps its admin key, the hosts' keys and the route through its VM in its state directory.
+  const labState = process.env.SWARM_LAB_STATE ?? "/var/lib/swarm-lab";
+  const isLab = args.stack === "lab" && fs.existsSync(path.join(labState, "id_ed25519"));
+  const { config, errors } = validateFleetConfig(
+    isLab ? pinHostKeys(raw, labHostKeys(path.join(labState, "known_hosts"))) : raw,
+  );
   if (config === undefined) {
     process.stderr.write(`Pulumi.${args.stack}.yaml is invalid:\n${formatErrors(errors).join("\n")}\n`);
     return 1;
   }
   let key = args.key;
-  let knownHosts = args.knownHosts;
   let sshConfig: string | undefined;
-  // The lab keeps its admin key, the hosts' pinned keys and the route through its VM in its state directory.
-  const labState = process.env.SWARM_LAB_STATE ?? "/var/lib/swarm-lab";
-  if (args.stack === "lab" && key === undefined && fs.existsSync(path.join(labState, "id_ed25519"))) {
+  if (isLab && key === undefined) {
     key = path.join(labState, "id_ed25519");
-    knownHosts ??= path.join(labState, "known_hosts");
     sshConfig = path.join(labState, "ssh_config");
   }
   const needsOutputs = config.hosts.some((h) => h.existing === undefined);
   const { outputs, problem } = needsOutputs ? stackOutputs(args.stack, root) : { outputs: {}, problem: "" };
   const { targets, missing } = sshTargets(config, outputs, problem);
   const secretKey = keyFile(key);
+  const pinDir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-status-"));
+  const pinnedKeys = path.join(pinDir, "known_hosts");
+  fs.writeFileSync(pinnedKeys, pinnedKnownHosts(targets), { mode: 0o600 });
   try {
     const asked = await Promise.all(
-      targets.map((t) => askHost(t, { key: secretKey.file, knownHosts, sshConfig })),
+      targets.map((t) =>
+        askHost(t, { key: secretKey.file, knownHosts: args.knownHosts, pinnedKeys, sshConfig }),
+      ),
     );
     const rows = [...asked, ...missing];
     const color = process.stdout.isTTY === true && !process.env.NO_COLOR;
@@ -513,6 +552,7 @@ async function main(argv: string[]): Promise<number> {
     return rows.every(rowHealthy) ? 0 : 1;
   } finally {
     secretKey.cleanup();
+    fs.rmSync(pinDir, { recursive: true, force: true });
   }
 }
 

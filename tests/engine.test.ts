@@ -4,12 +4,9 @@
  * `pulumi up` with @pulumi/command does (the sources are cited in
  * lab/engine.ts).
  */
-import * as path from "node:path";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { hostCommand } from "../components/remote";
-import { readStackFile } from "../config/load";
-import { validateFleetConfig } from "../config/validate";
 import {
   CommandFailed,
   CommandState,
@@ -19,8 +16,19 @@ import {
   commandInputs,
 } from "../lab/engine";
 import { installMocks, offlineRunner, promiseOf, settle } from "../offline/mockRuntime";
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
+import { DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT } from "../components/remote";
+import { labConfig, UNBOOTED } from "../lab/fleet";
 
-const connection = { host: "192.0.2.10", port: 22, user: "root", privateKey: "not-a-key" };
+const connection = {
+  host: "192.0.2.10",
+  port: 22,
+  user: "root",
+  privateKey: "not-a-key",
+  hostKey: fixtureHostKey("test"),
+  dialErrorLimit: DIAL_ERROR_LIMIT,
+  perDialTimeout: PER_DIAL_TIMEOUT,
+};
 
 interface Call {
   readonly command: string;
@@ -343,11 +351,7 @@ describe("sessions as the provider opens them", () => {
 });
 
 test("the lab fleet converges, then a second run runs nothing", async () => {
-  const { raw } = readStackFile(path.join(__dirname, "..", "Pulumi.lab.yaml"));
-  const { config, errors } = validateFleetConfig(raw);
-  if (config === undefined) {
-    throw new Error(`Pulumi.lab.yaml is invalid: ${JSON.stringify(errors)}`);
-  }
+  const config = labConfig("lab", UNBOOTED);
   const { run, calls } = recorder();
   const engine = new LabEngine({ run });
   const first = await engine.converge(config, "not-a-key");
@@ -363,13 +367,12 @@ test("the lab fleet converges, then a second run runs nothing", async () => {
 });
 
 test("a command failing in the lab fleet fails the run, with the commands that depend on it never started", async () => {
-  const { raw } = readStackFile(path.join(__dirname, "..", "Pulumi.lab.yaml"));
-  const { config } = validateFleetConfig(raw);
+  const config = labConfig("lab", UNBOOTED);
   // The mesh config of the hub: most of the fleet waits on its output.
   const { run, calls } = recorder((script) => script.includes("/owners/mesh-anchor-config"));
   const engine = new LabEngine({ run });
   // Before the fix the run never finished: the SDK's RPC queue does not drain after a failed registration.
-  await expect(engine.converge(config!, "not-a-key")).rejects.toThrow(CommandFailed);
+  await expect(engine.converge(config, "not-a-key")).rejects.toThrow(CommandFailed);
   expect(calls.length).toBeGreaterThan(0);
   expect(engine.commands).not.toContain("mesh-anchor-config");
 });

@@ -31,6 +31,8 @@ import { extractFiles, unwrapRootCommand } from "../templates/shell";
 import { parseHostReport } from "../scripts/status";
 import { PLAN, PUBLIC_KEYS, runHealth } from "./fixtures/health/fleet";
 import { CommandRunner, installMocks, offlineRunner, promiseOf, settle } from "../offline/mockRuntime";
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
+import { DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT } from "../components/remote";
 
 describe("readHealth", () => {
   const read = (raw: unknown) => {
@@ -672,7 +674,15 @@ describe("swarm-health json on recorded outputs", () => {
 });
 
 describe("HealthGate", () => {
-  const connection = { host: "203.0.113.3", port: 22, user: "root", privateKey: "(test key)" };
+  const connection = {
+    host: "203.0.113.3",
+    port: 22,
+    user: "root",
+    privateKey: "(test key)",
+    hostKey: fixtureHostKey("hetzner-native"),
+    dialErrorLimit: DIAL_ERROR_LIMIT,
+    perDialTimeout: PER_DIAL_TIMEOUT,
+  };
 
   async function gateOf(
     opts: {

@@ -28,7 +28,7 @@ async function build(name: string, config: FleetConfig = HUB_FLEET): Promise<Bui
     {
       host: plan(config).byName.get(name) as HostPlan,
       admin: config.admin,
-      sshKey,
+      sshKeyId: sshKey.id,
       sshPrivateKey: pulumi.secret(ADMIN_KEY),
       listenPort: config.mesh.listenPort,
       labels: { owner: "ops" },
@@ -78,7 +78,7 @@ describe("a Hetzner Cloud host with a volume", () => {
   it("creates the server from config with the fleet's admin key, ignoring create-only fields", async () => {
     const server = built.mocks.named("anchor-server").inputs;
     expect(server).toMatchObject({
-      serverType: "cx32",
+      serverType: "cx33",
       location: "fsn1",
       image: "debian-12",
       sshKeys: [await promiseOf(built.sshKey.id)],

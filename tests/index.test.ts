@@ -77,3 +77,53 @@ test("bad config stops the program with every error before any resource is regis
   expect(message).toContain("swarm:mounts[2]");
   expect(mocks.resources).toEqual([]);
 });
+
+describe("SSH host keys are pinned from the first connection", () => {
+  test("every remote command of the prod stack carries the host key of the server it runs on", async () => {
+    const { mocks } = await runIndex(prod());
+    const commands = mocks.resources.filter((r) => r.type === "command:remote:Command");
+    expect(commands.length).toBeGreaterThan(20);
+    const servers = mocks.resources.filter((r) => r.type === "hcloud:index/server:Server");
+    const pinned = new Set<string>();
+    for (const c of commands) {
+      const connection = c.plain.connection as Record<string, unknown>;
+      expect([c.name, connection.hostKey]).toEqual([
+        c.name,
+        expect.stringMatching(/^ssh-ed25519 [A-Za-z0-9+/]{68}$/),
+      ]);
+      expect(connection.dialErrorLimit).toBeGreaterThanOrEqual(30);
+      pinned.add(`${String(connection.host)} ${String(connection.hostKey)}`);
+    }
+    // One key per server, each the one its cloud-init user data installs.
+    expect(pinned.size).toBe(servers.length);
+    for (const server of servers) {
+      const userData = server.plain.userData as string;
+      const publicLine = /^ {2}ed25519_public: (ssh-ed25519 \S+) root@/m.exec(userData)?.[1];
+      expect(publicLine).toBeDefined();
+      expect([...pinned].some((p) => p.endsWith(` ${publicLine}`))).toBe(true);
+    }
+  });
+
+  test("the host private keys are secret in the servers' user data, and the public ones are exported in the clear", async () => {
+    const { mocks, program } = await runIndex(prod());
+    for (const server of mocks.resources.filter((r) => r.type === "hcloud:index/server:Server")) {
+      expect(server.plain.userData).toContain("-----BEGIN OPENSSH PRIVATE KEY-----");
+      expect(JSON.stringify(server.inputs.userData)).toContain("4dabf18193072939515e22adb298388d");
+    }
+    const hostKey = program!.hosts.anchor.hostKey;
+    expect(await pulumi.isSecret(hostKey)).toBe(false);
+    expect(await promiseOf(hostKey)).toMatch(/^ssh-ed25519 /);
+  });
+
+  test("a server created before swarm generated host keys keeps the key pinned in config, and gets no user data", async () => {
+    const raw = prod() as Record<string, unknown>;
+    const hosts = raw.hosts as Record<string, Record<string, unknown>>[];
+    const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKcfp+1S8cYF6Qy1B16GvSNtOm1B2oXyoh0BB/Ghtl3x";
+    const pinnedAnchor = { ...hosts[0], hcloud: { ...hosts[0].hcloud, hostKey: key } };
+    const { mocks, error } = await runIndex({ ...raw, hosts: [pinnedAnchor, ...hosts.slice(1)] });
+    expect(error).toBeUndefined();
+    expect(mocks.named("anchor-server").plain.userData).toBeUndefined();
+    expect(mocks.resources.some((r) => r.name === "anchor-host-key")).toBe(false);
+    expect((mocks.named("anchor-bootstrap").plain.connection as Record<string, unknown>).hostKey).toBe(key);
+  });
+});

@@ -46,7 +46,7 @@ async function evaluate(config: FleetConfig): Promise<Evaluation> {
       {
         host,
         admin: config.admin,
-        sshKey,
+        sshKeyId: sshKey.id,
         sshPrivateKey: pulumi.secret(ADMIN_KEY),
         listenPort: config.mesh.listenPort,
         labels: {},

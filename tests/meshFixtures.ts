@@ -4,6 +4,7 @@ import { clampPrivateKey, wireguardPublicKey } from "../components/wireguardKeyp
 import { DEFAULT_HEALTH } from "../config/health";
 import { FleetPlan, planFleet } from "../config/model";
 import { FleetConfig, HostConfig, MeshConfig } from "../config/types";
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
 
 type HostOverrides = Partial<HostConfig> & Pick<HostConfig, "name">;
 
@@ -38,12 +39,17 @@ export const HUB_FLEET: FleetConfig = fleet(
     host({
       name: "anchor",
       meshAddress: "10.8.0.1",
-      hcloud: { serverType: "cx32", location: "fsn1", image: "debian-12", volumeSize: 40 },
+      hcloud: { serverType: "cx33", location: "fsn1", image: "debian-12", volumeSize: 40 },
     }),
     host({ name: "satellite", routes: ["10.20.0.0/24"] }),
     host({
       name: "hetzner-native",
-      existing: { address: "198.51.100.7", user: "admin", port: 2222 },
+      existing: {
+        address: "198.51.100.7",
+        user: "admin",
+        port: 2222,
+        hostKey: fixtureHostKey("hetzner-native"),
+      },
       wireguard: "wireguard-go",
     }),
   ],
@@ -56,11 +62,11 @@ export const FULL_FLEET: FleetConfig = fleet([
   host({ name: "satellite", routes: ["10.20.0.0/24", "10.21.0.0/24"] }),
   host({
     name: "hetzner-native",
-    existing: { address: "198.51.100.7", user: "root", port: 22 },
+    existing: { address: "198.51.100.7", user: "root", port: 22, hostKey: fixtureHostKey("hetzner-native") },
   }),
   host({
     name: "lab-1",
-    existing: { address: "2001:db8::10", user: "root", port: 22 },
+    existing: { address: "2001:db8::10", user: "root", port: 22, hostKey: fixtureHostKey("lab-1") },
     wireguard: "wireguard-go",
   }),
 ]);

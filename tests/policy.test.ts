@@ -35,6 +35,8 @@ import {
 } from "../policy/policies";
 import { FULL_FLEET, HUB_FLEET } from "./meshFixtures";
 import { installMocks, offlineRunner, settle } from "../offline/mockRuntime";
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
+import { DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT } from "../components/remote";
 
 const STACK = "prod";
 /**
@@ -554,7 +556,7 @@ function buildMesh(config: FleetConfig): void {
       const machine = new HetznerHost(host.name, {
         host,
         admin: config.admin,
-        sshKey,
+        sshKeyId: sshKey.id,
         sshPrivateKey,
         listenPort: config.mesh.listenPort,
         labels,
@@ -584,7 +586,15 @@ describe("the pack against the real components", () => {
       hostCommand(
         "anchor-key",
         {
-          connection: pulumi.secret({ host: "203.0.113.1", port: 22, user: "root", privateKey: OPENSSH_KEY }),
+          connection: pulumi.secret({
+            host: "203.0.113.1",
+            port: 22,
+            user: "root",
+            privateKey: OPENSSH_KEY,
+            hostKey: fixtureHostKey("anchor"),
+            dialErrorLimit: DIAL_ERROR_LIMIT,
+            perDialTimeout: PER_DIAL_TIMEOUT,
+          }),
           user: "root",
           script: "install -m 0600 /dev/stdin /etc/wireguard/wg0.key",
           stdin: pulumi.secret(`${wireguardKey()}\n`),

@@ -17,10 +17,13 @@ import {
   parseHostReport,
   rowHealthy,
   sshArgs,
+  pinnedKnownHosts,
   sshTargets,
 } from "../scripts/status";
 import { HEALTH_PROGRAM_PATH } from "../templates/health";
 import { FLEET, runHealth } from "./fixtures/health/fleet";
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
+import { sshFingerprint } from "../components/hostKey";
 
 const report = (host: string, scenario?: string): HostReport =>
   parseHostReport(runHealth(host, "json", { scenario }).stdout);
@@ -165,9 +168,21 @@ describe("finding hosts", () => {
     const { targets, missing } = sshTargets(FLEET, undefined, "no CLI");
     expect(missing).toEqual([]);
     expect(targets).toEqual([
-      { host: "anchor", address: "203.0.113.1", port: 22, user: "root" },
-      { host: "satellite", address: "203.0.113.2", port: 22, user: "root" },
-      { host: "hetzner-native", address: "203.0.113.3", port: 22, user: "root" },
+      { host: "anchor", address: "203.0.113.1", port: 22, user: "root", hostKey: fixtureHostKey("anchor") },
+      {
+        host: "satellite",
+        address: "203.0.113.2",
+        port: 22,
+        user: "root",
+        hostKey: fixtureHostKey("satellite"),
+      },
+      {
+        host: "hetzner-native",
+        address: "203.0.113.3",
+        port: 22,
+        user: "root",
+        hostKey: fixtureHostKey("hetzner-native"),
+      },
     ]);
   });
 
@@ -203,6 +218,23 @@ describe("ssh", () => {
     expect(args).toEqual(expect.arrayContaining(["-i", "/k/id", "-o", "IdentitiesOnly=yes"]));
     expect(args).toEqual(expect.arrayContaining(["-o", "UserKnownHostsFile=/k/known_hosts"]));
     expect(args.slice(-5)).toEqual(["-p", "2222", "--", "root@127.0.0.1", `${HEALTH_PROGRAM_PATH} json`]);
+  });
+
+  test("a key the stack pins is checked under the host's alias, with its algorithm only", () => {
+    const hostKey = fixtureHostKey("anchor");
+    const pinned = { ...target, hostKey };
+    const args = sshArgs(pinned, { knownHosts: "/k/known_hosts", pinnedKeys: "/tmp/pins" });
+    expect(args).toEqual(expect.arrayContaining(["-o", "UserKnownHostsFile=/tmp/pins"]));
+    expect(args).toEqual(expect.arrayContaining(["-o", "HostKeyAlias=swarm-host-anchor"]));
+    expect(args).toEqual(expect.arrayContaining(["-o", "HostKeyAlgorithms=ssh-ed25519"]));
+    expect(args.join(" ")).not.toContain("/k/known_hosts");
+    expect(pinnedKnownHosts([pinned, { ...target, host: "satellite" }])).toBe(
+      `swarm-host-anchor ${hostKey}\n`,
+    );
+    // A host the stack pins no key for is checked against the given known_hosts.
+    expect(sshArgs(target, { knownHosts: "/k/known_hosts", pinnedKeys: "/tmp/pins" })).toEqual(
+      expect.arrayContaining(["-o", "UserKnownHostsFile=/k/known_hosts"]),
+    );
   });
 
   test("a user that is not root asks through sudo; without a key ssh uses its own", () => {
@@ -267,6 +299,23 @@ describe("askHost", () => {
       host: "anchor",
       error: "ssh root@127.0.0.1:22 failed: Host key verification failed.",
     });
+  });
+
+  test("a pinned key the host no longer offers: both fingerprints and what to do", async () => {
+    const hostKey = fixtureHostKey("anchor");
+    answer(
+      "",
+      "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n" +
+        "The fingerprint for the ED25519 key sent by the remote host is\n" +
+        "SHA256:bSfLGzmfH0clEef/znutAdQT0H5pGf6DcEAzr6z5sB8.\n" +
+        "Host key for swarm-host-anchor has changed and you have requested strict checking.\n" +
+        "Host key verification failed.\n",
+      255,
+    );
+    const row = await askHost({ ...target, hostKey }, { ssh, pinnedKeys: "/tmp/pins" });
+    expect(row.error).toContain("host key mismatch at 127.0.0.1:22");
+    expect(row.error).toContain("offered SHA256:bSfLGzmfH0clEef/znutAdQT0H5pGf6DcEAzr6z5sB8,");
+    expect(row.error).toContain(`pins ${sshFingerprint(hostKey)}`);
   });
 
   test("a host that was never converged", async () => {

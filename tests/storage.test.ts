@@ -13,6 +13,8 @@ import { FleetConfig, SyncConfig } from "../config/types";
 import { automountUnit, mountUnit } from "../templates/sshfs";
 import { syncService, syncTimer, unisonProfile } from "../templates/unison";
 import { installMocks, MockFleet, offlineRunner, promiseOf, RecordedResource } from "../offline/mockRuntime";
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
+import { DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT } from "../components/remote";
 import {
   FILE_EXPORT,
   LAB_EXPORT,
@@ -45,7 +47,15 @@ function createOf(resource: RecordedResource): string {
 }
 
 function connection(host: string) {
-  return pulumi.secret({ host, port: 22, user: "root", privateKey: "ADMIN-KEY-TEXT" });
+  return pulumi.secret({
+    host,
+    port: 22,
+    user: "root",
+    privateKey: "ADMIN-KEY-TEXT",
+    hostKey: fixtureHostKey(host),
+    dialErrorLimit: DIAL_ERROR_LIMIT,
+    perDialTimeout: PER_DIAL_TIMEOUT,
+  });
 }
 
 interface Built {

@@ -14,6 +14,7 @@ import { MountPlan } from "../templates/sshfs";
 import { SyncPlan } from "../templates/unison";
 import { SnapshotPlan, ZfsPlan } from "../templates/zfs";
 import { fakeBytes } from "../offline/mockRuntime";
+import { pinHostKeys, UNBOOTED } from "../lab/fleet";
 
 /** A well-formed ed25519 public key line whose key bytes derive from `seed`. */
 export function fakePublicKey(seed: string, comment = seed): string {
@@ -38,7 +39,7 @@ function validatedStack(
   edit: (raw: Record<string, unknown>) => Record<string, unknown> = (raw) => raw,
 ): FleetConfig {
   const { config, errors } = validateFleetConfig(
-    edit(readStackFile(join(__dirname, "..", `Pulumi.${stack}.yaml`)).raw),
+    pinHostKeys(edit(readStackFile(join(__dirname, "..", `Pulumi.${stack}.yaml`)).raw), UNBOOTED),
   );
   if (config === undefined) {
     throw new ConfigValidationError(errors);

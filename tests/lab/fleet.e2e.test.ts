@@ -11,8 +11,18 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { FleetConfig } from "../../config/types";
 import { FleetPlan, planFleet } from "../../config/model";
-import { ConvergeResult, LabEngine, sshRun } from "../../lab/engine";
-import { KNOWN_HOSTS, LAB_KEY, SSH_CONFIG, labConfig, vmSh, labUpArgs, seedHosts } from "../../lab/fleet";
+import { sshFingerprint } from "../../components/hostKey";
+import { CommandFailed, ConvergeResult, LabEngine, sshRun } from "../../lab/engine";
+import {
+  LAB_KEY,
+  SSH_CONFIG,
+  UNBOOTED,
+  labConfig,
+  labHostKeys,
+  labUpArgs,
+  seedHosts,
+  vmSh,
+} from "../../lab/fleet";
 import { HEALTH_PROGRAM_PATH, METRICS_UNIT } from "../../templates/health";
 import { clientKeyPath, hostKeyAlias, knownHostsPath, mountUnitNames } from "../../templates/sshfs";
 import { isInside, normalizePath } from "../../templates/systemd";
@@ -39,12 +49,12 @@ async function onHost(host: string, script: string, opts: { allowFail?: boolean 
   if (!h?.existing) {
     throw new Error(`no lab host ${host}`);
   }
-  const conn = { host: h.existing.address, port: h.existing.port, user: "root", privateKey: adminKey };
+  const { address, port, hostKey } = h.existing;
+  const conn = { host: address, port, user: "root", privateKey: adminKey, hostKey };
   const result = await sshRun(
     conn,
     `bash -c ${quote(`set -euo pipefail\n${script}`)}`,
     undefined,
-    KNOWN_HOSTS,
     SSH_CONFIG,
   );
   if (result.code !== 0 && !opts.allowFail) {
@@ -131,14 +141,13 @@ beforeAll(async () => {
     throw new Error("the lab suite needs root (network namespaces, systemd-nspawn): run it as root");
   }
   vmSh("preflight");
+  vmSh("up", ...labUpArgs(labConfig("lab", UNBOOTED)));
   config = labConfig();
   plan = planFleet(config);
-  vmSh("up", ...labUpArgs(config));
   adminKey = fs.readFileSync(LAB_KEY, "utf8");
   seedHosts(config);
   phase("boot lab hosts");
   engine = new LabEngine({
-    knownHosts: KNOWN_HOSTS,
     sshConfig: SSH_CONFIG,
     progress: (l) => process.stdout.write(`${l}\n`),
   });
@@ -409,7 +418,8 @@ test("8. converging again changes nothing", async () => {
 
 test("9. a fourth host joins the mesh over kernel WireGuard while existing tunnels lose no packet", async () => {
   const template = config.hosts.find((h) => h.wireguard === "kernel" && h.name !== config.mesh.hub)!;
-  const grown: FleetConfig = {
+  // edge's host key exists once it has booted; the config pins it from then on.
+  const grownWith = (hostKey: string): FleetConfig => ({
     ...config,
     hosts: [
       ...config.hosts,
@@ -418,10 +428,10 @@ test("9. a fourth host joins the mesh over kernel WireGuard while existing tunne
         name: "edge",
         meshAddress: undefined,
         wireguard: "kernel",
-        existing: { address: "10.231.0.14", user: "root", port: 22 },
+        existing: { address: "10.231.0.14", user: "root", port: 22, hostKey },
       },
     ],
-  };
+  });
   // Every tunnel of the hub carries a ping while edge joins: kernel WireGuard and wireguard-go peers alike.
   const a = plan.byName.get(config.mesh.hub ?? plan.hosts[0].name)!;
   const peers = a.peers.map((p) => ({ name: p.name, address: plan.byName.get(p.name)!.meshAddress }));
@@ -436,6 +446,7 @@ test("9. a fourth host joins the mesh over kernel WireGuard while existing tunne
   );
   try {
     vmSh("up", "edge=10.231.0.14");
+    const grown = grownWith(labHostKeys()("10.231.0.14") ?? "");
     config = grown;
     seedHosts(grown);
     const result = await engine.converge(grown, adminKey);
@@ -525,4 +536,60 @@ test("11. a restarted hub brings every tunnel and the export back without a conv
     }),
   );
   phase("restart the hub");
+});
+
+test("12. a host whose SSH key changed is refused: nothing runs on it, and the error names both keys", async () => {
+  const s = wiki();
+  const host = config.hosts.find((h) => h.name === s.host)!.existing!;
+  const timer = `/etc/systemd/system/${syncUnit()}.timer`;
+  const timerBefore = await run(s.host, `cat ${timer}`);
+  // A new Ed25519 key, as a reinstall (or another machine answering at the address) would offer.
+  const offered = (
+    await run(
+      s.host,
+      [
+        "cp -a /etc/ssh/ssh_host_ed25519_key /run/swarm-hostkey.bak",
+        "cp -a /etc/ssh/ssh_host_ed25519_key.pub /run/swarm-hostkey.pub.bak",
+        "rm -f /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub",
+        "ssh-keygen -q -t ed25519 -N '' -C '' -f /etc/ssh/ssh_host_ed25519_key",
+        "systemctl reload ssh && sleep 2",
+        "cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub",
+      ].join("\n"),
+    )
+  ).trim();
+  const restore = [
+    "mv -f /run/swarm-hostkey.bak /etc/ssh/ssh_host_ed25519_key",
+    "mv -f /run/swarm-hostkey.pub.bak /etc/ssh/ssh_host_ed25519_key.pub",
+    "systemctl reload ssh && sleep 2",
+  ].join("; ");
+  try {
+    const changed: FleetConfig = {
+      ...config,
+      syncs: config.syncs.map((x) => (x === s ? { ...x, interval: x.interval + 5 } : x)),
+    };
+    const failure = await engine.converge(changed, adminKey).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(failure).toBeInstanceOf(CommandFailed);
+    const message = (failure as Error).message;
+    process.stdout.write(`${message}\n`);
+    expect(message).toContain(`host key mismatch at ${host.address}:${host.port}`);
+    expect(message).toContain(`the host offered ${sshFingerprint(offered)}`);
+    expect(message).toContain(`the program pins ${sshFingerprint(host.hostKey)}`);
+  } finally {
+    // Through a connection that pins the key the host offers now.
+    const result = await sshRun(
+      { host: host.address, port: host.port, user: "root", privateKey: adminKey, hostKey: offered },
+      `bash -c ${quote(restore)}`,
+      undefined,
+      SSH_CONFIG,
+    );
+    expect(result).toMatchObject({ code: 0 });
+  }
+  // Nothing ran there, and the engine kept its state: the unchanged fleet converges with nothing to do.
+  expect(await run(s.host, `cat ${timer}`)).toBe(timerBefore);
+  const again = await engine.converge(config, adminKey);
+  expect([...again.created, ...again.updated, ...again.deleted]).toEqual([]);
+  phase("a changed host key is refused");
 });
