@@ -9,6 +9,7 @@
 import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import { MockMonitor } from "@pulumi/pulumi/runtime/mocks";
+import { hcloudInvoke } from "./hcloudCatalogue";
 
 export interface RecordedResource {
   /** The URN the engine gives it: project, stack, every ancestor's type and its name (see `resourceUrn`). */
@@ -143,8 +144,12 @@ export class MockFleet implements pulumi.runtime.Mocks {
     return { id, state };
   }
 
+  /** SSH keys already in the Hetzner project, as `getSshKeys` lists them: none unless a test adds some. */
+  readonly hcloudSshKeys: Record<string, unknown>[] = [];
+
+  /** Invokes: the hcloud catalogue and SSH keys (offline/hcloudCatalogue.ts); anything else echoes its inputs. */
   call(args: pulumi.runtime.MockCallArgs): Record<string, unknown> {
-    return args.inputs;
+    return hcloudInvoke(args.token, this.hcloudSshKeys) ?? args.inputs;
   }
 
   ofType(type: string): RecordedResource[] {
