@@ -3,12 +3,12 @@
  * for `pulumi up`; the offline tools (render, the lab suite, benchmarks) call
  * it under Pulumi's mock runtime.
  */
-import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
 import { FleetPlan, HostPlan, planFleet } from "./config/model";
 import { FleetConfig } from "./config/types";
 import * as command from "@pulumi/command";
 import { commandChanges, HealthGate } from "./components/healthGate";
+import { adminSshKey, requireCloudCatalogue } from "./components/hcloudProject";
 import { HetznerHost } from "./components/hetznerHost";
 import { exportDirectories, MeshfsExport } from "./components/meshfsExport";
 import { SshfsAutomount } from "./components/sshfsAutomount";
@@ -47,8 +47,9 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
   const labels = { fleet: "swarm", stack: pulumi.getStack() };
 
   const needsCloudKey = plan.hosts.some((h) => h.config.hcloud !== undefined);
+  const cloudChecked = needsCloudKey ? requireCloudCatalogue(config) : undefined;
   const sshKey = needsCloudKey
-    ? new hcloud.SshKey("admin", { publicKey: config.admin.sshPublicKey, labels })
+    ? adminSshKey("admin", { publicKey: config.admin.sshPublicKey, labels, after: cloudChecked })
     : undefined;
 
   const hosts = new Map<string, HetznerHost>();
