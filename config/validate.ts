@@ -20,6 +20,18 @@ import {
   parseAddress,
   parseCidr,
 } from "./ipv4";
+import {
+  DOCUMENTATION_RANGES,
+  HETZNER_GATEWAY,
+  NON_UNICAST_RANGES,
+  PRIVATE_RANGES,
+  WIDEST_PREFIX,
+  WIDEST_UNION,
+  describeSize,
+  overlappedRange,
+  rangeOf,
+  unionSize,
+} from "./addresses";
 import { FleetPlan, planFleet } from "./model";
 import { ObjectReader, describe } from "./reader";
 import {
@@ -100,7 +112,55 @@ export const SYSTEM_PATHS = [
   "/var/lib",
   "/var/log",
 ] as const;
-const VIRTUAL_ROOTS = ["/dev", "/proc", "/run", "/sys"] as const;
+
+/**
+ * Directories whose whole tree belongs to the system or to swarm: a mount,
+ * sync root or export inside one would hide, overwrite or replicate what
+ * the system keeps there. The kernel's file systems come first, as they
+ * are refused even where they are also a `SYSTEM_PATHS` entry. /home,
+ * /root, /srv, /mnt, /media, /opt and the rest of /var stay open below
+ * their top: that is where data lives.
+ */
+const SYSTEM_TREES: readonly { readonly root: string; readonly what: string }[] = [
+  { root: "/dev", what: "a kernel file system" },
+  { root: "/proc", what: "a kernel file system" },
+  { root: "/sys", what: "a kernel file system" },
+  {
+    root: "/run",
+    what: "a kernel file system (tmpfs) emptied at every boot, where services keep their runtime state",
+  },
+  ...["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"].map((root) => ({
+    root,
+    what: "the system's programs and libraries (on Debian a link into /usr)",
+  })),
+  { root: "/boot", what: "the kernel and the boot loader" },
+  { root: "/etc", what: "the system's configuration, written by its packages and by swarm" },
+  {
+    root: "/usr",
+    what: "the operating system, owned by its packages (swarm's own programs are in /usr/local/lib/swarm)",
+  },
+  { root: "/var/lib/apt", what: "the package manager's state" },
+  { root: "/var/lib/dpkg", what: "the package manager's state" },
+  { root: "/var/lib/swarm", what: "swarm's own state on the host (keys, owners, unison archives)" },
+  { root: "/var/lib/systemd", what: "systemd's state" },
+];
+const KERNEL_TREES = 4;
+
+/**
+ * Directories whose files do not last: a sync root there loses its files
+ * and the sync then deletes them on every replica; an export mounted there
+ * is hidden when the directory is mounted afresh at boot.
+ */
+const EPHEMERAL_TREES: readonly { readonly root: string; readonly what: string }[] = [
+  {
+    root: "/tmp",
+    what: "emptied at every boot on Debian 12 and a tmpfs from Debian 13 on, where files unused for 10 days are deleted too",
+  },
+  {
+    root: "/var/tmp",
+    what: "where systemd-tmpfiles deletes files unused for 30 days (Debian from 13 on, and most other distributions)",
+  },
+];
 
 /** A reader for the top level, whose keys are written `swarm:key` rather than `swarm.key`. */
 class NamespaceReader extends ObjectReader {
@@ -120,6 +180,10 @@ interface HostDraft {
   /** `hcloud.volumeSize` was given, even if out of range. */
   hasVolume: boolean;
   existingAddress?: string;
+  /** The account swarm logs in with: root on Hetzner servers, `existing.user` (root) on existing hosts. */
+  loginUser?: string;
+  /** `existing.port` with its default, when valid. */
+  existingPort?: number;
   meshAddress?: string;
   wireguard?: WireGuardImplementation;
   keyRotation?: string;
@@ -157,6 +221,8 @@ interface MountDraft {
   host?: string;
   export?: string;
   mountPath?: string;
+  /** `path` as written when it was refused, so that syncs below it are not told the host has no mount. */
+  refusedPath?: string;
   idleTimeout?: number;
   owner?: string;
 }
@@ -175,15 +241,39 @@ interface SyncDraft {
   timeout?: number;
 }
 
+/** What the caller knows beyond the `swarm:` values themselves. */
+export interface ValidateOptions {
+  /**
+   * The program is about to change real hosts (`pulumi up`, not a preview):
+   * documentation placeholders are errors, not warnings.
+   */
+  readonly deploying?: boolean;
+  /** Every key of the stack's config outside `swarm:`, as written (`swram:hosts`), to catch a misspelt namespace. */
+  readonly otherKeys?: readonly string[];
+  /** The `swarm:` keys (prefix stripped) stored as secrets; when given, a plain-text `sshPrivateKey` is refused. */
+  readonly secretKeys?: readonly string[];
+}
+
+export interface ValidationResult {
+  /** The defaulted config, present exactly when `errors` is empty. */
+  readonly config?: FleetConfig;
+  readonly errors: ConfigError[];
+  /**
+   * What is fine to render or preview but must not reach real hosts
+   * (documentation placeholders); with `deploying`, these are errors instead.
+   */
+  readonly warnings: ConfigError[];
+}
+
 /**
  * Checks the `swarm:` keys of a stack (prefix stripped) and applies every
  * default. `config` is present exactly when `errors` is empty.
  */
-export function validateFleetConfig(raw: Record<string, unknown>): {
-  config?: FleetConfig;
-  errors: ConfigError[];
-} {
-  const errors: ConfigError[] = [];
+export function validateFleetConfig(
+  raw: Record<string, unknown>,
+  options: ValidateOptions = {},
+): ValidationResult {
+  const errors: ConfigError[] = namespaceErrors(options.otherKeys ?? [], Object.keys(raw));
   const top = new NamespaceReader("swarm", raw, errors);
 
   const hosts = (
@@ -212,23 +302,179 @@ export function validateFleetConfig(raw: Record<string, unknown>): {
   top.rejectUnknownKeys();
 
   const fleet = new FleetIndex(hosts, mesh);
-  const admin = adminReader ? readAdmin(adminReader, hosts, errors) : undefined;
+  const adminDraft = adminReader ? readAdmin(adminReader, hosts, errors) : undefined;
+  const admin = adminDraft?.config;
   checkHosts(fleet, errors);
-  checkMesh(fleet, errors);
+  checkMesh(fleet, adminDraft?.sources ?? [], errors);
   const meshIsClean = !errors.some((e) => isMeshPath(e.path));
   checkExports(fleet, exports, errors);
-  checkMounts(fleet, exports, mounts, errors);
+  checkMounts(fleet, exports, mounts, syncs, errors);
   checkSyncs(fleet, exports, mounts, syncs, errors);
+  errors.push(...privateKeyErrors(raw, options.secretKeys, errors));
 
   if (meshIsClean) {
     const meshOnly = assemble(hosts, mesh, undefined, [], [], [], DEFAULT_HEALTH);
     errors.push(...meshCollisionErrors(planFleet(meshOnly), fleet));
   }
 
-  if (errors.length > 0) {
-    return { errors };
+  const placeholders = placeholderFindings(hosts, adminDraft);
+  const warnings = options.deploying ? [] : placeholders;
+  if (options.deploying) {
+    errors.push(...placeholders);
   }
-  return { config: assemble(hosts, mesh, admin, exports, mounts, syncs, health), errors };
+  if (errors.length > 0) {
+    return { errors, warnings };
+  }
+  return { config: assemble(hosts, mesh, admin, exports, mounts, syncs, health), errors, warnings };
+}
+
+/** The public half of the example admin key in the repository's stack files, which are examples. */
+const EXAMPLE_ADMIN_KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIF6NX6jWXUNMpFM8Ffg3wvvMI/9ABsWk6Bt3gKyAdPGr";
+
+/**
+ * Values copied from the examples that are fine to render and preview but
+ * would break a real deployment: documentation addresses (RFC 5737) as an
+ * admin network or a host's address, and the example admin key on servers
+ * this program creates.
+ */
+function placeholderFindings(hosts: readonly HostDraft[], admin: AdminDraft | undefined): ConfigError[] {
+  const found: ConfigError[] = [];
+  const onHetzner = hosts.some((h) => h.isHcloud);
+  if (onHetzner && admin?.sshPublicKey?.split(/\s+/)[1] === EXAMPLE_ADMIN_KEY) {
+    found.push({
+      path: "swarm:admin.sshPublicKey",
+      message:
+        "is the example key from the repository's stack files: the Hetzner servers would trust it and not your key; put the .pub line of your admin key pair here, and its private half in pulumi config set --secret swarm:sshPrivateKey",
+    });
+  }
+  for (const source of onHetzner ? (admin?.sources ?? []) : []) {
+    const range = overlappedRange(source.cidr, DOCUMENTATION_RANGES);
+    if (range) {
+      found.push({
+        path: source.path,
+        message: `${source.text} is in ${range.name}, which ${range.why}: no connection comes from it, so the Hetzner firewall would lock the admin out of the servers; list the public addresses you run pulumi from`,
+      });
+    }
+  }
+  for (const host of hosts) {
+    const address = host.existingAddress !== undefined ? parseAddress(host.existingAddress) : undefined;
+    const range = address !== undefined ? rangeOf(address, DOCUMENTATION_RANGES) : undefined;
+    if (range) {
+      found.push({
+        path: `${host.path}.existing.address`,
+        message: `${host.existingAddress} is in ${range.name}, which ${range.why}: no host answers there; write the address swarm reaches ${host.name ?? "the host"} at`,
+      });
+    }
+  }
+  return found;
+}
+
+/**
+ * Namespaces a key of the stack may be in by mistake for `swarm:`: the
+ * engine hands a program only its own namespace, so such a key would be
+ * dropped without a word.
+ */
+function namespaceErrors(otherKeys: readonly string[], present: readonly string[]): ConfigError[] {
+  const known = ["hosts", "mesh", "admin", "exports", "mounts", "syncs", "health", ...PASSED_THROUGH_KEYS];
+  const errors: ConfigError[] = [];
+  for (const key of otherKeys) {
+    if (key.toLowerCase() === "swarm") {
+      errors.push({
+        path: key,
+        message:
+          "is not read: the engine takes config keys as namespace:key, each directly under config; write swarm:hosts, swarm:mesh and the others there instead of nesting them under swarm",
+      });
+      continue;
+    }
+    const match = /^([^:./]+)[:./](.+)$/.exec(key);
+    if (!match) {
+      continue;
+    }
+    const [, namespace, name] = match;
+    const intended = known.find((k) => k.toLowerCase() === name.toLowerCase() || typoDistance(k, name) <= 2);
+    const swarmish =
+      namespace.toLowerCase() === "swarm" || typoDistance(namespace.toLowerCase(), "swarm") <= 1;
+    if (!swarmish || (intended === undefined && namespace.toLowerCase() !== "swarm")) {
+      continue;
+    }
+    const rename = `swarm:${intended ?? name}`;
+    const merge =
+      intended !== undefined && present.includes(intended) ? `, merged into the ${rename} already there` : "";
+    errors.push({
+      path: key,
+      message: `is not in the swarm: namespace, so the program never reads it: rename it to ${rename}${merge}`,
+    });
+  }
+  return errors;
+}
+
+/**
+ * Distance between two names where a swapped pair of letters counts as one
+ * edit (optimal string alignment): `swram` is one typo away from `swarm`.
+ */
+function typoDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/**
+ * Private keys written in plain text in the stack: `sshPrivateKey` not
+ * stored as a secret, or a private key pasted into any other value. Values
+ * whose reader already called them a private key are not reported twice.
+ */
+function privateKeyErrors(
+  raw: Record<string, unknown>,
+  secretKeys: readonly string[] | undefined,
+  found: readonly ConfigError[],
+): ConfigError[] {
+  const errors: ConfigError[] = [];
+  const rotate =
+    "and, as the key is now in the file's history, replace the key pair (the public half is swarm:admin.sshPublicKey)";
+  const value = raw.sshPrivateKey;
+  if (
+    secretKeys !== undefined &&
+    value !== undefined &&
+    value !== null &&
+    !secretKeys.includes("sshPrivateKey")
+  ) {
+    errors.push({
+      path: "swarm:sshPrivateKey",
+      message: `is written in plain text in the stack file, where everyone who can read the repository can use it: remove it with pulumi config rm swarm:sshPrivateKey and set it as a secret with pulumi config set --secret swarm:sshPrivateKey < path/to/private_key${typeof value === "string" && /PRIVATE KEY/.test(value) ? `, ${rotate}` : ""}`,
+    });
+  }
+  const visit = (node: unknown, path: string): void => {
+    if (typeof node === "string") {
+      if (/PRIVATE KEY/.test(node) && !found.some((e) => e.path === path && /private key/.test(e.message))) {
+        errors.push({
+          path,
+          message: `holds a private key in plain text: remove it (swarm needs no private key in its config except swarm:sshPrivateKey, set with pulumi config set --secret), ${rotate.replace(" (the public half is swarm:admin.sshPublicKey)", "")}`,
+        });
+      }
+    } else if (Array.isArray(node)) {
+      node.forEach((item, i) => visit(item, `${path}[${i}]`));
+    } else if (typeof node === "object" && node !== null) {
+      for (const [key, item] of Object.entries(node)) {
+        visit(item, `${path}.${key}`);
+      }
+    }
+  };
+  for (const [key, item] of Object.entries(raw)) {
+    if (key !== "sshPrivateKey") {
+      visit(item, `swarm:${key}`);
+    }
+  }
+  return errors;
 }
 
 function isMeshPath(path: string): boolean {
@@ -304,6 +550,51 @@ function assemble(
 
 // ---------------------------------------------------------------- readers
 
+/**
+ * `hostKey`: the host's SSH host key, pinned on every connection. The
+ * provider pins with the key's own algorithm (HostKeyAlgorithms = [type]), so
+ * an `ssh-rsa` pin would ask for SHA-1 signatures, which OpenSSH 8.8+ refuses.
+ */
+function readHostKey(r: ObjectReader, required: boolean, where: string): string | undefined {
+  const read = `read it with ssh-keyscan -t ed25519 ${where}, check its fingerprint (ssh-keyscan ... | ssh-keygen -lf -) against ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host's console, and paste the ssh-ed25519 AAAA... part`;
+  const key = r.string("hostKey", {
+    required,
+    hint: `pin the host's SSH host key, so that no connection trusts whoever answers: ${read}`,
+  });
+  if (key === undefined) {
+    return undefined;
+  }
+  if (/PRIVATE KEY/.test(key)) {
+    r.error(
+      "hostKey",
+      `is a private key, which must never be in a stack file (remove it, and replace that key on the host: it is in the file's history); pin the public key: ${read}`,
+    );
+    return undefined;
+  }
+  const fields = key.trim().split(/\s+/);
+  if (fields.length >= 3 && HOST_KEY_TYPES.includes(fields[1]) && !KEY_TYPES.includes(fields[0])) {
+    r.error(
+      "hostKey",
+      `starts with ${JSON.stringify(fields[0])}, the host name of an ssh-keyscan line: drop it and keep ${fields[1]} ${fields[2].slice(0, 12)}...`,
+    );
+    return undefined;
+  }
+  const problem = publicKeyProblem(key, `${read}`);
+  if (problem !== undefined) {
+    r.error("hostKey", problem);
+    return undefined;
+  }
+  if (!HOST_KEY_TYPES.includes(fields[0])) {
+    r.error(
+      "hostKey",
+      `is an ${fields[0]} key, which the SSH provider would verify with SHA-1 signatures that OpenSSH refuses: pin the host's Ed25519 key instead; ${read}`,
+    );
+    return undefined;
+  }
+  // The comment is not part of the key; keep the pin to what the provider compares.
+  return `${fields[0]} ${fields[1]}`;
+}
+
 function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraft {
   const draft: HostDraft = { path, isExisting: false, isHcloud: false, hasVolume: false, routes: [] };
   const r = ObjectReader.of(path, value, errors);
@@ -331,6 +622,7 @@ function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraf
   }
   if (hcloud) {
     draft.isHcloud = true;
+    draft.loginUser = "root";
     draft.hasVolume = hcloud.has("volumeSize");
     const serverType = hcloud.string("serverType", {
       required: true,
@@ -349,6 +641,7 @@ function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraf
       patternHint: "is not an image name: use a name such as debian-12",
     });
     const volumeSize = hcloud.integer("volumeSize", { min: 10, max: 10240 });
+    const hostKey = readHostKey(hcloud, false, "the server's address");
     hcloud.rejectUnknownKeys();
     if (serverType !== undefined && location !== undefined) {
       draft.hcloud = {
@@ -356,6 +649,7 @@ function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraf
         location,
         image: image ?? "debian-12",
         ...(volumeSize !== undefined ? { volumeSize } : {}),
+        ...(hostKey !== undefined ? { hostKey } : {}),
       };
     }
   }
@@ -365,18 +659,25 @@ function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraf
       required: true,
       hint: "set the IPv4 address or DNS name the host is reached at",
     });
-    if (address !== undefined && !isHostAddress(address)) {
-      existing.error(
-        "address",
-        `${JSON.stringify(address)} is neither an IPv4 address nor a DNS name: write e.g. 192.0.2.10 or host.example.org`,
-      );
+    const addressProblem =
+      address === undefined
+        ? undefined
+        : !isHostAddress(address)
+          ? `${JSON.stringify(address)} is neither an IPv4 address nor a DNS name: write e.g. 192.0.2.10 or host.example.org`
+          : unusableAddressProblem(address);
+    if (addressProblem !== undefined) {
+      existing.error("address", addressProblem);
     }
     const user = existing.string("user", { pattern: USER_NAME, patternHint: USER_NAME_HINT });
     const port = existing.integer("port", { min: 1, max: 65535 });
+    const where = `${address !== undefined && addressProblem === undefined ? address : "ADDRESS"}${port !== undefined && port !== 22 ? ` -p ${port}` : ""}`;
+    const hostKey = readHostKey(existing, true, where);
     existing.rejectUnknownKeys();
-    if (address !== undefined && isHostAddress(address)) {
+    draft.existingPort = port ?? 22;
+    draft.loginUser = user ?? (existing.has("user") ? undefined : "root");
+    if (address !== undefined && addressProblem === undefined && hostKey !== undefined) {
       draft.existingAddress = address;
-      draft.existing = { address, user: user ?? "root", port: port ?? 22 };
+      draft.existing = { address, user: user ?? "root", port: port ?? 22, hostKey };
     }
   }
   const meshAddress = r.string("meshAddress");
@@ -443,23 +744,33 @@ function readMesh(r: ObjectReader, errors: ConfigError[]): MeshDraft {
   return draft;
 }
 
-function readAdmin(
-  r: ObjectReader,
-  hosts: readonly HostDraft[],
-  errors: ConfigError[],
-): AdminConfig | undefined {
+/** One entry of `admin.sshSourceCidrs` that parsed, kept for the checks that need the whole fleet. */
+interface SshSource {
+  readonly text: string;
+  readonly cidr: Cidr;
+  readonly path: string;
+}
+
+interface AdminDraft {
+  /** Present when the section is valid. */
+  readonly config?: AdminConfig;
+  /** The trimmed public key, when it is one. */
+  readonly sshPublicKey?: string;
+  readonly sources: readonly SshSource[];
+}
+
+function readAdmin(r: ObjectReader, hosts: readonly HostDraft[], errors: ConfigError[]): AdminDraft {
   const errorsBefore = errors.length;
   const needsCidrs = hosts.some((h) => h.isHcloud);
   const key = r.string("sshPublicKey", {
     required: needsCidrs,
     hint: "paste the admin's OpenSSH public key line (the contents of id_ed25519.pub)",
   });
-  if (key !== undefined) {
-    const problem = publicKeyProblem(key);
-    if (problem) {
-      r.error("sshPublicKey", problem);
-    }
+  const keyProblem = key !== undefined ? publicKeyProblem(key) : undefined;
+  if (keyProblem) {
+    r.error("sshPublicKey", keyProblem);
   }
+  const sources: SshSource[] = [];
   const cidrs =
     r.array(
       "sshSourceCidrs",
@@ -479,14 +790,16 @@ function readAdmin(
           return undefined;
         }
         const cidr = readCidr(item, path, errors, { example: "203.0.113.7/32" });
-        if (cidr !== undefined && cidr.prefix === 0) {
-          errors.push({
-            path,
-            message: `${item} opens SSH to the whole internet: list only the addresses the admin connects from, e.g. 203.0.113.7/32`,
-          });
+        if (cidr === undefined) {
           return undefined;
         }
-        return cidr === undefined ? undefined : item;
+        const problem = sshSourceProblem(item, cidr, needsCidrs);
+        if (problem !== undefined) {
+          errors.push({ path, message: problem });
+          return undefined;
+        }
+        sources.push({ text: item, cidr, path });
+        return item;
       },
       {
         required: needsCidrs,
@@ -499,11 +812,42 @@ function readAdmin(
       "is empty, so the Hetzner firewall would block the SSH this program provisions hosts over: add the admin's CIDR",
     );
   }
-  r.rejectUnknownKeys();
-  if ((needsCidrs && key === undefined) || errors.length !== errorsBefore) {
-    return undefined;
+  const opened = unionSize(sources.map((s) => s.cidr));
+  if (opened >= WIDEST_UNION) {
+    r.error(
+      "sshSourceCidrs",
+      `together open SSH to ${describeSize(opened)}, half the internet or more (0.0.0.0/1 and 128.0.0.0/1 are all of it): list only the networks the admin connects from, e.g. 203.0.113.7/32`,
+    );
   }
-  return { sshPublicKey: key?.trim() ?? "", sshSourceCidrs: cidrs };
+  r.rejectUnknownKeys();
+  const sshPublicKey = key !== undefined && keyProblem === undefined ? key.trim() : undefined;
+  if ((needsCidrs && key === undefined) || errors.length !== errorsBefore) {
+    return { sshPublicKey, sources };
+  }
+  return { config: { sshPublicKey: key?.trim() ?? "", sshSourceCidrs: cidrs }, sshPublicKey, sources };
+}
+
+/**
+ * Why SSH must not be allowed from `cidr`: it opens SSH to a large part of
+ * the internet, or it can never be where the admin connects from, so a
+ * firewall that allows only it locks the admin out.
+ */
+function sshSourceProblem(text: string, cidr: Cidr, firewalled: boolean): string | undefined {
+  if (cidr.prefix === 0) {
+    return `${text} opens SSH to the whole internet: list only the addresses the admin connects from, e.g. 203.0.113.7/32`;
+  }
+  if (cidr.prefix < WIDEST_PREFIX) {
+    return `${text} opens SSH to ${describeSize(blockSize(cidr.prefix))}, a large part of the internet (no admin network is wider than a /${WIDEST_PREFIX}): list only the addresses the admin connects from, e.g. 203.0.113.7/32`;
+  }
+  const special = overlappedRange(cidr, NON_UNICAST_RANGES);
+  if (special) {
+    return `${text} overlaps ${special.name}, which ${special.why}: no SSH connection comes from there; list the public addresses the admin connects from`;
+  }
+  const inside = PRIVATE_RANGES.find((p) => p.cidr.prefix <= cidr.prefix && overlaps(p.cidr, cidr));
+  if (firewalled && inside) {
+    return `${text} is inside ${inside.name}, which ${inside.why}: the Hetzner firewall filters the servers' public addresses, which see the admin's public address, never a private one; list that public address (the one your NAT or VPN exit has)`;
+  }
+  return undefined;
 }
 
 function readExport(value: unknown, path: string, errors: ConfigError[]): ExportDraft {
@@ -601,6 +945,8 @@ function readExport(value: unknown, path: string, errors: ConfigError[]): Export
     hint: "set the dataset's absolute mountpoint, e.g. /tank/meshfs/state",
     example: "/tank/meshfs/state",
     system: true,
+    lasting:
+      "the dataset would be hidden when the directory is mounted afresh at boot, and its clients would see an empty export",
   });
   draft.properties = readProperties(r, errors);
   const snapshots = r.object("snapshots");
@@ -691,6 +1037,10 @@ function readMount(value: unknown, path: string, errors: ConfigError[]): MountDr
     example: "/mnt/meshfs",
     system: true,
   });
+  const rawPath = r.value.path;
+  if (draft.mountPath === undefined && typeof rawPath === "string" && rawPath.startsWith("/")) {
+    draft.refusedPath = rawPath;
+  }
   draft.idleTimeout = r.duration("idleTimeout", { min: 0, max: 7 * 86400 }) ?? 600;
   // A wrong owner stays unset rather than defaulting, so the sync-user check does not compare against a guess.
   draft.owner =
@@ -718,6 +1068,7 @@ function readSync(value: unknown, path: string, errors: ConfigError[]): SyncDraf
     hint: "set the absolute local root, e.g. /home/ai-streamer/wiki",
     example: "/home/ai-streamer/wiki",
     system: true,
+    lasting: "the sync would then delete the same files on every replica",
   });
   const remote = r.object("remote", {
     required: true,
@@ -848,10 +1199,27 @@ function checkHosts(fleet: FleetIndex, errors: ConfigError[]): void {
       firstByName.set(host.name, host);
     }
   }
+  const firstAt = new Map<string, HostDraft>();
+  for (const host of fleet.hosts) {
+    if (host.existingAddress === undefined || host.existingPort === undefined) {
+      continue;
+    }
+    const key = `${host.existingAddress.toLowerCase()}:${host.existingPort}`;
+    const first = firstAt.get(key);
+    if (first) {
+      errors.push({
+        path: `${host.path}.existing.address`,
+        message: `${host.existingAddress} port ${host.existingPort} is already where ${first.path}${first.name ? ` (${first.name})` : ""} is reached: swarm would configure one machine as both hosts; declare each machine once, or give each host the address (or, behind a NAT that forwards one port per host, the SSH port) it is reached at`,
+      });
+    } else {
+      firstAt.set(key, host);
+    }
+  }
 }
 
-function checkMesh(fleet: FleetIndex, errors: ConfigError[]): void {
+function checkMesh(fleet: FleetIndex, sources: readonly SshSource[], errors: ConfigError[]): void {
   const { mesh, hosts } = fleet;
+  const onHetzner = hosts.some((h) => h.isHcloud);
   if (mesh.badTopology) {
     // The topology error says it all; hub checks would only guess.
   } else if (mesh.topology === "hub" && mesh.hub === undefined && !mesh.badHub) {
@@ -873,7 +1241,15 @@ function checkMesh(fleet: FleetIndex, errors: ConfigError[]): void {
     }
   }
 
-  const cidr = mesh.parsed;
+  const meshProblem =
+    mesh.parsed !== undefined ? tunnelledBlockProblem(mesh.parsed, "mesh", onHetzner, sources) : undefined;
+  if (meshProblem !== undefined) {
+    errors.push({
+      path: "swarm:mesh.cidr",
+      message: `${mesh.cidr ?? ""} ${meshProblem}; use a private block such as ${freeMeshBlock(hosts, sources)}`,
+    });
+  }
+  const cidr = meshProblem === undefined ? mesh.parsed : undefined;
   if (cidr !== undefined) {
     const { first, last } = hostRange(cidr);
     const usable = last - first + 1;
@@ -922,7 +1298,25 @@ function checkMesh(fleet: FleetIndex, errors: ConfigError[]): void {
 
   // Routes: every peer's AllowedIPs must be disjoint from the mesh and from every other route.
   const routes = hosts.flatMap((host) =>
-    host.routes.flatMap((route) => (route.cidr ? [{ ...route, host, cidr: route.cidr }] : [])),
+    host.routes.flatMap((route) => {
+      if (route.cidr === undefined) {
+        return [];
+      }
+      const problem = tunnelledBlockProblem(
+        route.cidr,
+        `route to ${host.name ?? "this host"}`,
+        onHetzner,
+        sources,
+      );
+      if (problem !== undefined) {
+        errors.push({
+          path: route.path,
+          message: `${route.text} ${problem}; route only the networks behind ${host.name ?? "this host"}`,
+        });
+        return [];
+      }
+      return [{ ...route, host, cidr: route.cidr }];
+    }),
   );
   routes.forEach((route, i) => {
     if (cidr !== undefined && overlaps(route.cidr, cidr)) {
@@ -966,6 +1360,48 @@ function checkMesh(fleet: FleetIndex, errors: ConfigError[]): void {
       });
     }
   }
+}
+
+/**
+ * Why a block that every host routes into the tunnel (the mesh, or a route
+ * to one host) would cut hosts off: it takes in a large part of the
+ * internet, addresses the kernel or the cloud use locally, Hetzner's
+ * gateway, or the networks the admin reaches the hosts from, whose replies
+ * would then go into the tunnel instead of back to the admin.
+ */
+function tunnelledBlockProblem(
+  cidr: Cidr,
+  what: string,
+  onHetzner: boolean,
+  sources: readonly SshSource[],
+): string | undefined {
+  if (cidr.prefix < WIDEST_PREFIX) {
+    return `covers ${describeSize(blockSize(cidr.prefix))}, ${cidr.prefix === 0 ? "the whole internet" : "a large part of the internet"}: every host would send that traffic, its SSH replies to the admin and the peers' endpoints included, into the ${what} (no block needs to be wider than a /${WIDEST_PREFIX})`;
+  }
+  const special = overlappedRange(cidr, NON_UNICAST_RANGES);
+  if (special) {
+    return `overlaps ${special.name}, which every host keeps for itself: routing it into the ${what} breaks the hosts' own networking`;
+  }
+  if (onHetzner && contains(cidr, HETZNER_GATEWAY.network)) {
+    return `contains 172.31.1.1, the default gateway of every Hetzner Cloud server: routing it into the ${what} cuts the servers off from the internet and from the admin`;
+  }
+  const admin = sources.find((s) => overlaps(s.cidr, cidr));
+  if (admin) {
+    return `overlaps ${admin.text}, where the admin connects from (${admin.path}): every host would send its SSH replies to the admin into the ${what}, locking the admin out`;
+  }
+  return undefined;
+}
+
+/** A private /24 for the mesh that no route and no admin network overlaps, to suggest in a message. */
+function freeMeshBlock(hosts: readonly HostDraft[], sources: readonly SshSource[]): string {
+  const taken = [
+    ...sources.map((s) => s.cidr),
+    ...hosts.flatMap((h) => h.routes.flatMap((r) => r.cidr ?? [])),
+  ];
+  const candidates = ["10.8.0.0/24", "10.99.0.0/24", "172.20.0.0/24", "192.168.240.0/24"];
+  return (
+    candidates.find((text) => !taken.some((cidr) => overlaps(cidr, parseCidr(text) as Cidr))) ?? candidates[0]
+  );
 }
 
 /** The longest prefix whose block holds `hosts` usable addresses. */
@@ -1099,6 +1535,12 @@ function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors
         });
       }
     }
+    if (host?.loginUser !== undefined && e.user === host.loginUser && e.user !== "root") {
+      errors.push({
+        path: `${e.path}.user`,
+        message: `${e.user} is the account swarm logs in to ${e.host} with (${host.path}.existing.user): the export makes it an sftp-only account, which would lock swarm out of ${e.host}; set ${e.path}.user to an account of its own, such as ${e.user === "meshfs" ? "meshfs-sftp" : "meshfs"}`,
+      });
+    }
     const seen = new Set<string>();
     for (const client of e.clients ?? []) {
       const unknownClient = fleet.unknownHost(client.name);
@@ -1136,6 +1578,7 @@ function checkMounts(
   fleet: FleetIndex,
   exports: readonly ExportDraft[],
   mounts: readonly MountDraft[],
+  syncs: readonly SyncDraft[],
   errors: ConfigError[],
 ): void {
   mounts.forEach((m, i) => {
@@ -1150,9 +1593,10 @@ function checkMounts(
       if (!target) {
         pushIf(errors, `${m.path}.export`, unknownExport(m.export, exports));
       } else if (m.host !== undefined && target.host === m.host) {
+        const through = syncs.filter((s) => syncMount(s, [m]) !== undefined).map((s) => s.path);
         errors.push({
           path: `${m.path}.host`,
-          message: `${m.host} serves export ${m.export} itself: use its mountpoint ${target.mountpoint ?? ""} directly and remove this mount`,
+          message: `${m.host} serves export ${m.export} itself: use its mountpoint ${target.mountpoint ?? ""} directly and remove this mount${through.length > 0 ? ` (and ${through.join(", ")}, which sync through it)` : ""}`,
         });
       } else if (fleet.has(m.host) && !(target.clients ?? []).some((c) => c.name === m.host)) {
         errors.push({
@@ -1180,7 +1624,28 @@ function checkMounts(
         });
       }
     }
+    const served = exports.find(
+      (e) =>
+        e.host === m.host &&
+        e.name !== m.export &&
+        e.mountpoint !== undefined &&
+        nested(e.mountpoint, m.mountPath as string),
+    );
+    if (served) {
+      errors.push({
+        path: `${m.path}.path`,
+        message: `${m.mountPath} and ${served.mountpoint}, where ${m.host} mounts the dataset of export ${served.name ?? served.path} (${served.path}), nest: the sshfs automount and the dataset would hide each other; use sibling paths such as /mnt/meshfs and /tank/meshfs/state`,
+      });
+    }
   });
+}
+
+/** The mount on the sync's host whose path holds the sync's remote.mountPath. */
+function syncMount(s: SyncDraft, mounts: readonly MountDraft[]): MountDraft | undefined {
+  const mountPath = s.remote?.mountPath;
+  return mountPath === undefined
+    ? undefined
+    : mounts.find((m) => m.host === s.host && m.mountPath !== undefined && isInside(mountPath, m.mountPath));
 }
 
 function checkSyncs(
@@ -1222,34 +1687,42 @@ function checkSyncs(
       }
     }
     const hostMounts = mounts.filter((m) => m.host === host && m.mountPath !== undefined);
+    const served = exports.filter((e) => e.host === host);
     if (s.local !== undefined) {
-      const onMount = hostMounts.find((m) => isInside(s.local as string, m.mountPath as string));
+      const local = s.local;
+      // A root that holds the sync's own remote.mountPath is reported below, as a tree synced into itself.
+      const ownRemote = s.remote?.mountPath;
+      const onMount = hostMounts.find(
+        (m) => nested(local, m.mountPath as string) && !(ownRemote !== undefined && nested(local, ownRemote)),
+      );
+      const dataset = served.find((e) => e.mountpoint !== undefined && isInside(e.mountpoint, local));
       if (onMount) {
         errors.push({
           path: `${s.path}.local`,
-          message: `${s.local} is on the sshfs mount ${onMount.mountPath} (${onMount.path}): the local root must be on ${host}'s own disk`,
+          message: isInside(local, onMount.mountPath as string)
+            ? `${local} is on the sshfs mount ${onMount.mountPath} (${onMount.path}): the local root must be on ${host}'s own disk`
+            : `${local} contains the sshfs mount ${onMount.mountPath} (${onMount.path}): unison would copy the export into the local root as its own files; use a local root beside the mount, not above it`,
+        });
+      } else if (dataset) {
+        errors.push({
+          path: `${s.path}.local`,
+          message: `${local} contains ${dataset.mountpoint}, where ${host} mounts the dataset of export ${dataset.name ?? dataset.path} (${dataset.path}): unison would copy that export into the sync as its own files; use a local root beside it, not above it`,
         });
       }
     }
     const remote = s.remote;
     if (remote?.mountPath !== undefined) {
       const mountPath = remote.mountPath;
-      const mount = hostMounts.find((m) => isInside(mountPath, m.mountPath as string));
+      const mount = syncMount(s, hostMounts);
       if (!mount) {
+        pushIf(errors, `${s.path}.remote.mountPath`, noMountProblem(host, mountPath, exports, mounts));
+      } else if (exports.some((e) => e.name === mount.export && e.host === host)) {
         errors.push({
-          path: `${s.path}.remote.mountPath`,
-          message: `host ${host} has no mount containing ${mountPath}; add a swarm:mounts entry for ${host} whose path contains it`,
+          path: `${s.path}.host`,
+          message: `${host} serves export ${mount.export} itself, so ${mount.path} is refused and this sync has no other side to reach: run the sync on a client of ${mount.export}, or remove both and use the files in its mountpoint directly`,
         });
-      } else if (
-        mount.owner !== undefined &&
-        s.user !== undefined &&
-        s.user !== "root" &&
-        mount.owner !== s.user
-      ) {
-        errors.push({
-          path: `${s.path}.user`,
-          message: `the sync runs as ${s.user}, but ${mount.mountPath} is mapped to owner ${mount.owner} (${mount.path}.owner): set that owner to ${s.user} so the sync can write`,
-        });
+      } else {
+        pushIf(errors, `${s.path}.user`, ownerProblem(s, mount, syncs, mounts));
       }
       if (s.local !== undefined && nested(s.local, mountPath)) {
         errors.push({
@@ -1265,14 +1738,86 @@ function checkSyncs(
       const target = exports.find((e) => e.name === remote.export);
       if (!target) {
         pushIf(errors, `${s.path}.remote.export`, unknownExport(remote.export, exports));
+      } else if (target.host === host) {
+        errors.push({
+          path: `${s.path}.host`,
+          message: `${host} serves export ${remote.export} itself, so this sync has no other side to reach: run it on a client of ${remote.export}${clientList(target)}, or remove it and use ${target.mountpoint ?? "the export's mountpoint"}${remote.path !== undefined ? `/${remote.path}` : ""} directly`,
+        });
       } else if (!(target.clients ?? []).some((c) => c.name === host)) {
         errors.push({
           path: `${s.path}.remote.export`,
           message: `export ${remote.export} does not list ${host} in clients: add ${host} to ${target.path}.clients`,
         });
+      } else {
+        const mounted = hostMounts.find((m) => m.export === remote.export);
+        if (mounted) {
+          errors.push({
+            path: `${s.path}.remote`,
+            message: `${host} also mounts export ${remote.export} at ${mounted.mountPath} (${mounted.path}), and sshd gives one client address one kind of session: sync through the mount instead, with remote: {mountPath: ${mounted.mountPath}${remote.path !== undefined ? `/${remote.path}` : ""}}`,
+          });
+        }
       }
     }
   });
+}
+
+function clientList(e: ExportDraft): string {
+  const names = (e.clients ?? []).map((c) => c.name);
+  return names.length > 0 ? ` (${names.join(", ")})` : "";
+}
+
+/** Why no mount of `host` holds `mountPath`, with the change that gives it one. */
+function noMountProblem(
+  host: string,
+  mountPath: string,
+  exports: readonly ExportDraft[],
+  mounts: readonly MountDraft[],
+): string | undefined {
+  const refused = mounts.find(
+    (m) => m.host === host && m.refusedPath !== undefined && isInside(mountPath, m.refusedPath),
+  );
+  if (refused) {
+    return `${mountPath} is inside ${refused.refusedPath}, the refused path of ${refused.path}: when you move that mount, move this path inside its new path too`;
+  }
+  const own = exports.find(
+    (e) => e.host === host && e.mountpoint !== undefined && isInside(mountPath, e.mountpoint),
+  );
+  if (own) {
+    return `${mountPath} is inside the mountpoint of export ${own.name ?? own.path}, which ${host} serves itself, so there is no other side to sync with: run the sync on a client of it${clientList(own)}, or remove it and use the files directly`;
+  }
+  const mountable = exports.filter((e) => e.host !== undefined && e.host !== host && e.name !== undefined);
+  if (mountable.length === 0) {
+    return exports.some((e) => e.name === undefined || e.host === undefined)
+      ? undefined
+      : `host ${host} has no mount containing ${mountPath}, and every export is served by ${host} itself: run the sync on another host, or remove it`;
+  }
+  return `host ${host} has no mount containing ${mountPath}; add a swarm:mounts entry for ${host} whose path contains it (of export ${mountable.map((e) => e.name).join(" or ")})`;
+}
+
+/**
+ * Why the sync's user cannot write through its mount. A mount maps every
+ * file to one owner, so syncs that write through it as different users
+ * cannot all be satisfied by changing the owner: the first one's user is the
+ * owner to set, and the others are told to use it or a mount of their own.
+ */
+function ownerProblem(
+  s: SyncDraft,
+  mount: MountDraft,
+  syncs: readonly SyncDraft[],
+  mounts: readonly MountDraft[],
+): string | undefined {
+  if (mount.owner === undefined || s.user === undefined || s.user === "root" || mount.owner === s.user) {
+    return undefined;
+  }
+  const writers = syncs.filter(
+    (o) => o.user !== undefined && o.user !== "root" && syncMount(o, mounts) === mount,
+  );
+  const owner = writers.some((w) => w.user === mount.owner) ? mount.owner : writers[0].user;
+  if (owner === s.user) {
+    return `the sync runs as ${s.user}, but ${mount.mountPath} is mapped to owner ${mount.owner} (${mount.path}.owner): set that owner to ${s.user} so the sync can write`;
+  }
+  const first = writers.find((w) => w.user === owner) as SyncDraft;
+  return `the sync runs as ${s.user}, but ${mount.mountPath} (${mount.path}) maps its files to one owner, and ${first.path} writes there as ${owner}: run this sync as ${owner} too, or mount ${mount.export ?? "the export"} a second time at a path of its own with owner ${s.user} and point remote.mountPath there`;
 }
 
 function unknownExport(name: string, exports: readonly ExportDraft[]): string | undefined {
@@ -1330,6 +1875,17 @@ function isHostAddress(text: string): boolean {
   return DNS_NAME.test(text);
 }
 
+/** Why a host's address (IPv4 or DNS name) cannot be where swarm reaches it, or undefined. */
+function unusableAddressProblem(text: string): string | undefined {
+  const fix = "use the public or LAN address swarm reaches the host at";
+  if (/^localhost\.?$|\.localhost\.?$/i.test(text)) {
+    return `${text} is the machine that runs pulumi itself: ${fix}`;
+  }
+  const address = parseAddress(text);
+  const special = address !== undefined ? rangeOf(address, NON_UNICAST_RANGES) : undefined;
+  return special ? `${text} is in ${special.name}, which ${special.why}: ${fix}` : undefined;
+}
+
 /** Why `text` is not a clean absolute path, or undefined when it is one. */
 export function absolutePathProblem(text: string, example: string): string | undefined {
   if (!text.startsWith("/")) {
@@ -1358,28 +1914,52 @@ function relativePathProblem(text: string): string | undefined {
 
 /** Why `path` would hide or expose part of the system, or undefined. */
 export function systemPathProblem(path: string): string | undefined {
-  const virtual = VIRTUAL_ROOTS.find((root) => isInside(path, root));
-  if (virtual) {
-    return `${path} is inside ${virtual}, a kernel file system: use a path such as /mnt/meshfs or /srv/data`;
+  const fix = "use a dedicated directory such as /mnt/meshfs or /srv/data";
+  const inside = (trees: readonly { root: string; what: string }[]) =>
+    trees.find((tree) => isInside(path, tree.root));
+  const kernel = inside(SYSTEM_TREES.slice(0, KERNEL_TREES));
+  if (kernel) {
+    return `${path} is inside ${kernel.root}, ${kernel.what}: use a path such as /mnt/meshfs or /srv/data`;
   }
   const hidden = SYSTEM_PATHS.find((system) => isInside(system, path));
   if (hidden) {
-    return `${path} ${hidden === path ? "is" : "contains"} the system path ${hidden}: use a dedicated directory such as /mnt/meshfs or /srv/data`;
+    return `${path} ${hidden === path ? "is" : "contains"} the system path ${hidden}: ${fix}`;
+  }
+  const tree = inside(SYSTEM_TREES);
+  if (tree) {
+    return `${path} is ${path === tree.root ? "" : "inside "}${tree.root}, ${tree.what}: ${fix}`;
   }
   return undefined;
+}
+
+/** Why files kept at `path` would not last, or undefined. `what` says what is kept there. */
+export function ephemeralPathProblem(path: string, what: string): string | undefined {
+  const tree = EPHEMERAL_TREES.find((t) => isInside(path, t.root));
+  return tree
+    ? `${path} is inside ${tree.root}, ${tree.what}: ${what}; use a directory on disk such as /srv/data`
+    : undefined;
 }
 
 function readPath(
   r: ObjectReader,
   key: string,
-  opts: { required?: boolean; hint?: string; example: string; system?: boolean },
+  opts: {
+    required?: boolean;
+    hint?: string;
+    example: string;
+    system?: boolean;
+    /** What would be lost if the path's files did not last: refuses directories emptied at boot. */
+    lasting?: string;
+  },
 ): string | undefined {
   const text = r.string(key, { required: opts.required, hint: opts.hint });
   if (text === undefined) {
     return undefined;
   }
   const problem =
-    absolutePathProblem(text, opts.example) ?? (opts.system ? systemPathProblem(text) : undefined);
+    absolutePathProblem(text, opts.example) ??
+    (opts.system ? systemPathProblem(text) : undefined) ??
+    (opts.lasting !== undefined ? ephemeralPathProblem(text, opts.lasting) : undefined);
   if (problem) {
     r.error(key, problem);
     return undefined;
@@ -1406,9 +1986,44 @@ const KEY_TYPES = [
   "sk-ecdsa-sha2-nistp256@openssh.com",
 ];
 
+/**
+ * The fields after the type name in each key type's wire format (RFC 4253,
+ * RFC 5656, RFC 8709, OpenSSH PROTOCOL.u2f): their exact lengths, 0 where
+ * the length varies.
+ */
+const KEY_SHAPES: Readonly<Record<string, readonly number[]>> = {
+  "ssh-ed25519": [32],
+  "ssh-rsa": [0, 0],
+  "ecdsa-sha2-nistp256": [8, 65],
+  "ecdsa-sha2-nistp384": [8, 97],
+  "ecdsa-sha2-nistp521": [8, 133],
+  "sk-ssh-ed25519@openssh.com": [32, 0],
+  "sk-ecdsa-sha2-nistp256@openssh.com": [8, 65, 0],
+};
+
+/** The length-prefixed strings of an SSH wire-format blob, up to the first that does not fit. */
+function wireStrings(bytes: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0;
+  while (at + 4 <= bytes.length) {
+    const length = bytes.readUInt32BE(at);
+    if (at + 4 + length > bytes.length) {
+      break;
+    }
+    out.push(bytes.subarray(at + 4, at + 4 + length));
+    at += 4 + length;
+  }
+  return out;
+}
+
+/** Host key types the SSH provider can pin: it asks for the key's own algorithm, and `ssh-rsa` means SHA-1. */
+const HOST_KEY_TYPES = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"];
+
 /** Why `line` is not an OpenSSH public key line, or undefined when it is one. */
-export function publicKeyProblem(line: string): string | undefined {
-  const fix = "paste one line from the .pub file, e.g. ssh-ed25519 AAAAC3Nza... admin@example";
+export function publicKeyProblem(
+  line: string,
+  fix = "paste one line from the .pub file, e.g. ssh-ed25519 AAAAC3Nza... admin@example",
+): string | undefined {
   if (/PRIVATE KEY/.test(line)) {
     return "is a private key: set it with pulumi config set --secret swarm:sshPrivateKey, and put the .pub line here";
   }
@@ -1417,10 +2032,23 @@ export function publicKeyProblem(line: string): string | undefined {
     return `is not an OpenSSH public key: ${fix}`;
   }
   const bytes = Buffer.from(blob, "base64");
-  const length = bytes.length >= 4 ? bytes.readUInt32BE(0) : -1;
-  const embedded = length >= 0 && 4 + length <= bytes.length ? bytes.subarray(4, 4 + length).toString() : "";
-  if (embedded !== type) {
+  const fields = wireStrings(bytes);
+  if (fields[0]?.toString() !== type) {
     return `the key data does not match its type ${type} (truncated or mangled when copied): ${fix}`;
+  }
+  const shape = KEY_SHAPES[type];
+  const lengths = fields.slice(1).map((f) => f.length);
+  const complete =
+    blob.length % 4 === 0 &&
+    fields.reduce((sum, f) => sum + 4 + f.length, 0) === bytes.length &&
+    lengths.length === shape.length &&
+    shape.every((want, i) => (want === 0 ? lengths[i] > 0 : lengths[i] === want));
+  if (!complete) {
+    const whole =
+      type === "ssh-ed25519"
+        ? ` (an ssh-ed25519 key is 68 characters of base64, this one has ${blob.length})`
+        : "";
+    return `the key data is truncated or mangled${whole}: copy the whole line again; ${fix}`;
   }
   if (rest.some((part) => /[\n\r]/.test(part))) {
     return `must be a single line: ${fix}`;

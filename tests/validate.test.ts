@@ -2,7 +2,8 @@ import { DEFAULT_HEALTH } from "../config/health";
 import { readStackFile } from "../config/load";
 import { FleetPlan } from "../config/model";
 import { ConfigError } from "../config/types";
-import { meshCollisionErrors, validateFleetConfig } from "../config/validate";
+import { ValidateOptions, meshCollisionErrors, validateFleetConfig } from "../config/validate";
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6NX6jWXUNMpFM8Ffg3wvvMI/9ABsWk6Bt3gKyAdPGr admin@swarm";
 
@@ -69,15 +70,19 @@ function setPath(root: Record<string, unknown>, path: string, value: unknown): v
   }
 }
 
-function withChanges(changes: Record<string, unknown>): Record<string, unknown> {
-  const raw = base();
+function withChanges(changes: Record<string, unknown>, from = base): Record<string, unknown> {
+  const raw = from();
   for (const [path, value] of Object.entries(changes)) {
     setPath(raw, path, value);
   }
   return raw;
 }
 
-const existingHost = (name: string, address: string) => ({ name, existing: { address } });
+const existingHost = (name: string, address: string) => withExisting(name, { address });
+/** An existing host with a valid pinned host key and the given fields. */
+function withExisting(name: string, existing: Record<string, unknown>): Record<string, unknown> {
+  return { name, existing: { hostKey: fixtureHostKey(name), ...existing } };
+}
 const fullMesh = { "mesh.topology": "full", "mesh.hub": undefined };
 
 describe("validateFleetConfig", () => {
@@ -131,14 +136,14 @@ describe("validateFleetConfig", () => {
       hosts: [
         {
           name: "a",
-          existing: { address: "192.0.2.1", user: "root", port: 22 },
+          existing: { address: "192.0.2.1", user: "root", port: 22, hostKey: fixtureHostKey("a") },
           wireguard: "kernel",
           keyRotation: "",
           routes: [],
         },
         {
           name: "b",
-          existing: { address: "b.example.org", user: "root", port: 22 },
+          existing: { address: "b.example.org", user: "root", port: 22, hostKey: fixtureHostKey("b") },
           wireguard: "kernel",
           keyRotation: "",
           routes: [],
@@ -284,6 +289,9 @@ interface Row {
   readonly changes: Record<string, unknown>;
   readonly path: string;
   readonly message: string;
+  /** The fleet the changes apply to: `base` unless given. */
+  readonly from?: () => Record<string, unknown>;
+  readonly options?: ValidateOptions;
 }
 
 const rows: Row[] = [
@@ -342,7 +350,7 @@ const rows: Row[] = [
   },
   {
     what: "both hcloud and existing",
-    changes: { "hosts[1].existing": { address: "192.0.2.10" } },
+    changes: { "hosts[1].existing": { address: "192.0.2.10", hostKey: fixtureHostKey("satellite") } },
     path: "swarm:hosts[1]",
     message: "sets both hcloud and existing",
   },
@@ -384,7 +392,7 @@ const rows: Row[] = [
   },
   {
     what: "existing host without address",
-    changes: { "hosts[3]": { name: "lab", existing: { user: "admin" } } },
+    changes: { "hosts[3]": { name: "lab", existing: { user: "admin", hostKey: fixtureHostKey("lab") } } },
     path: "swarm:hosts[3].existing.address",
     message: "is required",
   },
@@ -396,13 +404,13 @@ const rows: Row[] = [
   },
   {
     what: "existing port out of range",
-    changes: { "hosts[3]": { name: "lab", existing: { address: "192.0.2.7", port: 70000 } } },
+    changes: { "hosts[3]": withExisting("lab", { address: "192.0.2.7", port: 70000 }) },
     path: "swarm:hosts[3].existing.port",
     message: "70000 is out of range: use a value from 1 to 65535",
   },
   {
     what: "existing user invalid",
-    changes: { "hosts[3]": { name: "lab", existing: { address: "192.0.2.7", user: "Admin!" } } },
+    changes: { "hosts[3]": withExisting("lab", { address: "192.0.2.7", user: "Admin!" }) },
     path: "swarm:hosts[3].existing.user",
     message: "is not a valid user name",
   },
@@ -687,7 +695,10 @@ const rows: Row[] = [
   },
   {
     what: "volume device on an existing host",
-    changes: { "hosts[0].hcloud": undefined, "hosts[0].existing": { address: "192.0.2.1" } },
+    changes: {
+      "hosts[0].hcloud": undefined,
+      "hosts[0].existing": { address: "192.0.2.1", hostKey: fixtureHostKey("anchor") },
+    },
     path: "swarm:exports[0].pool.devices",
     message: "anchor is an existing host: list its block devices instead",
   },
@@ -1034,13 +1045,13 @@ const rows: Row[] = [
   },
   {
     what: "sync remote export path escaping the export",
-    changes: { "syncs[0].remote": { export: "meshfs", path: "../etc" } },
+    changes: { "syncs[0].remote": { export: "meshfs", path: "../etc" }, "mounts[1]": undefined },
     path: "swarm:syncs[0].remote.path",
     message: "must stay inside the export",
   },
   {
     what: "sync remote export path absolute",
-    changes: { "syncs[0].remote": { export: "meshfs", path: "/wiki" } },
+    changes: { "syncs[0].remote": { export: "meshfs", path: "/wiki" }, "mounts[1]": undefined },
     path: "swarm:syncs[0].remote.path",
     message: "is absolute",
   },
@@ -1144,6 +1155,23 @@ const rows: Row[] = [
   },
 ];
 
+/** Each row breaks one thing, and the error at `path` is the only one. */
+function rejectsEach(table: readonly Row[]): void {
+  describe.each(table)("rejects $what", ({ changes, path, message, from, options }) => {
+    const { config, errors } = validateFleetConfig(withChanges(changes, from), options);
+
+    it(`at ${path}`, () => {
+      expect(config).toBeUndefined();
+      expect(errors).toContainEqual({ path, message: expect.stringContaining(message) });
+    });
+
+    it("and reports nothing else", () => {
+      expect(errors.filter((e) => e.path !== path)).toEqual([]);
+      expect(errors).toHaveLength(1);
+    });
+  });
+}
+
 describe.each(rows)("rejects $what", ({ changes, path, message }) => {
   const { config, errors } = validateFleetConfig(withChanges(changes));
 
@@ -1193,5 +1221,923 @@ describe("meshCollisionErrors", () => {
       { byName },
     );
     expect(errors).toEqual([]);
+  });
+});
+
+// ---------------------------------------------------------------- configs that lock the admin out or lose data
+
+/** A fleet of existing hosts on one LAN, administered from another LAN (no Hetzner firewall involved). */
+function lanFleet(): Record<string, unknown> {
+  return {
+    hosts: [
+      withExisting("a", { address: "192.168.1.10" }),
+      withExisting("b", { address: "192.168.1.11", user: "admin", port: 2222 }),
+      withExisting("c", { address: "c.example.org" }),
+    ],
+    mesh: { cidr: "10.8.0.0/24" },
+    admin: { sshSourceCidrs: ["192.168.50.0/24"] },
+  };
+}
+
+/** The base fleet plus a second export, served by satellite and mounted and synced on anchor. */
+function twoExports(): Record<string, unknown> {
+  return withChanges({
+    "exports[1]": {
+      name: "notes",
+      host: "satellite",
+      pool: { name: "data", devices: ["/dev/sdb"] },
+      dataset: "data/notes",
+      mountpoint: "/data/notes",
+      clients: ["anchor"],
+    },
+    "mounts[2]": { host: "anchor", export: "notes", path: "/mnt/notes" },
+    "syncs[1]": { host: "anchor", name: "notes", local: "/srv/notes", remote: { mountPath: "/mnt/notes/x" } },
+  });
+}
+
+const RSA_KEY =
+  "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQCigyd30DH3fBlex/t0uFpK6PInxc+oh05t7pqEnbKBfGUDw52rTvFiiSxHhK2PTXse21jbbACCH+kDkRDh/uMkmXEmCS4Pr3eGYlgFxwVFxnIWnleskx1Z7qfduBpCUrFLjuBIqzC/n3fVYOWIDqoNgbS+h54lGQGz7rZnU6tHcw==";
+const ECDSA_KEY =
+  "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBJUiT2yxuW0HvHj4NLcV0nQWy1PaPium7zVG9Ve8CGQ9cmz8dcOBdj+Pr5mx3Gir6QQnsrVuz7IdaH76MOPYvvw=";
+/** An admin key that is not the example one. */
+const OWN_KEY = `${fixtureHostKey("admin")} admin@office`;
+
+/** `key` with `cut` base64 characters dropped from the end of its data (padding put back where needed). */
+function truncated(key: string, cut: number): string {
+  const [type, blob, ...rest] = key.split(" ");
+  return [type, blob.replace(/=+$/, "").slice(0, -cut), ...rest].join(" ");
+}
+
+/** `key` with `extra` bytes appended to its data, re-encoded. */
+function extended(key: string, extra: number): string {
+  const [type, blob, ...rest] = key.split(" ");
+  const data = Buffer.concat([Buffer.from(blob, "base64"), Buffer.alloc(extra, 1)]);
+  return [type, data.toString("base64"), ...rest].join(" ");
+}
+
+describe("special-purpose ranges in the mesh", () => {
+  const noMeshAddress = { "hosts[0].meshAddress": undefined };
+  rejectsEach([
+    ...["0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1", "64.0.0.0/2", "8.0.0.0/7"].map((cidr) => ({
+      what: `mesh ${cidr}, a large part of the internet`,
+      changes: { ...noMeshAddress, "mesh.cidr": cidr },
+      path: "swarm:mesh.cidr",
+      message: cidr === "0.0.0.0/0" ? "the whole internet" : "a large part of the internet",
+    })),
+    ...[
+      ["127.0.0.0/24", "loopback"],
+      ["127.0.0.0/8", "loopback"],
+      ["0.0.0.0/24", "this-network"],
+      ["169.254.0.0/16", "link-local"],
+      ["169.254.169.0/24", "link-local"],
+      ["224.0.0.0/24", "multicast"],
+      ["239.255.255.0/24", "multicast"],
+      ["240.0.0.0/24", "reserved"],
+      ["255.255.255.0/24", "reserved"],
+    ].map(([cidr, name]) => ({
+      what: `mesh ${cidr} in the ${name} range`,
+      changes: { ...noMeshAddress, "mesh.cidr": cidr },
+      path: "swarm:mesh.cidr",
+      message: `overlaps the ${name} range`,
+    })),
+    ...["172.31.1.0/24", "172.31.0.0/16", "172.16.0.0/12", "172.31.1.0/30"].map((cidr) => ({
+      what: `mesh ${cidr} holding Hetzner's gateway`,
+      changes: { ...noMeshAddress, "mesh.cidr": cidr },
+      path: "swarm:mesh.cidr",
+      message: "contains 172.31.1.1, the default gateway of every Hetzner Cloud server",
+    })),
+    ...[
+      ["192.168.50.0/26", "192.168.50.0/24"],
+      ["192.168.0.0/16", "192.168.50.0/24"],
+      ["10.8.0.0/24", "10.8.0.7/32"],
+    ].map(([cidr, admin]) => ({
+      what: `mesh ${cidr} where the admin connects from (${admin})`,
+      from: lanFleet,
+      changes: {
+        "mesh.cidr": cidr,
+        "admin.sshSourceCidrs": [admin],
+        "hosts[0].existing.address": "198.18.0.10",
+        "hosts[1].existing.address": "198.18.0.11",
+      },
+      path: "swarm:mesh.cidr",
+      message: `overlaps ${admin}, where the admin connects from (swarm:admin.sshSourceCidrs[0]): every host would send its SSH replies to the admin into the mesh`,
+    })),
+  ]);
+
+  it("suggests a mesh block that the admin networks and routes leave free, and that block validates", () => {
+    const raw = withChanges(
+      {
+        "mesh.cidr": "10.8.0.0/16",
+        "admin.sshSourceCidrs": ["10.8.0.0/24"],
+        "hosts[0].existing.address": "198.18.0.10",
+        "hosts[1].existing.address": "198.18.0.11",
+        "hosts[1].routes": ["10.99.0.0/24"],
+      },
+      lanFleet,
+    );
+    const { errors } = validateFleetConfig(raw);
+    expect(errors).toEqual([
+      {
+        path: "swarm:mesh.cidr",
+        message: expect.stringMatching(/use a private block such as 172\.20\.0\.0\/24$/),
+      },
+    ]);
+    setPath(raw, "mesh.cidr", "172.20.0.0/24");
+    expect(validateFleetConfig(raw).errors).toEqual([]);
+  });
+
+  it("accepts Hetzner's 172.31.0.0/16 in a fleet without Hetzner servers, and /8 meshes", () => {
+    expect(validateFleetConfig(withChanges({ "mesh.cidr": "172.31.1.0/24" }, lanFleet)).errors).toEqual([]);
+    expect(validateFleetConfig(withChanges({ "mesh.cidr": "10.0.0.0/8" }, lanFleet)).errors).toEqual([]);
+    expect(validateFleetConfig(withChanges({ "mesh.cidr": "100.64.0.0/10" }, lanFleet)).errors).toEqual([]);
+  });
+});
+
+describe("special-purpose ranges in host routes", () => {
+  rejectsEach([
+    ...["0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1", "0.0.0.0/5", "192.0.0.0/2", "32.0.0.0/3"].map((route) => ({
+      what: `route ${route}, a large part of the internet`,
+      changes: { "hosts[1].routes": [route] },
+      path: "swarm:hosts[1].routes[0]",
+      message:
+        route === "0.0.0.0/0"
+          ? "covers 4294967296 addresses (2^32), the whole internet"
+          : "a large part of the internet",
+    })),
+    ...[
+      ["127.0.0.0/8", "loopback"],
+      ["127.0.0.1/32", "loopback"],
+      ["0.0.0.0/32", "this-network"],
+      ["169.254.169.254/32", "link-local"],
+      ["224.0.0.0/8", "multicast"],
+      ["239.255.255.250/32", "multicast"],
+      ["255.255.255.255/32", "reserved"],
+      ["240.0.0.0/8", "reserved"],
+    ].map(([route, name]) => ({
+      what: `route ${route} in the ${name} range`,
+      changes: { "hosts[2].routes": [route] },
+      path: "swarm:hosts[2].routes[0]",
+      message: `overlaps the ${name} range`,
+    })),
+    ...["172.31.1.1/32", "172.31.0.0/16", "172.31.1.0/24"].map((route) => ({
+      what: `route ${route} holding Hetzner's gateway`,
+      changes: { "hosts[1].routes": [route] },
+      path: "swarm:hosts[1].routes[0]",
+      message: "contains 172.31.1.1, the default gateway of every Hetzner Cloud server",
+    })),
+    ...[
+      ["198.51.0.0/16", "198.51.100.0/24"],
+      ["198.51.100.128/25", "198.51.100.0/24"],
+      ["198.51.100.7/32", "198.51.100.0/24"],
+    ].map(([route, admin]) => ({
+      what: `route ${route} where the admin connects from (${admin})`,
+      changes: { "hosts[1].routes": [route] },
+      path: "swarm:hosts[1].routes[0]",
+      message: `overlaps ${admin}, where the admin connects from (swarm:admin.sshSourceCidrs[0]): every host would send its SSH replies to the admin into the route to satellite`,
+    })),
+    {
+      what: "route of a LAN host covering the admin's LAN",
+      from: lanFleet,
+      changes: { "hosts[1].routes": ["192.168.48.0/21"] },
+      path: "swarm:hosts[1].routes[0]",
+      message: "overlaps 192.168.50.0/24, where the admin connects from",
+    },
+  ]);
+
+  it("accepts a /8 route and routes next to the admin's networks", () => {
+    const raw = withChanges({ "hosts[1].routes": ["20.0.0.0/9"], "hosts[2].routes": ["198.51.101.0/24"] });
+    expect(validateFleetConfig(raw).errors).toEqual([]);
+    expect(validateFleetConfig(withChanges({ "hosts[1].routes": ["11.0.0.0/8"] })).errors).toEqual([]);
+  });
+});
+
+describe("existing hosts' addresses", () => {
+  rejectsEach([
+    ...[
+      ["127.0.0.1", "is in the loopback range 127.0.0.0/8, which is the machine that runs pulumi itself"],
+      ["127.1.2.3", "loopback range"],
+      ["0.0.0.0", "is in the this-network range 0.0.0.0/8"],
+      ["0.1.2.3", "this-network range"],
+      ["169.254.10.10", "link-local range"],
+      ["169.254.169.254", "link-local range"],
+      ["224.0.0.1", "multicast range"],
+      ["239.1.1.1", "multicast range"],
+      ["255.255.255.255", "255.255.255.255 is the broadcast address"],
+      ["240.0.0.1", "reserved range"],
+      ["localhost", "localhost is the machine that runs pulumi itself"],
+      ["LOCALHOST", "is the machine that runs pulumi itself"],
+      ["db.localhost", "is the machine that runs pulumi itself"],
+    ].map(([address, message]) => ({
+      what: `existing address ${address}`,
+      changes: { "hosts[3]": existingHost("lab", address) },
+      path: "swarm:hosts[3].existing.address",
+      message,
+    })),
+    ...[
+      ["192.0.2.7", "192.0.2.7", 22, 22],
+      ["host.example.org", "HOST.example.org", 22, 22],
+      ["HOST.EXAMPLE.ORG", "host.example.org", 22, 22],
+      ["192.0.2.7", "192.0.2.7", 2222, 2222],
+    ].map(([first, second, port1, port2]) => ({
+      what: `two hosts at ${String(second)} port ${String(port2)}`,
+      changes: {
+        "hosts[3]": withExisting("lab", { address: first, port: port1 }),
+        "hosts[4]": withExisting("lab2", { address: second, port: port2 }),
+      },
+      path: "swarm:hosts[4].existing.address",
+      message: `port ${String(port2)} is already where swarm:hosts[3] (lab) is reached`,
+    })),
+  ]);
+
+  it("accepts two hosts behind one address on different SSH ports", () => {
+    const raw = withChanges({
+      "hosts[3]": withExisting("lab", { address: "192.0.2.7", port: 2222 }),
+      "hosts[4]": withExisting("lab2", { address: "192.0.2.7", port: 2223 }),
+    });
+    expect(validateFleetConfig(raw).errors).toEqual([]);
+  });
+});
+
+/** 128 public /8s: half the IPv4 space, in pieces no bigger than an admin network may be. */
+const HALF_THE_INTERNET = Array.from({ length: 223 }, (_, i) => i + 1)
+  .filter((octet) => ![10, 100, 127, 169, 172, 192].includes(octet))
+  .slice(0, 128)
+  .map((octet) => `${octet}.0.0.0/8`);
+
+describe("the admin's SSH sources", () => {
+  rejectsEach([
+    ...["0.0.0.0/1", "128.0.0.0/1", "0.0.0.0/2", "192.0.0.0/2", "8.0.0.0/7", "64.0.0.0/3"].map((cidr) => ({
+      what: `SSH source ${cidr}, a large part of the internet`,
+      changes: { "admin.sshSourceCidrs": ["198.51.100.0/24", cidr] },
+      path: "swarm:admin.sshSourceCidrs[1]",
+      message: `${cidr} opens SSH to`,
+    })),
+    ...[
+      ["127.0.0.1/32", "loopback"],
+      ["0.0.0.0/8", "this-network"],
+      ["169.254.0.0/16", "link-local"],
+      ["224.0.0.0/8", "multicast"],
+      ["255.255.255.255/32", "reserved"],
+    ].map(([cidr, name]) => ({
+      what: `SSH source ${cidr} in the ${name} range`,
+      changes: { "admin.sshSourceCidrs": [cidr] },
+      path: "swarm:admin.sshSourceCidrs[0]",
+      message: `overlaps the ${name} range`,
+    })),
+    ...["10.0.0.0/8", "192.168.1.0/24", "172.16.5.0/24", "100.64.0.0/10", "10.1.2.3/32"].map((cidr) => ({
+      what: `private SSH source ${cidr} behind the Hetzner firewall`,
+      changes: { "admin.sshSourceCidrs": [cidr] },
+      path: "swarm:admin.sshSourceCidrs[0]",
+      message: "the Hetzner firewall filters the servers' public addresses",
+    })),
+    {
+      what: "SSH opened to half the internet in /8 pieces",
+      changes: { "admin.sshSourceCidrs": HALF_THE_INTERNET },
+      path: "swarm:admin.sshSourceCidrs",
+      message: "together open SSH to 2147483648 addresses (2^31), half the internet or more",
+    },
+  ]);
+
+  it("accepts private SSH sources where no Hetzner firewall is involved, and 127 public /8s", () => {
+    expect(validateFleetConfig(lanFleet()).errors).toEqual([]);
+    const raw = withChanges({ "admin.sshSourceCidrs": HALF_THE_INTERNET.slice(1) });
+    expect(validateFleetConfig(raw).errors).toEqual([]);
+  });
+});
+
+describe("paths beneath system directories and on file systems emptied at boot", () => {
+  const beneath = [
+    ["/etc/meshfs", "is inside /etc, the system's configuration"],
+    ["/etc/ssh/meshfs", "is inside /etc"],
+    ["/usr/local/meshfs", "is inside /usr, the operating system"],
+    ["/usr/share/meshfs", "is inside /usr"],
+    ["/boot/efi/meshfs", "is inside /boot, the kernel and the boot loader"],
+    ["/bin/meshfs", "is inside /bin, the system's programs"],
+    ["/sbin/meshfs", "is inside /sbin"],
+    ["/lib/meshfs", "is inside /lib"],
+    ["/lib64/meshfs", "is inside /lib64"],
+    ["/libx32/meshfs", "is inside /libx32"],
+    ["/var/lib/swarm", "is /var/lib/swarm, swarm's own state"],
+    ["/var/lib/swarm/meshfs", "is inside /var/lib/swarm"],
+    ["/var/lib/dpkg/meshfs", "is inside /var/lib/dpkg, the package manager's state"],
+    ["/var/lib/systemd/meshfs", "is inside /var/lib/systemd"],
+    ["/sys/fs/meshfs", "is inside /sys, a kernel file system"],
+    ["/proc/meshfs", "is inside /proc, a kernel file system"],
+    ["/dev/shm/meshfs", "is inside /dev, a kernel file system"],
+    ["/run/user/0/meshfs", "is inside /run, a kernel file system (tmpfs) emptied at every boot"],
+  ];
+  const ephemeral = ["/tmp/wiki", "/tmp/a/b", "/var/tmp/wiki"];
+  rejectsEach([
+    ...beneath.map(([path, message]) => ({
+      what: `mount path ${path}`,
+      changes: { "mounts[0].path": path },
+      path: "swarm:mounts[0].path",
+      message,
+    })),
+    ...beneath.map(([path, message]) => ({
+      what: `sync local root ${path}`,
+      changes: { "syncs[0].local": path },
+      path: "swarm:syncs[0].local",
+      message,
+    })),
+    ...beneath.map(([path, message]) => ({
+      what: `export mountpoint ${path}`,
+      changes: { "exports[0].mountpoint": path },
+      path: "swarm:exports[0].mountpoint",
+      message,
+    })),
+    ...ephemeral.map((path) => ({
+      what: `sync local root ${path}, emptied at boot`,
+      changes: { "syncs[0].local": path },
+      path: "swarm:syncs[0].local",
+      message: "the sync would then delete the same files on every replica",
+    })),
+    ...ephemeral.map((path) => ({
+      what: `export mountpoint ${path}, emptied at boot`,
+      changes: { "exports[0].mountpoint": path },
+      path: "swarm:exports[0].mountpoint",
+      message: "the dataset would be hidden when the directory is mounted afresh at boot",
+    })),
+  ]);
+
+  it.each([
+    "/srv/wiki",
+    "/home/ai-streamer/notes",
+    "/root/wiki",
+    "/opt/wiki/data",
+    "/var/lib/wiki",
+    "/var/www/wiki",
+    "/etcetera/wiki",
+    "/usr2/wiki",
+  ])("accepts %s as a sync root, a mount path and a mountpoint", (path) => {
+    expect(validateFleetConfig(withChanges({ "syncs[0].local": path })).errors).toEqual([]);
+    expect(validateFleetConfig(withChanges({ "mounts[0].path": path })).errors).toEqual([]);
+    expect(validateFleetConfig(withChanges({ "exports[0].mountpoint": path })).errors).toEqual([]);
+  });
+
+  it("accepts a mount below /tmp: nothing is kept there", () => {
+    expect(validateFleetConfig(withChanges({ "mounts[0].path": "/tmp/meshfs" })).errors).toEqual([]);
+  });
+});
+
+describe("mounts, sync roots and datasets that hide or copy each other", () => {
+  rejectsEach([
+    ...[
+      ["/srv/data", "/srv/data/meshfs"],
+      ["/home/ai-streamer", "/home/ai-streamer/meshfs"],
+      ["/srv/data", "/srv/data/a/b/c"],
+    ].map(([local, mount]) => ({
+      what: `sync local root ${local} holding the mount ${mount}`,
+      changes: {
+        "mounts[2]": { host: "hetzner-native", export: "meshfs", path: mount, owner: "ai-streamer" },
+        "syncs[0].local": local,
+      },
+      path: "swarm:syncs[0].local",
+      message: `${local} contains the sshfs mount ${mount} (swarm:mounts[2]): unison would copy the export into the local root`,
+    })),
+    ...["/tank", "/tank/meshfs", "/tank/meshfs/state"].map((local) => ({
+      what: `sync local root ${local} holding the host's own dataset`,
+      from: twoExports,
+      changes: { "syncs[1].local": local },
+      path: "swarm:syncs[1].local",
+      message: `${local} contains /tank/meshfs/state, where anchor mounts the dataset of export meshfs`,
+    })),
+    ...["/tank/meshfs/state/notes", "/tank", "/tank/meshfs/state"].map((path) => ({
+      what: `mount ${path} nested with the host's own export mountpoint`,
+      from: twoExports,
+      changes: { "mounts[2].path": path, "syncs[1].remote.mountPath": `${path}/x` },
+      path: "swarm:mounts[2].path",
+      message: "where anchor mounts the dataset of export meshfs (swarm:exports[0]), nest",
+    })),
+  ]);
+
+  it("accepts the two-export fleet it starts from", () => {
+    expect(validateFleetConfig(twoExports()).errors).toEqual([]);
+  });
+});
+
+describe("an export user that is the account swarm logs in with", () => {
+  const existingAnchor = (user: string) => ({
+    "hosts[0].hcloud": undefined,
+    "hosts[0].existing": { address: "192.0.2.1", user, hostKey: fixtureHostKey("anchor") },
+    "exports[0].pool.devices": ["/dev/sdb"],
+  });
+  rejectsEach([
+    ...["admin", "deploy", "debian"].map((user) => ({
+      what: `export user ${user}, the login of its existing host`,
+      changes: { ...existingAnchor(user), "exports[0].user": user },
+      path: "swarm:exports[0].user",
+      message: `${user} is the account swarm logs in to anchor with (swarm:hosts[0].existing.user): the export makes it an sftp-only account`,
+    })),
+    {
+      what: "the default export user meshfs as the login of its existing host",
+      changes: existingAnchor("meshfs"),
+      path: "swarm:exports[0].user",
+      message: "set swarm:exports[0].user to an account of its own, such as meshfs-sftp",
+    },
+  ]);
+
+  it("accepts the fix the message names", () => {
+    const raw = withChanges({ ...existingAnchor("meshfs"), "exports[0].user": "meshfs-sftp" });
+    expect(validateFleetConfig(raw).errors).toEqual([]);
+  });
+});
+
+describe("keys outside the swarm: namespace", () => {
+  rejectsEach([
+    ...[
+      ["swram:hosts", "swarm:hosts"],
+      ["Swarm:hosts", "swarm:hosts"],
+      ["SWARM:mesh", "swarm:mesh"],
+      ["swarm.syncs", "swarm:syncs"],
+      ["swarm/mounts", "swarm:mounts"],
+      ["swarn:mesh", "swarm:mesh"],
+      ["swarms:syncs", "swarm:syncs"],
+      ["warm:exports", "swarm:exports"],
+      ["sawrm:health", "swarm:health"],
+      ["swarm.sshPrivateKey", "swarm:sshPrivateKey"],
+      ["swram:host", "swarm:hosts"],
+      ["Swarm:colour", "swarm:colour"],
+    ].map(([key, rename]) => ({
+      what: `the key ${key}`,
+      changes: {},
+      options: { otherKeys: ["hcloud:token", key] },
+      path: key,
+      message: `is not in the swarm: namespace, so the program never reads it: rename it to ${rename}`,
+    })),
+    {
+      what: "swarm keys nested under one swarm mapping",
+      changes: {},
+      options: { otherKeys: ["swarm"] },
+      path: "swarm",
+      message: "write swarm:hosts, swarm:mesh and the others there",
+    },
+  ]);
+
+  it("says when the renamed key is to be merged with one already there", () => {
+    const { errors } = validateFleetConfig(base(), { otherKeys: ["swram:hosts"] });
+    expect(errors).toEqual([
+      {
+        path: "swram:hosts",
+        message: expect.stringMatching(
+          /rename it to swarm:hosts, merged into the swarm:hosts already there$/,
+        ),
+      },
+    ]);
+  });
+
+  it("leaves other providers' namespaces alone", () => {
+    const otherKeys = [
+      "hcloud:token",
+      "aws:region",
+      "command:x",
+      "random:y",
+      "pulumi:tags",
+      "swarmish:hosts",
+      "sw:x",
+    ];
+    expect(validateFleetConfig(base(), { otherKeys }).errors).toEqual([]);
+  });
+
+  it("reports a section lost to a typo with the required error it causes, and renaming fixes both", () => {
+    const raw = base();
+    const { hosts, ...rest } = raw;
+    const before = validateFleetConfig(rest, { otherKeys: ["swram:hosts"] });
+    expect(before.errors.map((e) => e.path)).toEqual(["swram:hosts", "swarm:hosts"]);
+    expect(validateFleetConfig({ ...rest, hosts }, { otherKeys: [] }).errors).toEqual([]);
+  });
+});
+
+describe("private keys in plain text", () => {
+  const privateKey =
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----\n";
+  rejectsEach([
+    {
+      what: "sshPrivateKey written in plain text",
+      changes: { sshPrivateKey: privateKey },
+      options: { secretKeys: [] },
+      path: "swarm:sshPrivateKey",
+      message: "is written in plain text in the stack file",
+    },
+    {
+      what: "sshPrivateKey in plain text among other secrets",
+      changes: { sshPrivateKey: privateKey },
+      options: { secretKeys: ["health"] },
+      path: "swarm:sshPrivateKey",
+      message: "replace the key pair",
+    },
+    {
+      what: "sshPrivateKey as a plain path",
+      changes: { sshPrivateKey: "~/.ssh/id_ed25519" },
+      options: { secretKeys: [] },
+      path: "swarm:sshPrivateKey",
+      message: "set it as a secret with pulumi config set --secret swarm:sshPrivateKey < path/to/private_key",
+    },
+  ]);
+
+  it.each([
+    ["health", { textfileDir: privateKey }, "swarm:health.textfileDir"],
+    ["mounts[0].owner", privateKey, "swarm:mounts[0].owner"],
+    ["syncs[0].ignore", [`Name ${privateKey}`], "swarm:syncs[0].ignore[0]"],
+    ["hosts[1].privateKey", privateKey, "swarm:hosts[1].privateKey"],
+  ])("names a private key pasted into %s, besides what is wrong with the value", (at, value, path) => {
+    const { errors } = validateFleetConfig(withChanges({ [at]: value }));
+    expect(errors).toContainEqual({
+      path,
+      message: expect.stringMatching(/^holds a private key in plain text/),
+    });
+    expect(errors.filter((e) => e.path !== path)).toEqual([]);
+  });
+
+  it("accepts sshPrivateKey stored as a secret, and does not look when the secrets are not known", () => {
+    const raw = { ...base(), sshPrivateKey: { secure: "v1:abc" } };
+    expect(validateFleetConfig(raw, { secretKeys: ["sshPrivateKey"] }).errors).toEqual([]);
+    expect(validateFleetConfig({ ...base(), sshPrivateKey: null }).errors).toEqual([]);
+  });
+
+  it("names a private key in an existing host's hostKey once", () => {
+    const raw = withChanges({
+      "hosts[3]": withExisting("lab", { address: "192.0.2.9", hostKey: privateKey }),
+    });
+    const { errors } = validateFleetConfig(raw);
+    expect(errors).toEqual([
+      { path: "swarm:hosts[3].existing.hostKey", message: expect.stringMatching(/^is a private key/) },
+    ]);
+  });
+});
+
+describe("public keys and host keys", () => {
+  const hostKey = fixtureHostKey("lab");
+  const lab = (key: unknown) => ({ "hosts[3]": withExisting("lab", { address: "192.0.2.9", hostKey: key }) });
+  const at = "swarm:hosts[3].existing.hostKey";
+  rejectsEach([
+    {
+      what: "existing host without hostKey",
+      changes: { "hosts[3]": { name: "lab", existing: { address: "192.0.2.9", port: 2222 } } },
+      path: at,
+      message:
+        "is required: pin the host's SSH host key, so that no connection trusts whoever answers: read it with ssh-keyscan -t ed25519 192.0.2.9 -p 2222",
+    },
+    ...["lab.example.org", "192.0.2.9", "[192.0.2.9]:2222"].map((name) => ({
+      what: `hostKey pasted with the host name ${name} of an ssh-keyscan line`,
+      changes: lab(`${name} ${hostKey}`),
+      path: at,
+      message: `starts with ${JSON.stringify(name)}, the host name of an ssh-keyscan line: drop it`,
+    })),
+    ...["-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n", "-----BEGIN EC PRIVATE KEY-----"].map((key) => ({
+      what: `hostKey that is a private key (${key.split("\n")[0]})`,
+      changes: lab(key),
+      path: at,
+      message: "is a private key, which must never be in a stack file",
+    })),
+    {
+      what: "hostKey of type ssh-rsa",
+      changes: lab(RSA_KEY),
+      path: at,
+      message: "is an ssh-rsa key, which the SSH provider would verify with SHA-1 signatures",
+    },
+    ...[1, 4, 8, 40].map((cut) => ({
+      what: `hostKey with ${cut} characters cut off its data`,
+      changes: lab(truncated(hostKey, cut)),
+      path: at,
+      message: "truncated or mangled",
+    })),
+    {
+      what: "hostKey with bytes appended to its data",
+      changes: lab(extended(hostKey, 3)),
+      path: at,
+      message:
+        "the key data is truncated or mangled (an ssh-ed25519 key is 68 characters of base64, this one has 72)",
+    },
+    {
+      what: "hostKey that is not a key",
+      changes: lab("AAAAC3NzaC1lZDI1NTE5"),
+      path: at,
+      message: "is not an OpenSSH public key: read it with ssh-keyscan",
+    },
+    {
+      what: "hostKey of an hcloud server cut short",
+      changes: { "hosts[1].hcloud.hostKey": truncated(hostKey, 2) },
+      path: "swarm:hosts[1].hcloud.hostKey",
+      message: "truncated or mangled",
+    },
+    ...[
+      [truncated(KEY, 1), "this one has 67"],
+      [truncated(KEY, 5), "this one has 63"],
+      [truncated(KEY, 12), "truncated or mangled"],
+      [truncated(RSA_KEY, 4), "truncated or mangled"],
+      [truncated(RSA_KEY, 100), "truncated or mangled"],
+      [truncated(ECDSA_KEY, 2), "truncated or mangled"],
+      [extended(ECDSA_KEY, 1), "truncated or mangled"],
+    ].map(([key, message], i) => ({
+      what: `admin key cut or mangled (${i + 1})`,
+      changes: { "admin.sshPublicKey": key },
+      path: "swarm:admin.sshPublicKey",
+      message,
+    })),
+  ]);
+
+  it.each([
+    ["ed25519", KEY],
+    ["ed25519 without comment", KEY.split(" ").slice(0, 2).join(" ")],
+    ["rsa", RSA_KEY],
+    ["ecdsa", ECDSA_KEY],
+  ])("accepts a whole %s admin key", (_, key) => {
+    expect(validateFleetConfig(withChanges({ "admin.sshPublicKey": key })).errors).toEqual([]);
+  });
+
+  it.each([
+    ["ed25519", hostKey],
+    ["ecdsa", ECDSA_KEY],
+    ["ed25519 with a comment", `${hostKey} root@lab`],
+  ])("accepts a whole %s host key and pins it without its comment", (_, key) => {
+    const { config, errors } = validateFleetConfig(withChanges(lab(key)));
+    expect(errors).toEqual([]);
+    expect(config?.hosts[3].existing?.hostKey).toBe(key.split(" ").slice(0, 2).join(" "));
+  });
+});
+
+describe("documentation placeholders", () => {
+  const deploying: ValidateOptions = { deploying: true };
+  const placeholders = [
+    {
+      what: "the example admin key",
+      changes: { "admin.sshPublicKey": KEY },
+      path: "swarm:admin.sshPublicKey",
+      message: "is the example key from the repository's stack files",
+    },
+    {
+      what: "the example admin key with another comment",
+      changes: { "admin.sshPublicKey": KEY.replace("admin@swarm", "me@laptop") },
+      path: "swarm:admin.sshPublicKey",
+      message: "is the example key",
+    },
+    ...["192.0.2.0/24", "198.51.100.7/32", "203.0.113.0/25", "198.51.100.0/23"].map((cidr) => ({
+      what: `SSH source ${cidr} from the documentation ranges`,
+      changes: { "admin.sshSourceCidrs": [cidr] },
+      path: "swarm:admin.sshSourceCidrs[0]",
+      message:
+        "which is reserved for examples (RFC 5737): no connection comes from it, so the Hetzner firewall would lock the admin out",
+    })),
+    ...["192.0.2.10", "198.51.100.200", "203.0.113.5"].map((address) => ({
+      what: `existing address ${address} from the documentation ranges`,
+      changes: { "hosts[3]": existingHost("lab", address) },
+      path: "swarm:hosts[3].existing.address",
+      message: "which is reserved for examples (RFC 5737): no host answers there",
+    })),
+  ];
+  /** The base fleet with its own admin key and network: placeholders come only from each row. */
+  const real = () =>
+    withChanges({ "admin.sshPublicKey": OWN_KEY, "admin.sshSourceCidrs": ["185.12.64.7/32"] });
+
+  describe.each(placeholders)("$what", ({ changes, path, message }) => {
+    it("is a warning while previewing", () => {
+      const { config, errors, warnings } = validateFleetConfig(withChanges(changes, real));
+      expect(errors).toEqual([]);
+      expect(config).toBeDefined();
+      expect(warnings).toEqual([{ path, message: expect.stringContaining(message) }]);
+    });
+
+    it("is the only error when deploying", () => {
+      const { config, errors, warnings } = validateFleetConfig(withChanges(changes, real), deploying);
+      expect(config).toBeUndefined();
+      expect(errors).toEqual([{ path, message: expect.stringContaining(message) }]);
+      expect(warnings).toEqual([]);
+    });
+  });
+
+  it("names both placeholders of the example stacks, and replacing them deploys", () => {
+    for (const stack of ["prod", "staging"]) {
+      const { raw } = readStackFile(`${__dirname}/../Pulumi.${stack}.yaml`);
+      expect(validateFleetConfig(raw).warnings.map((w) => w.path)).toEqual([
+        "swarm:admin.sshPublicKey",
+        "swarm:admin.sshSourceCidrs[0]",
+      ]);
+      expect(validateFleetConfig(raw, deploying).config).toBeUndefined();
+      raw.admin = { sshPublicKey: OWN_KEY, sshSourceCidrs: ["185.12.64.7/32"] };
+      expect(validateFleetConfig(raw, deploying)).toEqual(
+        expect.objectContaining({ errors: [], warnings: [] }),
+      );
+    }
+  });
+
+  it("leaves the example key and documentation sources alone in a fleet without Hetzner servers", () => {
+    const raw = withChanges({ admin: { sshPublicKey: KEY, sshSourceCidrs: ["198.51.100.0/24"] } }, lanFleet);
+    expect(validateFleetConfig(raw, deploying)).toEqual(
+      expect.objectContaining({ errors: [], warnings: [] }),
+    );
+  });
+});
+
+describe("every error leads to a config that validates", () => {
+  /** Applies `fix` to `raw` and returns the errors before and after. */
+  function follow(raw: Record<string, unknown>, fix: Record<string, unknown>) {
+    const before = validateFleetConfig(raw).errors;
+    for (const [path, value] of Object.entries(fix)) {
+      setPath(raw, path, value);
+    }
+    return { before, after: validateFleetConfig(raw).errors };
+  }
+
+  it("a sync over ssh:// on the export's own host is moved to a client, then through its mount", () => {
+    const raw = withChanges({
+      "syncs[1]": {
+        host: "anchor",
+        name: "notes",
+        local: "/srv/notes",
+        remote: { export: "meshfs", path: "notes" },
+      },
+    });
+    const first = validateFleetConfig(raw).errors;
+    expect(first).toEqual([
+      {
+        path: "swarm:syncs[1].host",
+        message:
+          "anchor serves export meshfs itself, so this sync has no other side to reach: run it on a client of meshfs (satellite, hetzner-native), or remove it and use /tank/meshfs/state/notes directly",
+      },
+    ]);
+    expect(first[0].message).not.toMatch(/add anchor to/);
+    const { before, after } = follow(raw, { "syncs[1].host": "satellite" });
+    expect(before).toEqual(first);
+    expect(after).toEqual([
+      {
+        path: "swarm:syncs[1].remote",
+        message: expect.stringMatching(
+          /sync through the mount instead, with remote: \{mountPath: \/mnt\/meshfs\/notes\}$/,
+        ),
+      },
+    ]);
+    expect(follow(raw, { "syncs[1].remote": { mountPath: "/mnt/meshfs/notes" } }).after).toEqual([]);
+  });
+
+  it("adding the export host to clients, as the old message said, does not help", () => {
+    const raw = withChanges({
+      "syncs[1]": { host: "anchor", name: "notes", local: "/srv/notes", remote: { export: "meshfs" } },
+      "exports[0].clients": ["satellite", "hetzner-native", "anchor"],
+    });
+    expect(validateFleetConfig(raw).errors.map((e) => e.path)).toEqual([
+      "swarm:exports[0].clients[2]",
+      "swarm:syncs[1].host",
+    ]);
+  });
+
+  it("a sync on the export host inside its own mountpoint is told to move or go, not to add a mount", () => {
+    const raw = withChanges({
+      "syncs[1]": {
+        host: "anchor",
+        name: "notes",
+        local: "/srv/notes",
+        remote: { mountPath: "/tank/meshfs/state/notes" },
+      },
+    });
+    const { before, after } = follow(raw, {
+      "syncs[1].host": "satellite",
+      "syncs[1].remote.mountPath": "/mnt/meshfs/notes",
+    });
+    expect(before).toEqual([
+      {
+        path: "swarm:syncs[1].remote.mountPath",
+        message: expect.stringContaining(
+          "which anchor serves itself, so there is no other side to sync with: run the sync on a client of it (satellite, hetzner-native)",
+        ),
+      },
+    ]);
+    expect(after).toEqual([]);
+  });
+
+  it("a mount on the export host and the sync through it are both named, and removing both validates", () => {
+    const raw = withChanges({
+      "mounts[2]": { host: "anchor", export: "meshfs", path: "/mnt/meshfs" },
+      "syncs[1]": {
+        host: "anchor",
+        name: "notes",
+        local: "/srv/notes",
+        remote: { mountPath: "/mnt/meshfs/notes" },
+      },
+    });
+    const errors = validateFleetConfig(raw).errors;
+    expect(errors).toEqual([
+      {
+        path: "swarm:mounts[2].host",
+        message: expect.stringContaining("remove this mount (and swarm:syncs[1], which sync through it)"),
+      },
+      { path: "swarm:syncs[1].host", message: expect.stringContaining("run the sync on a client of meshfs") },
+    ]);
+    // Removing only the mount, as its message alone would have it, is not a loop back to "add a mount".
+    const mountless = withChanges({
+      "syncs[1]": {
+        host: "anchor",
+        name: "notes",
+        local: "/srv/notes",
+        remote: { mountPath: "/mnt/meshfs/notes" },
+      },
+    });
+    expect(validateFleetConfig(mountless).errors).toEqual([
+      {
+        path: "swarm:syncs[1].remote.mountPath",
+        message:
+          "host anchor has no mount containing /mnt/meshfs/notes, and every export is served by anchor itself: run the sync on another host, or remove it",
+      },
+    ]);
+    const syncs = raw.syncs as unknown[];
+    const mounts = raw.mounts as unknown[];
+    expect(follow(raw, { syncs: syncs.slice(0, 1), mounts: mounts.slice(0, 2) }).after).toEqual([]);
+  });
+
+  it.each(["/etc/meshfs", "/mnt", "/var/lib/swarm/meshfs", "/run/meshfs"])(
+    "a sync under a refused mount path %s is told to move with it, not that there is no mount",
+    (refused) => {
+      const raw = withChanges({ "mounts[1].path": refused, "syncs[0].remote.mountPath": `${refused}/wiki` });
+      const { before, after } = follow(raw, {
+        "mounts[1].path": "/srv/meshfs",
+        "syncs[0].remote.mountPath": "/srv/meshfs/wiki",
+      });
+      expect(before).toEqual([
+        { path: "swarm:mounts[1].path", message: expect.any(String) },
+        {
+          path: "swarm:syncs[0].remote.mountPath",
+          message: `${refused}/wiki is inside ${refused}, the refused path of swarm:mounts[1]: when you move that mount, move this path inside its new path too`,
+        },
+      ]);
+      expect(after).toEqual([]);
+    },
+  );
+
+  it("two syncs through one mount as different users are told one owner, not each their own", () => {
+    const raw = withChanges({
+      "syncs[1]": {
+        host: "hetzner-native",
+        name: "notes",
+        local: "/srv/notes",
+        remote: { mountPath: "/mnt/meshfs/notes" },
+        user: "bob",
+      },
+    });
+    const errors = validateFleetConfig(raw).errors;
+    expect(errors).toEqual([
+      {
+        path: "swarm:syncs[1].user",
+        message:
+          "the sync runs as bob, but /mnt/meshfs (swarm:mounts[1]) maps its files to one owner, and swarm:syncs[0] writes there as ai-streamer: run this sync as ai-streamer too, or mount meshfs a second time at a path of its own with owner bob and point remote.mountPath there",
+      },
+    ]);
+    expect(follow(structuredClone(raw), { "syncs[1].user": "ai-streamer" }).after).toEqual([]);
+    const twoMounts = follow(structuredClone(raw), {
+      "mounts[2]": { host: "hetzner-native", export: "meshfs", path: "/srv/meshfs-bob", owner: "bob" },
+      "syncs[1].remote.mountPath": "/srv/meshfs-bob/notes",
+    });
+    expect(twoMounts.after).toEqual([]);
+  });
+
+  it("with a root-owned mount, every sync is told the same owner to set", () => {
+    const raw = withChanges({
+      "mounts[1].owner": undefined,
+      "syncs[1]": {
+        host: "hetzner-native",
+        name: "notes",
+        local: "/srv/notes",
+        remote: { mountPath: "/mnt/meshfs/notes" },
+        user: "bob",
+      },
+    });
+    const errors = validateFleetConfig(raw).errors;
+    expect(errors.map((e) => e.path)).toEqual(["swarm:syncs[0].user", "swarm:syncs[1].user"]);
+    expect(errors[0].message).toContain("set that owner to ai-streamer");
+    expect(errors[1].message).toContain("run this sync as ai-streamer too");
+    expect(follow(raw, { "mounts[1].owner": "ai-streamer", "syncs[1].user": "ai-streamer" }).after).toEqual(
+      [],
+    );
+  });
+
+  it("a host that mounts an export and also syncs with it over ssh:// is sent to the mount", () => {
+    const raw = withChanges({ "syncs[0].remote": { export: "meshfs", path: "wiki" } });
+    const { before, after } = follow(raw, { "syncs[0].remote": { mountPath: "/mnt/meshfs/wiki" } });
+    expect(before).toEqual([
+      {
+        path: "swarm:syncs[0].remote",
+        message:
+          "hetzner-native also mounts export meshfs at /mnt/meshfs (swarm:mounts[1]), and sshd gives one client address one kind of session: sync through the mount instead, with remote: {mountPath: /mnt/meshfs/wiki}",
+      },
+    ]);
+    expect(after).toEqual([]);
+  });
+
+  it("a sync whose host has no mount is told which export it can mount, and that validates", () => {
+    const raw = withChanges({
+      "syncs[0].host": "satellite",
+      "syncs[0].user": "root",
+      "syncs[0].remote.mountPath": "/srv/meshfs/wiki",
+    });
+    const { before, after } = follow(raw, {
+      "mounts[2]": { host: "satellite", export: "meshfs", path: "/srv/meshfs" },
+    });
+    expect(before).toEqual([
+      {
+        path: "swarm:syncs[0].remote.mountPath",
+        message:
+          "host satellite has no mount containing /srv/meshfs/wiki; add a swarm:mounts entry for satellite whose path contains it (of export meshfs)",
+      },
+    ]);
+    expect(after).toEqual([]);
   });
 });
