@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
-import { parse } from "yaml";
+import { Document, Pair, isMap, isNode, isPair, isScalar, isSeq, parseAllDocuments, visit } from "yaml";
 import { ConfigError } from "./types";
 
 const NAMESPACE = "swarm:";
@@ -22,25 +22,31 @@ export class StackFileError extends Error {
   }
 }
 
+/** What a stack file holds for validation. */
+export interface StackConfig {
+  /** The `swarm:` keys, prefix stripped. */
+  readonly raw: Record<string, unknown>;
+  /** The `swarm:` keys (prefix stripped) whose value is a `{secure: ...}` secret, sorted. */
+  readonly secretKeys: string[];
+  /** Every other key of the config section, as written (`hcloud:token`, `swram:hosts`), sorted. */
+  readonly otherKeys: string[];
+}
+
 /**
  * Reads `Pulumi.<stack>.yaml` without the Pulumi CLI. Secrets are never
  * decrypted: a `{secure: ...}` value is kept as present and its key listed
- * in `secretKeys`.
+ * in `secretKeys`. Every YAML error is reported at once, with its line and
+ * the config key it is in.
  */
-export function readStackFile(file: string): { raw: Record<string, unknown>; secretKeys: string[] } {
+export function readStackFile(file: string): StackConfig {
   if (!existsSync(file)) {
     throw new StackFileError(
       `${file} does not exist: create it, or name an existing stack (Pulumi.<stack>.yaml)`,
     );
   }
-  let document: unknown;
-  try {
-    document = parse(readFileSync(file, "utf8"));
-  } catch (err) {
-    throw new StackFileError(`${file} is not valid YAML: ${(err as Error).message.split("\n")[0]}`);
-  }
+  const document = parseStackYaml(file, readFileSync(file, "utf8"));
   if (document === null || document === undefined) {
-    return { raw: {}, secretKeys: [] };
+    return { raw: {}, secretKeys: [], otherKeys: [] };
   }
   if (!isMapping(document)) {
     throw new StackFileError(`${file} must be a YAML mapping with a config: section`);
@@ -51,8 +57,10 @@ export function readStackFile(file: string): { raw: Record<string, unknown>; sec
   }
   const raw: Record<string, unknown> = {};
   const secretKeys: string[] = [];
+  const otherKeys: string[] = [];
   for (const [key, value] of Object.entries(config)) {
     if (!key.startsWith(NAMESPACE)) {
+      otherKeys.push(key);
       continue;
     }
     const name = key.slice(NAMESPACE.length);
@@ -61,7 +69,149 @@ export function readStackFile(file: string): { raw: Record<string, unknown>; sec
       secretKeys.push(name);
     }
   }
-  return { raw, secretKeys: secretKeys.sort() };
+  return { raw, secretKeys: secretKeys.sort(), otherKeys: otherKeys.sort() };
+}
+
+/**
+ * The one document of a stack file as plain values. YAML errors become one
+ * `file:line: in <key>: problem: fix` line each, in place of the parser's
+ * own advice (which, for a second document, is to parse several).
+ */
+function parseStackYaml(file: string, text: string): unknown {
+  const documents = parseAllDocuments(text, { prettyErrors: false });
+  if (!Array.isArray(documents) || documents.length === 0) {
+    return null;
+  }
+  const lines = new LineCounter(text);
+  const problems: string[] = [];
+  const at = (offset: number) => `${file}:${lines.lineOf(offset)}: ${where(documents[0], offset)}`;
+  for (const error of documents.flatMap((d) => d.errors)) {
+    const offset = error.pos[0];
+    if (error.code === "DUPLICATE_KEY") {
+      const duplicate = duplicateKey(documents[0], offset, lines);
+      problems.push(`${file}:${lines.lineOf(offset)}: ${duplicate.message}`);
+    } else {
+      const message = error.message.replace(/ at line \d+, column \d+:?[\s\S]*$/, "");
+      problems.push(`${at(offset)}is not valid YAML: ${message}`);
+    }
+  }
+  for (const extra of documents.slice(1)) {
+    problems.push(
+      `${file}:${lines.lineOf(extra.range[0])}: a second YAML document starts here: a stack file is one document, and Pulumi reads only the first, ignoring what follows; remove the --- line and merge what follows into the config: section above`,
+    );
+  }
+  if (problems.length > 0) {
+    throw new StackFileError(problems.join("\n"));
+  }
+  return documents[0].toJS();
+}
+
+/** Line numbers of offsets in a text. */
+class LineCounter {
+  private readonly starts: number[] = [0];
+
+  constructor(text: string) {
+    for (let i = 0; i < text.length; i++) {
+      if (text[i] === "\n") {
+        this.starts.push(i + 1);
+      }
+    }
+  }
+
+  /** The 1-based line of `offset`. */
+  lineOf(offset: number): number {
+    let line = 0;
+    while (line + 1 < this.starts.length && this.starts[line + 1] <= offset) {
+      line++;
+    }
+    return line + 1;
+  }
+}
+
+/** `in swarm:hosts: ` when `offset` lies in the value of a config key, else nothing. */
+function where(document: Document, offset: number): string {
+  const key = configPairAt(document, offset)?.key;
+  return isScalar(key) && typeof key.value === "string" ? `in ${key.value}: ` : "";
+}
+
+function configPairAt(document: Document, offset: number): Pair | undefined {
+  const root = document.contents;
+  const config = isMap(root)
+    ? root.items.find((p) => isScalar(p.key) && p.key.value === "config")
+    : undefined;
+  if (!config || !isMap(config.value)) {
+    return undefined;
+  }
+  return config.value.items.find((p) => {
+    const start = isNode(p.key) ? p.key.range?.[0] : undefined;
+    const end = isNode(p.value) ? p.value.range?.[2] : isNode(p.key) ? p.key.range?.[2] : undefined;
+    return start !== undefined && end !== undefined && offset >= start && offset <= end;
+  });
+}
+
+/** `swarm:hosts[0].existing` for a node below a key of config, from its ancestors as `visit` gives them. */
+function configPath(ancestors: readonly unknown[], node: unknown): string | undefined {
+  const chain = [...ancestors, node];
+  const config = chain.findIndex((n) => isPair(n) && isScalar(n.key) && n.key.value === "config");
+  if (config < 0 || chain.length < config + 3) {
+    return undefined;
+  }
+  let text = "";
+  for (let i = config + 2; i < chain.length; i++) {
+    const n = chain[i];
+    const parent = chain[i - 1];
+    if (isPair(n) && isScalar(n.key)) {
+      text += text === "" ? String(n.key.value) : `.${String(n.key.value)}`;
+    } else if (isSeq(parent)) {
+      text += `[${parent.items.indexOf(n as never)}]`;
+    }
+  }
+  return text === "" ? undefined : text;
+}
+
+/**
+ * What a duplicate key at `offset` is, where its first occurrence is, and
+ * how to resolve it. `merge` is set for a key of config itself (or of the
+ * file's top level), whose two values are to be merged.
+ */
+function duplicateKey(
+  document: Document,
+  offset: number,
+  lines: LineCounter,
+): { message: string; merge: boolean } {
+  let found: { key: string; first: number; merge: boolean; within?: string } | undefined;
+  visit(document, {
+    Map(_, map, path) {
+      const keys = map.items.map((p) => (isScalar(p.key) ? p.key : undefined));
+      const second = keys.find((k) => k?.range?.[0] === offset);
+      const first = keys.find((k) => k !== undefined && k.value === second?.value);
+      if (second && first?.range) {
+        const parent = path[path.length - 1];
+        const merge =
+          path.length === 1 ||
+          (path.length === 3 && isPair(parent) && isScalar(parent.key) && parent.key.value === "config");
+        found = { key: String(second.value), first: first.range[0], merge, within: configPath(path, map) };
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  if (found === undefined) {
+    return {
+      message: "a key appears twice in one mapping, which Pulumi refuses: keep one of them",
+      merge: false,
+    };
+  }
+  const line = lines.lineOf(found.first);
+  return found.merge
+    ? {
+        message: `${found.key} is set twice (first on line ${line}), which Pulumi refuses: merge the two into one ${found.key}`,
+        merge: true,
+      }
+    : {
+        message: `${found.within !== undefined ? `in ${found.within}: ` : ""}${found.key} appears twice in one mapping (first on line ${line}), which Pulumi refuses: keep one, or, if they belong to two list entries, start the second entry with "- "`,
+        merge: false,
+      };
 }
 
 /**

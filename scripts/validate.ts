@@ -1,10 +1,11 @@
 /**
  * `npm run validate -- <stack>`: checks `Pulumi.<stack>.yaml` offline, with
- * no Pulumi CLI and no network. Exit 0 with a one-line summary, or exit 1
- * with one `path: message` line per error on stderr.
+ * no Pulumi CLI and no network. Exit 0 with a one-line summary (after one
+ * `warning: path: message` line per placeholder that `pulumi up` would
+ * refuse), or exit 1 with one `path: message` line per error on stderr.
  */
 import { basename } from "node:path";
-import { StackFileError, formatErrors, readStackFile } from "../config/load";
+import { StackConfig, StackFileError, formatErrors, readStackFile } from "../config/load";
 import { FleetConfig } from "../config/types";
 import { validateFleetConfig } from "../config/validate";
 
@@ -26,24 +27,33 @@ export function main(argv: readonly string[], io: Io = processIo, dir = "."): nu
     return 2;
   }
   const file = `${dir}/Pulumi.${stack}.yaml`;
-  let raw: Record<string, unknown>;
+  let stackFile: StackConfig;
   try {
-    raw = readStackFile(file).raw;
+    stackFile = readStackFile(file);
   } catch (err) {
     if (err instanceof StackFileError) {
-      io.err(err.message.replace(file, basename(file)));
+      for (const line of err.message.split("\n")) {
+        io.err(line.replaceAll(file, basename(file)));
+      }
       return 1;
     }
     throw err;
   }
-  const { config, errors } = validateFleetConfig(raw);
+  const { config, errors, warnings } = validateFleetConfig(stackFile.raw, stackFile);
   if (config === undefined) {
     for (const line of formatErrors(errors)) {
       io.err(line);
     }
     return 1;
   }
-  io.out(`${basename(file)}: ${summarize(config)}: valid`);
+  for (const line of formatErrors(warnings)) {
+    io.err(`warning: ${line}`);
+  }
+  const refused =
+    warnings.length > 0
+      ? `, with the ${count(warnings.length, "warning")} above to fix before deploying`
+      : "";
+  io.out(`${basename(file)}: ${summarize(config)}: valid${refused}`);
   return 0;
 }
 

@@ -9,6 +9,7 @@ import {
   readRuntimeConfig,
   readStackFile,
 } from "../config/load";
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
 import { main } from "../scripts/validate";
 
 let dir: string;
@@ -52,14 +53,97 @@ describe("readStackFile", () => {
     expect(secretKeys).toEqual(["sshPrivateKey"]);
   });
 
+  it("lists every key outside swarm: as written, for the namespace check", () => {
+    const file = stackFile("typo", `${SECURE_STACK}  swram:syncs: []\n  Swarm:mounts: []\n`);
+    expect(readStackFile(file).otherKeys).toEqual(["Swarm:mounts", "hcloud:token", "swram:syncs"]);
+  });
+
   it("says which file is missing", () => {
     const file = join(dir, "Pulumi.nope.yaml");
     expect(() => readStackFile(file)).toThrow(StackFileError);
     expect(() => readStackFile(file)).toThrow(`${file} does not exist`);
   });
 
-  it("says when the file is not YAML", () => {
-    expect(() => readStackFile(stackFile("bad", "config: [unclosed\n"))).toThrow(/is not valid YAML/);
+  it("says when the file is not YAML, with the line", () => {
+    const file = stackFile("bad", "config: [unclosed\n");
+    expect(() => readStackFile(file)).toThrow(new RegExp(`^${file}:2: is not valid YAML: Flow sequence`));
+  });
+
+  /** The message readStackFile throws for `text`, with the file's directory left out. */
+  function yamlError(text: string): string {
+    try {
+      readStackFile(stackFile("broken", text));
+    } catch (err) {
+      expect(err).toBeInstanceOf(StackFileError);
+      return (err as Error).message.replaceAll(`${dir}/`, "");
+    }
+    throw new Error("no error");
+  }
+
+  describe.each([
+    {
+      what: "a key twice in one list entry",
+      text: "config:\n  swarm:mesh:\n    cidr: 10.8.0.0/24\n  swarm:hosts:\n    - name: a\n      existing: {address: 192.0.2.1}\n      name: b\n",
+      message:
+        'Pulumi.broken.yaml:7: in swarm:hosts[0]: name appears twice in one mapping (first on line 5), which Pulumi refuses: keep one, or, if they belong to two list entries, start the second entry with "- "',
+    },
+    {
+      what: "a key twice in a nested mapping",
+      text: "config:\n  swarm:health:\n    gate: true\n  swarm:exports:\n    - name: a\n      pool:\n        name: tank\n        name: data\n",
+      message:
+        "Pulumi.broken.yaml:8: in swarm:exports[0].pool: name appears twice in one mapping (first on line 7)",
+    },
+    {
+      what: "a swarm: key twice",
+      text: "config:\n  swarm:mesh:\n    cidr: 10.8.0.0/24\n  hcloud:token: x\n  swarm:mesh:\n    mtu: 1400\n",
+      message:
+        "Pulumi.broken.yaml:5: swarm:mesh is set twice (first on line 2), which Pulumi refuses: merge the two into one swarm:mesh",
+    },
+    {
+      what: "config twice",
+      text: "config:\n  swarm:mesh: {}\nconfig:\n  swarm:hosts: []\n",
+      message:
+        "Pulumi.broken.yaml:3: config is set twice (first on line 1), which Pulumi refuses: merge the two into one config",
+    },
+    {
+      what: "two documents",
+      text: "config:\n  swarm:mesh:\n    cidr: 10.8.0.0/24\n---\nconfig:\n  swarm:hosts: []\n",
+      message:
+        "Pulumi.broken.yaml:4: a second YAML document starts here: a stack file is one document, and Pulumi reads only the first, ignoring what follows; remove the --- line and merge what follows into the config: section above",
+    },
+    {
+      what: "two documents, the first opened with ---",
+      text: "---\nconfig:\n  swarm:mesh: {}\n---\n# staging\nconfig: {}\n",
+      message: "Pulumi.broken.yaml:4: a second YAML document starts here",
+    },
+    {
+      what: "a tab inside a swarm: key",
+      text: "config:\n  swarm:mesh:\n    cidr: 10.8.0.0/24\n  swarm:hosts:\n    - name: a\n\t  existing: {}\n",
+      message: "Pulumi.broken.yaml:6: in swarm:hosts: is not valid YAML: Tabs are not allowed as indentation",
+    },
+  ])("reports $what", ({ text, message }) => {
+    it("with the file, the line and the swarm: key", () => {
+      expect(yamlError(text)).toContain(message);
+    });
+
+    it("and not the YAML library's advice", () => {
+      expect(yamlError(text)).not.toMatch(/parseAllDocuments|at line \d+, column/);
+    });
+  });
+
+  it("reports every YAML error at once, one line each", () => {
+    const error = yamlError(
+      "config:\n  swarm:mesh: {a: 1, a: 2}\n  swarm:hosts:\n    - {name: a, name: b}\n---\nx: 1\n",
+    );
+    expect(error.split("\n")).toEqual([
+      expect.stringMatching(/^Pulumi.broken.yaml:2: in swarm:mesh: a appears twice/),
+      expect.stringMatching(/^Pulumi.broken.yaml:4: in swarm:hosts\[0\]: name appears twice/),
+      expect.stringMatching(/^Pulumi.broken.yaml:5: a second YAML document/),
+    ]);
+  });
+
+  it("reads a file with a document end marker as one document", () => {
+    expect(readStackFile(stackFile("end", "config:\n  swarm:mesh: {}\n...\n")).raw).toEqual({ mesh: {} });
   });
 
   it("refuses a config section that is not a mapping", () => {
@@ -67,7 +151,7 @@ describe("readStackFile", () => {
   });
 
   it("reads an empty file as no config", () => {
-    expect(readStackFile(stackFile("empty", ""))).toEqual({ raw: {}, secretKeys: [] });
+    expect(readStackFile(stackFile("empty", ""))).toEqual({ raw: {}, secretKeys: [], otherKeys: [] });
   });
 });
 
@@ -129,11 +213,72 @@ describe("npm run validate", () => {
     return { code, out, err };
   }
 
-  it("prints a one-line summary for the production stack and exits 0", () => {
+  it("prints the example stack's placeholders as warnings and a one-line summary, and exits 0", () => {
     expect(run(["prod"], join(__dirname, ".."))).toEqual({
       code: 0,
-      out: ["Pulumi.prod.yaml: 3 hosts, mesh 10.8.0.0/24 (hub anchor), 1 export, 2 mounts, 1 sync: valid"],
+      out: [
+        "Pulumi.prod.yaml: 3 hosts, mesh 10.8.0.0/24 (hub anchor), 1 export, 2 mounts, 1 sync: valid, with the 2 warnings above to fix before deploying",
+      ],
+      err: [
+        expect.stringMatching(/^warning: swarm:admin.sshPublicKey: is the example key/),
+        expect.stringMatching(
+          /^warning: swarm:admin.sshSourceCidrs\[0\]: 198.51.100.0\/24 is in the documentation range/,
+        ),
+      ],
+    });
+  });
+
+  it("prints a one-line summary and nothing else for a stack without placeholders", () => {
+    stackFile(
+      "home",
+      `config:
+  swarm:hosts:
+    - name: a
+      existing: {address: 192.168.1.10, hostKey: ${fixtureHostKey("a")}}
+  swarm:mesh:
+    cidr: 10.8.0.0/24
+`,
+    );
+    expect(run(["home"], dir)).toEqual({
+      code: 0,
+      out: ["Pulumi.home.yaml: 1 host, mesh 10.8.0.0/24 (full), 0 exports, 0 mounts, 0 syncs: valid"],
       err: [],
+    });
+  });
+
+  it("refuses a misspelt namespace and a private key in plain text, which the stack file alone shows", () => {
+    stackFile(
+      "slip",
+      `config:
+  swarm:hosts:
+    - name: a
+      existing: {address: 192.168.1.10, hostKey: ${fixtureHostKey("a")}}
+  swarm:mesh:
+    cidr: 10.8.0.0/24
+  swram:syncs: []
+  swarm:sshPrivateKey: |
+    -----BEGIN OPENSSH PRIVATE KEY-----
+    b3BlbnNzaC1rZXktdjE=
+    -----END OPENSSH PRIVATE KEY-----
+`,
+    );
+    const { code, out, err } = run(["slip"], dir);
+    expect({ code, out }).toEqual({ code: 1, out: [] });
+    expect(err).toEqual([
+      "swram:syncs: is not in the swarm: namespace, so the program never reads it: rename it to swarm:syncs",
+      expect.stringMatching(/^swarm:sshPrivateKey: is written in plain text in the stack file/),
+    ]);
+  });
+
+  it("prints each YAML error on its own line, naming the file without its directory", () => {
+    stackFile("twice", "config:\n  swarm:mesh: {}\n  swarm:mesh: {}\n---\n");
+    expect(run(["twice"], dir)).toEqual({
+      code: 1,
+      out: [],
+      err: [
+        "Pulumi.twice.yaml:3: swarm:mesh is set twice (first on line 2), which Pulumi refuses: merge the two into one swarm:mesh",
+        expect.stringMatching(/^Pulumi.twice.yaml:4: a second YAML document starts here/),
+      ],
     });
   });
 
