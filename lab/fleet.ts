@@ -84,6 +84,15 @@ export function pinHostKeys(raw: Record<string, unknown>, keyOf: HostKeyLookup):
 }
 
 /**
+ * A stack's raw config as the offline tools check and render it: the lab
+ * stack's hosts get their keys pinned (the booted lab's, or while it is down
+ * UNBOOTED ones); every other stack is returned as it is.
+ */
+export function withLabHostKeys(stack: string, raw: Record<string, unknown>): Record<string, unknown> {
+  return stack === "lab" ? pinHostKeys(raw, fs.existsSync(KNOWN_HOSTS) ? labHostKeys() : UNBOOTED) : raw;
+}
+
+/**
  * The lab stack's validated config, its existing hosts' keys pinned from
  * `hostKeys` (by default the booted lab's), or a thrown error listing every problem.
  */

@@ -212,9 +212,13 @@ function useEngineUrns(monitor: MockMonitor, mocks: MockFleet): void {
 }
 
 /** Installs a fresh mock runtime for project `swarm`, stack `stack`. */
-export async function installMocks(runner?: CommandRunner, stack = "test"): Promise<MockFleet> {
+export async function installMocks(
+  runner?: CommandRunner,
+  stack = "test",
+  preview = false,
+): Promise<MockFleet> {
   const mocks = new MockFleet(runner);
-  await pulumi.runtime.setMocks(mocks, "swarm", stack, false);
+  await pulumi.runtime.setMocks(mocks, "swarm", stack, preview);
   useEngineUrns(pulumi.runtime.getMonitor() as unknown as MockMonitor, mocks);
   return mocks;
 }

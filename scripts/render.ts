@@ -13,6 +13,7 @@ import { validateFleetConfig } from "../config/validate";
 import { defineFleet } from "../program";
 import { extractFiles, unwrapRootCommand } from "../templates/shell";
 import { installMocks, offlineRunner, promiseOf, settle } from "../offline/mockRuntime";
+import { withLabHostKeys } from "../lab/fleet";
 
 const MARKER = ".swarm-render";
 
@@ -29,7 +30,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const file = `Pulumi.${stack}.yaml`;
   const { raw } = readStackFile(file);
-  const { config, errors } = validateFleetConfig(raw);
+  const { config, errors } = validateFleetConfig(withLabHostKeys(stack, raw));
   if (config === undefined) {
     process.stderr.write(formatErrors(errors).join("\n") + "\n");
     return 1;

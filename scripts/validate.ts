@@ -8,6 +8,7 @@ import { basename } from "node:path";
 import { StackConfig, StackFileError, formatErrors, readStackFile } from "../config/load";
 import { FleetConfig } from "../config/types";
 import { validateFleetConfig } from "../config/validate";
+import { withLabHostKeys } from "../lab/fleet";
 
 export interface Io {
   readonly out: (line: string) => void;
@@ -39,7 +40,7 @@ export function main(argv: readonly string[], io: Io = processIo, dir = "."): nu
     }
     throw err;
   }
-  const { config, errors, warnings } = validateFleetConfig(stackFile.raw, stackFile);
+  const { config, errors, warnings } = validateFleetConfig(withLabHostKeys(stack, stackFile.raw), stackFile);
   if (config === undefined) {
     for (const line of formatErrors(errors)) {
       io.err(line);

@@ -8,6 +8,8 @@ import { sha256 } from "../templates/shell";
 import { GraphRecorder } from "./graph";
 import { HUB_FLEET, plan } from "./meshFixtures";
 import { installMocks, MockFleet, promiseOf } from "../offline/mockRuntime";
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
+import { DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT } from "../components/remote";
 
 const ADMIN_KEY =
   "-----BEGIN OPENSSH PRIVATE KEY-----\nfake admin key for tests\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -46,8 +48,9 @@ describe("a Hetzner Cloud host with a volume", () => {
     built = await build("anchor");
   });
 
-  it("creates server, firewall, attachment, volume and bootstrap as children of the host", () => {
+  it("creates host key, server, firewall, attachment, volume and bootstrap as children of the host", () => {
     expect(built.graph.childrenOf(built.host)).toEqual([
+      "anchor-host-key",
       "anchor-server",
       "anchor-firewall",
       "anchor-firewall-attachment",
@@ -139,7 +142,11 @@ describe("a Hetzner Cloud host with a volume", () => {
       port: 22,
       user: "root",
       privateKey: ADMIN_KEY,
+      hostKey: await promiseOf(built.host.hostKey),
+      dialErrorLimit: DIAL_ERROR_LIMIT,
+      perDialTimeout: PER_DIAL_TIMEOUT,
     });
+    expect(await promiseOf(built.host.hostKey)).toMatch(/^ssh-ed25519 [A-Za-z0-9+/]{68}$/);
     expect(built.host.user).toBe("root");
     expect(await promiseOf(built.host.volumeDevice as pulumi.Output<string>)).toMatch(
       /^\/dev\/disk\/by-id\//,
@@ -197,6 +204,9 @@ describe("an existing host", () => {
       port: 2222,
       user: "admin",
       privateKey: ADMIN_KEY,
+      hostKey: fixtureHostKey("hetzner-native"),
+      dialErrorLimit: DIAL_ERROR_LIMIT,
+      perDialTimeout: PER_DIAL_TIMEOUT,
     });
     expect(host.user).toBe("admin");
     expect(await promiseOf(host.publicAddress)).toBe("198.51.100.7");
@@ -218,6 +228,6 @@ describe("misconfiguration", () => {
           listenPort: 51820,
           labels: {},
         }),
-    ).toThrow(/no admin SshKey was passed/);
+    ).toThrow(/no admin SSH key was passed/);
   });
 });

@@ -10,11 +10,16 @@ import { installMocks, MockFleet, promiseOf, settle } from "../offline/mockRunti
 
 type Program = typeof import("../index");
 
-/** Loads index.ts afresh under mocks with `raw` as the `swarm:` config. */
+/**
+ * Loads index.ts afresh under mocks with `raw` as the `swarm:` config, as
+ * `pulumi preview` runs it (the example stacks hold documentation
+ * placeholders, which only an up refuses), or as `pulumi up`.
+ */
 async function runIndex(
   raw: Record<string, unknown>,
+  run: "preview" | "up" = "preview",
 ): Promise<{ mocks: MockFleet; program?: Program; error?: unknown }> {
-  const mocks = await installMocks(undefined, "prod");
+  const mocks = await installMocks(undefined, "prod", run === "preview");
   const config: Record<string, string> = {};
   for (const [key, value] of Object.entries(raw)) {
     config[`swarm:${key}`] = typeof value === "string" ? value : JSON.stringify(value);
@@ -57,6 +62,28 @@ test("the admin private key reaches the program as a secret", async () => {
   const connection = bootstrap.inputs.connection;
   // The whole connection is wrapped as a secret by the runtime because it holds the key.
   expect(JSON.stringify(connection)).toContain("4dabf18193072939515e22adb298388d");
+});
+
+test("an up refuses the example stack's placeholders before any resource is registered; a preview shows it", async () => {
+  const { mocks, error } = await runIndex(prod(), "up");
+  expect(error).toBeInstanceOf(Error);
+  const message = (error as Error).message;
+  expect(message).toContain("swarm:admin.sshPublicKey");
+  expect(message).toContain("swarm:admin.sshSourceCidrs[0]");
+  expect(mocks.resources).toEqual([]);
+
+  const raw = prod() as Record<string, Record<string, unknown>>;
+  const own = {
+    ...raw,
+    admin: {
+      sshPublicKey:
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKcfp+1S8cYF6Qy1B16GvSNtOm1B2oXyoh0BB/Ghtl3x ops@example",
+      sshSourceCidrs: ["185.12.64.0/24"],
+    },
+  };
+  const deployed = await runIndex(own, "up");
+  expect(deployed.error).toBeUndefined();
+  expect(deployed.mocks.resources.length).toBeGreaterThan(20);
 });
 
 test("bad config stops the program with every error before any resource is registered", async () => {

@@ -1,17 +1,7 @@
-import { labDisks, labHosts, labUpArgs } from "../lab/fleet";
+import { labConfig, labDisks, labHosts, labUpArgs, UNBOOTED } from "../lab/fleet";
 import { FleetConfig } from "../config/types";
-import { readStackFile } from "../config/load";
-import { validateFleetConfig } from "../config/validate";
-import * as path from "node:path";
 
-function stack(name: string): FleetConfig {
-  const { raw } = readStackFile(path.join(__dirname, "..", `Pulumi.${name}.yaml`));
-  const { config, errors } = validateFleetConfig(raw);
-  if (config === undefined) {
-    throw new Error(errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
-  }
-  return config;
-}
+const stack = (name: string): FleetConfig => labConfig(name, UNBOOTED);
 
 describe("what the lab boots for a stack", () => {
   const lab = stack("lab");
