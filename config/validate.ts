@@ -6,7 +6,7 @@
  * problem, so one `npm run validate` shows everything there is to fix, each
  * with its config path and the remedy.
  */
-import { DEFAULT_HEALTH, HealthConfig, readHealth } from "./health";
+import { DEFAULT_HEALTH, HealthConfig } from "./health";
 import { findAllowedIpCollisions, sharedBlock } from "./collisions";
 import {
   Cidr,
@@ -33,50 +33,40 @@ import {
   unionSize,
 } from "./addresses";
 import { FleetPlan, planFleet } from "./model";
-import { ObjectReader, describe } from "./reader";
+import {
+  DEFAULT_ZFS_PROPERTIES,
+  adminSchema,
+  exportSchema,
+  fleetSchema,
+  hostSchema,
+  meshSchema,
+  mountSchema,
+  syncSchema,
+} from "./schema";
+import { Item, Section, describe, readSection } from "./schemaKit";
+import { isInside } from "../templates/systemd";
 import {
   AdminConfig,
   ConfigError,
+  ExistingHostConfig,
   ExportConfig,
   FleetConfig,
   HcloudHostConfig,
-  ExistingHostConfig,
   HostConfig,
   MeshConfig,
   MountConfig,
   PoolConfig,
-  SnapshotConfig,
   SyncConfig,
   SyncRemoteConfig,
-  Topology,
   WireGuardImplementation,
 } from "./types";
+import type { z } from "zod";
 
-/** Keys under `swarm:` that exist but are read elsewhere (the secret key by index.ts, health by the operations code). */
-const PASSED_THROUGH_KEYS = ["sshPrivateKey"] as const;
+export { DEFAULT_ZFS_PROPERTIES };
 
-const HOST_NAME = /^[a-z][a-z0-9-]{0,62}$/;
-const HOST_NAME_HINT =
-  "is not a valid host name: use lower-case letters, digits and -, starting with a letter, at most 63 characters";
-const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
-const USER_NAME_HINT =
-  "is not a valid user name: use lower-case letters, digits, _ and -, starting with a letter or _, at most 32 characters";
-const UNIT_NAME = /^[a-z][a-z0-9-]*$/;
-const UNIT_NAME_HINT = "is not a valid name: use lower-case letters, digits and -, starting with a letter";
-const POOL_NAME = /^[A-Za-z][A-Za-z0-9_.:-]*$/;
-const RESERVED_POOL_NAMES = /^(mirror|raidz\d?|draid\d?|spare|log|c\d.*)$/;
-const DATASET_NAME = /^[A-Za-z][A-Za-z0-9_.:-]*(\/[A-Za-z0-9_.:-]+)*$/;
 const ZFS_PROPERTY = /^([a-z][a-z0-9_]*|[a-z0-9][a-z0-9_.+-]*:[a-z0-9_.:+-]+)$/;
 const ZFS_VALUE = /^[^\s"'`\\$]+$/;
-const FILE_SIZE = /^[1-9]\d*[KMGT]$/;
 const DNS_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
-const IGNORE_PREFIXES = ["Name ", "Path ", "Regex ", "BelowPath "] as const;
-
-export const DEFAULT_ZFS_PROPERTIES: Readonly<Record<string, string>> = {
-  compression: "lz4",
-  atime: "off",
-  snapdir: "hidden",
-};
 
 /**
  * Paths a mount or a sync root must neither be nor contain: mounting over
@@ -162,15 +152,24 @@ const EPHEMERAL_TREES: readonly { readonly root: string; readonly what: string }
   },
 ];
 
-/** A reader for the top level, whose keys are written `swarm:key` rather than `swarm.key`. */
-class NamespaceReader extends ObjectReader {
-  override at(key: string): string {
-    return `${this.path}:${key}`;
-  }
-}
+/** What each section's schema reads, before the checks of this file. */
+type Fields<S extends z.ZodObject> = z.output<S>;
+type FleetFields = Fields<typeof fleetSchema>;
+type HostFields = Fields<typeof hostSchema>;
+type MeshFields = Fields<typeof meshSchema>;
+type AdminFields = Fields<typeof adminSchema>;
+type ExportFields = Fields<typeof exportSchema>;
+type MountFields = Fields<typeof mountSchema>;
+type SyncFields = Fields<typeof syncSchema>;
 
+/**
+ * What the cross checks know of one entry: `fields` holds what its section
+ * read and the checks kept (it becomes the entry's config when everything
+ * is valid), the rest names what the cross checks compare.
+ */
 interface HostDraft {
   readonly path: string;
+  fields: Partial<HostFields>;
   name?: string;
   hcloud?: HcloudHostConfig;
   existing?: ExistingHostConfig;
@@ -190,34 +189,29 @@ interface HostDraft {
   routes: { readonly text: string; readonly cidr?: Cidr; readonly path: string }[];
 }
 
-interface MeshDraft {
+interface MeshDraft extends Partial<MeshFields> {
+  readonly fields?: Partial<MeshFields>;
   /** `topology` was given but is not a known one: checks that depend on it are skipped. */
   badTopology?: boolean;
   badHub?: boolean;
-  cidr?: string;
   parsed?: Cidr;
-  listenPort?: number;
-  topology?: Topology;
-  hub?: string;
-  mtu?: number;
-  persistentKeepalive?: number;
 }
 
 interface ExportDraft {
   readonly path: string;
+  fields: Partial<ExportFields>;
   name?: string;
   host?: string;
   pool?: Partial<PoolConfig>;
   dataset?: string;
   mountpoint?: string;
-  properties?: Record<string, string>;
-  snapshots?: SnapshotConfig;
   clients?: { readonly name: string; readonly path: string }[];
   user?: string;
 }
 
 interface MountDraft {
   readonly path: string;
+  fields: Partial<MountFields>;
   host?: string;
   export?: string;
   mountPath?: string;
@@ -229,15 +223,13 @@ interface MountDraft {
 
 interface SyncDraft {
   readonly path: string;
+  fields: Partial<SyncFields>;
   host?: string;
   name?: string;
   local?: string;
   remote?: SyncRemoteConfig;
   interval?: number;
   user?: string;
-  conflicts?: "keep-both";
-  ignore?: string[];
-  watch?: boolean;
   timeout?: number;
 }
 
@@ -274,35 +266,28 @@ export function validateFleetConfig(
   options: ValidateOptions = {},
 ): ValidationResult {
   const errors: ConfigError[] = namespaceErrors(options.otherKeys ?? [], Object.keys(raw));
-  const top = new NamespaceReader("swarm", raw, errors);
+  const top = readSection(fleetSchema, raw, "swarm", errors) as Section<FleetFields>;
 
-  const hosts = (
-    top.array("hosts", (value, path) => ({ value, path }), {
-      required: true,
-      hint: "declare the fleet's hosts, each with a name and hcloud or existing",
-    }) ?? []
-  ).map((item) => readHost(item.value, item.path, errors));
-  if (top.has("hosts") && Array.isArray(top.value.hosts) && top.value.hosts.length === 0) {
+  const hosts = top.items("hosts").map((item) => readHost(item, errors));
+  if (Array.isArray(raw.hosts) && raw.hosts.length === 0) {
     top.error("hosts", "is empty: declare at least one host");
   }
-  const meshReader = top.object("mesh", { required: true, hint: "set at least mesh.cidr, e.g. 10.8.0.0/24" });
-  const mesh = meshReader ? readMesh(meshReader, errors) : {};
+  const meshSection = top.sub("mesh");
+  const mesh = meshSection ? readMesh(meshSection, errors) : {};
   // Only Hetzner servers need the admin key and CIDRs: existing hosts already trust the admin's key.
-  const adminReader = top.object("admin", {
-    required: hosts.some((h) => h.isHcloud),
-    hint: "set admin.sshPublicKey and admin.sshSourceCidrs (needed to create Hetzner servers)",
-  });
-  const exports = listOf(top, "exports").map((item) => readExport(item.value, item.path, errors));
-  const mounts = listOf(top, "mounts").map((item) => readMount(item.value, item.path, errors));
-  const syncs = listOf(top, "syncs").map((item) => readSync(item.value, item.path, errors));
-  const health = readHealth(top.raw("health"), top.at("health"), errors);
-  for (const key of PASSED_THROUGH_KEYS) {
-    top.raw(key);
+  if (!top.has("admin") && hosts.some((h) => h.isHcloud)) {
+    top.error(
+      "admin",
+      "is required: set admin.sshPublicKey and admin.sshSourceCidrs (needed to create Hetzner servers)",
+    );
   }
-  top.rejectUnknownKeys();
+  const exports = top.items("exports").map((item) => readExport(item, errors));
+  const mounts = top.items("mounts").map((item) => readMount(item));
+  const syncs = top.items("syncs").map((item) => readSync(item));
 
   const fleet = new FleetIndex(hosts, mesh);
-  const adminDraft = adminReader ? readAdmin(adminReader, hosts, errors) : undefined;
+  const adminSection = top.has("admin") ? top.sub("admin") : undefined;
+  const adminDraft = adminSection ? readAdmin(adminSection, hosts, errors) : undefined;
   const admin = adminDraft?.config;
   checkHosts(fleet, errors);
   checkMesh(fleet, adminDraft?.sources ?? [], errors);
@@ -325,6 +310,7 @@ export function validateFleetConfig(
   if (errors.length > 0) {
     return { errors, warnings };
   }
+  const health = top.value.health as HealthConfig;
   return { config: assemble(hosts, mesh, admin, exports, mounts, syncs, health), errors, warnings };
 }
 
@@ -375,7 +361,7 @@ function placeholderFindings(hosts: readonly HostDraft[], admin: AdminDraft | un
  * dropped without a word.
  */
 function namespaceErrors(otherKeys: readonly string[], present: readonly string[]): ConfigError[] {
-  const known = ["hosts", "mesh", "admin", "exports", "mounts", "syncs", "health", ...PASSED_THROUGH_KEYS];
+  const known = Object.keys(fleetSchema.shape);
   const errors: ConfigError[] = [];
   for (const key of otherKeys) {
     if (key.toLowerCase() === "swarm") {
@@ -481,11 +467,11 @@ function isMeshPath(path: string): boolean {
   return path.startsWith("swarm:hosts") || path.startsWith("swarm:mesh");
 }
 
-function listOf(top: ObjectReader, key: string): { value: unknown; path: string }[] {
-  return top.array(key, (value, path) => ({ value, path })) ?? [];
-}
-
-/** Builds the typed config. Only called with drafts that passed validation, so every required field is set. */
+/**
+ * Builds the typed config from the fields each section read, defaults
+ * applied. Only called with drafts that passed validation, so every field
+ * is set or defaulted.
+ */
 function assemble(
   hosts: readonly HostDraft[],
   mesh: MeshDraft,
@@ -497,118 +483,90 @@ function assemble(
 ): FleetConfig {
   return {
     health,
-    hosts: hosts.map((h): HostConfig => ({
-      name: h.name as string,
-      ...(h.hcloud ? { hcloud: h.hcloud } : {}),
-      ...(h.existing ? { existing: h.existing } : {}),
-      ...(h.meshAddress !== undefined ? { meshAddress: h.meshAddress } : {}),
-      wireguard: h.wireguard ?? "kernel",
-      keyRotation: h.keyRotation ?? "",
-      routes: h.routes.map((r) => r.text),
-    })),
-    mesh: {
-      cidr: mesh.cidr as string,
-      listenPort: mesh.listenPort ?? 51820,
-      topology: mesh.topology ?? "full",
-      ...(mesh.hub !== undefined ? { hub: mesh.hub } : {}),
-      ...(mesh.mtu !== undefined ? { mtu: mesh.mtu } : {}),
-      ...(mesh.persistentKeepalive !== undefined ? { persistentKeepalive: mesh.persistentKeepalive } : {}),
-    } satisfies MeshConfig,
-    admin: admin ?? { sshPublicKey: "", sshSourceCidrs: [] },
-    exports: exports.map((e): ExportConfig => ({
-      name: e.name as string,
-      host: e.host as string,
-      pool: e.pool as PoolConfig,
-      dataset: e.dataset as string,
-      mountpoint: e.mountpoint as string,
-      properties: e.properties as Record<string, string>,
-      snapshots: e.snapshots as SnapshotConfig,
-      clients: (e.clients ?? []).map((c) => c.name),
-      user: e.user as string,
-    })),
-    mounts: mounts.map((m): MountConfig => ({
-      host: m.host as string,
-      export: m.export as string,
-      path: m.mountPath as string,
-      idleTimeout: m.idleTimeout as number,
-      owner: m.owner as string,
-    })),
-    syncs: syncs.map((s): SyncConfig => ({
-      host: s.host as string,
-      name: s.name as string,
-      local: s.local as string,
-      remote: s.remote as SyncRemoteConfig,
-      interval: s.interval as number,
-      user: s.user as string,
-      conflicts: s.conflicts as "keep-both",
-      ignore: s.ignore as string[],
-      watch: s.watch as boolean,
-      timeout: s.timeout as number,
-    })),
+    hosts: hosts.map((h) => h.fields as HostConfig),
+    mesh: (mesh.fields ?? {}) as MeshConfig,
+    admin: admin ?? (adminSchema.parse({}) as AdminConfig),
+    exports: exports.map((e) => e.fields as ExportConfig),
+    mounts: mounts.map((m) => m.fields as MountConfig),
+    syncs: syncs.map((s) => s.fields as SyncConfig),
   };
 }
 
 // ---------------------------------------------------------------- readers
+//
+// Each section has been read against its schema (types, required fields,
+// defaults, limits, patterns, unknown keys); these add the checks of
+// values a pattern cannot express, and drop a field they refuse.
 
 /**
  * `hostKey`: the host's SSH host key, pinned on every connection. The
  * provider pins with the key's own algorithm (HostKeyAlgorithms = [type]), so
  * an `ssh-rsa` pin would ask for SHA-1 signatures, which OpenSSH 8.8+ refuses.
  */
-function readHostKey(r: ObjectReader, required: boolean, where: string): string | undefined {
+function checkHostKey(
+  r: Section<{ hostKey?: string }>,
+  required: boolean,
+  where: string,
+): string | undefined {
   const read = `read it with ssh-keyscan -t ed25519 ${where}, check its fingerprint (ssh-keyscan ... | ssh-keygen -lf -) against ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host's console, and paste the ssh-ed25519 AAAA... part`;
-  const key = r.string("hostKey", {
-    required,
-    hint: `pin the host's SSH host key, so that no connection trusts whoever answers: ${read}`,
-  });
+  const key = r.value.hostKey;
+  if (!r.has("hostKey")) {
+    if (required) {
+      r.error(
+        "hostKey",
+        `is required: pin the host's SSH host key, so that no connection trusts whoever answers: ${read}`,
+      );
+    }
+    return undefined;
+  }
   if (key === undefined) {
     return undefined;
   }
-  if (/PRIVATE KEY/.test(key)) {
-    r.error(
-      "hostKey",
-      `is a private key, which must never be in a stack file (remove it, and replace that key on the host: it is in the file's history); pin the public key: ${read}`,
-    );
-    return undefined;
-  }
-  const fields = key.trim().split(/\s+/);
-  if (fields.length >= 3 && HOST_KEY_TYPES.includes(fields[1]) && !KEY_TYPES.includes(fields[0])) {
-    r.error(
-      "hostKey",
-      `starts with ${JSON.stringify(fields[0])}, the host name of an ssh-keyscan line: drop it and keep ${fields[1]} ${fields[2].slice(0, 12)}...`,
-    );
-    return undefined;
-  }
-  const problem = publicKeyProblem(key, `${read}`);
+  const problem = hostKeyProblem(key, read);
   if (problem !== undefined) {
     r.error("hostKey", problem);
-    return undefined;
-  }
-  if (!HOST_KEY_TYPES.includes(fields[0])) {
-    r.error(
-      "hostKey",
-      `is an ${fields[0]} key, which the SSH provider would verify with SHA-1 signatures that OpenSSH refuses: pin the host's Ed25519 key instead; ${read}`,
-    );
+    r.drop("hostKey");
     return undefined;
   }
   // The comment is not part of the key; keep the pin to what the provider compares.
-  return `${fields[0]} ${fields[1]}`;
+  const [type, blob] = key.trim().split(/\s+/);
+  r.value.hostKey = `${type} ${blob}`;
+  return r.value.hostKey;
 }
 
-function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraft {
-  const draft: HostDraft = { path, isExisting: false, isHcloud: false, hasVolume: false, routes: [] };
-  const r = ObjectReader.of(path, value, errors);
+function hostKeyProblem(key: string, read: string): string | undefined {
+  if (/PRIVATE KEY/.test(key)) {
+    return `is a private key, which must never be in a stack file (remove it, and replace that key on the host: it is in the file's history); pin the public key: ${read}`;
+  }
+  const fields = key.trim().split(/\s+/);
+  if (fields.length >= 3 && HOST_KEY_TYPES.includes(fields[1]) && !KEY_TYPES.includes(fields[0])) {
+    return `starts with ${JSON.stringify(fields[0])}, the host name of an ssh-keyscan line: drop it and keep ${fields[1]} ${fields[2].slice(0, 12)}...`;
+  }
+  const problem = publicKeyProblem(key, `${read}`);
+  if (problem !== undefined) {
+    return problem;
+  }
+  if (!HOST_KEY_TYPES.includes(fields[0])) {
+    return `is an ${fields[0]} key, which the SSH provider would verify with SHA-1 signatures that OpenSSH refuses: pin the host's Ed25519 key instead; ${read}`;
+  }
+  return undefined;
+}
+
+function readHost(item: Item<HostFields>, errors: ConfigError[]): HostDraft {
+  const draft: HostDraft = {
+    path: item.path,
+    fields: {},
+    isExisting: false,
+    isHcloud: false,
+    hasVolume: false,
+    routes: [],
+  };
+  const r = item.section;
   if (!r) {
     return draft;
   }
-  draft.name = r.string("name", {
-    required: true,
-    hint: "give the host a name such as anchor",
-    pattern: HOST_NAME,
-    patternHint: HOST_NAME_HINT,
-  });
-  const hcloud = r.object("hcloud");
-  const existing = r.object("existing");
+  draft.fields = r.value;
+  draft.name = r.value.name;
   if (r.has("hcloud") && r.has("existing")) {
     r.error(
       undefined,
@@ -620,45 +578,20 @@ function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraf
       "needs hcloud (a Hetzner Cloud server this program creates) or existing (a host reached at an address)",
     );
   }
+  const hcloud = r.sub("hcloud");
   if (hcloud) {
     draft.isHcloud = true;
     draft.loginUser = "root";
     draft.hasVolume = hcloud.has("volumeSize");
-    const serverType = hcloud.string("serverType", {
-      required: true,
-      hint: "set a Hetzner server type such as cx23",
-      pattern: /^[a-z][a-z0-9-]*$/,
-      patternHint: "is not a Hetzner server type: use a name such as cx23 or cax11",
-    });
-    const location = hcloud.string("location", {
-      required: true,
-      hint: "set a Hetzner location such as nbg1, fsn1 or hel1",
-      pattern: /^[a-z][a-z0-9-]*$/,
-      patternHint: "is not a Hetzner location: use a name such as nbg1, fsn1 or hel1",
-    });
-    const image = hcloud.string("image", {
-      pattern: /^[a-z0-9][a-z0-9._-]*$/,
-      patternHint: "is not an image name: use a name such as debian-12",
-    });
-    const volumeSize = hcloud.integer("volumeSize", { min: 10, max: 10240 });
-    const hostKey = readHostKey(hcloud, false, "the server's address");
-    hcloud.rejectUnknownKeys();
-    if (serverType !== undefined && location !== undefined) {
-      draft.hcloud = {
-        serverType,
-        location,
-        image: image ?? "debian-12",
-        ...(volumeSize !== undefined ? { volumeSize } : {}),
-        ...(hostKey !== undefined ? { hostKey } : {}),
-      };
+    checkHostKey(hcloud, false, "the server's address");
+    if (hcloud.value.serverType !== undefined && hcloud.value.location !== undefined) {
+      draft.hcloud = hcloud.value as HcloudHostConfig;
     }
   }
+  const existing = r.sub("existing");
   if (existing) {
     draft.isExisting = true;
-    const address = existing.string("address", {
-      required: true,
-      hint: "set the IPv4 address or DNS name the host is reached at",
-    });
+    const { address, user, port } = existing.value;
     const addressProblem =
       address === undefined
         ? undefined
@@ -667,63 +600,41 @@ function readHost(value: unknown, path: string, errors: ConfigError[]): HostDraf
           : unusableAddressProblem(address);
     if (addressProblem !== undefined) {
       existing.error("address", addressProblem);
+      existing.drop("address");
     }
-    const user = existing.string("user", { pattern: USER_NAME, patternHint: USER_NAME_HINT });
-    const port = existing.integer("port", { min: 1, max: 65535 });
     const where = `${address !== undefined && addressProblem === undefined ? address : "ADDRESS"}${port !== undefined && port !== 22 ? ` -p ${port}` : ""}`;
-    const hostKey = readHostKey(existing, true, where);
-    existing.rejectUnknownKeys();
+    const hostKey = checkHostKey(existing, true, where);
     draft.existingPort = port ?? 22;
-    draft.loginUser = user ?? (existing.has("user") ? undefined : "root");
+    draft.loginUser = user;
     if (address !== undefined && addressProblem === undefined && hostKey !== undefined) {
       draft.existingAddress = address;
-      draft.existing = { address, user: user ?? "root", port: port ?? 22, hostKey };
+      draft.existing = existing.value as ExistingHostConfig;
     }
   }
-  const meshAddress = r.string("meshAddress");
+  const meshAddress = r.value.meshAddress;
   if (meshAddress !== undefined) {
     if (parseAddress(meshAddress) === undefined) {
       r.error(
         "meshAddress",
         `${JSON.stringify(meshAddress)} is not an IPv4 address: write one such as 10.8.0.2, or remove meshAddress to allocate one`,
       );
+      r.drop("meshAddress");
     } else {
       draft.meshAddress = meshAddress;
     }
   }
-  draft.wireguard = r.oneOf("wireguard", ["kernel", "wireguard-go"] as const);
-  draft.keyRotation = readKeyRotation(r);
-  draft.routes =
-    r.array("routes", (item, itemPath) => {
-      if (typeof item !== "string") {
-        errors.push({
-          path: itemPath,
-          message: `must be a CIDR string such as 192.168.10.0/24, got ${describe(item)}`,
-        });
-        return undefined;
-      }
-      return {
-        text: item,
-        cidr: readCidr(item, itemPath, errors, { example: "192.168.10.0/24" }),
-        path: itemPath,
-      };
-    }) ?? [];
-  r.rejectUnknownKeys();
+  draft.wireguard = r.value.wireguard;
+  draft.keyRotation = r.value.keyRotation;
+  draft.routes = r.elements("routes").map((route) => ({
+    text: route.value,
+    cidr: readCidr(route.value, route.path, errors, { example: "192.168.10.0/24" }),
+    path: route.path,
+  }));
   return draft;
 }
 
-/** A rotation keeper may be written as a number (`2`) as well as a string; both mean the same. */
-function readKeyRotation(r: ObjectReader): string | undefined {
-  const value = r.raw("keyRotation");
-  if (typeof value === "number" && Number.isFinite(value)) {
-    return String(value);
-  }
-  return r.string("keyRotation");
-}
-
-function readMesh(r: ObjectReader, errors: ConfigError[]): MeshDraft {
-  const draft: MeshDraft = {};
-  draft.cidr = r.string("cidr", { required: true, hint: "set the mesh block, e.g. 10.8.0.0/24" });
+function readMesh(r: Section<MeshFields>, errors: ConfigError[]): MeshDraft {
+  const draft: MeshDraft = { ...r.value, fields: r.value };
   if (draft.cidr !== undefined) {
     draft.parsed = readCidr(draft.cidr, r.at("cidr"), errors, {
       example: "10.8.0.0/24",
@@ -731,16 +642,11 @@ function readMesh(r: ObjectReader, errors: ConfigError[]): MeshDraft {
     });
     if (draft.parsed === undefined) {
       draft.cidr = undefined;
+      r.drop("cidr");
     }
   }
-  draft.listenPort = r.integer("listenPort", { min: 1, max: 65535 });
-  draft.topology = r.oneOf("topology", ["full", "hub"] as const);
-  draft.badTopology = r.has("topology") && draft.topology === undefined;
-  draft.hub = r.string("hub");
+  draft.badTopology = draft.topology === undefined;
   draft.badHub = r.has("hub") && draft.hub === undefined;
-  draft.mtu = r.integer("mtu", { min: 1280, max: 9000 });
-  draft.persistentKeepalive = r.duration("persistentKeepalive", { min: 0, max: 65535 });
-  r.rejectUnknownKeys();
   return draft;
 }
 
@@ -759,54 +665,46 @@ interface AdminDraft {
   readonly sources: readonly SshSource[];
 }
 
-function readAdmin(r: ObjectReader, hosts: readonly HostDraft[], errors: ConfigError[]): AdminDraft {
-  const errorsBefore = errors.length;
+function readAdmin(r: Section<AdminFields>, hosts: readonly HostDraft[], errors: ConfigError[]): AdminDraft {
   const needsCidrs = hosts.some((h) => h.isHcloud);
-  const key = r.string("sshPublicKey", {
-    required: needsCidrs,
-    hint: "paste the admin's OpenSSH public key line (the contents of id_ed25519.pub)",
-  });
+  if (needsCidrs && !r.has("sshPublicKey")) {
+    r.error(
+      "sshPublicKey",
+      "is required: paste the admin's OpenSSH public key line (the contents of id_ed25519.pub)",
+    );
+  }
+  const key = r.has("sshPublicKey") ? r.value.sshPublicKey : undefined;
   const keyProblem = key !== undefined ? publicKeyProblem(key) : undefined;
   if (keyProblem) {
     r.error("sshPublicKey", keyProblem);
   }
-  const sources: SshSource[] = [];
-  const cidrs =
-    r.array(
+  if (needsCidrs && !r.has("sshSourceCidrs")) {
+    r.error(
       "sshSourceCidrs",
-      (item, path) => {
-        if (typeof item !== "string") {
-          errors.push({
-            path,
-            message: `must be a CIDR string such as 203.0.113.7/32, got ${describe(item)}`,
-          });
-          return undefined;
-        }
-        if (parseAddress(item) !== undefined) {
-          errors.push({
-            path,
-            message: `${JSON.stringify(item)} is an address, not a CIDR: did you mean ${item}/32?`,
-          });
-          return undefined;
-        }
-        const cidr = readCidr(item, path, errors, { example: "203.0.113.7/32" });
-        if (cidr === undefined) {
-          return undefined;
-        }
-        const problem = sshSourceProblem(item, cidr, needsCidrs);
-        if (problem !== undefined) {
-          errors.push({ path, message: problem });
-          return undefined;
-        }
-        sources.push({ text: item, cidr, path });
-        return item;
-      },
-      {
-        required: needsCidrs,
-        hint: "list the CIDRs the admin connects from (e.g. 203.0.113.7/32): the Hetzner firewall allows SSH only from them",
-      },
-    ) ?? [];
-  if (needsCidrs && Array.isArray(r.value.sshSourceCidrs) && r.value.sshSourceCidrs.length === 0) {
+      "is required: list the CIDRs the admin connects from (e.g. 203.0.113.7/32): the Hetzner firewall allows SSH only from them",
+    );
+  }
+  const sources: SshSource[] = [];
+  for (const { value: item, path } of r.elements("sshSourceCidrs")) {
+    if (parseAddress(item) !== undefined) {
+      errors.push({
+        path,
+        message: `${JSON.stringify(item)} is an address, not a CIDR: did you mean ${item}/32?`,
+      });
+      continue;
+    }
+    const cidr = readCidr(item, path, errors, { example: "203.0.113.7/32" });
+    if (cidr === undefined) {
+      continue;
+    }
+    const problem = sshSourceProblem(item, cidr, needsCidrs);
+    if (problem !== undefined) {
+      errors.push({ path, message: problem });
+      continue;
+    }
+    sources.push({ text: item, cidr, path });
+  }
+  if (needsCidrs && Array.isArray(r.raw.sshSourceCidrs) && r.raw.sshSourceCidrs.length === 0) {
     r.error(
       "sshSourceCidrs",
       "is empty, so the Hetzner firewall would block the SSH this program provisions hosts over: add the admin's CIDR",
@@ -819,12 +717,13 @@ function readAdmin(r: ObjectReader, hosts: readonly HostDraft[], errors: ConfigE
       `together open SSH to ${describeSize(opened)}, half the internet or more (0.0.0.0/1 and 128.0.0.0/1 are all of it): list only the networks the admin connects from, e.g. 203.0.113.7/32`,
     );
   }
-  r.rejectUnknownKeys();
   const sshPublicKey = key !== undefined && keyProblem === undefined ? key.trim() : undefined;
-  if ((needsCidrs && key === undefined) || errors.length !== errorsBefore) {
+  const wrong = errors.some((e) => e.path === r.path || e.path.startsWith(`${r.path}.`));
+  if (wrong || r.value.sshPublicKey === undefined) {
     return { sshPublicKey, sources };
   }
-  return { config: { sshPublicKey: key?.trim() ?? "", sshSourceCidrs: cidrs }, sshPublicKey, sources };
+  const config = { ...r.value, sshPublicKey: r.value.sshPublicKey.trim() } as AdminConfig;
+  return { config, sshPublicKey, sources };
 }
 
 /**
@@ -850,61 +749,33 @@ function sshSourceProblem(text: string, cidr: Cidr, firewalled: boolean): string
   return undefined;
 }
 
-function readExport(value: unknown, path: string, errors: ConfigError[]): ExportDraft {
-  const draft: ExportDraft = { path };
-  const r = ObjectReader.of(path, value, errors);
+function readExport(item: Item<ExportFields>, errors: ConfigError[]): ExportDraft {
+  const draft: ExportDraft = { path: item.path, fields: {} };
+  const r = item.section;
   if (!r) {
     return draft;
   }
-  draft.name = r.string("name", {
-    required: true,
-    hint: "name the export, e.g. meshfs",
-    pattern: UNIT_NAME,
-    patternHint: UNIT_NAME_HINT,
-  });
-  draft.host = r.string("host", { required: true, hint: "name the host that holds the pool" });
-  const pool = r.object("pool", {
-    required: true,
-    hint: "set pool.name (e.g. tank) and, to create it, pool.devices",
-  });
+  const v = r.value;
+  draft.fields = v;
+  draft.name = v.name;
+  draft.host = v.host;
+  const pool = r.sub("pool");
   if (pool) {
-    const name = pool.string("name", {
-      required: true,
-      hint: "name the ZFS pool, e.g. tank",
-      pattern: POOL_NAME,
-      patternHint: "is not a ZFS pool name: start with a letter, then letters, digits, _ . : or -",
-    });
-    if (name !== undefined && RESERVED_POOL_NAMES.test(name)) {
-      pool.error("name", `${JSON.stringify(name)} is reserved by ZFS: choose another pool name such as tank`);
+    const devices: string[] = [];
+    for (const { value: device, path } of pool.elements("devices")) {
+      const problem = device === "volume" ? undefined : absolutePathProblem(device, "/dev/sdb");
+      if (problem) {
+        errors.push({ path, message: `${problem}, or write volume for the host's Hetzner volume` });
+      } else {
+        devices.push(device);
+      }
     }
-    const devices =
-      pool.array("devices", (item, itemPath) => {
-        if (item === "volume") {
-          return item;
-        }
-        if (typeof item !== "string") {
-          errors.push({ path: itemPath, message: `must be a device path or volume, got ${describe(item)}` });
-          return undefined;
-        }
-        const problem = absolutePathProblem(item, "/dev/sdb");
-        if (problem) {
-          errors.push({
-            path: itemPath,
-            message: `${problem}, or write volume for the host's Hetzner volume`,
-          });
-          return undefined;
-        }
-        return item;
-      }) ?? [];
     devices.forEach((device, i) => {
       if (devices.indexOf(device) !== i) {
         pool.error("devices", `lists ${device} twice: list each device once`);
       }
     });
-    const fileSize = pool.string("fileSize", {
-      pattern: FILE_SIZE,
-      patternHint: "is not a size: write a whole number and a unit K, M, G or T, such as 512M or 10G",
-    });
+    const { fileSize } = pool.value;
     if (fileSize !== undefined && devices.length === 0) {
       pool.error(
         "fileSize",
@@ -917,20 +788,14 @@ function readExport(value: unknown, path: string, errors: ConfigError[]): Export
         "creates sparse files, but volume is a block device: remove fileSize, or list file paths instead of volume",
       );
     }
-    // Read only to explain its removal: "unknown key" would not tell an older stack what to do.
-    const implementation = pool.raw("implementation");
+    // A removed key, explained: "unknown key" would not tell an older stack what to do.
+    const implementation = pool.raw.implementation;
     if (implementation !== undefined) {
       pool.error("implementation", implementationRemoved(implementation, draft.host));
     }
-    pool.rejectUnknownKeys();
-    draft.pool = { name, devices, ...(fileSize !== undefined ? { fileSize } : {}) };
+    draft.pool = { name: pool.value.name, devices, ...(fileSize !== undefined ? { fileSize } : {}) };
   }
-  draft.dataset = r.string("dataset", {
-    required: true,
-    hint: "name the dataset to export, e.g. tank/meshfs/state",
-    pattern: DATASET_NAME,
-    patternHint: "is not a ZFS dataset name: write pool/child, e.g. tank/meshfs/state",
-  });
+  draft.dataset = v.dataset;
   const poolName = draft.pool?.name;
   if (draft.dataset !== undefined && poolName !== undefined) {
     if (draft.dataset !== poolName && !draft.dataset.startsWith(`${poolName}/`)) {
@@ -940,38 +805,15 @@ function readExport(value: unknown, path: string, errors: ConfigError[]): Export
       );
     }
   }
-  draft.mountpoint = readPath(r, "mountpoint", {
-    required: true,
-    hint: "set the dataset's absolute mountpoint, e.g. /tank/meshfs/state",
+  draft.mountpoint = checkPath(r, "mountpoint", {
     example: "/tank/meshfs/state",
     system: true,
     lasting:
       "the dataset would be hidden when the directory is mounted afresh at boot, and its clients would see an empty export",
   });
-  draft.properties = readProperties(r, errors);
-  const snapshots = r.object("snapshots");
-  draft.snapshots = {
-    interval: snapshots?.duration("interval", { min: 60, max: 30 * 86400 }) ?? 3600,
-    keep: snapshots?.integer("keep", { min: 1, max: 10000 }) ?? 48,
-  };
-  snapshots?.rejectUnknownKeys();
-  draft.clients =
-    r.array("clients", (item, itemPath) => {
-      if (typeof item !== "string") {
-        errors.push({ path: itemPath, message: `must be a host name, got ${describe(item)}` });
-        return undefined;
-      }
-      return { name: item, path: itemPath };
-    }) ?? [];
-  const user = r.string("user", { pattern: USER_NAME, patternHint: USER_NAME_HINT });
-  if (user === "root") {
-    r.error(
-      "user",
-      "must not be root: clients log in as this sftp-only user; keep the default meshfs or pick another",
-    );
-  }
-  draft.user = user ?? "meshfs";
-  r.rejectUnknownKeys();
+  v.properties = readProperties(r, errors);
+  draft.clients = r.elements("clients").map((client) => ({ name: client.value, path: client.path }));
+  draft.user = v.user;
   return draft;
 }
 
@@ -987,23 +829,27 @@ function implementationRemoved(value: unknown, host: string | undefined): string
   );
 }
 
-function readProperties(r: ObjectReader, errors: ConfigError[]): Record<string, string> {
+function readProperties(r: Section<ExportFields>, errors: ConfigError[]): Record<string, string> {
   const merged: Record<string, string> = { ...DEFAULT_ZFS_PROPERTIES };
-  const props = r.object("properties");
-  if (props) {
-    for (const [name, value] of Object.entries(props.value)) {
-      props.raw(name);
-      const path = props.at(name);
+  const props = r.raw.properties;
+  const path = r.at("properties");
+  if (props !== undefined && props !== null) {
+    if (typeof props !== "object" || Array.isArray(props)) {
+      errors.push({ path, message: `must be an object (a YAML mapping), got ${describe(props)}` });
+      return merged;
+    }
+    for (const [name, value] of Object.entries(props)) {
+      const at = `${path}.${name}`;
       if (!ZFS_PROPERTY.test(name)) {
         errors.push({
-          path,
+          path: at,
           message: `${JSON.stringify(name)} is not a ZFS property name: use a native property such as recordsize, or a user property such as org.example:backup`,
         });
         continue;
       }
       if (name === "mountpoint") {
         errors.push({
-          path,
+          path: at,
           message:
             "is set by the export itself: use swarm:exports[].mountpoint and remove it from properties",
         });
@@ -1012,7 +858,7 @@ function readProperties(r: ObjectReader, errors: ConfigError[]): Record<string, 
       const text = typeof value === "number" && Number.isFinite(value) ? String(value) : value;
       if (typeof text !== "string" || !ZFS_VALUE.test(text)) {
         errors.push({
-          path,
+          path: at,
           message: `must be a single word such as lz4, off or 100G (no spaces or quotes), got ${describe(value)}`,
         });
         continue;
@@ -1023,61 +869,44 @@ function readProperties(r: ObjectReader, errors: ConfigError[]): Record<string, 
   return Object.fromEntries(Object.entries(merged).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
-function readMount(value: unknown, path: string, errors: ConfigError[]): MountDraft {
-  const draft: MountDraft = { path };
-  const r = ObjectReader.of(path, value, errors);
+function readMount(item: Item<MountFields>): MountDraft {
+  const draft: MountDraft = { path: item.path, fields: {} };
+  const r = item.section;
   if (!r) {
     return draft;
   }
-  draft.host = r.string("host", { required: true, hint: "name the host the export is mounted on" });
-  draft.export = r.string("export", { required: true, hint: "name the export to mount, e.g. meshfs" });
-  draft.mountPath = readPath(r, "path", {
-    required: true,
-    hint: "set the absolute mount path, e.g. /mnt/meshfs",
-    example: "/mnt/meshfs",
-    system: true,
-  });
-  const rawPath = r.value.path;
+  draft.fields = r.value;
+  draft.host = r.value.host;
+  draft.export = r.value.export;
+  draft.mountPath = checkPath(r, "path", { example: "/mnt/meshfs", system: true });
+  const rawPath = r.raw.path;
   if (draft.mountPath === undefined && typeof rawPath === "string" && rawPath.startsWith("/")) {
     draft.refusedPath = rawPath;
   }
-  draft.idleTimeout = r.duration("idleTimeout", { min: 0, max: 7 * 86400 }) ?? 600;
+  draft.idleTimeout = r.value.idleTimeout;
   // A wrong owner stays unset rather than defaulting, so the sync-user check does not compare against a guess.
-  draft.owner =
-    r.string("owner", { pattern: USER_NAME, patternHint: USER_NAME_HINT }) ??
-    (r.has("owner") ? undefined : "root");
-  r.rejectUnknownKeys();
+  draft.owner = r.value.owner;
   return draft;
 }
 
-function readSync(value: unknown, path: string, errors: ConfigError[]): SyncDraft {
-  const draft: SyncDraft = { path };
-  const r = ObjectReader.of(path, value, errors);
+function readSync(item: Item<SyncFields>): SyncDraft {
+  const draft: SyncDraft = { path: item.path, fields: {} };
+  const r = item.section;
   if (!r) {
     return draft;
   }
-  draft.host = r.string("host", { required: true, hint: "name the host the sync runs on" });
-  draft.name = r.string("name", {
-    required: true,
-    hint: "name the sync, e.g. wiki (it names the profile and units)",
-    pattern: UNIT_NAME,
-    patternHint: UNIT_NAME_HINT,
-  });
-  draft.local = readPath(r, "local", {
-    required: true,
-    hint: "set the absolute local root, e.g. /home/ai-streamer/wiki",
+  draft.fields = r.value;
+  draft.host = r.value.host;
+  draft.name = r.value.name;
+  draft.local = checkPath(r, "local", {
     example: "/home/ai-streamer/wiki",
     system: true,
     lasting: "the sync would then delete the same files on every replica",
   });
-  const remote = r.object("remote", {
-    required: true,
-    hint: "set remote.mountPath (a path inside a mount) or remote.export with remote.path",
-  });
+  const remote = r.sub("remote");
   if (remote) {
-    const mountPath = readPath(remote, "mountPath", { example: "/mnt/meshfs/wiki" });
-    const exportName = remote.string("export");
-    const relative = remote.string("path");
+    const mountPath = checkPath(remote, "mountPath", { example: "/mnt/meshfs/wiki" });
+    const { export: exportName, path: relative } = remote.value;
     const hasMountPath = remote.has("mountPath");
     const hasExport = remote.has("export");
     if (hasMountPath && hasExport) {
@@ -1097,42 +926,15 @@ function readSync(value: unknown, path: string, errors: ConfigError[]): SyncDraf
         remote.error("path", problem);
       }
     }
-    remote.rejectUnknownKeys();
     if (hasMountPath && !hasExport && mountPath !== undefined) {
       draft.remote = { mountPath };
     } else if (hasExport && !hasMountPath && exportName !== undefined) {
       draft.remote = { export: exportName, ...(relative !== undefined ? { path: relative } : {}) };
     }
   }
-  draft.interval = r.duration("interval", { min: 10, max: 86400 }) ?? 60;
-  draft.timeout = r.duration("timeout", { min: 10, max: 86400 }) ?? 600;
-  draft.user =
-    r.string("user", { pattern: USER_NAME, patternHint: USER_NAME_HINT }) ??
-    (r.has("user") ? undefined : "root");
-  draft.conflicts = r.oneOf("conflicts", ["keep-both"] as const) ?? "keep-both";
-  draft.ignore =
-    r.array("ignore", (item, itemPath) => {
-      if (
-        typeof item !== "string" ||
-        !IGNORE_PREFIXES.some((p) => item.startsWith(p) && item.length > p.length)
-      ) {
-        errors.push({
-          path: itemPath,
-          message: `${typeof item === "string" ? JSON.stringify(item) : describe(item)} is not a unison ignore pattern: start it with Name, Path, Regex or BelowPath, e.g. "Name *.swp"`,
-        });
-        return undefined;
-      }
-      if (/[\n\r]/.test(item)) {
-        errors.push({
-          path: itemPath,
-          message: "must be a single line: split it into one pattern per entry",
-        });
-        return undefined;
-      }
-      return item;
-    }) ?? [];
-  draft.watch = r.boolean("watch") ?? false;
-  r.rejectUnknownKeys();
+  draft.interval = r.value.interval;
+  draft.timeout = r.value.timeout;
+  draft.user = r.value.user;
   return draft;
 }
 
@@ -1940,19 +1742,18 @@ export function ephemeralPathProblem(path: string, what: string): string | undef
     : undefined;
 }
 
-function readPath(
-  r: ObjectReader,
-  key: string,
+/** Refuses (and drops) a path field that is not a clean absolute path, or would hide or lose files. */
+function checkPath<K extends string>(
+  r: Section<{ [key in K]?: string }>,
+  key: K,
   opts: {
-    required?: boolean;
-    hint?: string;
     example: string;
     system?: boolean;
     /** What would be lost if the path's files did not last: refuses directories emptied at boot. */
     lasting?: string;
   },
 ): string | undefined {
-  const text = r.string(key, { required: opts.required, hint: opts.hint });
+  const text = r.value[key];
   if (text === undefined) {
     return undefined;
   }
@@ -1962,14 +1763,10 @@ function readPath(
     (opts.lasting !== undefined ? ephemeralPathProblem(text, opts.lasting) : undefined);
   if (problem) {
     r.error(key, problem);
+    r.drop(key);
     return undefined;
   }
   return text;
-}
-
-/** `path` is `root` or lies below it. */
-function isInside(path: string, root: string): boolean {
-  return path === root || root === "/" || path.startsWith(`${root}/`);
 }
 
 function nested(a: string, b: string): boolean {

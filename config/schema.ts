@@ -1,0 +1,410 @@
+/**
+ * Every field of the `swarm:` stack config, declared once: its type, default,
+ * limits and description. The types in types.ts, the shape checks of
+ * validation, the `config:` section of Pulumi.yaml, the README's reference
+ * and schema/stack.schema.json all come from here (`npm run generate`).
+ * Rules that relate fields to each other (collisions, references between
+ * hosts, exports, mounts and syncs, address ranges, paths) are code, in
+ * validate.ts.
+ */
+import { z } from "zod";
+import {
+  boolean,
+  describe,
+  duration,
+  field,
+  fieldInfo,
+  formatDuration,
+  integer,
+  list,
+  oneOf,
+  text,
+} from "./schemaKit";
+import { Seconds } from "./types";
+
+const HOST_NAME = /^[a-z][a-z0-9-]{0,62}$/;
+const HOST_NAME_HINT =
+  "is not a valid host name: use lower-case letters, digits and -, starting with a letter, at most 63 characters";
+const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
+const USER_NAME_HINT =
+  "is not a valid user name: use lower-case letters, digits, _ and -, starting with a letter or _, at most 32 characters";
+const UNIT_NAME = /^[a-z][a-z0-9-]*$/;
+const UNIT_NAME_HINT = "is not a valid name: use lower-case letters, digits and -, starting with a letter";
+const POOL_NAME = /^[A-Za-z][A-Za-z0-9_.:-]*$/;
+const RESERVED_POOL_NAMES = /^(mirror|raidz\d?|draid\d?|spare|log|c\d.*)$/;
+const DATASET_NAME = /^[A-Za-z][A-Za-z0-9_.:-]*(\/[A-Za-z0-9_.:-]+)*$/;
+const FILE_SIZE = /^[1-9]\d*[KMGT]$/;
+const IGNORE_PREFIXES = ["Name ", "Path ", "Regex ", "BelowPath "] as const;
+
+const IGNORE_HINT =
+  'is not a unison ignore pattern: start it with Name, Path, Regex or BelowPath, e.g. "Name *.swp"';
+
+const userName = () => text({ pattern: USER_NAME, patternHint: USER_NAME_HINT });
+
+export const DEFAULT_ZFS_PROPERTIES: Readonly<Record<string, string>> = {
+  compression: "lz4",
+  atime: "off",
+  snapdir: "hidden",
+};
+
+/** WireGuard's REKEY_AFTER_TIME plus its retry window: a busy tunnel's handshake may be this old. */
+export const MIN_HANDSHAKE_AGE: Seconds = 150;
+
+// ---------------------------------------------------------------- hosts
+
+export const hcloudSchema = z.object({
+  serverType: field(
+    text({
+      pattern: /^[a-z][a-z0-9-]*$/,
+      patternHint: "is not a Hetzner server type: use a name such as cx23 or cax11",
+    }),
+    "Hetzner server type, e.g. `cx23`",
+    { hint: "set a Hetzner server type such as cx23" },
+  ),
+  location: field(
+    text({
+      pattern: /^[a-z][a-z0-9-]*$/,
+      patternHint: "is not a Hetzner location: use a name such as nbg1, fsn1 or hel1",
+    }),
+    "Hetzner location, e.g. `nbg1`",
+    { hint: "set a Hetzner location such as nbg1, fsn1 or hel1" },
+  ),
+  image: field(
+    text({
+      pattern: /^[a-z0-9][a-z0-9._-]*$/,
+      patternHint: "is not an image name: use a name such as debian-12",
+    }).default("debian-12"),
+    "image name",
+  ),
+  volumeSize: field(
+    integer(10, 10240).optional(),
+    "GB of an attached volume that backs a ZFS pool (10–10240)",
+    {
+      defaultText: "none",
+    },
+  ),
+  hostKey: field(
+    text().optional(),
+    "the server's `ssh-ed25519 AAAA...` host key, only for a server created before swarm generated host keys (see [docs/host-keys.md](docs/host-keys.md)); absent, the program generates it and pins it",
+    { defaultText: "generated" },
+  ),
+});
+
+export const existingSchema = z.object({
+  address: field(
+    text(),
+    "IPv4 address or DNS name the admin reaches the host at over SSH, and peers its WireGuard port at",
+    {
+      hint: "set the IPv4 address or DNS name the host is reached at",
+    },
+  ),
+  user: field(userName().default("root"), "SSH user: root, or one with passwordless sudo"),
+  port: field(integer(1, 65535).default(22), "SSH port"),
+  hostKey: field(
+    text(),
+    "the host's `ssh-ed25519 AAAA...` key, pinned on every connection: read it with `ssh-keyscan` and check it on the host's console",
+    { requiredElsewhere: true },
+  ),
+});
+
+export const hostSchema = z.object({
+  name: field(
+    text({ pattern: HOST_NAME, patternHint: HOST_NAME_HINT }),
+    "unique host name, `[a-z][a-z0-9-]*`, at most 63 characters; used in resource names and hostnames",
+    { hint: "give the host a name such as anchor" },
+  ),
+  hcloud: field(hcloudSchema.optional(), "a Hetzner Cloud server this program creates"),
+  existing: field(existingSchema.optional(), "a machine you have, reached at an address"),
+  meshAddress: field(
+    text().optional(),
+    "the host's mesh address; allocated from a hash of the name when absent (pin it to be sure it never moves)",
+    { defaultText: "allocated" },
+  ),
+  wireguard: field(
+    oneOf(["kernel", "wireguard-go"]).default("kernel"),
+    "`kernel`, or `wireguard-go` (userspace, for kernels without the module)",
+  ),
+  keyRotation: field(text({ numbers: true }).default(""), "change it to give the host a new WireGuard key"),
+  routes: field(
+    list(
+      text({ notString: (v) => `must be a CIDR string such as 192.168.10.0/24, got ${describe(v)}` }),
+    ).default([]),
+    "extra IPv4 CIDRs routed to this host through the mesh (added to its AllowedIPs on its peers)",
+  ),
+});
+
+// ---------------------------------------------------------------- mesh and admin
+
+export const meshSchema = z.object({
+  cidr: field(text(), "IPv4 block of mesh addresses, e.g. `10.8.0.0/24`", {
+    hint: "set the mesh block, e.g. 10.8.0.0/24",
+  }),
+  listenPort: field(integer(1, 65535).default(51820), "WireGuard UDP port on every host"),
+  topology: field(
+    oneOf(["full", "hub"]).default("full"),
+    "`full` (every host peers with every other) or `hub` (every host peers with the hub only)",
+  ),
+  hub: field(text().optional(), "the hub host; required for `hub`"),
+  mtu: field(integer(1280, 9000).optional(), "interface MTU, 1280–9000", { defaultText: "wg-quick" }),
+  persistentKeepalive: field(duration(0, 65535).optional(), "e.g. `25s` for hosts behind NAT", {
+    defaultText: "off",
+  }),
+});
+
+export const adminSchema = z.object({
+  sshPublicKey: field(
+    text().default(""),
+    "the admin key pair's OpenSSH public key line; installed on Hetzner servers",
+    { defaultText: "required with hcloud" },
+  ),
+  sshSourceCidrs: field(
+    list(
+      text({ notString: (v) => `must be a CIDR string such as 203.0.113.7/32, got ${describe(v)}` }),
+    ).default([]),
+    "public IPv4 CIDRs the Hetzner firewall lets reach SSH: none wider than a /8, no private or special-purpose range, none overlapping the mesh or a route",
+    { defaultText: "required with hcloud" },
+  ),
+});
+
+// ---------------------------------------------------------------- storage
+
+export const poolSchema = z.object({
+  name: field(
+    text({
+      pattern: POOL_NAME,
+      patternHint: "is not a ZFS pool name: start with a letter, then letters, digits, _ . : or -",
+      problem: (name) =>
+        RESERVED_POOL_NAMES.test(name)
+          ? `${JSON.stringify(name)} is reserved by ZFS: choose another pool name such as tank`
+          : undefined,
+    }),
+    "ZFS pool name, e.g. `tank`",
+    { hint: "name the ZFS pool, e.g. tank" },
+  ),
+  devices: field(
+    list(text({ notString: (v) => `must be a device path or volume, got ${describe(v)}` })).default([]),
+    "devices the pool is created on when it does not exist: absolute paths, or `volume` for the host's Hetzner volume; empty, the pool must exist",
+  ),
+  fileSize: field(
+    text({
+      pattern: FILE_SIZE,
+      patternHint: "is not a size: write a whole number and a unit K, M, G or T, such as 512M or 10G",
+    }).optional(),
+    "create each missing device file as a sparse file of this size (e.g. `1G`): for labs",
+  ),
+});
+fieldInfo.add(poolSchema, { removedKeys: ["implementation"] });
+
+export const snapshotSchema = z.object({
+  interval: field(duration(60, 30 * 86400).default(3600), "how often the dataset is snapshotted (1min–30d)", {
+    defaultText: "1h",
+  }),
+  keep: field(
+    integer(1, 10000).default(48),
+    "how many of swarm's own snapshots are kept; older ones are destroyed",
+  ),
+});
+
+export const exportSchema = z.object({
+  name: field(
+    text({ pattern: UNIT_NAME, patternHint: UNIT_NAME_HINT }),
+    "export name, referenced by mounts and syncs",
+    {
+      hint: "name the export, e.g. meshfs",
+    },
+  ),
+  host: field(text(), "the host that holds the pool and serves the dataset", {
+    hint: "name the host that holds the pool",
+  }),
+  pool: field(poolSchema, "the ZFS pool; OpenZFS only, so the host needs its kernel module", {
+    hint: "set pool.name (e.g. tank) and, to create it, pool.devices",
+  }),
+  dataset: field(
+    text({
+      pattern: DATASET_NAME,
+      patternHint: "is not a ZFS dataset name: write pool/child, e.g. tank/meshfs/state",
+    }),
+    "the dataset to export, inside the pool, e.g. `tank/meshfs/state`",
+    { hint: "name the dataset to export, e.g. tank/meshfs/state" },
+  ),
+  mountpoint: field(text(), "absolute mountpoint of the dataset, e.g. `/tank/meshfs/state`", {
+    hint: "set the dataset's absolute mountpoint, e.g. /tank/meshfs/state",
+  }),
+  properties: field(
+    z.record(z.string(), z.string()).default(DEFAULT_ZFS_PROPERTIES),
+    "ZFS properties, each overridable; those that differ are set in one `zfs set` (the mountpoint in one of its own)",
+    { custom: true, defaultText: "`compression=lz4`, `atime=off`, `snapdir=hidden`" },
+  ),
+  snapshots: field(
+    snapshotSchema.prefault({}),
+    "a timer snapshots the dataset and destroys its own oldest snapshots beyond `keep`",
+  ),
+  clients: field(
+    list(text({ notString: (v) => `must be a host name, got ${describe(v)}` })).default([]),
+    "the hosts allowed to mount it",
+  ),
+  user: field(
+    text({
+      pattern: USER_NAME,
+      patternHint: USER_NAME_HINT,
+      problem: (user) =>
+        user === "root"
+          ? "must not be root: clients log in as this sftp-only user; keep the default meshfs or pick another"
+          : undefined,
+    }).default("meshfs"),
+    "the sftp-only user clients connect as",
+  ),
+});
+
+export const mountSchema = z.object({
+  host: field(text(), "where it is mounted; must be in the export's `clients`", {
+    hint: "name the host the export is mounted on",
+  }),
+  export: field(text(), "the export's name", { hint: "name the export to mount, e.g. meshfs" }),
+  path: field(text(), "absolute mount path, not in or above a system directory, e.g. `/mnt/meshfs`", {
+    hint: "set the absolute mount path, e.g. /mnt/meshfs",
+  }),
+  idleTimeout: field(
+    duration(0, 7 * 86400).default(600),
+    "unmount after this long unused; `0` keeps it mounted",
+    {
+      defaultText: "10min",
+    },
+  ),
+  owner: field(userName().default("root"), "the local user the files appear to belong to"),
+});
+
+export const syncRemoteSchema = z.object({
+  mountPath: field(text().optional(), "a path inside a mount of the same host, e.g. `/mnt/meshfs/wiki`"),
+  export: field(text().optional(), "or: an export reached with unison's `ssh://` mode, no mount"),
+  path: field(text().optional(), "with `export`: a relative path inside it, e.g. `wiki`"),
+});
+
+export const syncSchema = z.object({
+  host: field(text(), "where unison runs", { hint: "name the host the sync runs on" }),
+  name: field(
+    text({ pattern: UNIT_NAME, patternHint: UNIT_NAME_HINT }),
+    "unique per host; names the profile and the units `swarm-sync-<name>.{service,timer}`",
+    { hint: "name the sync, e.g. wiki (it names the profile and units)" },
+  ),
+  local: field(
+    text(),
+    "absolute local root, not under /tmp or /var/tmp; created (as `user`) at the first deploy if missing, never after the first sync",
+    { hint: "set the absolute local root, e.g. /home/ai-streamer/wiki" },
+  ),
+  remote: field(syncRemoteSchema, "the other side: `mountPath`, or `export` + `path`", {
+    hint: "set remote.mountPath (a path inside a mount) or remote.export with remote.path",
+  }),
+  interval: field(
+    duration(10, 86400).default(60),
+    "time from the end of one run to the start of the next (10s–1d)",
+    { defaultText: "60s" },
+  ),
+  user: field(userName().default("root"), "the local user unison runs as"),
+  conflicts: field(
+    oneOf(["keep-both"]).default("keep-both"),
+    "the only policy: both versions stay, the conflict is logged and shown by `status`",
+  ),
+  ignore: field(
+    list(
+      text({
+        notString: (v) => `${describe(v)} ${IGNORE_HINT}`,
+        problem: (item) =>
+          !IGNORE_PREFIXES.some((p) => item.startsWith(p) && item.length > p.length)
+            ? `${JSON.stringify(item)} ${IGNORE_HINT}`
+            : /[\n\r]/.test(item)
+              ? "must be a single line: split it into one pattern per entry"
+              : undefined,
+      }),
+    ).default([]),
+    "unison ignore patterns, e.g. `Name *.swp`; `.zfs` is always ignored",
+  ),
+  watch: field(
+    boolean().default(false),
+    "also start a run within seconds of a local change (needs `inotify-tools`), the timer as fallback",
+  ),
+  timeout: field(duration(10, 86400).default(600), "a run that takes longer is stopped (10s–1d)", {
+    defaultText: "10min",
+  }),
+});
+
+// ---------------------------------------------------------------- health
+
+export const healthSchema = z.object({
+  gate: field(
+    boolean().default(true),
+    "run the health gate after each converge; a failure fails `pulumi up`",
+  ),
+  handshakeWait: field(
+    duration(1, 3600).default(60),
+    "how long the gate waits for each peer to answer over the mesh with a fresh handshake",
+    { defaultText: "60s" },
+  ),
+  maxHandshakeAge: field(
+    duration(1, 86400, {
+      problem: (age) =>
+        age < MIN_HANDSHAKE_AGE
+          ? `${age}s is too short: WireGuard re-handshakes only every 2 min, so a healthy peer's handshake can be that old; use ${MIN_HANDSHAKE_AGE}s or more`
+          : undefined,
+    }).default(180),
+    `older handshakes count as down (at least ${formatDuration(MIN_HANDSHAKE_AGE)})`,
+    { defaultText: "180s" },
+  ),
+  pingCount: field(integer(1, 100).default(3), "echo requests sent to each peer's mesh address per check"),
+  mountTimeout: field(
+    duration(1, 600).default(20),
+    "how long an automount may take to come up on first access",
+    {
+      defaultText: "20s",
+    },
+  ),
+  syncWait: field(
+    duration(1, 3600).default(120),
+    "how long the gate waits for a re-run of a sync whose last run failed",
+    { defaultText: "2min" },
+  ),
+  metricsInterval: field(
+    duration(10, 86400).default(60),
+    "how often `<textfileDir>/swarm.prom` is rewritten",
+    {
+      defaultText: "60s",
+    },
+  ),
+  textfileDir: field(
+    text({
+      pattern: /^(?:\/[A-Za-z0-9._@+-]+)+\/?$/,
+      patternHint:
+        "must be an absolute directory path of letters, digits and . _ @ + -, e.g. /var/lib/prometheus/node-exporter",
+      problem: (dir) =>
+        dir.split("/").includes("..")
+          ? `${JSON.stringify(dir)} must not contain "..": write the directory plainly`
+          : undefined,
+    })
+      .transform((dir) => dir.replace(/(.)\/+$/, "$1"))
+      .default("/var/lib/prometheus/node-exporter"),
+    "the node exporter's textfile collector directory",
+  ),
+});
+
+// ---------------------------------------------------------------- the stack
+
+/** One entry per `swarm:` key of a stack file. */
+export const fleetSchema = z.object({
+  hosts: field(list(hostSchema), "The hosts. Each has exactly one of `hcloud` and `existing`.", {
+    hint: "declare the fleet's hosts, each with a name and hcloud or existing",
+  }),
+  mesh: field(meshSchema, "The WireGuard mesh.", { hint: "set at least mesh.cidr, e.g. 10.8.0.0/24" }),
+  admin: field(
+    adminSchema.prefault({}),
+    "The admin key pair and SSH access. Required as soon as one host is a Hetzner server; a fleet of existing hosts needs none.",
+  ),
+  sshPrivateKey: field(
+    text().optional(),
+    "The admin's OpenSSH private key matching swarm:admin.sshPublicKey, used to reach every host. A stack secret: pulumi config set --secret swarm:sshPrivateKey < path/to/private_key",
+    { custom: true, secret: true },
+  ),
+  exports: field(list(exportSchema).default([]), "meshfs exports on OpenZFS."),
+  mounts: field(list(mountSchema).default([]), "sshfs automounts of exports."),
+  syncs: field(list(syncSchema).default([]), "Two-way unison syncs."),
+  health: field(healthSchema.prefault({}), "Health gate and metrics; every key is optional."),
+});
