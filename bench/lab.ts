@@ -8,22 +8,20 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { formatErrors, readStackFile } from "../config/load";
+import { HostKeyLookup, StackLoadError, loadStack } from "../config/load";
 import { FleetConfig } from "../config/types";
-import { validateFleetConfig } from "../config/validate";
 import { CommandTiming, LabEngine, sshRun } from "../lab/engine";
 import {
-  HostKeyLookup,
   LAB_KEY,
   SSH_CONFIG,
   UNBOOTED,
   labConfig,
   labHostKeys,
   labUpArgs,
-  pinHostKeys,
   seedHosts,
   vmSh,
 } from "../lab/fleet";
+import { EXIT, Io, UsageError, parseCommandLine, processIo } from "../scripts/commandLine";
 import { syncSentinel } from "../templates/sftp";
 
 const say = (line: string) => process.stderr.write(`bench: ${line}\n`);
@@ -154,7 +152,19 @@ type SyncPlace = { host: string; name: string; local: string; remote: string };
  * through unison's ssh:// root) that run only when started, on a larger pool.
  */
 export function benchConfig(hostKeys: HostKeyLookup): FleetConfig {
-  const { raw } = readStackFile(path.resolve(__dirname, "..", "Pulumi.lab.yaml"));
+  try {
+    return loadStack("lab", { dir: path.resolve(__dirname, ".."), pinHostKeys: hostKeys, edit: benchVariant })
+      .config;
+  } catch (e) {
+    if (e instanceof StackLoadError && e.invalidConfig) {
+      throw new Error(`the bench's lab variant is invalid:\n${e.problems.join("\n")}`);
+    }
+    throw e;
+  }
+}
+
+/** The raw lab stack with the bench's syncs and pool. */
+function benchVariant(raw: Record<string, unknown>): Record<string, unknown> {
   const [exported] = raw.exports as Record<string, unknown>[];
   const properties = exported.properties as Record<string, unknown>;
   const ai = { user: "ai-streamer", conflicts: "keep-both" };
@@ -174,8 +184,8 @@ export function benchConfig(hostKeys: HostKeyLookup): FleetConfig {
     remote: { export: "meshfs", path: p.remote },
     ...onDemand,
   });
-  const variant = {
-    ...pinHostKeys(raw, hostKeys),
+  return {
+    ...raw,
     exports: [
       // The lab's pool, on the VM's virtual disk (4 GB), with room for the bulk trees.
       { ...exported, properties: { ...properties, refquota: "3G" } },
@@ -190,11 +200,6 @@ export function benchConfig(hostKeys: HostKeyLookup): FleetConfig {
       viaSsh(BENCH_SYNCS.ssh.large),
     ],
   };
-  const { config, errors } = validateFleetConfig(variant);
-  if (config === undefined) {
-    throw new Error(`the bench's lab variant is invalid:\n${formatErrors(errors).join("\n")}`);
-  }
-  return config;
 }
 
 /** A small deterministic generator: the same write schedule on every run. */
@@ -402,13 +407,16 @@ export interface SyncBench {
   readonly bulk: BulkRun[];
 }
 
-async function syncBench(opts: {
-  writes: number;
-  runs: number;
-  files: number;
-  mb: number;
-  rescans: number;
-}): Promise<SyncBench> {
+/** How much the sync benchmark writes and how often it runs. */
+export interface SyncOptions {
+  readonly writes: number;
+  readonly runs: number;
+  readonly files: number;
+  readonly mb: number;
+  readonly rescans: number;
+}
+
+async function syncBench(opts: SyncOptions): Promise<SyncBench> {
   return withLab(benchConfig, async (config) => {
     const key = fs.readFileSync(LAB_KEY, "utf8");
     say("converging the bench's lab variant");
@@ -493,38 +501,76 @@ async function syncBench(opts: {
   });
 }
 
-async function main(argv: string[]): Promise<unknown> {
-  const [mode, ...rest] = argv;
-  const n = rest.map(Number);
-  switch (mode) {
-    case "converge":
-      return convergeBench(n[0] ?? 1);
-    case "sync":
-      return syncBench({
-        writes: n[0] ?? 20,
-        runs: n[1] ?? 1,
-        files: n[2] ?? 10000,
-        mb: n[3] ?? 200,
-        rescans: n[4] ?? 3,
-      });
-    default:
-      throw new Error("usage: lab.ts converge RUNS | sync WRITES RUNS FILES MB RESCANS");
+export const USAGE = "usage: tsx bench/lab.ts converge RUNS | sync WRITES RUNS FILES MB RESCANS";
+
+/** One lab benchmark to run. */
+export type Job =
+  | { readonly mode: "converge"; readonly runs: number }
+  | { readonly mode: "sync"; readonly options: SyncOptions };
+
+/** Parses `MODE COUNTS...`: every count a whole number, those left out at their defaults; throws a UsageError on anything else. */
+export function parseArguments(argv: readonly string[]): Job {
+  const { positionals } = parseCommandLine(argv, { options: {}, allowPositionals: true });
+  const [mode, ...rest] = positionals;
+  const names =
+    mode === "converge" ? ["RUNS"] : mode === "sync" ? ["WRITES", "RUNS", "FILES", "MB", "RESCANS"] : [];
+  if (names.length === 0) {
+    throw new UsageError(mode === undefined ? "name the mode" : `unknown mode ${mode}`);
   }
+  if (rest.length > names.length) {
+    throw new UsageError(`unexpected argument ${rest[names.length]}`);
+  }
+  const n = rest.map((value, i) => {
+    if (!/^\d+$/.test(value)) {
+      throw new UsageError(`${names[i]} is a whole number, not ${value}`);
+    }
+    return Number(value);
+  });
+  return mode === "converge"
+    ? { mode, runs: n[0] ?? 1 }
+    : {
+        mode: "sync",
+        options: {
+          writes: n[0] ?? 20,
+          runs: n[1] ?? 1,
+          files: n[2] ?? 10000,
+          mb: n[3] ?? 200,
+          rescans: n[4] ?? 3,
+        },
+      };
+}
+
+/**
+ * Runs one lab benchmark (as root) and prints its result as one JSON line;
+ * resolves to the exit code: 0 done, 2 usage or not root.
+ */
+export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
+  let job: Job;
+  try {
+    job = parseArguments(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(e.message);
+      io.err(USAGE);
+      return EXIT.usage;
+    }
+    throw e;
+  }
+  if (process.getuid?.() !== 0) {
+    io.err("the lab benchmarks need root (network namespaces, systemd-nspawn)");
+    return EXIT.usage;
+  }
+  const result = job.mode === "converge" ? await convergeBench(job.runs) : await syncBench(job.options);
+  io.out(JSON.stringify(result));
+  return EXIT.ok;
 }
 
 if (require.main === module) {
-  if (process.getuid?.() !== 0) {
-    process.stderr.write("the lab benchmarks need root (network namespaces, systemd-nspawn)\n");
-    process.exit(2);
-  }
   main(process.argv.slice(2)).then(
-    (result) => {
-      process.stdout.write(`${JSON.stringify(result)}\n`);
-      process.exit(0);
-    },
+    (code) => process.exit(code),
     (error: unknown) => {
       process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-      process.exit(1);
+      process.exit(EXIT.failed);
     },
   );
 }

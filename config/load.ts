@@ -5,9 +5,11 @@
  * stripped, values as YAML/JSON decoded them.
  */
 import { existsSync, readFileSync } from "node:fs";
+import { basename, join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { Document, Pair, isMap, isNode, isPair, isScalar, isSeq, parseAllDocuments, visit } from "yaml";
-import { ConfigError } from "./types";
+import { ConfigError, FleetConfig } from "./types";
+import { validateFleetConfig } from "./validate";
 
 const NAMESPACE = "swarm:";
 
@@ -244,6 +246,94 @@ export function readRuntimeConfig(): Record<string, unknown> {
 /** One `path: message` line per error, in the order found. */
 export function formatErrors(errors: readonly ConfigError[]): string[] {
   return errors.map((e) => `${e.path}: ${e.message}`);
+}
+
+/** The SSH host key of a host at an address, or undefined when there is none to pin. */
+export type HostKeyLookup = (address: string) => string | undefined;
+
+/**
+ * Raw stack config with each existing host's `hostKey` set from `keyOf`
+ * where the stack file leaves it out: what `pulumi config set --path
+ * 'swarm:hosts[N].existing.hostKey'` does for a real host.
+ */
+export function pinHostKeys(raw: Record<string, unknown>, keyOf: HostKeyLookup): Record<string, unknown> {
+  if (!Array.isArray(raw.hosts)) {
+    return raw;
+  }
+  const hosts: unknown[] = raw.hosts.map((host: unknown) => {
+    const existing = (host as { existing?: unknown } | null)?.existing as Record<string, unknown> | undefined;
+    if (typeof existing !== "object" || existing === null || existing.hostKey !== undefined) {
+      return host;
+    }
+    const key = typeof existing.address === "string" ? keyOf(existing.address) : undefined;
+    return key === undefined ? host : { ...(host as object), existing: { ...existing, hostKey: key } };
+  });
+  return { ...raw, hosts };
+}
+
+export interface LoadStackOptions {
+  /** The folder that holds `Pulumi.<stack>.yaml`. */
+  readonly dir: string;
+  /** Host keys for the existing hosts whose `hostKey` the stack file leaves out (the lab's, known only once booted). */
+  readonly pinHostKeys?: HostKeyLookup;
+  /** Changes the raw `swarm:` values before validation: variants of a stack for tests and the bench. */
+  readonly edit?: (raw: Record<string, unknown>) => Record<string, unknown>;
+}
+
+/** A stack file, read and validated. */
+export interface LoadedStack {
+  /** `Pulumi.<stack>.yaml`, without its folder. */
+  readonly file: string;
+  readonly config: FleetConfig;
+  /** What `pulumi up` would refuse (documentation placeholders); fine offline. */
+  readonly warnings: readonly ConfigError[];
+}
+
+/**
+ * A stack file that cannot be read, or whose config does not validate:
+ * every problem as one line, naming the file without its folder.
+ */
+export class StackLoadError extends Error {
+  constructor(
+    /** `Pulumi.<stack>.yaml`. */
+    readonly file: string,
+    /** `Pulumi.x.yaml:3: ...` lines for the file, `path: message` lines for the config. */
+    readonly problems: readonly string[],
+    readonly invalidConfig: boolean,
+  ) {
+    super(invalidConfig ? `${file} is invalid:\n${problems.join("\n")}` : problems.join("\n"));
+    this.name = "StackLoadError";
+  }
+}
+
+/**
+ * Reads `<dir>/Pulumi.<stack>.yaml` and validates its `swarm:` config as
+ * the offline tools (validate, render, status, the lab, the bench) see it;
+ * throws a StackLoadError with every problem at once.
+ */
+export function loadStack(stack: string, options: LoadStackOptions): LoadedStack {
+  const path = join(options.dir, `Pulumi.${stack}.yaml`);
+  const file = basename(path);
+  let stackFile: StackConfig;
+  try {
+    stackFile = readStackFile(path);
+  } catch (err) {
+    if (err instanceof StackFileError) {
+      throw new StackLoadError(
+        file,
+        err.message.split("\n").map((line) => line.replaceAll(path, file)),
+        false,
+      );
+    }
+    throw err;
+  }
+  const edited = options.edit === undefined ? stackFile.raw : options.edit(stackFile.raw);
+  const raw = options.pinHostKeys === undefined ? edited : pinHostKeys(edited, options.pinHostKeys);
+  const { config, errors, warnings } = validateFleetConfig(raw, stackFile);
+  if (config === undefined) {
+    throw new StackLoadError(file, formatErrors(errors), true);
+  }
+  return { file, config, warnings };
 }
 
 /** Thrown by the program before it registers any resource when the config is invalid. */

@@ -8,9 +8,8 @@
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { formatErrors, readStackFile } from "../config/load";
+import { HostKeyLookup, loadStack } from "../config/load";
 import { FleetConfig } from "../config/types";
-import { validateFleetConfig } from "../config/validate";
 import { fixtureHostKey } from "../offline/fixtureHostKeys";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -32,9 +31,6 @@ export function vmSh(...args: string[]): string {
   }
   return result.stdout;
 }
-
-/** The SSH host key of a host at an address, or undefined when there is none to pin. */
-export type HostKeyLookup = (address: string) => string | undefined;
 
 /**
  * The Ed25519 host key of every booted lab host, by address, from the
@@ -64,45 +60,23 @@ export function labHostKeys(file = KNOWN_HOSTS): HostKeyLookup {
 export const UNBOOTED: HostKeyLookup = (address) => fixtureHostKey(address);
 
 /**
- * Raw stack config with each existing host's `hostKey` set from `keyOf`
- * where the stack file leaves it out: what `pulumi config set --path
- * 'swarm:hosts[N].existing.hostKey'` does for a real host.
+ * The host keys the offline tools (validate, render) pin for a stack: for
+ * the lab stack, the booted lab's, or while it is down UNBOOTED ones; none
+ * for any other stack, whose existing hosts have theirs in the stack file.
  */
-export function pinHostKeys(raw: Record<string, unknown>, keyOf: HostKeyLookup): Record<string, unknown> {
-  if (!Array.isArray(raw.hosts)) {
-    return raw;
+export function labStackHostKeys(stack: string): HostKeyLookup | undefined {
+  if (stack !== "lab") {
+    return undefined;
   }
-  const hosts: unknown[] = raw.hosts.map((host: unknown) => {
-    const existing = (host as { existing?: unknown } | null)?.existing as Record<string, unknown> | undefined;
-    if (typeof existing !== "object" || existing === null || existing.hostKey !== undefined) {
-      return host;
-    }
-    const key = typeof existing.address === "string" ? keyOf(existing.address) : undefined;
-    return key === undefined ? host : { ...(host as object), existing: { ...existing, hostKey: key } };
-  });
-  return { ...raw, hosts };
-}
-
-/**
- * A stack's raw config as the offline tools check and render it: the lab
- * stack's hosts get their keys pinned (the booted lab's, or while it is down
- * UNBOOTED ones); every other stack is returned as it is.
- */
-export function withLabHostKeys(stack: string, raw: Record<string, unknown>): Record<string, unknown> {
-  return stack === "lab" ? pinHostKeys(raw, fs.existsSync(KNOWN_HOSTS) ? labHostKeys() : UNBOOTED) : raw;
+  return fs.existsSync(KNOWN_HOSTS) ? labHostKeys() : UNBOOTED;
 }
 
 /**
  * The lab stack's validated config, its existing hosts' keys pinned from
- * `hostKeys` (by default the booted lab's), or a thrown error listing every problem.
+ * `hostKeys` (by default the booted lab's), or a thrown StackLoadError listing every problem.
  */
 export function labConfig(stack = "lab", hostKeys: HostKeyLookup = labHostKeys()): FleetConfig {
-  const { raw } = readStackFile(path.join(ROOT, `Pulumi.${stack}.yaml`));
-  const { config, errors } = validateFleetConfig(pinHostKeys(raw, hostKeys));
-  if (config === undefined) {
-    throw new Error(`Pulumi.${stack}.yaml is invalid:\n${formatErrors(errors).join("\n")}`);
-  }
-  return config;
+  return loadStack(stack, { dir: ROOT, pinHostKeys: hostKeys }).config;
 }
 
 /** Pool devices that name a disk of the lab VM: `/dev/disk/by-id/virtio-SERIAL`, as qemu names it. */

@@ -8,12 +8,12 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { formatErrors, readStackFile } from "../config/load";
-import { validateFleetConfig } from "../config/validate";
+import { LoadedStack, StackLoadError, loadStack } from "../config/load";
 import { defineFleet } from "../program";
 import { extractFiles, unwrapRootCommand } from "../templates/shell";
 import { installMocks, offlineRunner, promiseOf, settle } from "../offline/mockRuntime";
-import { withLabHostKeys } from "../lab/fleet";
+import { labStackHostKeys } from "../lab/fleet";
+import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "./commandLine";
 
 const MARKER = ".swarm-render";
 
@@ -22,19 +22,48 @@ interface Connection {
   port: number;
 }
 
-async function main(argv: string[]): Promise<number> {
-  const [stack, outdir] = argv;
-  if (!stack || !outdir) {
-    process.stderr.write("usage: npm run render -- <stack> <outdir>\n");
-    return 2;
+export const USAGE = "usage: npm run render -- <stack> <outdir>";
+
+/** `<stack> <outdir>`; throws a UsageError saying what is wrong with the arguments. */
+export function parseArguments(argv: readonly string[]): { stack: string; outdir: string } {
+  const { positionals } = parseCommandLine(argv, { options: {}, allowPositionals: true });
+  const [stack, outdir] = positionalsAs(positionals, ["stack", "outdir"]);
+  return { stack, outdir };
+}
+
+/**
+ * Renders; resolves to the exit code: 0 rendered, 1 an invalid stack or a
+ * failed render, 2 usage. `dir` is where stack files live.
+ */
+export async function main(argv: readonly string[], io: Io = processIo, dir = "."): Promise<number> {
+  let args: { stack: string; outdir: string };
+  let loaded: LoadedStack;
+  try {
+    args = parseArguments(argv);
+    loaded = loadStack(args.stack, { dir, pinHostKeys: labStackHostKeys(args.stack) });
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(e.message);
+      io.err(USAGE);
+      return EXIT.usage;
+    }
+    if (e instanceof StackLoadError) {
+      e.problems.forEach((line) => io.err(line));
+      return EXIT.failed;
+    }
+    throw e;
   }
-  const file = `Pulumi.${stack}.yaml`;
-  const { raw } = readStackFile(file);
-  const { config, errors } = validateFleetConfig(withLabHostKeys(stack, raw));
-  if (config === undefined) {
-    process.stderr.write(formatErrors(errors).join("\n") + "\n");
-    return 1;
+  try {
+    io.out(await render(args.stack, loaded, args.outdir));
+    return EXIT.ok;
+  } catch (e) {
+    io.err(`render failed: ${e instanceof Error ? e.message : String(e)}`);
+    return EXIT.failed;
   }
+}
+
+/** Writes the render of a loaded stack into `outdir`; returns the summary line. */
+async function render(stack: string, { file, config }: LoadedStack, outdir: string): Promise<string> {
   prepareOutdir(outdir);
 
   const mocks = await installMocks(offlineRunner, stack);
@@ -77,8 +106,7 @@ async function main(argv: string[]): Promise<number> {
     .sort()
     .map(([host, n]) => `${host} ${n} files`)
     .join(", ");
-  process.stdout.write(`rendered ${file} into ${outdir}: ${summary}; topology.mmd\n`);
-  return 0;
+  return `rendered ${file} into ${outdir}: ${summary}; topology.mmd`;
 }
 
 /** Clears a previous render (recognised by its marker) so no stale file survives; refuses any other non-empty folder. */
@@ -99,10 +127,12 @@ function writeOut(outdir: string, host: string, relative: string, content: strin
   fs.writeFileSync(target, content);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    process.stderr.write(`render failed: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(1);
-  },
-);
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`render failed: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.exit(EXIT.failed);
+    },
+  );
+}

@@ -17,12 +17,12 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { formatErrors, readStackFile } from "../config/load";
+import { StackLoadError, loadStack } from "../config/load";
 import { FleetConfig } from "../config/types";
-import { validateFleetConfig } from "../config/validate";
 import { hostKeyMismatch } from "../components/hostKey";
-import { labHostKeys, pinHostKeys } from "../lab/fleet";
+import { LAB_KEY, SSH_CONFIG, labHostKeys } from "../lab/fleet";
 import { HEALTH_PROGRAM_PATH } from "../templates/health";
+import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "./commandLine";
 
 export type Level = "ok" | "WARN" | "FAIL";
 
@@ -431,43 +431,24 @@ function lastLine(text: string): string {
   );
 }
 
-interface Arguments {
+export interface Arguments {
   readonly stack: string;
   readonly key?: string;
   readonly knownHosts?: string;
 }
 
-/** Parses `<stack> [--key FILE] [--known-hosts FILE]`; throws with the usage on anything else. */
+/** Parses `<stack> [--key FILE] [--known-hosts FILE]`; throws a UsageError on anything else. */
 export function parseArguments(argv: readonly string[], env: NodeJS.ProcessEnv): Arguments {
-  let stack: string | undefined;
-  let key = env.SWARM_SSH_KEY === "" ? undefined : env.SWARM_SSH_KEY;
-  let knownHosts: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const value = () => {
-      const next = argv[++i];
-      if (next === undefined) {
-        throw new Error(`${arg} needs a file`);
-      }
-      return next;
-    };
-    if (arg === "--key") {
-      key = value();
-    } else if (arg === "--known-hosts") {
-      knownHosts = value();
-    } else if (!arg.startsWith("-") && stack === undefined) {
-      stack = arg;
-    } else {
-      throw new Error(`unexpected argument ${arg}`);
-    }
-  }
-  if (stack === undefined) {
-    throw new Error("name the stack");
-  }
-  return { stack, key, knownHosts };
+  const { values, positionals } = parseCommandLine(argv, {
+    options: { key: { type: "string" }, "known-hosts": { type: "string" } },
+    allowPositionals: true,
+  });
+  const [stack] = positionalsAs(positionals, ["stack"]);
+  const key = values.key ?? (env.SWARM_SSH_KEY === "" ? undefined : env.SWARM_SSH_KEY);
+  return { stack, key, knownHosts: values["known-hosts"] };
 }
 
-const USAGE =
+export const USAGE =
   "usage: npm run status -- <stack> [--key FILE] [--known-hosts FILE]  (key also from SWARM_SSH_KEY)";
 
 /** The stack's outputs from the Pulumi CLI, or why they could not be read. */
@@ -507,31 +488,45 @@ function keyFile(key: string | undefined): { file?: string; cleanup: () => void 
   return { file, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
-async function main(argv: string[]): Promise<number> {
+/**
+ * Asks every host; resolves to the exit code: 0 every host healthy, 1 a
+ * check failed, a host could not be asked or the stack is invalid, 2 usage.
+ * `root` is where stack files live.
+ */
+export async function main(
+  argv: readonly string[],
+  io: Io = processIo,
+  env: NodeJS.ProcessEnv = process.env,
+  root = path.resolve(__dirname, ".."),
+): Promise<number> {
   let args: Arguments;
   try {
-    args = parseArguments(argv, process.env);
+    args = parseArguments(argv, env);
   } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n${USAGE}\n`);
-    return 2;
+    if (e instanceof UsageError) {
+      io.err(e.message);
+      io.err(USAGE);
+      return EXIT.usage;
+    }
+    throw e;
   }
-  const root = path.resolve(__dirname, "..");
-  const { raw } = readStackFile(path.join(root, `Pulumi.${args.stack}.yaml`));
   // The lab keeps its admin key, the hosts' keys and the route through its VM in its state directory.
-  const labState = process.env.SWARM_LAB_STATE ?? "/var/lib/swarm-lab";
-  const isLab = args.stack === "lab" && fs.existsSync(path.join(labState, "id_ed25519"));
-  const { config, errors } = validateFleetConfig(
-    isLab ? pinHostKeys(raw, labHostKeys(path.join(labState, "known_hosts"))) : raw,
-  );
-  if (config === undefined) {
-    process.stderr.write(`Pulumi.${args.stack}.yaml is invalid:\n${formatErrors(errors).join("\n")}\n`);
-    return 1;
+  const isLab = args.stack === "lab" && fs.existsSync(LAB_KEY);
+  let config: FleetConfig;
+  try {
+    ({ config } = loadStack(args.stack, { dir: root, pinHostKeys: isLab ? labHostKeys() : undefined }));
+  } catch (e) {
+    if (e instanceof StackLoadError) {
+      e.message.split("\n").forEach((line) => io.err(line));
+      return EXIT.failed;
+    }
+    throw e;
   }
   let key = args.key;
   let sshConfig: string | undefined;
   if (isLab && key === undefined) {
-    key = path.join(labState, "id_ed25519");
-    sshConfig = path.join(labState, "ssh_config");
+    key = LAB_KEY;
+    sshConfig = SSH_CONFIG;
   }
   const needsOutputs = config.hosts.some((h) => h.existing === undefined);
   const { outputs, problem } = needsOutputs ? stackOutputs(args.stack, root) : { outputs: {}, problem: "" };
@@ -547,9 +542,9 @@ async function main(argv: string[]): Promise<number> {
       ),
     );
     const rows = [...asked, ...missing];
-    const color = process.stdout.isTTY === true && !process.env.NO_COLOR;
-    process.stdout.write(formatStatusTable(rows, { color }));
-    return rows.every(rowHealthy) ? 0 : 1;
+    const color = io === processIo && process.stdout.isTTY === true && !env.NO_COLOR;
+    io.out(formatStatusTable(rows, { color }).replace(/\n$/, ""));
+    return rows.every(rowHealthy) ? EXIT.ok : EXIT.failed;
   } finally {
     secretKey.cleanup();
     fs.rmSync(pinDir, { recursive: true, force: true });
@@ -561,7 +556,7 @@ if (require.main === module) {
     (code) => process.exit(code),
     (error: unknown) => {
       process.stderr.write(`status failed: ${error instanceof Error ? error.message : String(error)}\n`);
-      process.exit(1);
+      process.exit(EXIT.failed);
     },
   );
 }

@@ -4,49 +4,43 @@
  * `warning: path: message` line per placeholder that `pulumi up` would
  * refuse), or exit 1 with one `path: message` line per error on stderr.
  */
-import { basename } from "node:path";
-import { StackConfig, StackFileError, formatErrors, readStackFile } from "../config/load";
+import { LoadedStack, StackLoadError, formatErrors, loadStack } from "../config/load";
 import { FleetConfig } from "../config/types";
-import { validateFleetConfig } from "../config/validate";
-import { withLabHostKeys } from "../lab/fleet";
+import { labStackHostKeys } from "../lab/fleet";
+import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "./commandLine";
 
-export interface Io {
-  readonly out: (line: string) => void;
-  readonly err: (line: string) => void;
+export const USAGE = "usage: npm run validate -- <stack>   (checks Pulumi.<stack>.yaml)";
+
+/** The stack named by `<stack>`; throws saying what is wrong with the arguments. */
+export function parseArguments(argv: readonly string[]): string {
+  const { positionals } = parseCommandLine(argv, { options: {}, allowPositionals: true });
+  return positionalsAs(positionals, ["stack"])[0];
 }
 
-const processIo: Io = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-};
-
-/** Runs the check; returns the exit code. `dir` is where stack files live. */
+/** Runs the check; returns the exit code: 0 valid, 1 invalid, 2 usage. `dir` is where stack files live. */
 export function main(argv: readonly string[], io: Io = processIo, dir = "."): number {
-  const [stack, ...rest] = argv;
-  if (!stack || rest.length > 0 || stack.startsWith("-")) {
-    io.err("usage: npm run validate -- <stack>   (checks Pulumi.<stack>.yaml)");
-    return 2;
-  }
-  const file = `${dir}/Pulumi.${stack}.yaml`;
-  let stackFile: StackConfig;
+  let stack: string;
   try {
-    stackFile = readStackFile(file);
+    stack = parseArguments(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(e.message);
+      io.err(USAGE);
+      return EXIT.usage;
+    }
+    throw e;
+  }
+  let loaded: LoadedStack;
+  try {
+    loaded = loadStack(stack, { dir, pinHostKeys: labStackHostKeys(stack) });
   } catch (err) {
-    if (err instanceof StackFileError) {
-      for (const line of err.message.split("\n")) {
-        io.err(line.replaceAll(file, basename(file)));
-      }
-      return 1;
+    if (err instanceof StackLoadError) {
+      err.problems.forEach((line) => io.err(line));
+      return EXIT.failed;
     }
     throw err;
   }
-  const { config, errors, warnings } = validateFleetConfig(withLabHostKeys(stack, stackFile.raw), stackFile);
-  if (config === undefined) {
-    for (const line of formatErrors(errors)) {
-      io.err(line);
-    }
-    return 1;
-  }
+  const { file, config, warnings } = loaded;
   for (const line of formatErrors(warnings)) {
     io.err(`warning: ${line}`);
   }
@@ -54,8 +48,8 @@ export function main(argv: readonly string[], io: Io = processIo, dir = "."): nu
     warnings.length > 0
       ? `, with the ${count(warnings.length, "warning")} above to fix before deploying`
       : "";
-  io.out(`${basename(file)}: ${summarize(config)}: valid${refused}`);
-  return 0;
+  io.out(`${file}: ${summarize(config)}: valid${refused}`);
+  return EXIT.ok;
 }
 
 /** e.g. `3 hosts, mesh 10.8.0.0/24 (hub anchor), 1 export, 2 mounts, 1 sync`. */

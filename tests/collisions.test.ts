@@ -1,8 +1,7 @@
 import fc from "fast-check";
 import { Collision, InterfacePlan, findAllowedIpCollisions, parseAllowedIp } from "../config/collisions";
 import { planFleet } from "../config/model";
-import { readStackFile } from "../config/load";
-import { validateFleetConfig } from "../config/validate";
+import { loadStack } from "../config/load";
 
 /** Every address of a block inside 10.0.0.0/24, listed one by one: the oracle never does prefix arithmetic. */
 function addressesOf(entry: string): Set<number> {
@@ -137,8 +136,8 @@ describe("findAllowedIpCollisions", () => {
   });
 
   it("finds none in the production plan", () => {
-    const { config } = validateFleetConfig(readStackFile(`${__dirname}/../Pulumi.prod.yaml`).raw);
-    const plan = planFleet(config!);
+    const { config } = loadStack("prod", { dir: `${__dirname}/..` });
+    const plan = planFleet(config);
     expect(plan.hosts.flatMap((h) => h.peers)).not.toHaveLength(0);
     expect(findAllowedIpCollisions(plan)).toEqual([]);
   });

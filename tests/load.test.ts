@@ -5,12 +5,15 @@ import * as pulumi from "@pulumi/pulumi";
 import {
   ConfigValidationError,
   StackFileError,
+  StackLoadError,
   formatErrors,
+  loadStack,
+  pinHostKeys,
   readRuntimeConfig,
   readStackFile,
 } from "../config/load";
 import { fixtureHostKey } from "../offline/fixtureHostKeys";
-import { main } from "../scripts/validate";
+import { USAGE, main } from "../scripts/validate";
 
 let dir: string;
 
@@ -315,7 +318,96 @@ describe("npm run validate", () => {
     });
   });
 
-  it("prints usage without a stack", () => {
-    expect(run([], dir).code).toBe(2);
+  it.each([
+    [[], "name the stack"],
+    [["prod", "staging"], "unexpected argument staging"],
+    [["--strict", "prod"], "Unknown option '--strict'"],
+  ])("answers %j with what is wrong and the usage line, exit 2", (argv, message) => {
+    expect(run(argv, dir)).toEqual({ code: 2, out: [], err: [message, USAGE] });
+  });
+});
+
+describe("loadStack", () => {
+  const UNPINNED = `config:
+  swarm:hosts:
+    - name: a
+      existing: {address: 192.168.1.10}
+    - name: b
+      existing: {address: 192.168.1.11, hostKey: ${fixtureHostKey("b")}}
+  swarm:mesh:
+    cidr: 10.8.0.0/24
+`;
+
+  it("returns the validated config and the placeholder warnings of the example stack", () => {
+    const { file, config, warnings } = loadStack("prod", { dir: join(__dirname, "..") });
+    expect(file).toBe("Pulumi.prod.yaml");
+    expect(config.hosts.map((h) => h.name).sort()).toEqual(["anchor", "hetzner-native", "satellite"]);
+    expect(warnings.map((w) => w.path)).toEqual([
+      "swarm:admin.sshPublicKey",
+      "swarm:admin.sshSourceCidrs[0]",
+    ]);
+  });
+
+  it("pins host keys only where the stack file has none", () => {
+    stackFile("pinned", UNPINNED);
+    const asked: string[] = [];
+    const { config } = loadStack("pinned", {
+      dir,
+      pinHostKeys: (address) => {
+        asked.push(address);
+        return fixtureHostKey(`lab ${address}`);
+      },
+    });
+    expect(asked).toEqual(["192.168.1.10"]);
+    expect(config.hosts.map((h) => h.existing?.hostKey)).toEqual([
+      fixtureHostKey("lab 192.168.1.10"),
+      fixtureHostKey("b"),
+    ]);
+  });
+
+  it("edits the raw values before validating them", () => {
+    stackFile("pinned", UNPINNED);
+    const { config } = loadStack("pinned", {
+      dir,
+      pinHostKeys: fixtureHostKey,
+      edit: (raw) => ({ ...raw, mesh: { cidr: "10.9.0.0/24" } }),
+    });
+    expect(config.mesh.cidr).toBe("10.9.0.0/24");
+  });
+
+  it("throws every config error at once, as path: message lines under the file's name", () => {
+    stackFile("pinned", UNPINNED.replace("10.8.0.0/24", "10.8.0.1/24"));
+    let thrown: unknown;
+    try {
+      loadStack("pinned", { dir });
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(StackLoadError);
+    const error = thrown as StackLoadError;
+    expect(error.file).toBe("Pulumi.pinned.yaml");
+    expect(error.invalidConfig).toBe(true);
+    expect(error.problems).toEqual([
+      expect.stringMatching(/^swarm:hosts\[0\]\.existing\.hostKey: /),
+      "swarm:mesh.cidr: 10.8.0.1/24 has host bits set: did you mean 10.8.0.0/24?",
+    ]);
+    expect(error.message).toBe(`Pulumi.pinned.yaml is invalid:\n${error.problems.join("\n")}`);
+  });
+
+  it("throws the file's YAML errors in the same shape, naming the file without its folder", () => {
+    stackFile("twice", "config:\n  swarm:mesh: {}\n  swarm:mesh: {}\n");
+    expect(() => loadStack("twice", { dir })).toThrow(
+      expect.objectContaining({
+        file: "Pulumi.twice.yaml",
+        invalidConfig: false,
+        problems: [
+          "Pulumi.twice.yaml:3: swarm:mesh is set twice (first on line 2), which Pulumi refuses: merge the two into one swarm:mesh",
+        ],
+      }),
+    );
+  });
+
+  it("leaves a config without a host list to validation", () => {
+    expect(pinHostKeys({ mesh: {} }, fixtureHostKey)).toEqual({ mesh: {} });
   });
 });

@@ -13,6 +13,7 @@ import {
   formatAge,
   formatBytes,
   formatStatusTable,
+  main,
   parseArguments,
   parseHostReport,
   rowHealthy,
@@ -258,11 +259,62 @@ describe("ssh", () => {
 
   test.each([
     [[], /name the stack/],
-    [["prod", "--key"], /--key needs a file/],
-    [["prod", "--insecure"], /unexpected argument --insecure/],
+    [["prod", "--key"], /--key <value>' argument missing/],
+    [["prod", "--insecure"], /Unknown option '--insecure'/],
     [["prod", "staging"], /unexpected argument staging/],
   ])("rejects arguments %j", (argv, message) => {
     expect(() => parseArguments(argv, {})).toThrow(message);
+  });
+});
+
+describe("npm run status", () => {
+  let root: string;
+  beforeEach(() => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-status-cli-"));
+  });
+  afterEach(() => {
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  async function run(argv: string[]) {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(argv, { out: (l) => out.push(l), err: (l) => err.push(l) }, {}, root);
+    return { code, out, err };
+  }
+
+  test.each([[[]], [["prod", "--insecure"]], [["prod", "staging"]]])(
+    "answers %j with what is wrong and the usage line, exit 2, asking no host",
+    async (argv) => {
+      const { code, out, err } = await run(argv);
+      expect({ code, out }).toEqual({ code: 2, out: [] });
+      expect(err).toHaveLength(2);
+      expect(err[1]).toMatch(/^usage: npm run status -- <stack> /);
+    },
+  );
+
+  test("names a missing stack file, exit 1", async () => {
+    expect(await run(["nowhere"])).toEqual({
+      code: 1,
+      out: [],
+      err: ["Pulumi.nowhere.yaml does not exist: create it, or name an existing stack (Pulumi.<stack>.yaml)"],
+    });
+  });
+
+  test("lists every config error of an invalid stack under its file name, exit 1, asking no host", async () => {
+    fs.writeFileSync(
+      path.join(root, "Pulumi.broken.yaml"),
+      "config:\n  swarm:hosts:\n    - name: Anchor\n      existing: {address: 192.0.2.1}\n  swarm:mesh:\n    cidr: 10.8.0.1/24\n",
+    );
+    const { code, out, err } = await run(["broken"]);
+    expect({ code, out }).toEqual({ code: 1, out: [] });
+    expect(err[0]).toBe("Pulumi.broken.yaml is invalid:");
+    expect(err.slice(1)).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^swarm:hosts\[0\]\.name: "Anchor" is not a valid host name/),
+        expect.stringMatching(/^swarm:mesh\.cidr: 10\.8\.0\.1\/24 has host bits set/),
+      ]),
+    );
   });
 });
 

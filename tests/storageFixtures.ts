@@ -6,15 +6,14 @@
  */
 import { join } from "node:path";
 import { DEFAULT_HEALTH } from "../config/health";
-import { ConfigValidationError, readStackFile } from "../config/load";
+import { loadStack } from "../config/load";
 import { ExportConfig, FleetConfig, HostConfig, MountConfig, SyncConfig } from "../config/types";
-import { validateFleetConfig } from "../config/validate";
 import { SftpPlan } from "../templates/sftp";
 import { MountPlan } from "../templates/sshfs";
 import { SyncPlan } from "../templates/unison";
 import { SnapshotPlan, ZfsPlan } from "../templates/zfs";
 import { fakeBytes } from "../offline/mockRuntime";
-import { pinHostKeys, UNBOOTED } from "../lab/fleet";
+import { UNBOOTED } from "../lab/fleet";
 
 /** A well-formed ed25519 public key line whose key bytes derive from `seed`. */
 export function fakePublicKey(seed: string, comment = seed): string {
@@ -38,13 +37,7 @@ function validatedStack(
   stack: string,
   edit: (raw: Record<string, unknown>) => Record<string, unknown> = (raw) => raw,
 ): FleetConfig {
-  const { config, errors } = validateFleetConfig(
-    pinHostKeys(edit(readStackFile(join(__dirname, "..", `Pulumi.${stack}.yaml`)).raw), UNBOOTED),
-  );
-  if (config === undefined) {
-    throw new ConfigValidationError(errors);
-  }
-  return config;
+  return loadStack(stack, { dir: join(__dirname, ".."), pinHostKeys: UNBOOTED, edit }).config;
 }
 
 const PROD = validatedStack("prod");

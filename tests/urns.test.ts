@@ -10,19 +10,17 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { readStackFile } from "../config/load";
-import { validateFleetConfig } from "../config/validate";
-import { withLabHostKeys } from "../lab/fleet";
+import { loadStack } from "../config/load";
+import { labStackHostKeys } from "../lab/fleet";
 import { installMocks, settle } from "../offline/mockRuntime";
 import { defineFleet } from "../program";
 
 async function urnsOf(stack: string): Promise<string[]> {
   const mocks = await installMocks(undefined, stack, true);
-  const { raw } = readStackFile(path.join(__dirname, "..", `Pulumi.${stack}.yaml`));
-  const { config, errors } = validateFleetConfig(withLabHostKeys(stack, raw));
-  if (config === undefined) {
-    throw new Error(JSON.stringify(errors));
-  }
+  const { config } = loadStack(stack, {
+    dir: path.join(__dirname, ".."),
+    pinHostKeys: labStackHostKeys(stack),
+  });
   defineFleet(config, { sshPrivateKey: pulumi.secret("(test)") });
   await settle();
   return [...new Set(mocks.resources.map((r) => r.urn))].sort();
