@@ -19,7 +19,8 @@ import { validateFleetConfig } from "../config/validate";
 import { CommandInputs, changedInputs, commandInputs, sameInputs } from "../lab/engine";
 import { defineFleet } from "../program";
 import { MockFleet, RecordedResource, installMocks, offlineRunner, settle } from "../offline/mockRuntime";
-import { Change, FleetShape, Topology, belongsTo, meshOnlyHosts, rawFleet } from "./fleets";
+import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "../scripts/commandLine";
+import { Change, FleetShape, belongsTo, meshOnlyHosts, rawFleet } from "./fleets";
 
 export interface TypeCount {
   readonly type: string;
@@ -350,31 +351,77 @@ async function changes(shape: FleetShape): Promise<ChangesResult> {
   return { kind: "changes", commands: base.size, changes: result };
 }
 
-async function main(argv: string[]): Promise<unknown> {
-  const [mode, ...rest] = argv;
-  switch (mode) {
-    case "program":
-      return program({ hosts: Number(rest[0]), topology: rest[1] as Topology });
-    case "profile":
-      return profiled({ hosts: Number(rest[0]), topology: rest[1] as Topology });
-    case "floor":
-      return floor(JSON.parse(rest[0]) as TypeCount[]);
-    case "changes":
-      return changes({ hosts: Number(rest[0]), topology: rest[1] as Topology });
-    default:
-      throw new Error("usage: evaluate.ts program|changes HOSTS full|hub, or floor COUNTS_JSON");
+export const USAGE =
+  "usage: tsx bench/evaluate.ts program|profile|changes HOSTS full|hub | floor COUNTS_JSON";
+
+/** One evaluation to run. */
+export type Job =
+  | { readonly mode: "program" | "profile" | "changes"; readonly shape: FleetShape }
+  | { readonly mode: "floor"; readonly types: readonly TypeCount[] };
+
+const SHAPED = ["program", "profile", "changes"] as const;
+
+/** Parses `MODE ARGS...`; throws a UsageError on anything else. */
+export function parseArguments(argv: readonly string[]): Job {
+  const { positionals } = parseCommandLine(argv, { options: {}, allowPositionals: true });
+  const [mode] = positionals;
+  if (mode === "floor") {
+    const [, counts] = positionalsAs(positionals, ["mode", "COUNTS_JSON"]);
+    try {
+      return { mode, types: JSON.parse(counts) as TypeCount[] };
+    } catch {
+      throw new UsageError(`COUNTS_JSON is not JSON: ${counts}`);
+    }
   }
+  if (!(SHAPED as readonly string[]).includes(mode)) {
+    throw new UsageError(mode === undefined ? "name the mode" : `unknown mode ${mode}`);
+  }
+  const [, hosts, topology] = positionalsAs(positionals, ["mode", "HOSTS", "TOPOLOGY"]);
+  if (!/^[1-9]\d*$/.test(hosts)) {
+    throw new UsageError(`HOSTS is a number of hosts, not ${hosts}`);
+  }
+  if (topology !== "full" && topology !== "hub") {
+    throw new UsageError(`TOPOLOGY is full or hub, not ${topology}`);
+  }
+  return { mode: mode as (typeof SHAPED)[number], shape: { hosts: Number(hosts), topology } };
+}
+
+function run(job: Job): Promise<unknown> {
+  switch (job.mode) {
+    case "program":
+      return program(job.shape);
+    case "profile":
+      return profiled(job.shape);
+    case "changes":
+      return changes(job.shape);
+    case "floor":
+      return floor(job.types);
+  }
+}
+
+/** Runs one evaluation and prints its result as one JSON line; resolves to the exit code: 0 done, 2 usage. */
+export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
+  let job: Job;
+  try {
+    job = parseArguments(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(e.message);
+      io.err(USAGE);
+      return EXIT.usage;
+    }
+    throw e;
+  }
+  io.out(JSON.stringify(await run(job)));
+  return EXIT.ok;
 }
 
 if (require.main === module) {
   main(process.argv.slice(2)).then(
-    (result) => {
-      process.stdout.write(`${JSON.stringify(result)}\n`);
-      process.exit(0);
-    },
+    (code) => process.exit(code),
     (error: unknown) => {
       process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-      process.exit(1);
+      process.exit(EXIT.failed);
     },
   );
 }

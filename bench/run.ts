@@ -10,6 +10,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { ChangesResult, FloorResult, ProfileResult, ProgramResult, Rerun, TypeCount } from "./evaluate";
+import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "../scripts/commandLine";
 import { CHANGED_MOUNT_HOST, Topology, belongsTo, hostName } from "./fleets";
 import type { BulkRun, ConvergeRun, LatencySeries, SyncBench } from "./lab";
 
@@ -18,7 +19,7 @@ const LAB_LOCK = "/tmp/swarm-lab.lock";
 const SECTIONS = ["eval", "changes", "converge", "sync"] as const;
 type Section = (typeof SECTIONS)[number];
 
-interface Options {
+export interface Options {
   readonly quick: boolean;
   readonly only: ReadonlySet<Section>;
   readonly json?: string;
@@ -69,29 +70,25 @@ const CAPPED_HEAP_MB = 640;
 
 const say = (line: string) => process.stderr.write(`bench: ${line}\n`);
 
-function parseArgs(argv: readonly string[]): Options {
-  let quick = false;
+export const USAGE = "usage: npm run bench [-- --quick] [--only eval,changes,converge,sync] [--json FILE]";
+
+/** Parses `[--quick] [--only SECTIONS] [--json FILE]`; throws a UsageError on anything else. */
+export function parseArguments(argv: readonly string[]): Options {
+  const { values, positionals } = parseCommandLine(argv, {
+    options: { quick: { type: "boolean" }, only: { type: "string" }, json: { type: "string" } },
+    allowPositionals: true,
+  });
+  positionalsAs(positionals, []);
   let only: Set<Section> = new Set(SECTIONS);
-  let json: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === "--quick") {
-      quick = true;
-    } else if (arg === "--only" || arg.startsWith("--only=")) {
-      const value = arg.includes("=") ? arg.slice("--only=".length) : argv[++i];
-      const wanted = (value ?? "").split(",").filter(Boolean);
-      const unknown = wanted.filter((w) => !(SECTIONS as readonly string[]).includes(w));
-      if (wanted.length === 0 || unknown.length > 0) {
-        throw new Error(`--only takes a comma-separated list of ${SECTIONS.join(", ")}`);
-      }
-      only = new Set(wanted as Section[]);
-    } else if (arg === "--json" || arg.startsWith("--json=")) {
-      json = arg.includes("=") ? arg.slice("--json=".length) : argv[++i];
-    } else {
-      throw new Error(`unknown argument ${arg}: use --quick, --only SECTIONS, --json FILE`);
+  if (values.only !== undefined) {
+    const wanted = values.only.split(",").filter(Boolean);
+    const unknown = wanted.filter((w) => !(SECTIONS as readonly string[]).includes(w));
+    if (wanted.length === 0 || unknown.length > 0) {
+      throw new UsageError(`--only takes a comma-separated list of ${SECTIONS.join(", ")}`);
     }
+    only = new Set(wanted as Section[]);
   }
-  return { quick, only, json };
+  return { quick: values.quick === true, only, ...(values.json !== undefined ? { json: values.json } : {}) };
 }
 
 /** Runs a child; resolves with its stdout and wall time. stderr passes through (progress). */
@@ -679,8 +676,19 @@ function syncReport(runs: SyncBench): string {
 
 // ---------- main ----------
 
-async function main(argv: readonly string[]): Promise<number> {
-  const options = parseArgs(argv);
+/** Runs the benchmark; resolves to the exit code: 0 done, 1 a part failed, 2 usage. The report goes to `io.out`. */
+export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
+  let options: Options;
+  try {
+    options = parseArguments(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(e.message);
+      io.err(USAGE);
+      return EXIT.usage;
+    }
+    throw e;
+  }
   const plan = options.quick ? QUICK : FULL;
   const started = Date.now();
   const raw: Record<string, unknown> = { quick: options.quick, plan: { ...plan, profile: undefined } };
@@ -718,14 +726,16 @@ async function main(argv: readonly string[]): Promise<number> {
   if (options.json) {
     fs.writeFileSync(options.json, `${JSON.stringify(raw, null, 1)}\n`);
   }
-  process.stdout.write(`${report.join("\n")}\n`);
-  return 0;
+  io.out(report.join("\n"));
+  return EXIT.ok;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(1);
-  },
-);
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.exit(EXIT.failed);
+    },
+  );
+}
