@@ -4,6 +4,8 @@
  * differ, and the script reports what it changed on stdout.
  */
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
 
 /** Quotes a string for bash as one word. */
 export function shellQuote(value: string): string {
@@ -15,40 +17,38 @@ export function sha256(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
-/** Functions every host script starts with. */
-export const SCRIPT_PRELUDE = `set -euo pipefail
-umask 022
-export LC_ALL=C
-changed=()
-# swarm_write PATH MODE OWNER:GROUP < content: atomic, and only when something differs.
-swarm_write() {
-  local path=$1 mode=$2 owner=$3 tmp
-  # Create missing parents only: an existing directory keeps its mode (/etc/wireguard stays 0700).
-  [ -d "$(dirname "$path")" ] || install -d -m 0755 "$(dirname "$path")"
-  tmp=$(mktemp "$path.swarm.XXXXXX")
-  cat >"$tmp"
-  chmod "$mode" "$tmp"
-  chown "$owner" "$tmp"
-  if [ -f "$path" ] && cmp -s "$tmp" "$path" &&
-    [ "$(stat -c %a:%U:%G "$path")" = "$(stat -c %a:%U:%G "$tmp")" ]; then
-    rm -f "$tmp"
-    return 0
-  fi
-  mv -f "$tmp" "$path"
-  changed+=("$path")
-  echo "swarm: wrote $path"
+/** Where the shell files that run on hosts live, beside the templates that install them. */
+export const HOST_SCRIPT_DIR = path.join(__dirname, "hostscripts");
+
+/**
+ * The text of a file in `templates/hostscripts` (or at an absolute path). A fragment, which is part of
+ * other scripts rather than a program, starts with `# shellcheck` directives
+ * for the checker; they are left out. Each of `values` replaces the one line
+ * `NAME=...` of the file that assigns it: constants the templates own, so the
+ * file can run as it is and still say what the TypeScript says.
+ */
+export function hostScript(file: string, values: Readonly<Record<string, string>> = {}): string {
+  let text = readFileSync(path.resolve(HOST_SCRIPT_DIR, file), "utf8");
+  while (text.startsWith("# shellcheck ")) {
+    text = text.slice(text.indexOf("\n") + 1);
+  }
+  for (const [name, value] of Object.entries(values)) {
+    const assignment = new RegExp(`^${name}=.*$`, "gm");
+    const found = text.match(assignment) ?? [];
+    if (found.length !== 1) {
+      throw new Error(`${file} must assign ${name} on exactly one line, not ${found.length}`);
+    }
+    text = text.replace(assignment, () => `${name}=${shellQuote(value)}`);
+  }
+  return text;
 }
-# swarm_changed PATH...: true when this run wrote any of them.
-swarm_changed() {
-  local c p
-  for c in "\${changed[@]}"; do
-    for p in "$@"; do
-      [ "$c" = "$p" ] && return 0
-    done
-  done
-  return 1
-}
-`;
+
+/**
+ * Functions every host script starts with (`hostscripts/prelude.sh`): `fail`,
+ * `swarm_write`, `swarm_changed`, and `swarm_activate`, which enables, starts
+ * and restarts a unit after systemd has read the unit files the run wrote.
+ */
+export const SCRIPT_PRELUDE = hostScript("prelude.sh");
 
 export interface FileSpec {
   /** Absolute path on the host. */

@@ -185,13 +185,7 @@ owner_gid=$(id -g ${q(plan.owner)})
       `-e "s/${OWNER_UID}/$owner_uid/g" -e "s/${OWNER_GID}/$owner_gid/g"`,
     ),
     writeFile({ path: automountFile, content: automountUnit(plan), mode: "0644" }),
-    `if swarm_changed ${q(mountFile)} ${q(automountFile)}; then
-  systemctl daemon-reload
-fi
-if ! systemctl is-enabled --quiet ${q(units.automount)}; then
-  systemctl enable --quiet ${q(units.automount)}
-  echo "swarm: enabled ${units.automount}"
-fi
+    `swarm_reload
 if swarm_changed ${q(mountFile)} && systemctl is-active --quiet ${q(units.mount)}; then
   if systemctl stop ${q(units.mount)} 2>/dev/null; then
     echo "swarm: unmounted ${where}; the next access mounts it with the new settings"
@@ -199,16 +193,13 @@ if swarm_changed ${q(mountFile)} && systemctl is-active --quiet ${q(units.mount)
     echo "swarm: ${where} is busy; the new settings apply at its next mount"
   fi
 fi
-if ! systemctl is-active --quiet ${q(units.automount)}; then
-  systemctl start ${q(units.automount)} || fail "${units.automount} does not start: see journalctl -u ${units.automount}"
-  echo "swarm: started ${units.automount}"
-elif swarm_changed ${q(automountFile)}; then
-  if systemctl is-active --quiet ${q(units.mount)}; then
-    echo "swarm: ${where} is mounted; ${units.automount} picks up its new settings when restarted after the unmount"
-  else
-    systemctl restart ${q(units.automount)}
-    echo "swarm: restarted ${units.automount}"
-  fi
+# An automount is not restarted under its mount: a changed one waits for the unmount.
+if swarm_changed ${q(automountFile)} && systemctl is-active --quiet ${q(units.automount)} &&
+  systemctl is-active --quiet ${q(units.mount)}; then
+  echo "swarm: ${where} is mounted; ${units.automount} picks up its new settings when restarted after the unmount"
+  swarm_activate ${q(units.automount)}
+else
+  swarm_activate ${q(units.automount)} ${q(automountFile)}
 fi
 # The first access mounts the export; its sentinel proves it is the right one and is really there.
 seen=$(timeout 60 cat ${q(`${where}/${EXPORT_SENTINEL}`)} 2>&1) ||

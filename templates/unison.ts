@@ -14,7 +14,7 @@
  * without its sentinel stops the sync until someone looks.
  */
 import { Seconds } from "../config/types";
-import { script, shellQuote, writeFile } from "./shell";
+import { hostScript, script, shellQuote, writeFile } from "./shell";
 import { syncSentinel } from "./sftp";
 import { hostKeyAlias, knownHosts } from "./sshfs";
 import { execLine, renderUnit, systemdEscapePath, timespan, unitHeader } from "./systemd";
@@ -185,70 +185,7 @@ export function unisonProfile(plan: SyncPlan): string {
  * whose emptiness unison would faithfully mirror.
  */
 export function guardScript(): string {
-  return `#!/bin/bash
-# Installed by swarm: checks that the roots of a sync are really there before unison runs.
-set -euo pipefail
-export LC_ALL=C
-init=0
-state=
-mount=
-export_name=
-sentinel=
-while [ $# -gt 0 ]; do
-  case $1 in
-    --init) init=1; shift ;;
-    --state) state=$2; shift 2 ;;
-    --mount) mount=$2; shift 2 ;;
-    --export) export_name=$2; shift 2 ;;
-    --sentinel) sentinel=$2; shift 2 ;;
-    --) shift; break ;;
-    -*) echo "unison-guard: unknown option $1" >&2; exit 2 ;;
-    *) break ;;
-  esac
-done
-if [ -z "$sentinel" ] || [ $# -eq 0 ]; then
-  echo "usage: unison-guard [--init --state DIR] [--mount PATH --export NAME] --sentinel FILE ROOT..." >&2
-  exit 2
-fi
-refuse() {
-  echo "swarm: not syncing: $*" >&2
-  exit 1
-}
-has_archive() {
-  [ -n "$state" ] && compgen -G "$state/ar*" >/dev/null
-}
-if [ -n "$mount" ]; then
-  # Reading the directory is what makes an automount mount it.
-  ls -A "$mount" >/dev/null 2>&1 || refuse "cannot read $mount (see journalctl -u $(systemd-escape --path "$mount" 2>/dev/null).mount)"
-  types=$(findmnt -n -o FSTYPE --mountpoint "$mount" | paste -sd, -) || true
-  case ,$types, in
-    *,fuse.sshfs,*) ;;
-    *) refuse "$mount is not an sshfs mount (found: \${types:-no mount at all})" ;;
-  esac
-  seen=$(cat "$mount/${EXPORT_SENTINEL}" 2>/dev/null) || refuse "$mount has no ${EXPORT_SENTINEL}: the export's dataset is not mounted on its host"
-  if [ -n "$export_name" ] && [ "$seen" != "$export_name" ]; then
-    refuse "$mount shows export '$seen', not $export_name"
-  fi
-fi
-for root in "$@"; do
-  if [ ! -d "$root" ]; then
-    if [ "$init" = 1 ] && ! has_archive; then
-      mkdir -p "$root"
-      echo "swarm: created root $root"
-    else
-      refuse "root $root is missing"
-    fi
-  fi
-  if [ ! -e "$root/$sentinel" ]; then
-    if [ "$init" = 1 ] && ! has_archive; then
-      : >"$root/$sentinel"
-      echo "swarm: marked $root with $sentinel"
-    else
-      refuse "root $root has no $sentinel, so it may not be the directory unison knows (an unmounted or replaced one). If it is, and its content is intact, mark it: touch '$root/$sentinel'"
-    fi
-  fi
-done
-`;
+  return GUARD_PROGRAM;
 }
 
 /**
@@ -256,56 +193,17 @@ done
  * records how the run ended in FILE and keeps unison's log bounded.
  */
 export function statusScript(): string {
-  return `#!/bin/bash
-# Installed by swarm: records the outcome of the last run of a sync (systemd ExecStopPost).
-set -euo pipefail
-export LC_ALL=C
-sync=$1
-file=$2
-log=\${3-}
-result=\${SERVICE_RESULT:-unknown}
-status=\${EXIT_STATUS:-}
-case $result/$status in
-  success/0) summary="ok" ;;
-  success/1) summary="conflicts skipped: each side kept its version; see journalctl -u swarm-sync-$sync and resolve them" ;;
-  */2) summary="failed: some files were not synced (unison exit 2)" ;;
-  */3) summary="failed: unison stopped before syncing (exit 3): a root, its sentinel or the connection is missing" ;;
-  exit-code/) summary="refused: the guard found a root, a sentinel or the mount missing" ;;
-  timeout/*) summary="failed: the run took longer than its timeout" ;;
-  *) summary="failed: $result \${EXIT_CODE:-} $status" ;;
-esac
-tmp=$(mktemp "$file.XXXXXX")
-printf 'sync=%s\\nresult=%s\\nexit=%s\\nsummary=%s\\nfinished=%s\\n' \\
-  "$sync" "$result" "\${status:-none}" "$summary" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$tmp"
-chmod 0644 "$tmp"
-mv -f "$tmp" "$file"
-if [ "$summary" != ok ]; then
-  echo "swarm: sync $sync: $summary"
-fi
-# unison appends to its log on every run and reopens it each time: rotate it past 1 MiB.
-if [ -n "$log" ] && [ -f "$log" ] && [ "$(stat -c %s "$log")" -gt 1048576 ]; then
-  mv -f "$log" "$log.1"
-fi
-`;
+  return STATUS_PROGRAM;
 }
 
 /** `unison-watch UNIT ROOT`: starts UNIT whenever something changes below ROOT, bursts coalesced. */
 export function watchScript(): string {
-  return `#!/bin/bash
-# Installed by swarm: starts a sync when its local root changes. The sync's own service does the
-# work, so a watched change and the timer can never run unison twice at once.
-set -euo pipefail
-unit=$1
-root=$2
-command -v inotifywait >/dev/null || { echo "unison-watch: inotifywait is missing: install inotify-tools" >&2; exit 1; }
-inotifywait -m -r -q -e close_write,create,delete,move,attrib \\
-  --exclude '/\\.(unison\\.|swarm-sync-)' --format '%w%f' "$root" |
-  while read -r _; do
-    while read -r -t 2 _; do :; done
-    systemctl start --no-block "$unit"
-  done
-`;
+  return WATCH_PROGRAM;
 }
+
+const GUARD_PROGRAM = hostScript("unison-guard.sh", { EXPORT_SENTINEL });
+const STATUS_PROGRAM = hostScript("unison-status.sh");
+const WATCH_PROGRAM = hostScript("unison-watch.sh");
 
 function guardArgs(plan: SyncPlan): string[] {
   const mount =
@@ -430,9 +328,6 @@ export function syncInstallScript(host: string, plan: SyncPlan, hostKey?: string
   const q = shellQuote;
   const state = stateDir(plan.name);
   const units = syncUnitNames(plan.name);
-  const unitFiles = [units.service, units.timer, ...(plan.watch ? [units.watch] : [])].map(
-    (u) => `${UNIT_DIR}/${u}`,
-  );
   const sshFiles =
     plan.remote.kind === "ssh"
       ? [
@@ -445,18 +340,7 @@ export function syncInstallScript(host: string, plan: SyncPlan, hostKey?: string
         ]
       : [];
   const watch = plan.watch
-    ? `if ! systemctl is-enabled --quiet ${units.watch}; then
-  systemctl enable --quiet ${units.watch}
-  echo "swarm: enabled ${units.watch}"
-fi
-if ! systemctl is-active --quiet ${units.watch}; then
-  systemctl start ${units.watch}
-  echo "swarm: started ${units.watch}"
-elif swarm_changed ${q(`${UNIT_DIR}/${units.watch}`)} ${q(WATCH)}; then
-  systemctl restart ${units.watch}
-  echo "swarm: restarted ${units.watch}"
-fi
-`
+    ? `swarm_activate ${q(units.watch)} ${q(`${UNIT_DIR}/${units.watch}`)} ${q(WATCH)}\n`
     : `if [ -e ${q(`${UNIT_DIR}/${units.watch}`)} ]; then
   systemctl disable --now ${units.watch} 2>/dev/null || true
   rm -f ${q(`${UNIT_DIR}/${units.watch}`)}
@@ -492,23 +376,11 @@ fi
     plan.watch
       ? writeFile({ path: `${UNIT_DIR}/${units.watch}`, content: watchService(plan), mode: "0644" })
       : "",
-    `if swarm_changed ${unitFiles.map(q).join(" ")}; then
-  systemctl daemon-reload
-fi
+    `swarm_reload
 # Before the first sync, missing roots and sentinels are created; after it, the guard only checks.
 runuser -u "$user" -- ${[GUARD, "--init", "--state", state, ...guardArgs(plan)].map(q).join(" ")} ||
   fail "sync ${plan.name} cannot start: see the message above"
-if ! systemctl is-enabled --quiet ${units.timer}; then
-  systemctl enable --quiet ${units.timer}
-  echo "swarm: enabled ${units.timer}"
-fi
-if ! systemctl is-active --quiet ${units.timer}; then
-  systemctl start ${units.timer}
-  echo "swarm: started ${units.timer}"
-elif swarm_changed ${q(`${UNIT_DIR}/${units.timer}`)}; then
-  systemctl restart ${units.timer}
-  echo "swarm: restarted ${units.timer}"
-fi
+swarm_activate ${q(units.timer)} ${q(`${UNIT_DIR}/${units.timer}`)}
 ${watch}`,
   );
 }

@@ -4,7 +4,7 @@
  * pruning script.
  */
 import { Seconds } from "../config/types";
-import { script, shellQuote, writeFile } from "./shell";
+import { hostScript, script, shellQuote, writeFile } from "./shell";
 import { execLine, renderUnit, timespan, unitHeader } from "./systemd";
 
 export const UNIT_DIR = "/etc/systemd/system";
@@ -15,9 +15,9 @@ export const SNAPSHOT_SCRIPT = `${LIB_DIR}/zfs-snapshot`;
 /** Prefix of every snapshot swarm takes; pruning never touches any other snapshot. */
 export const SNAPSHOT_PREFIX = "swarm-";
 
-/** A shell function that stops the script with a message naming the host. */
+/** Names the host in the messages of the prelude's `fail`: the first part of every script that calls it. */
 export function failFunction(host: string): string {
-  return `fail() {\n  echo "swarm: ${host}: $*" >&2\n  exit 1\n}\n`;
+  return `swarm_host=${shellQuote(host)}\n`;
 }
 
 export interface ZfsPlan {
@@ -130,6 +130,8 @@ export function propertyOrder(names: readonly string[]): string[] {
   ];
 }
 
+const ZFS_CONVERGE = hostScript("zfs-converge.sh");
+
 function datasetPart(plan: ZfsPlan): string {
   const q = shellQuote;
   const ds = q(plan.dataset);
@@ -142,37 +144,11 @@ function datasetPart(plan: ZfsPlan): string {
   zfs create -p ${ds} || fail "zfs create -p ${plan.dataset} failed"
   echo "swarm: created dataset ${plan.dataset}"
 fi
-# zfs_converge HINT PROPERTY=VALUE...: sets those that differ in one zfs set (OpenZFS checks every pair before it
-# changes any) and reports each; HINT says how to fix a refusal.
-zfs_converge() {
-  local hint=$1 out i
-  shift
-  local pairs=("$@") names=() have=() pending=() was=()
-  for i in "\${!pairs[@]}"; do
-    names+=("\${pairs[i]%%=*}")
-  done
-  # One value per line in the order asked: matched by position, so a short name such as compress works too.
-  out=$(IFS=,; zfs get -H -o value "\${names[*]}" ${ds}) || fail "cannot read \${names[*]} of ${plan.dataset}: $hint"
-  mapfile -t have <<<"$out"
-  [ "\${#have[@]}" -eq "\${#pairs[@]}" ] ||
-    fail "zfs get printed \${#have[@]} values for the \${#pairs[@]} properties \${names[*]} of ${plan.dataset}: $hint"
-  for i in "\${!pairs[@]}"; do
-    if [ "\${have[i]}" != "\${pairs[i]#*=}" ]; then
-      pending+=("\${pairs[i]}")
-      was+=("\${have[i]}")
-    fi
-  done
-  [ "\${#pending[@]}" -gt 0 ] || return 0
-  zfs set "\${pending[@]}" ${ds} || fail "zfs set \${pending[*]} on ${plan.dataset} failed: $hint"
-  for i in "\${!pending[@]}"; do
-    echo "swarm: set \${pending[i]} on ${plan.dataset} (was \${was[i]})"
-  done
-}
-# The mountpoint has a zfs set of its own: moving the dataset unmounts it first, and should the kernel then refuse
+${ZFS_CONVERGE}# The mountpoint has a zfs set of its own: moving the dataset unmounts it first, and should the kernel then refuse
 # another property of the same zfs set, OpenZFS 2.1 leaves the dataset unmounted; a busy dataset would also hold
 # back every other property.
-zfs_converge ${q(mountpointHint)} ${q(`mountpoint=${plan.mountpoint}`)}
-zfs_converge ${q(propertiesHint)} ${pairs}
+zfs_converge ${ds} ${q(mountpointHint)} ${q(`mountpoint=${plan.mountpoint}`)}
+zfs_converge ${ds} ${q(propertiesHint)} ${pairs}
 if [ "$(zfs get -H -o value mounted ${ds})" != yes ]; then
   zfs mount ${ds} || fail "cannot mount ${plan.dataset} at ${plan.mountpoint}: ZFS will not mount over a non-empty directory, move what is in ${plan.mountpoint} away"
   echo "swarm: mounted ${plan.dataset} at ${plan.mountpoint}"
@@ -192,31 +168,10 @@ export function zfsScript(plan: ZfsPlan): string {
  * oldest swarm snapshots beyond KEEP. Snapshots with any other name are never touched.
  */
 export function snapshotScript(): string {
-  return `#!/bin/bash
-# Installed by swarm. Usage: zfs-snapshot DATASET KEEP
-set -euo pipefail
-export LC_ALL=C
-dataset=$1
-keep=$2
-case $keep in '' | *[!0-9]*)
-  echo "zfs-snapshot: KEEP must be a number, not '$keep'" >&2
-  exit 2
-  ;;
-esac
-name="$dataset@${SNAPSHOT_PREFIX}$(date -u +%Y%m%dT%H%M%SZ)"
-zfs snapshot "$name"
-echo "swarm: took snapshot $name"
-# The UTC time stamp in the name sorts like the creation time; the pattern skips anything not taken here.
-mapfile -t ours < <(zfs list -H -t snapshot -o name -d 1 "$dataset" |
-  grep -E '@${SNAPSHOT_PREFIX}[0-9]{8}T[0-9]{6}Z$' | grep -F -- "$dataset@" | sort)
-excess=$((\${#ours[@]} - keep))
-for ((i = 0; i < excess; i++)); do
-  case \${ours[i]} in "$dataset@${SNAPSHOT_PREFIX}"*) ;; *) continue ;; esac
-  zfs destroy "\${ours[i]}"
-  echo "swarm: destroyed snapshot \${ours[i]} (keeping the newest $keep)"
-done
-`;
+  return SNAPSHOT_PROGRAM;
 }
+
+const SNAPSHOT_PROGRAM = hostScript("zfs-snapshot.sh", { SNAPSHOT_PREFIX });
 
 export interface SnapshotPlan {
   readonly exportName: string;
@@ -276,21 +231,7 @@ export function snapshotsInstallScript(host: string, plan: SnapshotPlan): string
     writeFile({ path: SNAPSHOT_SCRIPT, content: snapshotScript(), mode: "0755" }),
     writeFile({ path: service, content: snapshotService(plan), mode: "0644" }),
     writeFile({ path: timer, content: snapshotTimer(plan), mode: "0644" }),
-    `if swarm_changed ${shellQuote(service)} ${shellQuote(timer)}; then
-  systemctl daemon-reload
-fi
-if ! systemctl is-enabled --quiet ${timerName}; then
-  systemctl enable --quiet ${timerName}
-  echo "swarm: enabled ${timerName}"
-fi
-if ! systemctl is-active --quiet ${timerName}; then
-  systemctl start ${timerName} || fail "${timerName} does not start"
-  echo "swarm: started ${timerName}"
-elif swarm_changed ${shellQuote(timer)}; then
-  systemctl restart ${timerName}
-  echo "swarm: restarted ${timerName}"
-fi
-`,
+    `swarm_activate ${shellQuote(timerName)} ${shellQuote(timer)}\n`,
   );
 }
 

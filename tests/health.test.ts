@@ -730,7 +730,7 @@ describe("HealthGate", () => {
     // The gate runs after the last thing the install does (the parse check of the program).
     const gateAt = install.indexOf(`\n${HEALTH_PROGRAM_PATH} gate\n`);
     expect(gateAt).toBeGreaterThan(install.lastIndexOf(`bash -n ${HEALTH_PROGRAM_PATH}`));
-    expect(gateAt).toBeGreaterThan(install.lastIndexOf("systemctl restart swarm-health-metrics.timer"));
+    expect(gateAt).toBeGreaterThan(install.lastIndexOf("swarm_activate 'swarm-health-metrics.timer'"));
     expect(mocks.named("hetzner-native-health-install").inputs.delete).toContain("systemctl disable --now");
   });
 

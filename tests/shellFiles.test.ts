@@ -1,5 +1,6 @@
 /** Every shell file in the repository passes shellcheck (with the files it sources). */
 import { spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 import * as path from "node:path";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -20,6 +21,16 @@ describe("shell files", () => {
 
   it("include the lab's and CI's scripts", () => {
     expect(files).toEqual(expect.arrayContaining(["lab/lab.sh", "lab/vm.sh", "lab/common.sh", ".ci/run"]));
+  });
+
+  it("include every script the templates install on hosts", () => {
+    const hostScripts = readdirSync(path.join(ROOT, "templates/hostscripts")).map(
+      (f) => `templates/hostscripts/${f}`,
+    );
+    expect(hostScripts).toEqual(
+      expect.arrayContaining(["templates/hostscripts/prelude.sh", "templates/hostscripts/swarm-health.sh"]),
+    );
+    expect(files).toEqual(expect.arrayContaining(hostScripts));
   });
 
   it.each(files)("%s passes shellcheck", (file) => {

@@ -1,0 +1,697 @@
+#!/bin/bash
+# swarm-health: the health of this host as swarm declared it (installed by swarm; do not edit).
+#
+#   swarm-health gate     wait for every peer, trigger every mount, check every sync;
+#                         one line per check, exit 1 naming every broken thing
+#   swarm-health metrics  write Prometheus textfile metrics to $TEXTFILE_DIR/swarm.prom
+#   swarm-health json     one JSON object describing this host (for `npm run status`)
+#
+# What to expect comes from /etc/swarm/health.conf (SWARM_HEALTH_CONFIG overrides it).
+# Every read of the system goes through one src_* function. When SWARM_HEALTH_FIXTURES
+# names a directory, each reads the recorded output of its command there instead
+# (`<source>`, with its exit code in `<source>.rc`), and time only passes in sleeps,
+# so every decision below can be tested on recorded outputs.
+set -euo pipefail
+export LC_ALL=C
+
+config=${SWARM_HEALTH_CONFIG:-/etc/swarm/health.conf}
+fixtures=${SWARM_HEALTH_FIXTURES:-}
+if [ ! -r "$config" ]; then
+  echo "swarm-health: cannot read $config: converge this host with swarm (pulumi up) first" >&2
+  exit 2
+fi
+HOST=$(hostname 2>/dev/null || echo unknown)
+WG_INTERFACE=wg0
+HANDSHAKE_WAIT=60
+MAX_HANDSHAKE_AGE=180
+PING_COUNT=3
+MOUNT_TIMEOUT=20
+SYNC_WAIT=120
+TEXTFILE_DIR=/var/lib/prometheus/node-exporter
+SENTINEL=.swarm-meshfs
+PEER_NAMES=() PEER_KEYS=() PEER_ADDRESSES=()
+MOUNT_PATHS=() MOUNT_UNITS=()
+SYNC_NAMES=() SYNC_TIMERS=() SYNC_SERVICES=() SYNC_STATUS_FILES=() SYNC_LOGS=()
+DATASETS=() SNAPSHOT_TIMERS=()
+SNAPSHOT_PREFIX=swarm-
+# shellcheck source=/dev/null
+. "$config"
+
+# ---------------------------------------------------------------- sources
+
+# fixture NAME: the recorded output of a source, and its recorded exit code (0 when
+# there is no NAME.rc; 1 when the source was not recorded at all).
+fixture() {
+  local file=$fixtures/$1 rc=0
+  # After a unit was run (src_run_unit), the recording of what followed takes precedence.
+  if [ -n "$rerun_overlay" ] && { [ -e "$rerun_overlay/$1" ] || [ -e "$rerun_overlay/$1.rc" ]; }; then
+    file=$rerun_overlay/$1
+  fi
+  if [ ! -e "$file" ] && [ ! -e "$file.rc" ]; then
+    return 1
+  fi
+  [ ! -e "$file" ] || cat "$file"
+  [ ! -e "$file.rc" ] || rc=$(<"$file.rc")
+  return "$rc"
+}
+
+rerun_overlay=""
+
+# Virtual seconds slept while replaying fixtures: the recorded clock advances by them.
+slept=0
+
+# src_now: seconds since the epoch.
+src_now() {
+  if [ -n "$fixtures" ]; then
+    echo $(($(fixture date) + slept))
+    return
+  fi
+  date +%s
+}
+
+# swarm_sleep SECONDS
+swarm_sleep() {
+  if [ -n "$fixtures" ]; then
+    slept=$((slept + $1))
+    return
+  fi
+  sleep "$1"
+}
+
+# src_wg_dump: `wg show <interface> dump` without its first line, which holds the private key.
+src_wg_dump() {
+  if [ -n "$fixtures" ]; then
+    fixture wg-dump | sed 1d
+    return
+  fi
+  wg show "$WG_INTERFACE" dump | sed 1d
+}
+
+# src_ping ADDRESS: the summary of `ping -q` (its "N received" line is what counts).
+src_ping() {
+  if [ -n "$fixtures" ]; then
+    # The recording holds one `ping -q` output per address, each starting with its PING line.
+    fixture ping | awk -v a="$1" '/^PING /{on = ($2 == a)} on'
+    return
+  fi
+  ping -n -q -c "$PING_COUNT" -i 0.2 -W 1 -- "$1" 2>&1
+}
+
+# src_access PATH: reads the sentinel below a mount path, which makes systemd mount it;
+# exits 124 when that takes longer than MOUNT_TIMEOUT.
+src_access() {
+  if [ -n "$fixtures" ]; then
+    # The recording holds "PATH EXIT-CODE" lines; a path not listed was readable.
+    local rc
+    rc=$(fixture access 2>/dev/null | awk -v p="$1" '$1 == p {print $2}') || true
+    return "${rc:-0}"
+  fi
+  timeout -k 5 "$MOUNT_TIMEOUT" stat -c %n -- "$1/$SENTINEL" >/dev/null 2>&1
+}
+
+# src_findmnt: every mount as "FSTYPE TARGET" (raw: a space in a target reads \x20).
+src_findmnt() {
+  if [ -n "$fixtures" ]; then
+    fixture findmnt
+    return
+  fi
+  findmnt -rn -o FSTYPE,TARGET
+}
+
+# src_systemctl_show UNIT...: their state, one block per unit, blocks separated by a blank line.
+src_systemctl_show() {
+  if [ -n "$fixtures" ]; then
+    fixture systemctl-show
+    return
+  fi
+  [ "$#" -gt 0 ] || return 0
+  systemctl show --timestamp=unix \
+    -p Id,LoadState,ActiveState,SubState,Result,ExecMainStatus,ExecMainExitTimestamp -- "$@"
+}
+
+# src_run_unit UNIT: runs a oneshot unit and waits until it has finished, at most SYNC_WAIT seconds.
+# Recorded as rerun/: the recordings of everything read after the run.
+src_run_unit() {
+  if [ -n "$fixtures" ]; then
+    [ ! -d "$fixtures/rerun" ] || rerun_overlay=$fixtures/rerun
+    return 0
+  fi
+  timeout -k 5 "$SYNC_WAIT" systemctl start -- "$1"
+}
+
+# src_file PATH: a file swarm keeps on the host (a sync's status file, unison's log).
+# Recorded as files/PATH.
+src_file() {
+  if [ -n "$fixtures" ]; then
+    fixture "files$1"
+    return
+  fi
+  cat -- "$1"
+}
+
+# src_zfs_snapshots: the name of every snapshot.
+src_zfs_snapshots() {
+  if [ -n "$fixtures" ]; then
+    fixture zfs-list
+    return
+  fi
+  zfs list -H -t snapshot -o name
+}
+
+# src_zfs_get DATASET...: "NAME PROPERTY BYTES" for used and available; a missing dataset is left out.
+src_zfs_get() {
+  if [ -n "$fixtures" ]; then
+    fixture zfs-get
+    return
+  fi
+  [ "$#" -gt 0 ] || return 0
+  zfs get -Hp -o name,property,value used,available -- "$@" 2>/dev/null
+}
+
+# ---------------------------------------------------------------- reading state
+
+declare -A wg_handshake wg_rx wg_tx
+wg_up=0
+read_wireguard() {
+  local dump key latest rx tx
+  wg_handshake=() wg_rx=() wg_tx=() wg_up=0
+  dump=$(src_wg_dump 2>/dev/null) || return 0
+  wg_up=1
+  # public-key preshared-key endpoint allowed-ips latest-handshake rx tx keepalive
+  while IFS=$'\t' read -r key _ _ _ latest rx tx _; do
+    [ -n "$key" ] || continue
+    wg_handshake[$key]=$latest wg_rx[$key]=$rx wg_tx[$key]=$tx
+  done <<<"$dump"
+}
+
+declare -A unit_prop
+# read_units UNIT...: fills unit_prop[UNIT.Property].
+read_units() {
+  local out line block=() id entry
+  unit_prop=()
+  out=$(src_systemctl_show "$@" 2>/dev/null) || true
+  # systemctl prints the unit type's properties before Id, so a block is stored when it ends.
+  while IFS= read -r line || [ -n "$line" ] || [ "${#block[@]}" -gt 0 ]; do
+    if [ -n "$line" ]; then
+      block+=("$line")
+      continue
+    fi
+    id=
+    for entry in "${block[@]}"; do
+      [[ $entry != Id=* ]] || id=${entry#Id=}
+    done
+    if [ -n "$id" ]; then
+      for entry in "${block[@]}"; do
+        unit_prop[$id.${entry%%=*}]=${entry#*=}
+      done
+    fi
+    block=()
+  done <<<"$out"
+}
+
+# unit UNIT PROPERTY: the property, empty when unknown.
+unit() {
+  printf '%s' "${unit_prop[$1.$2]:-}"
+}
+
+declare -A mounted_fstypes
+read_mounts() {
+  local fstype target
+  mounted_fstypes=()
+  while read -r fstype target; do
+    [ -n "$target" ] || continue
+    # findmnt -r writes unsafe characters of a target (a space, a backslash) as \xNN.
+    printf -v target '%b' "$target"
+    mounted_fstypes[$target]="${mounted_fstypes[$target]:-}${mounted_fstypes[$target]:+,}$fstype"
+  done < <(src_findmnt 2>/dev/null || true)
+}
+
+# ---------------------------------------------------------------- checks
+
+# Each check records a level (ok, WARN, FAIL), what it concerns and a detail.
+check_level=() check_what=() check_detail=()
+record() {
+  check_level+=("$1") check_what+=("$2") check_detail+=("$3")
+}
+
+# Per peer: ping replies and the evaluated handshake.
+declare -A peer_received peer_level peer_detail peer_age
+peer_done() {
+  local key=$1 now=$2 latest=${wg_handshake[$1]:-}
+  [ "$wg_up" = 1 ] && [ -n "$latest" ] && [ "$latest" -gt 0 ] &&
+    [ $((now - latest)) -le "$MAX_HANDSHAKE_AGE" ] && [ "${peer_received[$key]:-0}" -gt 0 ]
+}
+
+# check_peers WAIT: pings every peer and waits up to WAIT seconds until each has
+# answered with a handshake younger than MAX_HANDSHAKE_AGE. A ping is what makes
+# WireGuard handshake with an idle peer, so it comes before the handshake is read.
+check_peers() {
+  local wait=$1 start now i name key address pending received out latest
+  start=$(src_now)
+  peer_received=() peer_level=() peer_detail=() peer_age=()
+  while :; do
+    pending=0
+    for i in "${!PEER_NAMES[@]}"; do
+      name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]}
+      if [ "${peer_received[$key]:-0}" -eq 0 ]; then
+        out=$(src_ping "$address") || true
+        received=$(awk '/ packets transmitted, /{print $4}' <<<"$out")
+        peer_received[$key]=${received:-0}
+      fi
+    done
+    read_wireguard
+    now=$(src_now)
+    for i in "${!PEER_NAMES[@]}"; do
+      name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]}
+      peer_done "$key" "$now" || pending=$((pending + 1))
+    done
+    if [ "$pending" -eq 0 ] || [ $((now - start)) -ge "$wait" ]; then
+      break
+    fi
+    swarm_sleep 2
+  done
+  local within="" fresh
+  [ "$wait" -eq 0 ] || within=" within ${wait}s"
+  for i in "${!PEER_NAMES[@]}"; do
+    name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]}
+    received=${peer_received[$key]:-0}
+    latest=${wg_handshake[$key]:-}
+    fresh=0
+    if [ -n "$latest" ] && [ "$latest" -gt 0 ]; then
+      peer_age[$key]=$((now - latest))
+      [ "${peer_age[$key]}" -gt "$MAX_HANDSHAKE_AGE" ] || fresh=1
+    fi
+    local what="peer $name ($address)" level=FAIL detail
+    if [ "$wg_up" = 0 ]; then
+      detail="$WG_INTERFACE is not up (wg show $WG_INTERFACE failed): see systemctl status ${WG_UNIT:-wg-quick@$WG_INTERFACE.service}"
+    elif [ -z "$latest" ]; then
+      detail="not a peer of $WG_INTERFACE (no public key $key): converge this host again"
+    elif [ "$fresh" = 1 ] && [ "$received" -gt 0 ]; then
+      level=ok detail="handshake ${peer_age[$key]}s ago, $received/$PING_COUNT pings answered"
+    elif [ "$fresh" = 1 ]; then
+      detail="handshake ${peer_age[$key]}s ago, but $address did not answer ping$within: is WireGuard still up on $name?"
+    elif [ "$received" -gt 0 ]; then
+      detail="answers ping, but no handshake younger than ${MAX_HANDSHAKE_AGE}s$within: traffic to $address does not go through $WG_INTERFACE"
+    elif [ "$latest" -eq 0 ]; then
+      detail="no handshake$within and no reply to ping: is WireGuard up on $name, and its UDP port reachable from here?"
+    else
+      detail="latest handshake ${peer_age[$key]}s ago (older than ${MAX_HANDSHAKE_AGE}s), no reply to ping$within"
+    fi
+    peer_level[$key]=$level peer_detail[$key]=$detail
+    record "$level" "$what" "$detail"
+  done
+}
+
+# Per mount path: whether sshfs is mounted there, the level and detail.
+declare -A mount_up mount_level mount_detail
+# check_mounts TRIGGER: with TRIGGER=1 each mount is first accessed, which makes
+# systemd mount it; without, an idle automount is left alone (and reads not mounted).
+check_mounts() {
+  local trigger=$1 i path unit state load level detail fstypes
+  local -A access=()
+  mount_up=() mount_level=() mount_detail=()
+  if [ "$trigger" = 1 ]; then
+    for i in "${!MOUNT_PATHS[@]}"; do
+      path=${MOUNT_PATHS[$i]} unit=${MOUNT_UNITS[$i]}
+      access[$path]=0
+      src_access "$path" || access[$path]=$?
+    done
+  fi
+  read_mounts
+  for i in "${!MOUNT_PATHS[@]}"; do
+    path=${MOUNT_PATHS[$i]} unit=${MOUNT_UNITS[$i]}
+    fstypes=${mounted_fstypes[$path]:-}
+    mount_up[$path]=0
+    [[ ,$fstypes, != *,fuse.sshfs,* ]] || mount_up[$path]=1
+    load=$(unit "$unit" LoadState) state=$(unit "$unit" ActiveState)
+    level=FAIL
+    if [ "$load" != loaded ]; then
+      detail="automount unit $unit is not installed (LoadState=${load:-unknown}): converge this host again"
+    elif [ "$state" != active ]; then
+      detail="automount unit $unit is $state: systemctl start $unit, and see journalctl -u $unit"
+    elif [ "$trigger" = 0 ]; then
+      level=ok detail=$([ "${mount_up[$path]}" = 1 ] && echo "mounted" || echo "automount armed, not mounted now")
+    elif [ "${access[$path]}" = 124 ]; then
+      detail="did not mount within ${MOUNT_TIMEOUT}s of access: see journalctl -u ${unit%.automount}.mount"
+    elif [ "${mount_up[$path]}" = 0 ]; then
+      detail="not mounted after access (findmnt: ${fstypes:-nothing} at $path): see journalctl -u ${unit%.automount}.mount"
+    elif [ "${access[$path]}" != 0 ]; then
+      detail="mounted, but $path/$SENTINEL is missing: the export's dataset is not mounted on its server"
+    else
+      level=ok detail="fuse.sshfs mounted, $SENTINEL present"
+    fi
+    mount_level[$path]=$level mount_detail[$path]=$detail
+    record "$level" "mount $path" "$detail"
+  done
+}
+
+# last_metric NAME LABEL VALUE: the value of a sample in the previous metrics file, which is
+# how the time of the last successful sync outlives a failed run.
+last_metric() {
+  awk -v sample="$1{$2=\"$(prom_label "$3")\"}" '$1 == sample {print $2}' \
+    "$TEXTFILE_DIR/swarm.prom" 2>/dev/null || true
+}
+
+# skipped_in_last_run: the "N skipped" of the last run in a unison log on stdin. Each run
+# opens with "log started"; a run with nothing to do logs nothing after it, and skipped nothing.
+skipped_in_last_run() {
+  awk '/ log started at /{n = 0}
+    /^Synchronization (complete|incomplete) at / && match($0, /[0-9]+ skipped/) {n = substr($0, RSTART, RLENGTH) + 0}
+    END {print n + 0}'
+}
+
+# read_sync I: how the last run of sync I ended, into result, code, ended and summary.
+read_sync() {
+  local key value finished="" status_file=${SYNC_STATUS_FILES[$1]} service=${SYNC_SERVICES[$1]}
+  result="" code="" ended="" summary=""
+  # The status file, written after every run (ExecStopPost), says how the last run ended.
+  while IFS='=' read -r key value; do
+    case $key in
+      result) result=$value ;;
+      exit) code=$value ;;
+      finished) finished=$value ;;
+      summary) summary=$value ;;
+    esac
+  done < <(src_file "$status_file" 2>/dev/null || true)
+  if [ -n "$finished" ]; then
+    ended=$(date -u -d "$finished" +%s 2>/dev/null || true)
+  else
+    # No status file: systemd's record of the last run says less, but enough.
+    result=$(unit "$service" Result) code=$(unit "$service" ExecMainStatus)
+    ended=$(unit "$service" ExecMainExitTimestamp)
+    ended=${ended#@}
+    [ -n "$ended" ] || result="" code=""
+  fi
+  [ "$code" != none ] || code=""
+}
+
+# Exit 1 merged everything but the conflicts: a success, as the unit's SuccessExitStatus=1 says.
+run_succeeded() {
+  [ "$result" = success ] && { [ "$code" = 0 ] || [ "$code" = 1 ]; }
+}
+
+# Per sync name: timer state, last run, level and detail.
+declare -A sync_timer sync_exit sync_last_run sync_last_success sync_conflicts sync_level sync_detail
+# check_syncs RERUN: with RERUN=1 a sync whose last run failed is run once more and judged by
+# that run, so a failure from before this converge (which may have fixed it) does not count.
+check_syncs() {
+  local rerun=$1 now i name timer service log level detail state result code ended summary ago again
+  sync_timer=() sync_exit=() sync_last_run=() sync_last_success=() sync_conflicts=() sync_level=() sync_detail=()
+  for i in "${!SYNC_NAMES[@]}"; do
+    name=${SYNC_NAMES[$i]} timer=${SYNC_TIMERS[$i]} service=${SYNC_SERVICES[$i]} log=${SYNC_LOGS[$i]}
+    state=$(unit "$timer" ActiveState)
+    read_sync "$i"
+    again=""
+    if [ "$rerun" = 1 ] && [ "$state" = active ] && [ -n "$ended" ] && ! run_succeeded; then
+      src_run_unit "$service" >/dev/null 2>&1 || true
+      read_all_units
+      state=$(unit "$timer" ActiveState)
+      read_sync "$i"
+      again="; it was re-run by the gate after a failed run"
+    fi
+    now=$(src_now)
+    sync_exit[$name]=$code sync_last_run[$name]=$ended
+    sync_last_success[$name]=$(last_metric swarm_sync_last_success_timestamp_seconds sync "$name")
+    if [ -n "$ended" ] && run_succeeded; then
+      sync_last_success[$name]=$ended
+    fi
+    case $code in
+      0) sync_conflicts[$name]=0 ;;
+      1) sync_conflicts[$name]=$(src_file "$log" 2>/dev/null | skipped_in_last_run || true) ;;
+    esac
+    sync_timer[$name]=0
+    [ "$state" != active ] || sync_timer[$name]=1
+    ago=""
+    [ -z "$ended" ] || ago=" $((now - ended))s ago"
+    level=FAIL
+    if [ "$(unit "$timer" LoadState)" != loaded ]; then
+      detail="timer $timer is not installed (LoadState=$(unit "$timer" LoadState)): converge this host again"
+    elif [ "$state" != active ]; then
+      detail="timer $timer is ${state:-unknown}: systemctl enable --now $timer"
+    elif [ -z "$result" ] && [ -z "$ended" ]; then
+      level=WARN detail="has not run yet (timer $timer is active)"
+    elif run_succeeded && [ "$code" = 0 ]; then
+      level=ok detail="last run$ago succeeded$again"
+    elif run_succeeded; then
+      level=WARN
+      detail="last run$ago skipped ${sync_conflicts[$name]:-some} conflicting change(s) (unison exit 1): both sides kept their version$again; resolve them, see journalctl -u $service"
+    else
+      detail="last run$ago ${summary:-failed (${result:-unknown}${code:+, unison exit $code})}$again; see journalctl -u $service"
+    fi
+    sync_level[$name]=$level sync_detail[$name]=$detail
+    record "$level" "sync $name" "$detail"
+  done
+}
+
+# human_bytes N: N bytes as KiB, MiB, GiB or TiB with one decimal.
+human_bytes() {
+  awk -v n="$1" 'BEGIN { split("B KiB MiB GiB TiB PiB", u, " "); i = 1
+    while (n >= 1024 && i < 6) { n /= 1024; i++ }
+    printf (i == 1 ? "%d %s" : "%.1f %s"), n, u[i] }'
+}
+
+# Per dataset: used and available bytes, snapshots taken by swarm, and its snapshot timer.
+declare -A ds_used ds_available ds_snapshots ds_level
+check_datasets() {
+  local i ds timer name property value snap level detail state
+  ds_used=() ds_available=() ds_snapshots=() ds_level=()
+  [ "${#DATASETS[@]}" -gt 0 ] || return 0
+  while IFS=$'\t' read -r name property value; do
+    case $property in
+      used) ds_used[$name]=$value ;;
+      available) ds_available[$name]=$value ;;
+    esac
+  done < <(src_zfs_get "${DATASETS[@]}" || true)
+  for ds in "${DATASETS[@]}"; do
+    ds_snapshots[$ds]=0
+  done
+  while IFS= read -r snap; do
+    ds=${snap%%@*}
+    if [ -n "${ds_snapshots[$ds]:-}" ] && [[ ${snap#*@} == "$SNAPSHOT_PREFIX"* ]]; then
+      ds_snapshots[$ds]=$((ds_snapshots[$ds] + 1))
+    fi
+  done < <(src_zfs_snapshots 2>/dev/null || true)
+  for i in "${!DATASETS[@]}"; do
+    ds=${DATASETS[$i]} timer=${SNAPSHOT_TIMERS[$i]:-}
+    state=$(unit "$timer" ActiveState)
+    level=FAIL
+    if [ -z "${ds_used[$ds]:-}" ]; then
+      detail="does not exist, or zfs cannot read it: see zpool status and zfs list"
+    elif [ -n "$timer" ] && [ "$state" != active ]; then
+      detail="snapshot timer $timer is ${state:-unknown}: systemctl enable --now $timer"
+    else
+      level=ok
+      detail="$(human_bytes "${ds_used[$ds]}") used, $(human_bytes "${ds_available[$ds]:-0}") available, ${ds_snapshots[$ds]} snapshots by swarm"
+    fi
+    ds_level[$ds]=$level
+    record "$level" "dataset $ds" "$detail"
+  done
+}
+
+# read_all_units: one systemctl call for every unit the checks look at.
+read_all_units() {
+  read_units "${MOUNT_UNITS[@]}" "${SYNC_TIMERS[@]}" "${SYNC_SERVICES[@]}" "${SNAPSHOT_TIMERS[@]}"
+}
+
+# ---------------------------------------------------------------- modes
+
+mode_gate() {
+  read_all_units
+  check_peers "$HANDSHAKE_WAIT"
+  check_mounts 1
+  check_syncs 1
+  check_datasets
+  local i failed=()
+  for i in "${!check_level[@]}"; do
+    printf '%s %s %s: %s\n' "${check_level[$i]}" "$HOST" "${check_what[$i]}" "${check_detail[$i]}"
+    [ "${check_level[$i]}" != FAIL ] || failed+=("$i")
+  done
+  if [ "${#failed[@]}" -gt 0 ]; then
+    {
+      echo "swarm-health: $HOST is unhealthy, ${#failed[@]} check(s) failed:"
+      for i in "${failed[@]}"; do
+        printf 'FAIL %s %s: %s\n' "$HOST" "${check_what[$i]}" "${check_detail[$i]}"
+      done
+    } >&2
+    return 1
+  fi
+  local warnings=0
+  for i in "${!check_level[@]}"; do
+    [ "${check_level[$i]}" != WARN ] || warnings=$((warnings + 1))
+  done
+  echo "swarm-health: $HOST is healthy (${#check_level[@]} checks, $warnings warning(s))"
+}
+
+# JSON string, with every character JSON requires escaped.
+json_string() {
+  local s=$1 out="" c i
+  for ((i = 0; i < ${#s}; i++)); do
+    c=${s:i:1}
+    case $c in
+      '"') out+='\"' ;;
+      \\) out+="\\\\" ;;
+      $'\n') out+='\n' ;;
+      $'\t') out+='\t' ;;
+      $'\r') out+='\r' ;;
+      [[:cntrl:]]) out+=$(printf '\\u%04x' "'$c") ;;
+      *) out+=$c ;;
+    esac
+  done
+  printf '"%s"' "$out"
+}
+
+# A number, or null when empty.
+json_number() {
+  if [[ ${1:-} =~ ^-?[0-9]+$ ]]; then printf '%s' "$1"; else printf 'null'; fi
+}
+
+mode_json() {
+  local now i name key address path unit timer service status_file ds sep
+  read_all_units
+  check_peers 0
+  check_mounts 1
+  check_syncs 0
+  check_datasets
+  now=$(src_now)
+  printf '{"host":%s,"time":%s,"maxHandshakeAge":%s,"pingCount":%s,"peers":[' \
+    "$(json_string "$HOST")" "$now" "$MAX_HANDSHAKE_AGE" "$PING_COUNT"
+  sep=""
+  for i in "${!PEER_NAMES[@]}"; do
+    name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]}
+    printf '%s{"name":%s,"address":%s,"handshakeAge":%s,"pingsAnswered":%s,"rxBytes":%s,"txBytes":%s,"level":%s,"detail":%s}' \
+      "$sep" "$(json_string "$name")" "$(json_string "$address")" "$(json_number "${peer_age[$key]:-}")" \
+      "$(json_number "${peer_received[$key]:-0}")" "$(json_number "${wg_rx[$key]:-}")" \
+      "$(json_number "${wg_tx[$key]:-}")" "$(json_string "${peer_level[$key]}")" \
+      "$(json_string "${peer_detail[$key]}")"
+    sep=,
+  done
+  printf '],"mounts":['
+  sep=""
+  for i in "${!MOUNT_PATHS[@]}"; do
+    path=${MOUNT_PATHS[$i]} unit=${MOUNT_UNITS[$i]}
+    printf '%s{"path":%s,"mounted":%s,"level":%s,"detail":%s}' "$sep" "$(json_string "$path")" \
+      "$([ "${mount_up[$path]}" = 1 ] && echo true || echo false)" \
+      "$(json_string "${mount_level[$path]}")" "$(json_string "${mount_detail[$path]}")"
+    sep=,
+  done
+  printf '],"syncs":['
+  sep=""
+  for i in "${!SYNC_NAMES[@]}"; do
+    name=${SYNC_NAMES[$i]} timer=${SYNC_TIMERS[$i]} service=${SYNC_SERVICES[$i]} status_file=${SYNC_STATUS_FILES[$i]}
+    printf '%s{"name":%s,"timerActive":%s,"lastExitCode":%s,"lastRun":%s,"lastSuccess":%s,"conflicts":%s,"level":%s,"detail":%s}' \
+      "$sep" "$(json_string "$name")" "$([ "${sync_timer[$name]}" = 1 ] && echo true || echo false)" \
+      "$(json_number "${sync_exit[$name]:-}")" "$(json_number "${sync_last_run[$name]:-}")" \
+      "$(json_number "${sync_last_success[$name]:-}")" "$(json_number "${sync_conflicts[$name]:-}")" \
+      "$(json_string "${sync_level[$name]}")" "$(json_string "${sync_detail[$name]}")"
+    sep=,
+  done
+  printf '],"datasets":['
+  sep=""
+  for ds in "${DATASETS[@]}"; do
+    printf '%s{"name":%s,"usedBytes":%s,"availableBytes":%s,"snapshots":%s,"level":%s}' "$sep" \
+      "$(json_string "$ds")" "$(json_number "${ds_used[$ds]:-}")" "$(json_number "${ds_available[$ds]:-}")" \
+      "$(json_number "${ds_snapshots[$ds]}")" "$(json_string "${ds_level[$ds]}")"
+    sep=,
+  done
+  printf '],"checks":['
+  sep=""
+  for i in "${!check_level[@]}"; do
+    printf '%s{"level":%s,"what":%s,"detail":%s}' "$sep" "$(json_string "${check_level[$i]}")" \
+      "$(json_string "${check_what[$i]}")" "$(json_string "${check_detail[$i]}")"
+    sep=,
+  done
+  printf ']}\n'
+}
+
+# Prometheus text format: a label value with \, " and newline escaped.
+prom_label() {
+  local v=${1//\\/\\\\}
+  v=${v//\"/\\\"}
+  printf '%s' "${v//$'\n'/\\n}"
+}
+
+declare -A metric_help metric_type
+metric_samples=()
+# metric NAME TYPE HELP: declares a family.
+metric() {
+  metric_type[$1]=$2 metric_help[$1]=$3
+}
+# sample NAME LABEL VALUE-OF-LABEL VALUE
+sample() {
+  metric_samples+=("$1{$2=\"$(prom_label "$3")\"} $4")
+}
+
+mode_metrics() {
+  local i name key address path unit timer service status_file ds latest family tmp
+  read_all_units
+  check_peers 0
+  check_mounts 0
+  check_syncs 0
+  check_datasets
+  metric swarm_wireguard_handshake_age_seconds gauge \
+    "Seconds since the latest WireGuard handshake with the peer (+Inf: none, or the interface is down)."
+  metric swarm_wireguard_peer_up gauge \
+    "1 when the peer answered ping over the mesh and its handshake is younger than the configured maximum."
+  metric swarm_wireguard_rx_bytes counter "Bytes received from the peer since the interface came up."
+  metric swarm_wireguard_tx_bytes counter "Bytes sent to the peer since the interface came up."
+  metric swarm_mount_up gauge "1 when the sshfs mount is mounted now (an idle automount reads 0)."
+  metric swarm_automount_up gauge "1 when the automount unit of the mount path is active."
+  metric swarm_sync_timer_active gauge "1 when the sync's timer is active."
+  metric swarm_sync_last_success_timestamp_seconds gauge \
+    "When the last run that merged every change ended (exit 0 or 1); 0 before the first."
+  metric swarm_sync_last_exit_code gauge "Exit code of the last unison run: 1 means conflicts were skipped."
+  metric swarm_sync_conflicts_pending gauge "Conflicts the last unison run skipped; both versions are kept."
+  metric swarm_zfs_snapshots gauge "Snapshots of the dataset taken by swarm."
+  metric swarm_zfs_used_bytes gauge "Bytes used by the dataset and its descendants."
+  metric swarm_zfs_available_bytes gauge "Bytes still available to the dataset."
+  for i in "${!PEER_NAMES[@]}"; do
+    name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]}
+    latest=${peer_age[$key]:-+Inf}
+    [ "$wg_up" = 1 ] || latest=+Inf
+    sample swarm_wireguard_handshake_age_seconds peer "$name" "$latest"
+    sample swarm_wireguard_peer_up peer "$name" "$([ "${peer_level[$key]}" = ok ] && echo 1 || echo 0)"
+    if [ -n "${wg_rx[$key]:-}" ]; then
+      sample swarm_wireguard_rx_bytes peer "$name" "${wg_rx[$key]}"
+      sample swarm_wireguard_tx_bytes peer "$name" "${wg_tx[$key]}"
+    fi
+  done
+  for i in "${!MOUNT_PATHS[@]}"; do
+    path=${MOUNT_PATHS[$i]} unit=${MOUNT_UNITS[$i]}
+    sample swarm_mount_up path "$path" "${mount_up[$path]}"
+    sample swarm_automount_up path "$path" "$([ "$(unit "$unit" ActiveState)" = active ] && echo 1 || echo 0)"
+  done
+  for i in "${!SYNC_NAMES[@]}"; do
+    name=${SYNC_NAMES[$i]} timer=${SYNC_TIMERS[$i]} service=${SYNC_SERVICES[$i]} status_file=${SYNC_STATUS_FILES[$i]}
+    sample swarm_sync_timer_active sync "$name" "${sync_timer[$name]}"
+    sample swarm_sync_last_success_timestamp_seconds sync "$name" "${sync_last_success[$name]:-0}"
+    [ -z "${sync_exit[$name]:-}" ] || sample swarm_sync_last_exit_code sync "$name" "${sync_exit[$name]}"
+    [ -z "${sync_conflicts[$name]:-}" ] || sample swarm_sync_conflicts_pending sync "$name" "${sync_conflicts[$name]}"
+  done
+  for ds in "${DATASETS[@]}"; do
+    sample swarm_zfs_snapshots dataset "$ds" "${ds_snapshots[$ds]}"
+    [ -z "${ds_used[$ds]:-}" ] || sample swarm_zfs_used_bytes dataset "$ds" "${ds_used[$ds]}"
+    [ -z "${ds_available[$ds]:-}" ] || sample swarm_zfs_available_bytes dataset "$ds" "${ds_available[$ds]}"
+  done
+  install -d -m 0755 "$TEXTFILE_DIR"
+  # The collector reads only *.prom files, so the half-written file is invisible until the rename.
+  tmp=$(mktemp "$TEXTFILE_DIR/.swarm.prom.XXXXXX")
+  {
+    while IFS= read -r family; do
+      printf '%s\n' "${metric_samples[@]}" | grep -q "^$family{" || continue
+      printf '# HELP %s %s\n# TYPE %s %s\n' "$family" "${metric_help[$family]}" "$family" "${metric_type[$family]}"
+      printf '%s\n' "${metric_samples[@]}" | grep "^$family{" | sort
+    done < <(printf '%s\n' "${!metric_type[@]}" | sort)
+  } >"$tmp"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$TEXTFILE_DIR/swarm.prom"
+}
+
+case ${1:-} in
+  gate) mode_gate ;;
+  metrics) mode_metrics ;;
+  json) mode_json ;;
+  *)
+    echo "usage: swarm-health gate|metrics|json" >&2
+    exit 2
+    ;;
+esac
