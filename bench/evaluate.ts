@@ -21,70 +21,7 @@ import { defineFleet } from "../program";
 import { MockFleet, RecordedResource, installMocks, offlineRunner, settle } from "../offline/mockRuntime";
 import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "../scripts/commandLine";
 import { Change, FleetShape, belongsTo, meshOnlyHosts, rawFleet } from "./fleets";
-
-export interface TypeCount {
-  readonly type: string;
-  readonly custom: boolean;
-  readonly count: number;
-}
-
-export interface ProgramResult {
-  readonly kind: "program";
-  /** Seconds from reading the config to the last registration answered. */
-  readonly evalSeconds: number;
-  /** Seconds spent in validation alone. */
-  readonly validateSeconds: number;
-  /** Seconds constructing the resources (the synchronous part), before registrations are answered. */
-  readonly defineSeconds: number;
-  /** Seconds from process start to the start of the evaluation (loading modules). */
-  readonly loadSeconds: number;
-  readonly maxRssMb: number;
-  readonly types: TypeCount[];
-  /** Resources of the last existing host and the last Hetzner host that only join the mesh, by type. */
-  readonly meshOnly: { kind: "existing" | "hcloud"; name: string; types: TypeCount[] }[];
-  /** Sum of the lengths of every command's create script, bytes. */
-  readonly renderedBytes: number;
-  readonly commands: number;
-}
-
-export interface FloorResult {
-  readonly kind: "floor";
-  readonly evalSeconds: number;
-  readonly defineSeconds: number;
-  readonly loadSeconds: number;
-  readonly maxRssMb: number;
-  readonly resources: number;
-}
-
-/** CPU time of one evaluation, by whose code was running (leaf first: the first JavaScript frame that is not Node's own). */
-export interface ProfileResult {
-  readonly kind: "profile";
-  readonly evalSeconds: number;
-  /** The program's own code: validation, planning, templates, hashing, key derivation (and what they call in Node). */
-  readonly own: number;
-  /** The Pulumi SDK and the other packages: registration, Outputs, serialization. */
-  readonly sdk: number;
-  /** The mock runtime and the benchmark itself. */
-  readonly harness: number;
-  /** Garbage collection. */
-  readonly gc: number;
-  /** Native code with no JavaScript caller (the microtask loop, the compiler). */
-  readonly other: number;
-}
-
-/** One command that re-runs: why, and on which host. */
-export interface Rerun {
-  readonly name: string;
-  readonly why: "new" | "changed" | "removed";
-  /** The input fields that differ, for changed commands. */
-  readonly fields: string[];
-}
-
-export interface ChangesResult {
-  readonly kind: "changes";
-  readonly commands: number;
-  readonly changes: Record<Change, Rerun[]>;
-}
+import { ChangesResult, FloorResult, ProfileResult, ProgramResult, Rerun, TypeCount } from "./results";
 
 function validated(raw: Record<string, unknown>): FleetConfig {
   const { config, errors } = validateFleetConfig(raw);

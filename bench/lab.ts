@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { HostKeyLookup, StackLoadError, loadStack } from "../config/load";
 import { FleetConfig } from "../config/types";
-import { CommandTiming, LabEngine, sshRun } from "../lab/engine";
+import { LabEngine, sshRun } from "../lab/engine";
 import {
   LAB_KEY,
   SSH_CONFIG,
@@ -23,6 +23,7 @@ import {
 } from "../lab/fleet";
 import { EXIT, Io, UsageError, parseCommandLine, processIo } from "../scripts/commandLine";
 import { syncSentinel } from "../templates/sftp";
+import { BulkRun, ConvergeRun, LatencySeries, SyncBench } from "./results";
 
 const say = (line: string) => process.stderr.write(`bench: ${line}\n`);
 
@@ -83,12 +84,6 @@ function engine(): LabEngine {
     sshConfig: SSH_CONFIG,
     progress: (line) => process.stderr.write(`${line}\n`),
   });
-}
-
-export interface ConvergeRun {
-  readonly bootSeconds: number;
-  readonly first: { readonly seconds: number; readonly timings: readonly CommandTiming[] };
-  readonly second: { readonly seconds: number; readonly ran: number; readonly unchanged: number };
 }
 
 async function convergeBench(runs: number): Promise<ConvergeRun[]> {
@@ -221,15 +216,6 @@ interface Side {
   readonly owner: string;
 }
 
-export interface LatencySeries {
-  readonly mode: "timer" | "watch";
-  readonly direction: "local → remote" | "remote → local";
-  /** Seconds from each write to the file appearing on the other side. */
-  readonly seconds: number[];
-  /** Writes that never arrived within the timeout. */
-  readonly lost: number;
-}
-
 /**
  * Writes files on one side at the given offsets (seconds from the start) and
  * notes when each appears on the other side. Both sides are containers on one
@@ -287,18 +273,6 @@ done`;
     `${label.mode} ${label.direction}: ${seconds.map((x) => x.toFixed(1)).join(" ")}${seconds.length < names.length ? `, ${names.length - seconds.length} lost` : ""}`,
   );
   return { ...label, seconds, lost: names.length - seconds.length };
-}
-
-export interface BulkRun {
-  readonly root: "mount" | "ssh";
-  readonly dataset: "small" | "large";
-  readonly files: number;
-  readonly bytes: number;
-  readonly initialSeconds: number;
-  /** Rescans right after the initial sync (sshfs answers from its attribute cache). */
-  readonly rescanSeconds: number[];
-  /** A rescan after the tree sat idle past sshfs's attribute cache (20 s), as a timer run at 60 s meets it. */
-  readonly idleRescanSeconds: number;
 }
 
 /** Longer than sshfs's default cache_timeout (20 s). */
@@ -398,13 +372,6 @@ done`
     rescanSeconds,
     idleRescanSeconds,
   };
-}
-
-export interface SyncBench {
-  readonly convergeSeconds: number;
-  readonly interval: number;
-  readonly latency: LatencySeries[];
-  readonly bulk: BulkRun[];
 }
 
 /** How much the sync benchmark writes and how often it runs. */

@@ -9,10 +9,20 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { ChangesResult, FloorResult, ProfileResult, ProgramResult, Rerun, TypeCount } from "./evaluate";
 import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "../scripts/commandLine";
 import { CHANGED_MOUNT_HOST, Topology, belongsTo, hostName } from "./fleets";
-import type { BulkRun, ConvergeRun, LatencySeries, SyncBench } from "./lab";
+import type {
+  BulkRun,
+  ChangesResult,
+  ConvergeRun,
+  FloorResult,
+  LatencySeries,
+  ProfileResult,
+  ProgramResult,
+  Rerun,
+  SyncBench,
+  TypeCount,
+} from "./results";
 
 const ROOT = path.resolve(__dirname, "..");
 const LAB_LOCK = "/tmp/swarm-lab.lock";
