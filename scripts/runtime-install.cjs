@@ -6,12 +6,13 @@
  * to the offline mock runtime instead of an engine. Plain JavaScript: no
  * TypeScript tooling may be assumed before the runner has loaded its own.
  *
- * Usage: node scripts/runtime-install.cjs STACK
+ * Usage: node scripts/runtime-install.cjs [STACK]   (default prod; exit 0 loaded, 1 failed, 2 usage)
  */
 /* eslint-disable @typescript-eslint/no-require-imports -- CommonJS on purpose: it runs before any TypeScript loader exists */
 "use strict";
 const fs = require("node:fs");
 const path = require("node:path");
+const { parseArgs } = require("node:util");
 const pulumi = require("@pulumi/pulumi");
 const settings = require("@pulumi/pulumi/runtime/settings");
 const tsutils = require("@pulumi/pulumi/tsutils");
@@ -27,8 +28,24 @@ require.cache[entry] = {
 const { run } = require("@pulumi/pulumi/cmd/run/run");
 const yaml = require("yaml");
 
+const USAGE = "usage: node scripts/runtime-install.cjs [STACK]   (default prod)";
 const ROOT = process.cwd();
-const stack = process.argv[2] || "prod";
+const stack = stackOf(process.argv.slice(2));
+
+/** The one optional STACK argument; anything else prints what is wrong and the usage, and exits 2. */
+function stackOf(argv) {
+  try {
+    const { positionals } = parseArgs({ args: argv, options: {}, allowPositionals: true, strict: true });
+    if (positionals.length > 1) {
+      throw new Error(`unexpected argument ${positionals[1]}`);
+    }
+    return positionals[0] || "prod";
+  } catch (err) {
+    const message = String(err.message).replace(/\. To specify a positional argument[\s\S]*$/, "");
+    console.error(`runtime-install: ${message}\n${USAGE}`);
+    process.exit(2);
+  }
+}
 
 function fail(message) {
   console.error(`runtime-install: ${message}`);
