@@ -1,9 +1,8 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { HealthConfig } from "../config/health";
-import { FleetPlan, HostPlan } from "../config/model";
+import { HealthStep } from "../config/plan";
 import {
-  healthExpectations,
+  HealthExpectations,
   healthGateStep,
   healthInstallScript,
   healthTeardownScript,
@@ -16,12 +15,8 @@ import { sha256 } from "../templates/shell";
 import { hostCommand, SshConnection } from "./remote";
 
 export interface HealthGateArgs {
-  /** The host the gate checks. */
-  readonly host: HostPlan;
-  /** The fleet plan: the mesh addresses of the host's peers. */
-  readonly plan: FleetPlan;
-  /** Thresholds, metrics settings, and whether the gate runs at all. */
-  readonly health: HealthConfig;
+  /** The host's expectations and thresholds, resolved; its peers' keys are filled in here. */
+  readonly step: HealthStep;
   /** WireGuard public key of every host (at least of this host's peers), by host name. */
   readonly publicKeys: ReadonlyMap<string, pulumi.Input<string>>;
   /** The host's SSH connection (secret). */
@@ -36,6 +31,28 @@ export interface HealthGateArgs {
    * expectations change.
    */
   readonly changes?: pulumi.Input<string>[];
+}
+
+/** The install script of a host's health step and the hash of what it installs, once its peers' keys are known. */
+export function healthInstall(
+  step: HealthStep,
+  keys: Readonly<Record<string, string>>,
+): { readonly script: string; readonly installHash: string } {
+  const values: HealthExpectations = {
+    ...step.expectations,
+    peers: step.expectations.peers.map((p) => ({ ...p, publicKey: keys[p.name] })),
+  };
+  return {
+    script: healthInstallScript(values, step.health.gate),
+    installHash: sha256(
+      [
+        renderHealthProgram(),
+        renderHealthConfig(values),
+        renderMetricsService(),
+        renderMetricsTimer(values.thresholds.metricsInterval),
+      ].join("\0"),
+    ),
+  };
 }
 
 /**
@@ -87,59 +104,39 @@ export class HealthGate extends pulumi.ComponentResource {
 
   constructor(name: string, args: HealthGateArgs, opts?: pulumi.ComponentResourceOptions) {
     super("swarm:health:Gate", name, {}, opts);
-    const { host, plan, health } = args;
-    const keys = host.peers.map((peer) => {
-      const key = args.publicKeys.get(peer.name);
-      if (key === undefined) {
-        throw new pulumi.ResourceError(
-          `the health gate of ${host.name} needs the WireGuard public key of its peer ${peer.name}; pass every host's key in publicKeys`,
-          this,
-        );
-      }
-      return key;
-    });
+    const { step } = args;
     // A host that peers with every other host reads its peers' keys from all keys resolved once
     // (see everyKey): combining them gate by gate would build hosts² Outputs in a full mesh. Its
     // dependencies gain only its own key, which its WireGuard command, and so its gate, depends on.
-    const peerKeys: pulumi.Output<Readonly<Record<string, string>>> =
-      host.peers.length === plan.hosts.length - 1
-        ? everyKey(args.publicKeys)
-        : pulumi
-            .all(keys)
-            .apply((resolved) => Object.fromEntries(host.peers.map((peer, i) => [peer.name, resolved[i]])));
-    const expectations = peerKeys.apply((keys) => healthExpectations(plan, host.name, health, keys));
+    const peerKeys: pulumi.Output<Readonly<Record<string, string>>> = step.everyHost
+      ? everyKey(args.publicKeys)
+      : pulumi.all(
+          Object.fromEntries(
+            step.expectations.peers.map((p) => [p.name, args.publicKeys.get(p.name) as pulumi.Input<string>]),
+          ),
+        );
+    const rendered = peerKeys.apply((keys) => healthInstall(step, keys));
     // A component's dependencies do not hold back its children, so the command waits for them
     // itself; the SDK flattens nested lists and Outputs of dependencies.
     const after = [opts?.dependsOn ?? []] as unknown as pulumi.Input<pulumi.Resource>[];
-
-    const installHash = expectations.apply((values) =>
-      sha256(
-        [
-          renderHealthProgram(),
-          renderHealthConfig(values),
-          renderMetricsService(),
-          renderMetricsTimer(values.thresholds.metricsInterval),
-        ].join("\0"),
-      ),
-    );
     // One command installs and then gates: the install step is idempotent, so running it again
     // whenever the gate runs costs nothing, and a host has one health command instead of two. It
     // keeps the install command's name, so a stack converged with two commands keeps its owner
     // marker and the install's teardown never runs on the way.
-    const ownerHash = health.gate
+    const ownerHash = step.health.gate
       ? pulumi
-          .all([installHash, ...(args.changes ?? [])])
-          .apply(([install, ...changes]) =>
-            sha256([healthGateStep(host.name), install, ...changes].join("\0")),
+          .all([rendered.installHash, ...(args.changes ?? [])])
+          .apply(([installHash, ...changes]) =>
+            sha256([healthGateStep(step.host), installHash, ...changes].join("\0")),
           )
-      : installHash;
+      : rendered.installHash;
     this.install = hostCommand(
       `${name}-install`,
       {
         connection: args.connection,
         user: args.user,
-        script: expectations.apply((values) => healthInstallScript(values, health.gate)),
-        teardown: healthTeardownScript(health.textfileDir),
+        script: rendered.script,
+        teardown: healthTeardownScript(step.health.textfileDir),
         ownerHash,
       },
       { parent: this, dependsOn: after },

@@ -1,8 +1,7 @@
 import * as command from "@pulumi/command";
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
-import { HostPlan } from "../config/model";
-import { AdminConfig } from "../config/types";
+import { BootstrapStep } from "../config/plan";
 import { bootstrapScript } from "../templates/bootstrap";
 import { sha256 } from "../templates/shell";
 import { renderCloudConfig } from "../templates/cloudInit";
@@ -12,10 +11,8 @@ import { SshKeypair } from "./sshKeypair";
 const ANYWHERE = ["0.0.0.0/0", "::/0"];
 
 export interface HetznerHostArgs {
-  /** The host's plan: name, `hcloud` or `existing` config, packages. */
-  readonly host: HostPlan;
-  /** Admin SSH key and the CIDRs allowed to reach SSH. */
-  readonly admin: AdminConfig;
+  /** The host's bootstrap step: its machine, packages, firewall ports. */
+  readonly step: BootstrapStep;
   /**
    * ID of the fleet's admin SSH key in Hetzner Cloud, shared by all hosts
    * (Hetzner rejects the same key twice). Required for `hcloud` hosts, unused for `existing` ones.
@@ -23,10 +20,121 @@ export interface HetznerHostArgs {
   readonly sshKeyId?: pulumi.Input<string>;
   /** The admin SSH private key the program connects with. Secret. */
   readonly sshPrivateKey: pulumi.Input<string>;
-  /** WireGuard UDP port opened in the firewall. */
-  readonly listenPort: number;
   /** Extra labels on every Hetzner resource, besides `fleet`, `stack` and `host`. */
   readonly labels: Record<string, string>;
+}
+
+/** What a machine gives the rest of the host: how to reach it, and what the bootstrap waits for. */
+interface Reachable {
+  readonly user: string;
+  readonly port: number;
+  readonly publicAddress: pulumi.Input<string>;
+  readonly hostKey: pulumi.Input<string>;
+  readonly volumeDevice?: pulumi.Output<string>;
+  readonly ready: pulumi.Resource[];
+}
+
+/**
+ * A Hetzner Cloud server with its firewall, a generated and pinned host key
+ * (unless config pins the server's own) and an optional raw volume for a ZFS
+ * pool. Internal; exported for testing.
+ */
+export function cloudServer(
+  name: string,
+  parent: pulumi.Resource,
+  step: BootstrapStep & { readonly machine: { readonly kind: "hcloud" } },
+  sshKeyId: pulumi.Input<string>,
+  extraLabels: Record<string, string>,
+): Reachable {
+  const cloud = step.machine.config;
+  // A server created before swarm generated host keys keeps the key it has, pinned in config.
+  let hostKey: pulumi.Input<string>;
+  let userData: pulumi.Output<string> | undefined;
+  if (cloud.hostKey !== undefined) {
+    hostKey = cloud.hostKey;
+  } else {
+    const generated = new SshKeypair(`${name}-host-key`, { comment: `root@${step.host}` }, { parent });
+    hostKey = generated.publicKey.apply((key) => key.split(" ").slice(0, 2).join(" "));
+    userData = pulumi.secret(
+      pulumi
+        .all([generated.privateKey, generated.publicKey])
+        .apply(([privateKey, publicKey]) => renderCloudConfig({ privateKey, publicKey })),
+    );
+  }
+  const labels = { fleet: "swarm", stack: pulumi.getStack(), host: step.host, ...extraLabels };
+  const server = new hcloud.Server(
+    `${name}-server`,
+    {
+      serverType: cloud.serverType,
+      location: cloud.location,
+      image: cloud.image,
+      sshKeys: [sshKeyId],
+      userData,
+      labels,
+      // The ZFS pool lives on the volume, so the root disk need not grow with
+      // the server type; keeping it allows moving back down to a smaller type.
+      keepDisk: true,
+      shutdownBeforeDeletion: true,
+      // The firewall is attached by the FirewallAttachment below; without this
+      // the server would try to detach it again on every update.
+      ignoreRemoteFirewallIds: true,
+    },
+    {
+      parent,
+      // Hetzner applies image, SSH keys and user data only when a server is
+      // created, so a change to them would replace a running server and lose
+      // its disk. They are ignored: rebuilding is a deliberate act (`pulumi up
+      // --replace <server urn>`), not a side effect of editing config.
+      ignoreChanges: ["image", "sshKeys", "userData"],
+    },
+  );
+  const rules: hcloud.types.input.FirewallRule[] = [
+    {
+      description: "WireGuard from anywhere: peers roam",
+      direction: "in",
+      protocol: "udp",
+      port: String(step.listenPort),
+      sourceIps: ANYWHERE,
+    },
+    // Validation requires at least one SSH source: Hetzner rejects a rule without sources.
+    {
+      description: "SSH from the admin networks only",
+      direction: "in",
+      protocol: "tcp",
+      port: "22",
+      sourceIps: [...step.sshSourceCidrs],
+    },
+    {
+      description: "ICMP (ping, path MTU discovery)",
+      direction: "in",
+      protocol: "icmp",
+      sourceIps: ANYWHERE,
+    },
+  ];
+  const firewall = new hcloud.Firewall(`${name}-firewall`, { labels, rules }, { parent });
+  const attachment = new hcloud.FirewallAttachment(
+    `${name}-firewall-attachment`,
+    { firewallId: firewall.id.apply(Number), serverIds: [server.id.apply(Number)] },
+    { parent },
+  );
+  const ready: pulumi.Resource[] = [server, firewall, attachment];
+  let volumeDevice: pulumi.Output<string> | undefined;
+  if (cloud.volumeSize !== undefined) {
+    // No filesystem and no automount: ZFS takes the raw device.
+    const volume = new hcloud.Volume(
+      `${name}-volume`,
+      { size: cloud.volumeSize, location: cloud.location, labels, automount: false },
+      { parent },
+    );
+    const volumeAttachment = new hcloud.VolumeAttachment(
+      `${name}-volume-attachment`,
+      { volumeId: volume.id.apply(Number), serverId: server.id.apply(Number), automount: false },
+      { parent },
+    );
+    ready.push(volume, volumeAttachment);
+    volumeDevice = volume.linuxDevice;
+  }
+  return { user: "root", port: 22, publicAddress: server.ipv4Address, hostKey, volumeDevice, ready };
 }
 
 /**
@@ -51,141 +159,33 @@ export class HetznerHost extends pulumi.ComponentResource {
 
   constructor(name: string, args: HetznerHostArgs, opts?: pulumi.ComponentResourceOptions) {
     super("swarm:host:HetznerHost", name, {}, opts);
-    const { host } = args;
-    let port: number;
-    let ready: pulumi.Resource[] = [];
-    if (host.config.hcloud !== undefined) {
-      const cloud = host.config.hcloud;
-      if (args.sshKeyId === undefined) {
-        throw new pulumi.ResourceError(
-          `host ${host.name} is a Hetzner Cloud server but no admin SSH key was passed; pass the fleet's hcloud SSH key ID as sshKeyId`,
-          this,
-        );
-      }
-      // A server created before swarm generated host keys keeps the key it has, pinned in config.
-      let userData: pulumi.Output<string> | undefined;
-      if (cloud.hostKey !== undefined) {
-        this.hostKey = pulumi.output(cloud.hostKey);
-      } else {
-        const generated = new SshKeypair(
-          `${name}-host-key`,
-          { comment: `root@${host.name}` },
-          { parent: this },
-        );
-        this.hostKey = generated.publicKey.apply((key) => key.split(" ").slice(0, 2).join(" "));
-        userData = pulumi.secret(
-          pulumi
-            .all([generated.privateKey, generated.publicKey])
-            .apply(([privateKey, publicKey]) => renderCloudConfig({ privateKey, publicKey })),
-        );
-      }
-      const labels = { fleet: "swarm", stack: pulumi.getStack(), host: host.name, ...args.labels };
-      const server = new hcloud.Server(
-        `${name}-server`,
-        {
-          serverType: cloud.serverType,
-          location: cloud.location,
-          image: cloud.image,
-          sshKeys: [args.sshKeyId],
-          userData,
-          labels,
-          // The ZFS pool lives on the volume, so the root disk need not grow with
-          // the server type; keeping it allows moving back down to a smaller type.
-          keepDisk: true,
-          shutdownBeforeDeletion: true,
-          // The firewall is attached by the FirewallAttachment below; without this
-          // the server would try to detach it again on every update.
-          ignoreRemoteFirewallIds: true,
-        },
-        {
-          parent: this,
-          // Hetzner applies image, SSH keys and user data only when a server is
-          // created, so a change to them would replace a running server and lose
-          // its disk. They are ignored: rebuilding is a deliberate act (`pulumi up
-          // --replace <server urn>`), not a side effect of editing config.
-          ignoreChanges: ["image", "sshKeys", "userData"],
-        },
-      );
-      const rules: hcloud.types.input.FirewallRule[] = [
-        {
-          description: "WireGuard from anywhere: peers roam",
-          direction: "in",
-          protocol: "udp",
-          port: String(args.listenPort),
-          sourceIps: ANYWHERE,
-        },
-        {
-          description: "ICMP (ping, path MTU discovery)",
-          direction: "in",
-          protocol: "icmp",
-          sourceIps: ANYWHERE,
-        },
-      ];
-      // Validation requires at least one SSH source; Hetzner rejects a rule without sources.
-      if (args.admin.sshSourceCidrs.length > 0) {
-        rules.splice(1, 0, {
-          description: "SSH from the admin networks only",
-          direction: "in",
-          protocol: "tcp",
-          port: "22",
-          sourceIps: [...args.admin.sshSourceCidrs],
-        });
-      }
-      const firewall = new hcloud.Firewall(`${name}-firewall`, { labels, rules }, { parent: this });
-      const attachment = new hcloud.FirewallAttachment(
-        `${name}-firewall-attachment`,
-        { firewallId: firewall.id.apply(Number), serverIds: [server.id.apply(Number)] },
-        { parent: this },
-      );
-      ready = [server, firewall, attachment];
-      if (cloud.volumeSize !== undefined) {
-        // No filesystem and no automount: ZFS takes the raw device.
-        const volume = new hcloud.Volume(
-          `${name}-volume`,
-          { size: cloud.volumeSize, location: cloud.location, labels, automount: false },
-          { parent: this },
-        );
-        const volumeAttachment = new hcloud.VolumeAttachment(
-          `${name}-volume-attachment`,
-          { volumeId: volume.id.apply(Number), serverId: server.id.apply(Number), automount: false },
-          { parent: this },
-        );
-        ready.push(volume, volumeAttachment);
-        this.volumeDevice = volume.linuxDevice;
-      }
-      this.user = "root";
-      port = 22;
-      this.publicAddress = server.ipv4Address;
-    } else if (host.config.existing !== undefined) {
-      this.user = host.config.existing.user;
-      port = host.config.existing.port;
-      this.publicAddress = pulumi.output(host.config.existing.address);
-      this.hostKey = pulumi.output(host.config.existing.hostKey);
-    } else {
-      throw new pulumi.ResourceError(
-        `host ${host.name} has neither hcloud nor existing; give it exactly one of them`,
-        this,
-      );
-    }
-    const user = this.user;
-    this.connection = pulumi.secret(
-      pulumi
-        .all([this.publicAddress, args.sshPrivateKey, this.hostKey])
-        .apply(([address, privateKey, hostKey]): SshConnection => ({
-          host: address,
-          port,
-          user,
-          privateKey,
-          hostKey,
-          dialErrorLimit: DIAL_ERROR_LIMIT,
-          perDialTimeout: PER_DIAL_TIMEOUT,
-        })),
-    );
-    const body = bootstrapScript({ host: host.name, packages: host.packages });
+    const { step } = args;
+    const machine: Reachable =
+      step.machine.kind === "hcloud"
+        ? cloudServer(
+            name,
+            this,
+            { ...step, machine: step.machine },
+            args.sshKeyId as pulumi.Input<string>,
+            args.labels,
+          )
+        : {
+            user: step.machine.config.user,
+            port: step.machine.config.port,
+            publicAddress: step.machine.config.address,
+            hostKey: step.machine.config.hostKey,
+            ready: [],
+          };
+    this.user = machine.user;
+    this.hostKey = pulumi.output(machine.hostKey);
+    this.publicAddress = pulumi.output(machine.publicAddress);
+    this.volumeDevice = machine.volumeDevice;
+    this.connection = sshConnection(machine, args.sshPrivateKey);
+    const body = bootstrapScript({ host: step.host, packages: step.packages });
     this.bootstrap = hostCommand(
       `${name}-bootstrap`,
-      { connection: this.connection, user, script: body, ownerHash: sha256(body) },
-      { parent: this, dependsOn: ready },
+      { connection: this.connection, user: this.user, script: body, ownerHash: sha256(body) },
+      { parent: this, dependsOn: machine.ready },
     );
     this.registerOutputs({
       connection: this.connection,
@@ -195,4 +195,24 @@ export class HetznerHost extends pulumi.ComponentResource {
       bootstrap: this.bootstrap,
     });
   }
+}
+
+/** The connection to a machine, secret as it carries the admin private key. */
+function sshConnection(
+  machine: Reachable,
+  sshPrivateKey: pulumi.Input<string>,
+): pulumi.Output<SshConnection> {
+  return pulumi.secret(
+    pulumi
+      .all([machine.publicAddress, sshPrivateKey, machine.hostKey])
+      .apply(([address, privateKey, hostKey]): SshConnection => ({
+        host: address,
+        port: machine.port,
+        user: machine.user,
+        privateKey,
+        hostKey,
+        dialErrorLimit: DIAL_ERROR_LIMIT,
+        perDialTimeout: PER_DIAL_TIMEOUT,
+      })),
+  );
 }

@@ -35,7 +35,7 @@ export interface HostCommandArgs {
   /** The host's SSH connection (an Output holding a secret). */
   readonly connection: pulumi.Input<SshConnection>;
   /** User the connection logs in as; scripts run through `sudo -n` unless it is root. */
-  readonly user: pulumi.Input<string>;
+  readonly user: string;
   /** Bash script run on create and whenever its triggers change. Must be idempotent. */
   readonly script: pulumi.Input<string>;
   /** Content delivered on the script's standard input: the way secrets travel, never in arguments. */
@@ -70,34 +70,34 @@ export function hostCommand(
   args: HostCommandArgs,
   opts: pulumi.CustomResourceOptions,
 ): command.remote.Command {
-  const marker = pulumi.interpolate`${OWNER_DIR}/${name}`;
-  const create = pulumi
-    .all([args.user, args.script, args.ownerHash, marker])
-    .apply(([user, body, hash, path]) =>
-      asRoot(
-        user,
-        `${body}\ninstall -d -m 0700 ${OWNER_DIR}\nprintf '%s\\n' ${shellQuote(hash)} > ${shellQuote(path)}\n`,
-      ),
+  const marker = `${OWNER_DIR}/${name}`;
+  const create = (body: string, hash: string) =>
+    asRoot(
+      args.user,
+      `${body}\ninstall -d -m 0700 ${OWNER_DIR}\nprintf '%s\\n' ${shellQuote(hash)} > ${shellQuote(marker)}\n`,
     );
-  const remove =
-    args.teardown === undefined
-      ? undefined
-      : pulumi
-          .all([args.user, args.teardown, args.ownerHash, marker])
-          .apply(([user, body, hash, path]) =>
-            asRoot(
-              user,
-              `set -euo pipefail\nif [ "$(cat ${shellQuote(path)} 2>/dev/null)" != ${shellQuote(hash)} ]; then\n  echo "swarm: ${name} is owned by a newer version; nothing to remove"\n  exit 0\nfi\n${body}\nrm -f ${shellQuote(path)}\n`,
-            ),
-          );
+  const remove = (body: string, hash: string) =>
+    asRoot(
+      args.user,
+      `set -euo pipefail\nif [ "$(cat ${shellQuote(marker)} 2>/dev/null)" != ${shellQuote(hash)} ]; then\n  echo "swarm: ${name} is owned by a newer version; nothing to remove"\n  exit 0\nfi\n${body}\nrm -f ${shellQuote(marker)}\n`,
+    );
+  const { script, ownerHash, teardown } = args;
+  // Plain script and hash (most steps): the inputs are plain strings, with no Output to resolve.
+  const plain = typeof script === "string" && typeof ownerHash === "string" && typeof teardown !== "object";
+  const both = plain ? undefined : pulumi.all([script, ownerHash, teardown]);
   return new command.remote.Command(
     name,
     {
       connection: args.connection,
-      create,
-      delete: remove,
+      create: plain ? create(script, ownerHash) : both?.apply(([body, hash]) => create(body, hash)),
+      delete:
+        teardown === undefined
+          ? undefined
+          : plain
+            ? remove(teardown as string, ownerHash)
+            : both?.apply(([, hash, body]) => remove(body as string, hash)),
       stdin: args.stdin,
-      triggers: [args.ownerHash],
+      triggers: [ownerHash],
       logging: args.secret ? "none" : "stdoutAndStderr",
       // Otherwise the provider sends the previous stdout/stderr as PULUMI_COMMAND_STDOUT/STDERR
       // through sshd, which refuses them (Debian's AcceptEnv is LANG LC_*): a warning on every

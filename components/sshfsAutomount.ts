@@ -1,24 +1,20 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { ExportConfig, MountConfig } from "../config/types";
+import { MountStep } from "../config/plan";
 import { sha256 } from "../templates/shell";
 import {
   automountScript,
   automountTeardownScript,
   clientKeyScript,
   clientKeyTeardownScript,
-  MountPlan,
   mountUnitNames,
 } from "../templates/sshfs";
-import { normalizePath } from "../templates/systemd";
 import { hostCommand, SshConnection } from "./remote";
 import { SshKeypair } from "./sshKeypair";
 
 export interface SshfsAutomountArgs {
-  readonly mount: MountConfig;
-  readonly export: ExportConfig;
-  /** Mesh address of the export host. */
-  readonly serverMeshAddress: string;
+  /** The mount, its export and server, resolved. */
+  readonly step: MountStep;
   /** The export host's SSH host key (`MeshfsExport.hostKey`), pinned on this host. */
   readonly serverHostKey: pulumi.Input<string>;
   /** This host's key for the export; the export authorizes its public half. */
@@ -26,8 +22,6 @@ export interface SshfsAutomountArgs {
   readonly connection: pulumi.Input<SshConnection>;
   /** SSH user of the connection; scripts run through sudo unless it is root. */
   readonly user: string;
-  /** The WireGuard unit the mount is bound to, e.g. `wg-quick@wg0.service`. */
-  readonly wireguardUnit: string;
 }
 
 /**
@@ -47,18 +41,9 @@ export class SshfsAutomount extends pulumi.ComponentResource {
 
   constructor(name: string, args: SshfsAutomountArgs, opts?: pulumi.ComponentResourceOptions) {
     super("swarm:meshfs:Automount", name, {}, opts);
-    const mount = args.mount;
-    const exportName = args.export.name;
-    const host = mount.host;
-    const plan: MountPlan = {
-      exportName,
-      user: args.export.user,
-      serverMeshAddress: args.serverMeshAddress,
-      path: normalizePath(mount.path),
-      idleTimeout: mount.idleTimeout,
-      owner: mount.owner,
-      wireguardUnit: args.wireguardUnit,
-    };
+    const { step } = args;
+    const plan = step.units;
+    const exportName = step.export.name;
     const units = mountUnitNames(plan.path);
     const common = { connection: args.connection, user: args.user };
 
@@ -77,7 +62,9 @@ export class SshfsAutomount extends pulumi.ComponentResource {
       { parent: this },
     );
 
-    const script = pulumi.output(args.serverHostKey).apply((hostKey) => automountScript(host, plan, hostKey));
+    const script = pulumi
+      .output(args.serverHostKey)
+      .apply((hostKey) => automountScript(step.host, plan, hostKey));
     const unitsCommand = hostCommand(
       `${name}-units`,
       {

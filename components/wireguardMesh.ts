@@ -1,12 +1,12 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { FleetPlan, HostPlan } from "../config/model";
+import { MeshStep, WireGuardConfigStep } from "../config/plan";
 import { sha256 } from "../templates/shell";
 import {
   PeerIdentity,
   renderWireGuardConfig,
   wireguardApplyScript,
-  wireguardConfigValues,
+  WireGuardConfigValues,
   wireguardKeyScript,
   wireguardKeyTeardownScript,
   wireguardTeardownScript,
@@ -14,7 +14,7 @@ import {
 import { hostCommand, SshConnection } from "./remote";
 import { WireGuardKeypair } from "./wireguardKeypair";
 
-/** What the mesh needs to know about one host. */
+/** What the mesh needs to know about one host: what exists only as Outputs, and its bootstrap. */
 export interface MeshMember {
   /** The host's SSH connection (secret). */
   readonly connection: pulumi.Input<SshConnection>;
@@ -28,10 +28,75 @@ export interface MeshMember {
 }
 
 export interface WireGuardMeshArgs {
-  /** The fleet plan: mesh settings, and per host its mesh address and peers. */
-  readonly plan: FleetPlan;
-  /** Every host of the plan, by name. */
-  readonly hosts: ReadonlyMap<string, MeshMember>;
+  /** Every host's WireGuard configuration, resolved. */
+  readonly step: MeshStep;
+  /** Every host of the step, by name. */
+  readonly members: ReadonlyMap<string, MeshMember>;
+}
+
+/** The configuration values of a host's interface, from its step and its peers' keys and endpoints. */
+export function wireguardValues(
+  step: WireGuardConfigStep,
+  identities: Readonly<Record<string, PeerIdentity>>,
+): WireGuardConfigValues {
+  return {
+    address: step.address,
+    listenPort: step.listenPort,
+    mtu: step.mtu,
+    peers: step.peers.map((peer) => ({
+      name: peer.name,
+      publicKey: identities[peer.name].publicKey,
+      allowedIps: peer.allowedIps,
+      endpointAddress: identities[peer.name].endpoint,
+      endpointPort: step.listenPort,
+      persistentKeepalive: step.persistentKeepalive,
+    })),
+  };
+}
+
+/**
+ * `wg0.key` and `wg0.conf` on one host, as children of `parent`. Internal;
+ * exported for testing.
+ */
+export function meshMemberCommands(
+  name: string,
+  parent: pulumi.Resource,
+  step: WireGuardConfigStep,
+  member: MeshMember,
+  identities: pulumi.Output<Record<string, PeerIdentity>>,
+): command.remote.Command {
+  const common = { connection: member.connection, user: member.user };
+  const key = hostCommand(
+    `${name}-${step.host}-key`,
+    {
+      ...common,
+      script: wireguardKeyScript(step.host),
+      stdin: member.keypair.privateKey.apply((k) => `${k}\n`),
+      teardown: wireguardKeyTeardownScript(),
+      // The public key changes exactly when the private key does, and reveals nothing about it.
+      ownerHash: member.keypair.publicKey.apply(sha256),
+      secret: true,
+    },
+    { parent, dependsOn: [member.bootstrap] },
+  );
+  const { implementation } = step;
+  const rendered = pulumi.all([member.keypair.publicKey, identities]).apply(([publicKey, resolved]) => {
+    const config = wireguardValues(step, resolved);
+    return {
+      script: wireguardApplyScript({ host: step.host, config, publicKey, implementation }),
+      ownerHash: sha256([renderWireGuardConfig(config), publicKey, implementation].join("\n")),
+    };
+  });
+  return hostCommand(
+    `${name}-${step.host}-config`,
+    {
+      ...common,
+      script: rendered.script,
+      teardown: wireguardTeardownScript(),
+      ownerHash: rendered.ownerHash,
+    },
+    { parent, dependsOn: [key, member.bootstrap] },
+  );
 }
 
 /**
@@ -48,85 +113,38 @@ export class WireGuardMesh extends pulumi.ComponentResource {
 
   constructor(name: string, args: WireGuardMeshArgs, opts?: pulumi.ComponentResourceOptions) {
     super("swarm:wireguard:Mesh", name, {}, opts);
-    const { plan } = args;
-    const memberOf = (host: string): MeshMember => {
-      const member = args.hosts.get(host);
-      if (member === undefined) {
-        throw new pulumi.ResourceError(
-          `the mesh plan has host ${host} but no member was passed for it; pass every planned host in hosts`,
-          this,
-        );
-      }
-      return member;
-    };
-    const members = new Map<string, command.remote.Command>();
-    const publicKeys = new Map<string, pulumi.Output<string>>();
+    const member = (host: string) => args.members.get(host) as MeshMember;
     const identityOf = new Map(
-      plan.hosts.map((h) => {
-        const member = memberOf(h.name);
-        return [
-          h.name,
-          pulumi
-            .all([member.keypair.publicKey, member.endpoint])
-            .apply(([publicKey, endpoint]): PeerIdentity => ({ publicKey, endpoint })),
-        ];
-      }),
+      args.step.hosts.map((h) => [
+        h.host,
+        pulumi
+          .all([member(h.host).keypair.publicKey, member(h.host).endpoint])
+          .apply(([publicKey, endpoint]): PeerIdentity => ({ publicKey, endpoint })),
+      ]),
     );
     // Every host's identity, resolved once. A host that peers with every other host (a full mesh, or
     // the hub) reads its peers from it: combining the peers' Outputs host by host would build
     // hosts² Outputs, which dominated evaluation time and memory in large full meshes. Its
     // dependencies are the same, as the host's own key and address are inputs of its command anyway.
     let everyone: pulumi.Output<Record<string, PeerIdentity>> | undefined;
-    const identitiesOf = (host: HostPlan): pulumi.Output<Record<string, PeerIdentity>> => {
-      if (host.peers.length === plan.hosts.length - 1) {
+    const identitiesOf = (step: WireGuardConfigStep): pulumi.Output<Record<string, PeerIdentity>> => {
+      if (step.everyHost) {
         everyone ??= pulumi.all(Object.fromEntries(identityOf));
         return everyone;
       }
-      return pulumi
-        .all(host.peers.map((peer) => identityOf.get(peer.name) as pulumi.Output<PeerIdentity>))
-        .apply((resolved) => Object.fromEntries(host.peers.map((peer, i) => [peer.name, resolved[i]])));
+      return pulumi.all(
+        Object.fromEntries(
+          step.peers.map((p) => [p.name, identityOf.get(p.name) as pulumi.Output<PeerIdentity>]),
+        ),
+      );
     };
-    for (const host of plan.hosts) {
-      const member = memberOf(host.name);
-      publicKeys.set(host.name, member.keypair.publicKey);
-      const key = hostCommand(
-        `${name}-${host.name}-key`,
-        {
-          connection: member.connection,
-          user: member.user,
-          script: wireguardKeyScript(host.name),
-          stdin: member.keypair.privateKey.apply((k) => `${k}\n`),
-          teardown: wireguardKeyTeardownScript(),
-          // The public key changes exactly when the private key does, and reveals nothing about it.
-          ownerHash: member.keypair.publicKey.apply(sha256),
-          secret: true,
-        },
-        { parent: this, dependsOn: [member.bootstrap] },
-      );
-      const identities = identitiesOf(host);
-      const implementation = host.config.wireguard;
-      const rendered = pulumi.all([member.keypair.publicKey, identities]).apply(([publicKey, resolved]) => {
-        const config = wireguardConfigValues(plan, host.name, resolved);
-        return {
-          script: wireguardApplyScript({ host: host.name, config, publicKey, implementation }),
-          ownerHash: sha256([renderWireGuardConfig(config), publicKey, implementation].join("\n")),
-        };
-      });
-      const config = hostCommand(
-        `${name}-${host.name}-config`,
-        {
-          connection: member.connection,
-          user: member.user,
-          script: rendered.script,
-          teardown: wireguardTeardownScript(),
-          ownerHash: rendered.ownerHash,
-        },
-        { parent: this, dependsOn: [key, member.bootstrap] },
-      );
-      members.set(host.name, config);
-    }
-    this.members = members;
-    this.publicKeys = publicKeys;
-    this.registerOutputs({ publicKeys: Object.fromEntries(publicKeys) });
+    this.members = new Map(
+      args.step.hosts.map((h) => [
+        h.host,
+        meshMemberCommands(name, this, h, member(h.host), identitiesOf(h)),
+      ]),
+    );
+    this.publicKeys = new Map(args.step.hosts.map((h) => [h.host, member(h.host).keypair.publicKey]));
+    this.registerOutputs({ publicKeys: Object.fromEntries(this.publicKeys) });
   }
 }

@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
+import { healthExpectations } from "../templates/health";
 import { Cidr, formatAddress, hostRange, parseAddress, parseCidr } from "./ipv4";
+import { FleetStep, HostStep, planSteps } from "./plan";
 import { ExportConfig, FleetConfig, HostConfig, MountConfig, SyncConfig } from "./types";
 
 /** What one host's WireGuard interface says about one peer. */
@@ -24,6 +26,8 @@ export interface HostPlan {
   readonly syncs: readonly SyncConfig[];
   /** Debian packages the host's roles need, sorted. */
   readonly packages: readonly string[];
+  /** What the host runs, in order, every reference resolved (see config/plan.ts). */
+  readonly steps: readonly HostStep[];
 }
 
 export interface FleetPlan {
@@ -31,6 +35,8 @@ export interface FleetPlan {
   /** In config order. */
   readonly hosts: readonly HostPlan[];
   readonly byName: ReadonlyMap<string, HostPlan>;
+  /** One entry per component the program creates, in the order it creates them. */
+  readonly steps: readonly FleetStep[];
 }
 
 /**
@@ -123,7 +129,7 @@ export function hostPackages(
   return [...packages].sort();
 }
 
-/** Derives the per-host plan from validated config. Pure and deterministic. */
+/** Derives the per-host plan and its steps from validated config. Pure and deterministic. */
 export function planFleet(config: FleetConfig): FleetPlan {
   const addresses = allocateMeshAddresses(config.hosts, config.mesh.cidr);
   const routesOf = new Map(config.hosts.map((h) => [h.name, h.routes]));
@@ -144,7 +150,21 @@ export function planFleet(config: FleetConfig): FleetPlan {
       peers,
       ...roles,
       packages: hostPackages(host, roles),
+      steps: [] as HostStep[],
     };
   });
-  return { config, hosts, byName: new Map(hosts.map((h) => [h.name, h])) };
+  const byName = new Map(hosts.map((h) => [h.name, h]));
+  const steps: FleetStep[] = [];
+  const plan: FleetPlan = { config, hosts, byName, steps };
+  // Peer keys exist only as Outputs: the health step leaves them empty for the component to fill in.
+  const noKeys = (host: string) =>
+    Object.fromEntries((byName.get(host) as HostPlan).peers.map((p) => [p.name, ""]));
+  const resolved = planSteps(config, hosts, (host) =>
+    healthExpectations(plan, host, config.health, noKeys(host)),
+  );
+  steps.push(...resolved.fleet);
+  for (const host of hosts) {
+    (host.steps as HostStep[]).push(...(resolved.byHost.get(host.name) ?? []));
+  }
+  return plan;
 }

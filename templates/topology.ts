@@ -34,31 +34,19 @@ export function renderMermaid(plan: FleetPlan): string {
   }
   lines.push(...[...tunnels].sort());
   const storage: string[] = [];
-  for (const mount of config.mounts) {
-    const exported = config.exports.find((e) => e.name === mount.export);
-    if (exported) {
+  for (const step of plan.steps) {
+    if (step.kind === "mount") {
       storage.push(
-        `  ${nodeId(exported.host)} -.->|"sshfs ${exported.name} at ${mount.path}"| ${nodeId(mount.host)}`,
+        `  ${nodeId(step.server.name)} -.->|"sshfs ${step.export.name} at ${step.mount.path}"| ${nodeId(step.host)}`,
+      );
+    } else if (step.kind === "sync") {
+      const { sync } = step;
+      const remote = sync.remote.mountPath ?? `${sync.remote.export}:${sync.remote.path ?? ""}`;
+      storage.push(
+        `  ${nodeId(step.host)} <==>|"unison ${sync.name}: ${sync.local} ↔ ${remote}"| ${nodeId(step.remote.server.name)}`,
       );
     }
   }
-  for (const sync of config.syncs) {
-    const exportName = sync.remote.export ?? mountContaining(plan, sync.host, sync.remote.mountPath)?.export;
-    const server = config.exports.find((e) => e.name === exportName)?.host ?? sync.host;
-    const remote = sync.remote.mountPath ?? `${sync.remote.export}:${sync.remote.path ?? ""}`;
-    storage.push(
-      `  ${nodeId(sync.host)} <==>|"unison ${sync.name}: ${sync.local} ↔ ${remote}"| ${nodeId(server)}`,
-    );
-  }
   lines.push(...storage.sort());
   return `${lines.join("\n")}\n`;
-}
-
-function mountContaining(plan: FleetPlan, host: string, path: string | undefined) {
-  if (path === undefined) {
-    return undefined;
-  }
-  return plan.config.mounts.find(
-    (m) => m.host === host && (path === m.path || path.startsWith(`${m.path}/`)),
-  );
 }

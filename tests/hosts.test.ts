@@ -1,6 +1,7 @@
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
 import { HetznerHost } from "../components/hetznerHost";
+import { stepsOf } from "../config/plan";
 import { HostPlan } from "../config/model";
 import { FleetConfig } from "../config/types";
 import { bootstrapScript } from "../templates/bootstrap";
@@ -28,11 +29,9 @@ async function build(name: string, config: FleetConfig = HUB_FLEET): Promise<Bui
   const host = new HetznerHost(
     name,
     {
-      host: plan(config).byName.get(name) as HostPlan,
-      admin: config.admin,
+      step: stepsOf((plan(config).byName.get(name) as HostPlan).steps, "bootstrap")[0],
       sshKeyId: sshKey.id,
       sshPrivateKey: pulumi.secret(ADMIN_KEY),
-      listenPort: config.mesh.listenPort,
       labels: { owner: "ops" },
     },
     { transformations: [graph.transformation] },
@@ -211,23 +210,5 @@ describe("an existing host", () => {
     expect(host.user).toBe("admin");
     expect(await promiseOf(host.publicAddress)).toBe("198.51.100.7");
     expect(mocks.named("hetzner-native-bootstrap").inputs.create as string).toMatch(/^sudo -n bash -c '/);
-  });
-});
-
-describe("misconfiguration", () => {
-  it("refuses a Hetzner Cloud host without the fleet's SshKey", async () => {
-    await installMocks();
-    expect(
-      () =>
-        new HetznerHost("anchor", {
-          host: plan(HUB_FLEET).byName.get("anchor") as NonNullable<
-            ReturnType<ReturnType<typeof plan>["byName"]["get"]>
-          >,
-          admin: HUB_FLEET.admin,
-          sshPrivateKey: ADMIN_KEY,
-          listenPort: 51820,
-          labels: {},
-        }),
-    ).toThrow(/no admin SSH key was passed/);
   });
 });

@@ -15,6 +15,7 @@ import { hostCommand } from "../components/remote";
 import { WireGuardKeypair } from "../components/wireguardKeypair";
 import { WireGuardMesh } from "../components/wireguardMesh";
 import { planFleet } from "../config/model";
+import { stepsOf } from "../config/plan";
 import { FleetConfig } from "../config/types";
 import { evaluatePolicies, ResourceRecord, urnOf, Violation } from "../policy/harness";
 import {
@@ -554,11 +555,9 @@ function buildMesh(config: FleetConfig): void {
   const members = new Map(
     plan.hosts.map((host) => {
       const machine = new HetznerHost(host.name, {
-        host,
-        admin: config.admin,
+        step: stepsOf(host.steps, "bootstrap")[0],
         sshKeyId: sshKey.id,
         sshPrivateKey,
-        listenPort: config.mesh.listenPort,
         labels,
       });
       const keypair = new WireGuardKeypair(`${host.name}-wg`, { rotation: host.config.keyRotation });
@@ -574,7 +573,7 @@ function buildMesh(config: FleetConfig): void {
       ] as const;
     }),
   );
-  new WireGuardMesh("mesh", { plan, hosts: members });
+  new WireGuardMesh("mesh", { step: stepsOf(plan.steps, "mesh")[0], members });
 }
 
 describe("the pack against the real components", () => {

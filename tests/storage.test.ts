@@ -4,12 +4,13 @@
  * they carry, and what stays secret.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { exportDirectories, MeshfsExport } from "../components/meshfsExport";
+import { MeshfsExport } from "../components/meshfsExport";
 import { SshfsAutomount } from "../components/sshfsAutomount";
 import { SshKeypair } from "../components/sshKeypair";
 import { UnisonSync } from "../components/unisonSync";
 import { planFleet } from "../config/model";
-import { FleetConfig, SyncConfig } from "../config/types";
+import { stepsOf } from "../config/plan";
+import { FleetConfig } from "../config/types";
 import { automountUnit, mountUnit } from "../templates/sshfs";
 import { syncService, syncTimer, unisonProfile } from "../templates/unison";
 import { installMocks, MockFleet, offlineRunner, promiseOf, RecordedResource } from "../offline/mockRuntime";
@@ -66,7 +67,7 @@ interface Built {
   readonly syncs: UnisonSync[];
 }
 
-/** The storage part of the program, wired as program.ts wires it. */
+/** The storage part of the program: the plan's export, mount and sync steps, wired as program.ts wires them. */
 async function build(config: FleetConfig = STORAGE_FLEET): Promise<Built> {
   const mocks = await installMocks();
   const plan = planFleet(config);
@@ -78,70 +79,42 @@ async function build(config: FleetConfig = STORAGE_FLEET): Promise<Built> {
     }
     return keys.get(id) as SshKeypair;
   };
-  const spec = config.exports[0];
-  const server = plan.byName.get(spec.host)!;
-  const sshSyncs = config.syncs.filter((s) => s.remote.export === spec.name);
-  const exported = new MeshfsExport(spec.name, {
-    export: spec,
-    host: server,
-    clients: config.mounts
-      .filter((m) => m.export === spec.name)
-      .map((m) => ({
-        name: m.host,
-        meshAddress: plan.byName.get(m.host)!.meshAddress,
-        publicKey: keyOf(spec.name, m.host).publicKey,
-      })),
-    syncServers: sshSyncs.map((s) => ({
-      name: s.host,
-      meshAddress: plan.byName.get(s.host)!.meshAddress,
-      publicKey: keyOf(spec.name, s.host).publicKey,
-      sync: s.name,
-      path: s.remote.path as string,
-    })),
-    directories: exportDirectories(config, spec.name),
-    connection: connection(spec.host),
+  const [step] = stepsOf(plan.steps, "export");
+  const exported = new MeshfsExport(step.name, {
+    step,
+    clientKeys: new Map(
+      [...step.clients, ...step.syncServers].map((c) => [c.name, keyOf(step.export.name, c.name).publicKey]),
+    ),
+    connection: connection(step.host),
     user: "root",
     volumeDevice: pulumi.output(VOLUME_DEVICE),
   });
-  const mounts = config.mounts.map(
+  const mountSteps = stepsOf(plan.steps, "mount");
+  const mounts = mountSteps.map(
     (m) =>
       new SshfsAutomount(
-        `${m.host}-${m.export}-mount`,
+        m.name,
         {
-          mount: m,
-          export: spec,
-          serverMeshAddress: server.meshAddress,
+          step: m,
           serverHostKey: exported.hostKey,
-          clientKey: keyOf(spec.name, m.host),
+          clientKey: keyOf(m.export.name, m.host),
           connection: connection(m.host),
           user: "root",
-          wireguardUnit: "wg-quick@wg0.service",
         },
         { dependsOn: [exported.ready] },
       ),
   );
-  const syncs = config.syncs.map((s) => {
-    const mount = config.mounts.find(
-      (m) => m.host === s.host && s.remote.mountPath !== undefined && s.remote.mountPath.startsWith(m.path),
-    );
-    const dependsOn = mount ? [mounts[config.mounts.indexOf(mount)].ready] : [exported.ready];
+  const syncs = stepsOf(plan.steps, "sync").map((s) => {
+    const { remote } = s;
+    const dependsOn =
+      remote.kind === "mount" ? [mounts[mountSteps.indexOf(remote.mount)].ready] : [exported.ready];
+    const ssh =
+      remote.kind === "ssh"
+        ? { serverHostKey: exported.hostKey, clientKey: keyOf(remote.export.name, s.host) }
+        : undefined;
     return new UnisonSync(
-      `${s.host}-${s.name}-sync`,
-      {
-        sync: s,
-        mount,
-        remoteExport:
-          s.remote.export === undefined
-            ? undefined
-            : {
-                export: spec,
-                serverMeshAddress: server.meshAddress,
-                serverHostKey: exported.hostKey,
-                clientKey: keyOf(spec.name, s.host),
-              },
-        connection: connection(s.host),
-        user: "root",
-      },
+      s.name,
+      { step: s, ssh, connection: connection(s.host), user: "root" },
       { dependsOn },
     );
   });
@@ -385,67 +358,5 @@ describe("a sync over ssh://", () => {
     expect(units).toContain(unisonProfile(SSH_SYNC_PLAN));
     expect(units).toContain("root = ssh://meshfs@10.8.0.1//tank/meshfs/state/wiki\n");
     expect(units).not.toContain("PRIVATE KEY");
-  });
-});
-
-describe("mistakes the components refuse", () => {
-  it("an export on the volume of a host that has none", async () => {
-    await installMocks();
-    const plan = planFleet(STORAGE_FLEET);
-    expect(
-      () =>
-        new MeshfsExport("meshfs", {
-          export: STORAGE_FLEET.exports[0],
-          host: plan.byName.get("anchor")!,
-          clients: [],
-          connection: connection("anchor"),
-          user: "root",
-        }),
-    ).toThrow(/has no volume: set hcloud\.volumeSize on anchor/);
-  });
-
-  it.each<[string, Partial<SyncConfig>, RegExp]>([
-    [
-      "a mount path outside every mount",
-      { remote: { mountPath: "/srv/elsewhere" } },
-      /in no mount of hetzner-native/,
-    ],
-    ["no remote at all", { remote: {} }, /names neither a mount path nor a reachable export/],
-  ])("a sync with %s", async (_, change, message) => {
-    await installMocks();
-    expect(
-      () =>
-        new UnisonSync("bad-sync", {
-          sync: { ...STORAGE_FLEET.syncs[0], ...change },
-          mount: STORAGE_FLEET.mounts[1],
-          connection: connection("hetzner-native"),
-          user: "root",
-        }),
-    ).toThrow(message);
-  });
-});
-
-describe("exportDirectories", () => {
-  it("lists the remote roots of syncs inside the export, relative to the dataset", () => {
-    expect(exportDirectories(STORAGE_FLEET, "meshfs")).toEqual(["wiki"]);
-    const more: FleetConfig = {
-      ...STORAGE_FLEET,
-      syncs: [
-        ...STORAGE_FLEET.syncs,
-        { ...STORAGE_FLEET.syncs[0], name: "notes", remote: { mountPath: "/mnt/meshfs/team/notes/" } },
-        { ...STORAGE_FLEET.syncs[0], name: "all", remote: { mountPath: "/mnt/meshfs" } },
-        SSH_SYNC,
-      ],
-    };
-    expect(exportDirectories(more, "meshfs")).toEqual(["team/notes", "wiki"]);
-    expect(exportDirectories(more, "other")).toEqual([]);
-  });
-
-  it("leaves out ssh:// roots: the sftp step creates and marks those, and a bare directory would not be marked", () => {
-    const viaSsh: FleetConfig = {
-      ...STORAGE_FLEET,
-      syncs: [{ ...SSH_SYNC, remote: { export: "meshfs", path: "only-over-ssh" } }],
-    };
-    expect(exportDirectories(viaSsh, "meshfs")).toEqual([]);
   });
 });

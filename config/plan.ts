@@ -1,0 +1,465 @@
+/**
+ * The fleet resolved into steps: per host, what it runs, as plain data with
+ * every cross-reference resolved (a sync carries its mount, export and
+ * server; a mount its export and server; an export its clients, its ssh://
+ * sync servers and its directories). What is left to the components is only
+ * what exists as a Pulumi Output: keys, host keys, connections and cloud
+ * addresses.
+ *
+ * The lookups (sync → mount → export → server, "is this path inside that
+ * one") are written here once; `resolveSyncRemote` and `mountHolding` are
+ * exported so that validation can walk the same way and report instead of
+ * throw.
+ */
+import type { HealthExpectations } from "../templates/health";
+import type { SftpPlan } from "../templates/sftp";
+import type { MountPlan } from "../templates/sshfs";
+import { isInside, normalizePath } from "../templates/systemd";
+import type { RemoteRoot, SyncPlan } from "../templates/unison";
+import type { SnapshotPlan, ZfsPlan } from "../templates/zfs";
+import type { HealthConfig } from "./health";
+import type { PeerPlan } from "./model";
+import type {
+  ExistingHostConfig,
+  ExportConfig,
+  FleetConfig,
+  HcloudHostConfig,
+  MountConfig,
+  SyncConfig,
+  WireGuardImplementation,
+} from "./types";
+
+/** The WireGuard unit everything that rides the mesh is ordered after. */
+export const WIREGUARD_UNIT = "wg-quick@wg0.service";
+
+/** Another host, as a step refers to it. */
+export interface HostRef {
+  readonly name: string;
+  readonly meshAddress: string;
+}
+
+/** Where a host comes from: a Hetzner Cloud server the program creates, or a host given by address. */
+export type Machine =
+  | { readonly kind: "hcloud"; readonly config: HcloudHostConfig }
+  | { readonly kind: "existing"; readonly config: ExistingHostConfig };
+
+/** The host itself (cloud resources for an hcloud host) and the packages its roles need. */
+export interface BootstrapStep {
+  readonly kind: "bootstrap";
+  /** Component name. */
+  readonly name: string;
+  readonly host: string;
+  readonly machine: Machine;
+  /** Debian packages, sorted. */
+  readonly packages: readonly string[];
+  /** WireGuard UDP port, opened in a cloud firewall. */
+  readonly listenPort: number;
+  /** CIDRs allowed to reach SSH through a cloud firewall. */
+  readonly sshSourceCidrs: readonly string[];
+}
+
+/** The host's WireGuard key pair, generated in the program. */
+export interface WireGuardKeyStep {
+  readonly kind: "wireguardKey";
+  readonly name: string;
+  readonly host: string;
+  /** Change to rotate the key. */
+  readonly rotation: string;
+}
+
+/** A peer on a host's interface. */
+export interface WireGuardPeerStep extends PeerPlan {
+  readonly meshAddress: string;
+}
+
+/** `wg0.key` and `wg0.conf` on one host: everything but the keys and the peers' endpoints. */
+export interface WireGuardConfigStep {
+  readonly kind: "wireguardConfig";
+  readonly host: string;
+  readonly implementation: WireGuardImplementation;
+  /** The host's mesh address with the mesh prefix, e.g. `10.8.0.1/24`. */
+  readonly address: string;
+  readonly listenPort: number;
+  readonly mtu?: number;
+  readonly persistentKeepalive?: number;
+  /** Sorted by name. */
+  readonly peers: readonly WireGuardPeerStep[];
+  /** The host peers with every other host (a full mesh, or the hub). */
+  readonly everyHost: boolean;
+}
+
+/** The mesh as one component: every host's WireGuard configuration. */
+export interface MeshStep {
+  readonly kind: "mesh";
+  readonly name: string;
+  /** In host order. */
+  readonly hosts: readonly WireGuardConfigStep[];
+}
+
+/** A host that reaches an export with unison's ssh:// mode. */
+export interface ExportSyncServer extends HostRef {
+  /** The sync's name on that host. */
+  readonly sync: string;
+  /** The sync's remote root, relative to the dataset root, e.g. `wiki`. */
+  readonly path: string;
+}
+
+/** A ZFS dataset served to the mesh over sftp. */
+export interface ExportStep {
+  readonly kind: "export";
+  readonly name: string;
+  readonly host: string;
+  readonly export: ExportConfig;
+  readonly server: HostRef;
+  /** `pool.devices` names the host's volume: the component puts the device path in its place. */
+  readonly usesVolume: boolean;
+  /** What the zfs step converges; `volume` still stands for the volume device. */
+  readonly zfs: ZfsPlan;
+  readonly snapshots: SnapshotPlan;
+  /** What the sftp step installs, without the clients' public keys. */
+  readonly sftp: Omit<SftpPlan, "clients" | "unisonClients">;
+  /** Hosts that mount the export, one each, sorted by name. */
+  readonly clients: readonly HostRef[];
+  /** Hosts that sync with it over ssh://, in config order. */
+  readonly syncServers: readonly ExportSyncServer[];
+}
+
+/** An export mounted with sshfs automount units. */
+export interface MountStep {
+  readonly kind: "mount";
+  readonly name: string;
+  readonly host: string;
+  readonly mount: MountConfig;
+  readonly export: ExportConfig;
+  readonly server: HostRef;
+  /** What the units step installs, without the server's host key. */
+  readonly units: MountPlan;
+}
+
+/** A sync's remote root, resolved: inside a mount of its host, or on the export host over ssh://. */
+export type SyncRemote =
+  | {
+      readonly kind: "mount";
+      readonly mount: MountStep;
+      readonly export: ExportConfig;
+      readonly server: HostRef;
+      /** The remote root relative to the mount (and so to the dataset root), normalized. */
+      readonly path: string;
+    }
+  | {
+      readonly kind: "ssh";
+      readonly export: ExportConfig;
+      readonly server: HostRef;
+      /** The remote root relative to the dataset root, normalized (`""` for the root itself). */
+      readonly path: string;
+    };
+
+/** A two-way unison sync. */
+export interface SyncStep {
+  readonly kind: "sync";
+  readonly name: string;
+  readonly host: string;
+  readonly sync: SyncConfig;
+  readonly remote: SyncRemote;
+  /** What the units step installs, without the server's host key. */
+  readonly units: SyncPlan;
+}
+
+/** The host's health program and gate. */
+export interface HealthStep {
+  readonly kind: "health";
+  readonly name: string;
+  readonly host: string;
+  readonly health: HealthConfig;
+  /** The host's expectations; its peers' `publicKey`s are empty: the component fills them in. */
+  readonly expectations: HealthExpectations;
+  /** The host peers with every other host. */
+  readonly everyHost: boolean;
+}
+
+/** What one host runs, in order. */
+export type HostStep =
+  BootstrapStep | WireGuardKeyStep | WireGuardConfigStep | ExportStep | MountStep | SyncStep | HealthStep;
+
+/** What the program declares, in order: one entry per component it creates. */
+export type FleetStep =
+  BootstrapStep | WireGuardKeyStep | MeshStep | ExportStep | MountStep | SyncStep | HealthStep;
+
+/** Names of a path's components below a root, joined with `/`: `/a//./b/` is `a/b`. */
+export function relativePath(path: string): string {
+  return normalizePath(path).slice(1);
+}
+
+/** The mount of `host` that holds `path`: validation refuses nested mounts, so at most one does. */
+export function mountHolding<M extends Pick<MountConfig, "host" | "path">>(
+  mounts: readonly M[],
+  host: string,
+  path: string,
+): M | undefined {
+  const wanted = normalizePath(path);
+  return mounts.find((m) => m.host === host && isInside(wanted, normalizePath(m.path)));
+}
+
+/** A sync's remote, resolved against the config: undefined when it names no mount or export it can reach. */
+export type ResolvedRemote =
+  | {
+      readonly kind: "mount";
+      readonly mount: MountConfig;
+      readonly export: ExportConfig;
+      readonly path: string;
+    }
+  | { readonly kind: "ssh"; readonly export: ExportConfig; readonly path: string };
+
+/**
+ * Resolves sync → mount → export: in mount mode, the mount of the sync's
+ * host holding `remote.mountPath` and the export it mounts, with the root's
+ * path relative to the mount; in ssh:// mode, the export named and the
+ * normalized relative path. Undefined when a reference does not resolve.
+ */
+export function resolveSyncRemote(
+  config: Pick<FleetConfig, "exports" | "mounts">,
+  sync: Pick<SyncConfig, "host" | "remote">,
+): ResolvedRemote | undefined {
+  const exportNamed = (name: string) => config.exports.find((e) => e.name === name);
+  if (sync.remote.mountPath !== undefined) {
+    const mount = mountHolding(config.mounts, sync.host, sync.remote.mountPath);
+    const exported = mount === undefined ? undefined : exportNamed(mount.export);
+    if (mount === undefined || exported === undefined) {
+      return undefined;
+    }
+    const path = normalizePath(sync.remote.mountPath).slice(normalizePath(mount.path).length);
+    return { kind: "mount", mount, export: exported, path: relativePath(path) };
+  }
+  const exported = sync.remote.export === undefined ? undefined : exportNamed(sync.remote.export);
+  return exported === undefined
+    ? undefined
+    : { kind: "ssh", export: exported, path: relativePath(sync.remote.path ?? "") };
+}
+
+/** Each directory and its parents, sorted, so every level is created for the export user. */
+function withParents(directories: Iterable<string>): string[] {
+  const all = new Set<string>();
+  for (const dir of directories) {
+    const parts = dir.split("/");
+    parts.forEach((_, i) => all.add(parts.slice(0, i + 1).join("/")));
+  }
+  return [...all].filter((d) => d !== "").sort();
+}
+
+/** What a plan step needs to know about every host. */
+export interface PlannedHost {
+  readonly name: string;
+  readonly meshAddress: string;
+  readonly peers: readonly PeerPlan[];
+  readonly packages: readonly string[];
+}
+
+/** A step the config guarantees exists did not resolve: the config skipped validation. */
+function unresolved(what: string): never {
+  throw new Error(`${what} does not resolve: the config was not validated (see config/validate.ts)`);
+}
+
+/**
+ * Every step of the fleet from validated config and its hosts' addresses,
+ * peers and packages. `healthOf` gives a host's expectations (peer keys left
+ * empty). Pure and deterministic.
+ */
+export function planSteps(
+  config: FleetConfig,
+  hosts: readonly PlannedHost[],
+  healthOf: (host: string) => HealthExpectations,
+): { fleet: FleetStep[]; byHost: Map<string, HostStep[]> } {
+  const byName = new Map(hosts.map((h) => [h.name, h]));
+  const ref = (name: string): HostRef => ({
+    name,
+    meshAddress: (byName.get(name) ?? unresolved(`host ${name}`)).meshAddress,
+  });
+  const exportNamed = (name: string) =>
+    config.exports.find((e) => e.name === name) ?? unresolved(`export ${name}`);
+  const prefix = config.mesh.cidr.split("/")[1];
+  const configHosts = new Map(config.hosts.map((h) => [h.name, h]));
+
+  const bootstraps = hosts.map((h): BootstrapStep => {
+    const hostConfig = configHosts.get(h.name) ?? unresolved(`host ${h.name}`);
+    const machine: Machine =
+      hostConfig.hcloud !== undefined
+        ? { kind: "hcloud", config: hostConfig.hcloud }
+        : { kind: "existing", config: hostConfig.existing ?? unresolved(`the machine of host ${h.name}`) };
+    return {
+      kind: "bootstrap",
+      name: h.name,
+      host: h.name,
+      machine,
+      packages: h.packages,
+      listenPort: config.mesh.listenPort,
+      sshSourceCidrs: config.admin.sshSourceCidrs,
+    };
+  });
+  const keys = hosts.map((h): WireGuardKeyStep => ({
+    kind: "wireguardKey",
+    name: `${h.name}-wg`,
+    host: h.name,
+    rotation: (configHosts.get(h.name) as (typeof config.hosts)[number]).keyRotation,
+  }));
+  const wireguard = hosts.map((h): WireGuardConfigStep => ({
+    kind: "wireguardConfig",
+    host: h.name,
+    implementation: (configHosts.get(h.name) as (typeof config.hosts)[number]).wireguard,
+    address: `${h.meshAddress}/${prefix}`,
+    listenPort: config.mesh.listenPort,
+    mtu: config.mesh.mtu,
+    persistentKeepalive: config.mesh.persistentKeepalive,
+    peers: h.peers.map((p) => ({ ...p, meshAddress: ref(p.name).meshAddress })),
+    everyHost: h.peers.length === hosts.length - 1,
+  }));
+
+  const mounts = config.mounts.map((mount): MountStep => {
+    const exported = exportNamed(mount.export);
+    const server = ref(exported.host);
+    return {
+      kind: "mount",
+      name: `${mount.host}-${mount.export}-mount`,
+      host: mount.host,
+      mount,
+      export: exported,
+      server,
+      units: {
+        exportName: exported.name,
+        user: exported.user,
+        serverMeshAddress: server.meshAddress,
+        path: normalizePath(mount.path),
+        idleTimeout: mount.idleTimeout,
+        owner: mount.owner,
+        wireguardUnit: WIREGUARD_UNIT,
+      },
+    };
+  });
+
+  const syncs = config.syncs.map((sync): SyncStep => {
+    const resolved =
+      resolveSyncRemote(config, sync) ?? unresolved(`the remote of sync ${sync.name} on ${sync.host}`);
+    const server = ref(resolved.export.host);
+    let remote: SyncRemote;
+    let root: RemoteRoot;
+    if (resolved.kind === "mount") {
+      const mount = mounts[config.mounts.indexOf(resolved.mount)];
+      remote = { kind: "mount", mount, export: resolved.export, server, path: resolved.path };
+      root = {
+        kind: "mount",
+        path: normalizePath(sync.remote.mountPath as string),
+        mountPath: mount.units.path,
+        exportName: resolved.export.name,
+      };
+    } else {
+      remote = { kind: "ssh", export: resolved.export, server, path: resolved.path };
+      root = {
+        kind: "ssh",
+        exportName: resolved.export.name,
+        exportUser: resolved.export.user,
+        serverMeshAddress: server.meshAddress,
+        serverPath: normalizePath(`${resolved.export.mountpoint}/${resolved.path}`),
+      };
+    }
+    return {
+      kind: "sync",
+      name: `${sync.host}-${sync.name}-sync`,
+      host: sync.host,
+      sync,
+      remote,
+      units: {
+        name: sync.name,
+        user: sync.user,
+        local: normalizePath(sync.local),
+        remote: root,
+        interval: sync.interval,
+        timeout: sync.timeout,
+        ignore: sync.ignore,
+        watch: sync.watch,
+      },
+    };
+  });
+
+  const exportSteps = config.exports.map((exported): ExportStep => {
+    const server = ref(exported.host);
+    const clients = [...new Set(mounts.filter((m) => m.export.name === exported.name).map((m) => m.host))]
+      .sort()
+      .map(ref);
+    const syncServers = syncs.flatMap((s): ExportSyncServer[] =>
+      s.remote.kind === "ssh" && s.remote.export.name === exported.name
+        ? [{ ...ref(s.host), sync: s.sync.name, path: s.remote.path }]
+        : [],
+    );
+    // The remote roots of syncs through mounts; ssh:// roots are not listed: the sftp step creates and
+    // marks them itself, and a directory made here first would look like an emptied root it must not mark.
+    const directories = withParents(
+      syncs.flatMap((s) =>
+        s.remote.kind === "mount" && s.remote.export.name === exported.name ? [s.remote.path] : [],
+      ),
+    );
+    return {
+      kind: "export",
+      name: exported.name,
+      host: exported.host,
+      export: exported,
+      server,
+      usesVolume: exported.pool.devices.includes("volume"),
+      zfs: {
+        host: exported.host,
+        exportName: exported.name,
+        pool: exported.pool.name,
+        devices: exported.pool.devices,
+        fileSize: exported.pool.fileSize,
+        dataset: exported.dataset,
+        mountpoint: exported.mountpoint,
+        properties: exported.properties,
+      },
+      snapshots: {
+        exportName: exported.name,
+        dataset: exported.dataset,
+        interval: exported.snapshots.interval,
+        keep: exported.snapshots.keep,
+      },
+      sftp: {
+        host: exported.host,
+        exportName: exported.name,
+        user: exported.user,
+        meshAddress: server.meshAddress,
+        mountpoint: exported.mountpoint,
+        directories,
+      },
+      clients,
+      syncServers,
+    };
+  });
+
+  const health = hosts.map((h): HealthStep => ({
+    kind: "health",
+    name: `${h.name}-health`,
+    host: h.name,
+    health: config.health,
+    expectations: healthOf(h.name),
+    everyHost: h.peers.length === hosts.length - 1,
+  }));
+
+  const byHost = new Map<string, HostStep[]>(hosts.map((h) => [h.name, []]));
+  const add = (step: HostStep) => (byHost.get(step.host) ?? unresolved(`host ${step.host}`)).push(step);
+  [...bootstraps, ...keys, ...wireguard, ...exportSteps, ...mounts, ...syncs, ...health].forEach(add);
+  const fleet: FleetStep[] = [
+    ...bootstraps,
+    ...keys,
+    { kind: "mesh", name: "mesh", hosts: wireguard },
+    ...exportSteps,
+    ...mounts,
+    ...syncs,
+    ...health,
+  ];
+  return { fleet, byHost };
+}
+
+/** The steps of one kind among `steps`, in order. */
+export function stepsOf<S extends { readonly kind: string }, K extends S["kind"]>(
+  steps: readonly S[],
+  kind: K,
+): Extract<S, { kind: K }>[] {
+  return steps.filter((s): s is Extract<S, { kind: K }> => s.kind === kind);
+}
