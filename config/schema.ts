@@ -196,9 +196,7 @@ export const poolSchema = z.object({
 fieldInfo.add(poolSchema, { removedKeys: ["implementation"] });
 
 export const snapshotSchema = z.object({
-  interval: field(duration(60, 30 * 86400).default(3600), "how often the dataset is snapshotted (1min–30d)", {
-    defaultText: "1h",
-  }),
+  interval: field(duration(60, 30 * 86400).default(3600), "how often the dataset is snapshotted (1min–30d)"),
   keep: field(
     integer(1, 10000).default(48),
     "how many of swarm's own snapshots are kept; older ones are destroyed",
@@ -233,7 +231,7 @@ export const exportSchema = z.object({
   properties: field(
     z.record(z.string(), z.string()).default(DEFAULT_ZFS_PROPERTIES),
     "ZFS properties, each overridable; those that differ are set in one `zfs set` (the mountpoint in one of its own)",
-    { custom: true, defaultText: "`compression=lz4`, `atime=off`, `snapdir=hidden`" },
+    { custom: true, defaultText: "`compression: lz4`, `atime: off`, `snapdir: hidden`" },
   ),
   snapshots: field(
     snapshotSchema.prefault({}),
@@ -267,9 +265,6 @@ export const mountSchema = z.object({
   idleTimeout: field(
     duration(0, 7 * 86400).default(600),
     "unmount after this long unused; `0` keeps it mounted",
-    {
-      defaultText: "10min",
-    },
   ),
   owner: field(userName().default("root"), "the local user the files appear to belong to"),
 });
@@ -298,7 +293,6 @@ export const syncSchema = z.object({
   interval: field(
     duration(10, 86400).default(60),
     "time from the end of one run to the start of the next (10s–1d)",
-    { defaultText: "60s" },
   ),
   user: field(userName().default("root"), "the local user unison runs as"),
   conflicts: field(
@@ -323,9 +317,7 @@ export const syncSchema = z.object({
     boolean().default(false),
     "also start a run within seconds of a local change (needs `inotify-tools`), the timer as fallback",
   ),
-  timeout: field(duration(10, 86400).default(600), "a run that takes longer is stopped (10s–1d)", {
-    defaultText: "10min",
-  }),
+  timeout: field(duration(10, 86400).default(600), "a run that takes longer is stopped (10s–1d)"),
 });
 
 // ---------------------------------------------------------------- health
@@ -338,7 +330,6 @@ export const healthSchema = z.object({
   handshakeWait: field(
     duration(1, 3600).default(60),
     "how long the gate waits for each peer to answer over the mesh with a fresh handshake",
-    { defaultText: "60s" },
   ),
   maxHandshakeAge: field(
     duration(1, 86400, {
@@ -348,27 +339,19 @@ export const healthSchema = z.object({
           : undefined,
     }).default(180),
     `older handshakes count as down (at least ${formatDuration(MIN_HANDSHAKE_AGE)})`,
-    { defaultText: "180s" },
   ),
   pingCount: field(integer(1, 100).default(3), "echo requests sent to each peer's mesh address per check"),
   mountTimeout: field(
     duration(1, 600).default(20),
     "how long an automount may take to come up on first access",
-    {
-      defaultText: "20s",
-    },
   ),
   syncWait: field(
     duration(1, 3600).default(120),
     "how long the gate waits for a re-run of a sync whose last run failed",
-    { defaultText: "2min" },
   ),
   metricsInterval: field(
     duration(10, 86400).default(60),
     "how often `<textfileDir>/swarm.prom` is rewritten",
-    {
-      defaultText: "60s",
-    },
   ),
   textfileDir: field(
     text({

@@ -165,6 +165,9 @@ export function formatDuration(seconds: Seconds): string {
   return `${seconds}s`;
 }
 
+/** The schemas `duration` made: their defaults are shown as durations, not seconds. */
+export const durations = new WeakSet<z.ZodType>();
+
 /** A duration from `min` to `max` seconds, read into seconds. */
 export function duration(
   min: Seconds,
@@ -173,7 +176,7 @@ export function duration(
 ): z.ZodType<Seconds> {
   const notDuration = (value: unknown) =>
     `${JSON.stringify(value)} is not a duration: write a number with a unit, such as 60s, 5min, 1h or 2d`;
-  return z
+  const schema = z
     .union(
       [
         z.int().min(0, { error: (iss) => notDuration(iss.input) }),
@@ -198,6 +201,8 @@ export function duration(
       }
       return seconds;
     }) as unknown as z.ZodType<Seconds>;
+  durations.add(schema);
+  return schema;
 }
 
 /** A list of `item`; `notList` and the item's own messages say what is wrong. */
@@ -212,6 +217,8 @@ const NONE = Symbol("none");
 interface Unwrapped {
   readonly inner: z.ZodType;
   readonly required: boolean;
+  /** An absent field takes `fallback`. */
+  readonly hasDefault: boolean;
   /** The value an absent field takes; a mapping's default is read as written, filling its own defaults. */
   readonly fallback: unknown;
   readonly info: FieldInfo;
@@ -221,17 +228,18 @@ interface Unwrapped {
 export function unwrap(schema: z.ZodType): Unwrapped {
   const info = fieldInfo.get(schema) ?? {};
   if (schema instanceof z.ZodOptional) {
-    return { inner: schema.unwrap() as z.ZodType, required: false, fallback: NONE, info };
+    return { inner: schema.unwrap() as z.ZodType, required: false, hasDefault: false, fallback: NONE, info };
   }
   if (schema instanceof z.ZodDefault || schema instanceof z.ZodPrefault) {
     return {
       inner: schema.unwrap() as z.ZodType,
       required: false,
+      hasDefault: true,
       fallback: structuredClone(schema.def.defaultValue),
       info,
     };
   }
-  return { inner: schema, required: true, fallback: NONE, info };
+  return { inner: schema, required: true, hasDefault: false, fallback: NONE, info };
 }
 
 /** The fields of a section, each with what `unwrap` tells. */
@@ -346,7 +354,7 @@ export function readSection<S extends z.ZodObject>(
     }
     const given = section.raw[key];
     const absent = given === undefined || given === null;
-    if (absent && f.fallback === NONE) {
+    if (absent && !f.hasDefault) {
       if (f.required && !f.info.requiredElsewhere) {
         section.error(key, `is required: ${f.info.hint ?? genericHint(f.inner)}`);
       }
