@@ -7,9 +7,9 @@
  * addresses.
  *
  * The lookups (sync → mount → export → server, "is this path inside that
- * one") are written here once; `resolveSyncRemote` and `mountHolding` are
- * exported so that validation can walk the same way and report instead of
- * throw.
+ * one") are written here once; `resolveSyncRemote`, `mountHolding` and
+ * `exportNamed` are exported so that validation can walk the same way and
+ * report instead of throw.
  */
 import type { HealthExpectations } from "../templates/health";
 import type { SftpPlan } from "../templates/sftp";
@@ -200,6 +200,14 @@ export function mountHolding<M extends Pick<MountConfig, "host" | "path">>(
   return mounts.find((m) => m.host === host && isInside(wanted, normalizePath(m.path)));
 }
 
+/** The export called `name` (a mount's `export`, a sync's `remote.export`): validation refuses duplicate names. */
+export function exportNamed<E extends { readonly name?: string }>(
+  exports: readonly E[],
+  name: string,
+): E | undefined {
+  return exports.find((e) => e.name === name);
+}
+
 /** A sync's remote, resolved against the config: undefined when it names no mount or export it can reach. */
 export type ResolvedRemote =
   | {
@@ -220,17 +228,17 @@ export function resolveSyncRemote(
   config: Pick<FleetConfig, "exports" | "mounts">,
   sync: Pick<SyncConfig, "host" | "remote">,
 ): ResolvedRemote | undefined {
-  const exportNamed = (name: string) => config.exports.find((e) => e.name === name);
   if (sync.remote.mountPath !== undefined) {
     const mount = mountHolding(config.mounts, sync.host, sync.remote.mountPath);
-    const exported = mount === undefined ? undefined : exportNamed(mount.export);
+    const exported = mount === undefined ? undefined : exportNamed(config.exports, mount.export);
     if (mount === undefined || exported === undefined) {
       return undefined;
     }
     const path = normalizePath(sync.remote.mountPath).slice(normalizePath(mount.path).length);
     return { kind: "mount", mount, export: exported, path: relativePath(path) };
   }
-  const exported = sync.remote.export === undefined ? undefined : exportNamed(sync.remote.export);
+  const exported =
+    sync.remote.export === undefined ? undefined : exportNamed(config.exports, sync.remote.export);
   return exported === undefined
     ? undefined
     : { kind: "ssh", export: exported, path: relativePath(sync.remote.path ?? "") };
@@ -274,8 +282,6 @@ export function planSteps(
     name,
     meshAddress: (byName.get(name) ?? unresolved(`host ${name}`)).meshAddress,
   });
-  const exportNamed = (name: string) =>
-    config.exports.find((e) => e.name === name) ?? unresolved(`export ${name}`);
   const prefix = config.mesh.cidr.split("/")[1];
   const configHosts = new Map(config.hosts.map((h) => [h.name, h]));
 
@@ -314,7 +320,7 @@ export function planSteps(
   }));
 
   const mounts = config.mounts.map((mount): MountStep => {
-    const exported = exportNamed(mount.export);
+    const exported = exportNamed(config.exports, mount.export) ?? unresolved(`export ${mount.export}`);
     const server = ref(exported.host);
     return {
       kind: "mount",

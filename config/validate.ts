@@ -33,6 +33,7 @@ import {
   unionSize,
 } from "./addresses";
 import { FleetPlan, planFleet } from "./model";
+import { exportNamed, mountHolding } from "./plan";
 import {
   DEFAULT_ZFS_PROPERTIES,
   adminSchema,
@@ -1391,7 +1392,7 @@ function checkMounts(
       }
     }
     if (m.export !== undefined) {
-      const target = exports.find((e) => e.name === m.export);
+      const target = exportNamed(exports, m.export);
       if (!target) {
         pushIf(errors, `${m.path}.export`, unknownExport(m.export, exports));
       } else if (m.host !== undefined && target.host === m.host) {
@@ -1442,12 +1443,16 @@ function checkMounts(
   });
 }
 
-/** The mount on the sync's host whose path holds the sync's remote.mountPath. */
+/** The mount on the sync's host whose path holds the sync's remote.mountPath: the plan's lookup, over the mounts read so far. */
 function syncMount(s: SyncDraft, mounts: readonly MountDraft[]): MountDraft | undefined {
   const mountPath = s.remote?.mountPath;
-  return mountPath === undefined
-    ? undefined
-    : mounts.find((m) => m.host === s.host && m.mountPath !== undefined && isInside(mountPath, m.mountPath));
+  if (mountPath === undefined || s.host === undefined) {
+    return undefined;
+  }
+  const placed = mounts.flatMap((m) =>
+    m.host !== undefined && m.mountPath !== undefined ? [{ host: m.host, path: m.mountPath, draft: m }] : [],
+  );
+  return mountHolding(placed, s.host, mountPath)?.draft;
 }
 
 function checkSyncs(
@@ -1518,7 +1523,7 @@ function checkSyncs(
       const mount = syncMount(s, hostMounts);
       if (!mount) {
         pushIf(errors, `${s.path}.remote.mountPath`, noMountProblem(host, mountPath, exports, mounts));
-      } else if (exports.some((e) => e.name === mount.export && e.host === host)) {
+      } else if (mount.export !== undefined && exportNamed(exports, mount.export)?.host === host) {
         errors.push({
           path: `${s.path}.host`,
           message: `${host} serves export ${mount.export} itself, so ${mount.path} is refused and this sync has no other side to reach: run the sync on a client of ${mount.export}, or remove both and use the files in its mountpoint directly`,
@@ -1537,7 +1542,7 @@ function checkSyncs(
       }
     }
     if (remote?.export !== undefined) {
-      const target = exports.find((e) => e.name === remote.export);
+      const target = exportNamed(exports, remote.export);
       if (!target) {
         pushIf(errors, `${s.path}.remote.export`, unknownExport(remote.export, exports));
       } else if (target.host === host) {
