@@ -31,7 +31,7 @@ import { extractFiles, unwrapRootCommand } from "../templates/shell";
 import { parseHostReport } from "../scripts/status";
 import { planFleet } from "../config/model";
 import { stepsOf } from "../config/plan";
-import { FLEET, PLAN, PUBLIC_KEYS, runHealth } from "./fixtures/health/fleet";
+import { PLAN, PUBLIC_KEYS, fleetWith, runHealth } from "./fixtures/health/fleet";
 import { CommandRunner, installMocks, offlineRunner, promiseOf, settle } from "../offline/mockRuntime";
 import { fixtureHostKey } from "../offline/fixtureHostKeys";
 import { DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT } from "../components/remote";
@@ -439,13 +439,14 @@ describe("swarm-health gate on recorded outputs", () => {
   });
 
   test("a host that peers with nobody, mounts nothing and syncs nothing is healthy", () => {
-    const single = { ...PLAN.byName.get("anchor")!, peers: [], exports: [] };
-    const values = healthExpectations(
-      { ...PLAN, byName: new Map([["anchor", single]]) },
-      "anchor",
-      DEFAULT_HEALTH,
-      {},
-    );
+    const single = fleetWith((raw) => ({
+      ...raw,
+      hosts: (raw.hosts as Record<string, unknown>[]).filter((h) => h.name === "anchor"),
+      exports: [],
+      mounts: [],
+      syncs: [],
+    }));
+    const values = healthExpectations(planFleet(single), "anchor", DEFAULT_HEALTH, {});
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-health-empty-"));
     fs.writeFileSync(path.join(dir, "health.conf"), renderHealthConfig(values));
     fs.writeFileSync(path.join(dir, "date"), "1764090000\n");
@@ -688,7 +689,8 @@ describe("HealthGate", () => {
 
   async function gateOf(
     opts: {
-      health?: HealthConfig;
+      /** Raw `swarm:health` values. */
+      health?: Record<string, unknown>;
       changes?: string[];
       user?: string;
       runner?: CommandRunner;
@@ -700,7 +702,7 @@ describe("HealthGate", () => {
     new HealthGate(
       "hetzner-native-health",
       {
-        step: stepsOf(planFleet({ ...FLEET, health: opts.health ?? DEFAULT_HEALTH }).steps, "health").find(
+        step: stepsOf(planFleet(fleetWith((raw) => ({ ...raw, health: opts.health }))).steps, "health").find(
           (s) => s.host === "hetzner-native",
         )!,
         publicKeys: new Map(Object.entries(PUBLIC_KEYS).map(([k, v]) => [k, pulumi.output(v)])),
@@ -737,7 +739,7 @@ describe("HealthGate", () => {
   });
 
   test("no gate when it is turned off; the metrics are still installed", async () => {
-    const mocks = await gateOf({ health: { ...DEFAULT_HEALTH, gate: false } });
+    const mocks = await gateOf({ health: { gate: false } });
     expect(mocks.ofType("command:remote:Command").map((r) => r.name)).toEqual([
       "hetzner-native-health-install",
     ]);
@@ -752,7 +754,7 @@ describe("HealthGate", () => {
   });
 
   test("the gate re-runs exactly when something on the host changed", async () => {
-    const triggers = async (changes: string[], health = DEFAULT_HEALTH) => {
+    const triggers = async (changes: string[], health?: Record<string, unknown>) => {
       const mocks = await gateOf({ changes, health });
       return mocks.named("hetzner-native-health-install").inputs.triggers;
     };
@@ -762,7 +764,7 @@ describe("HealthGate", () => {
     expect(same).toEqual(first);
     expect(changed).not.toEqual(first);
     // Without the gate, what changes on the host does not re-run the install.
-    const off = { ...DEFAULT_HEALTH, gate: false };
+    const off = { gate: false };
     expect(await triggers(["mesh:abc", "sync:xyz"], off)).toEqual(await triggers(["mesh:abc"], off));
   });
 
@@ -778,7 +780,7 @@ describe("HealthGate", () => {
 
   test("new thresholds rewrite the expectations and re-run the gate", async () => {
     const before = await gateOf();
-    const after = await gateOf({ health: { ...DEFAULT_HEALTH, handshakeWait: 30 } });
+    const after = await gateOf({ health: { handshakeWait: "30s" } });
     const name = "hetzner-native-health-install";
     expect(after.named(name).inputs.triggers).not.toEqual(before.named(name).inputs.triggers);
     expect(after.named(name).inputs.create).not.toEqual(before.named(name).inputs.create);

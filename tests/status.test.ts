@@ -22,7 +22,7 @@ import {
   sshTargets,
 } from "../scripts/status";
 import { HEALTH_PROGRAM_PATH } from "../templates/health";
-import { FLEET, runHealth } from "./fixtures/health/fleet";
+import { FLEET, fleetWith, runHealth } from "./fixtures/health/fleet";
 import { fixtureHostKey } from "../offline/fixtureHostKeys";
 import { sshFingerprint } from "../components/hostKey";
 
@@ -156,14 +156,15 @@ describe("parseHostReport", () => {
 });
 
 describe("finding hosts", () => {
-  const hcloudFleet = {
-    ...FLEET,
-    hosts: FLEET.hosts.map((h) =>
+  const hcloudFleet = fleetWith((raw) => ({
+    ...raw,
+    hosts: (raw.hosts as Record<string, unknown>[]).map((h) =>
       h.name === "anchor"
-        ? { ...h, existing: undefined, hcloud: { serverType: "cx23", location: "nbg1", image: "debian-12" } }
+        ? { name: h.name, meshAddress: h.meshAddress, hcloud: { serverType: "cx23", location: "nbg1" } }
         : h,
     ),
-  };
+    admin: { ...(raw.admin as Record<string, unknown>), sshSourceCidrs: ["198.51.100.0/24"] },
+  }));
 
   test("existing hosts come from the config", () => {
     const { targets, missing } = sshTargets(FLEET, undefined, "no CLI");
