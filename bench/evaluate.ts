@@ -19,7 +19,15 @@ import { validateFleetConfig } from "../config/validate";
 import { CommandInputs, changedInputs, commandInputs, sameInputs } from "../lab/engine";
 import { defineFleet } from "../program";
 import { MockFleet, RecordedResource, installMocks, offlineRunner, settle } from "../offline/mockRuntime";
-import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "../scripts/commandLine";
+import {
+  EXIT,
+  Io,
+  UsageError,
+  parseCommandLine,
+  positionalsAs,
+  processIo,
+  argumentsOrUsage,
+} from "../scripts/commandLine";
 import { Change, FleetShape, belongsTo, meshOnlyHosts, rawFleet } from "./fleets";
 import { ChangesResult, FloorResult, ProfileResult, ProgramResult, Rerun, TypeCount } from "./results";
 
@@ -338,17 +346,11 @@ function run(job: Job): Promise<unknown> {
 
 /** Runs one evaluation and prints its result as one JSON line; resolves to the exit code: 0 done, 2 usage. */
 export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
-  let job: Job;
-  try {
-    job = parseArguments(argv);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      io.err(e.message);
-      io.err(USAGE);
-      return EXIT.usage;
-    }
-    throw e;
+  const parsed = argumentsOrUsage(() => parseArguments(argv), USAGE, io);
+  if ("exit" in parsed) {
+    return parsed.exit;
   }
+  const job = parsed.args;
   io.out(JSON.stringify(await run(job)));
   return EXIT.ok;
 }

@@ -21,7 +21,7 @@ import {
   seedHosts,
   vmSh,
 } from "../lab/fleet";
-import { EXIT, Io, UsageError, parseCommandLine, processIo } from "../scripts/commandLine";
+import { EXIT, Io, UsageError, parseCommandLine, processIo, argumentsOrUsage } from "../scripts/commandLine";
 import { syncSentinel } from "../templates/sftp";
 import { BulkRun, ConvergeRun, LatencySeries, SyncBench } from "./results";
 
@@ -512,17 +512,11 @@ export function parseArguments(argv: readonly string[]): Job {
  * resolves to the exit code: 0 done, 2 usage or not root.
  */
 export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
-  let job: Job;
-  try {
-    job = parseArguments(argv);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      io.err(e.message);
-      io.err(USAGE);
-      return EXIT.usage;
-    }
-    throw e;
+  const parsed = argumentsOrUsage(() => parseArguments(argv), USAGE, io);
+  if ("exit" in parsed) {
+    return parsed.exit;
   }
+  const job = parsed.args;
   if (process.getuid?.() !== 0) {
     io.err("the lab benchmarks need root (network namespaces, systemd-nspawn)");
     return EXIT.usage;

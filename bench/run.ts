@@ -9,7 +9,15 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "../scripts/commandLine";
+import {
+  EXIT,
+  Io,
+  UsageError,
+  parseCommandLine,
+  positionalsAs,
+  processIo,
+  argumentsOrUsage,
+} from "../scripts/commandLine";
 import { CHANGED_MOUNT_HOST, Topology, belongsTo, hostName } from "./fleets";
 import type {
   BulkRun,
@@ -688,17 +696,11 @@ function syncReport(runs: SyncBench): string {
 
 /** Runs the benchmark; resolves to the exit code: 0 done, 1 a part failed, 2 usage. The report goes to `io.out`. */
 export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
-  let options: Options;
-  try {
-    options = parseArguments(argv);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      io.err(e.message);
-      io.err(USAGE);
-      return EXIT.usage;
-    }
-    throw e;
+  const parsed = argumentsOrUsage(() => parseArguments(argv), USAGE, io);
+  if ("exit" in parsed) {
+    return parsed.exit;
   }
+  const options = parsed.args;
   const plan = options.quick ? QUICK : FULL;
   const started = Date.now();
   const raw: Record<string, unknown> = { quick: options.quick, plan: { ...plan, profile: undefined } };

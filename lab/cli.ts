@@ -11,7 +11,15 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { FleetConfig } from "../config/types";
 import { CommandState, LabEngine } from "./engine";
-import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "../scripts/commandLine";
+import {
+  EXIT,
+  Io,
+  UsageError,
+  parseCommandLine,
+  positionalsAs,
+  processIo,
+  argumentsOrUsage,
+} from "../scripts/commandLine";
 import { LAB_KEY, SSH_CONFIG, STATE, VM_SH, labConfig, UNBOOTED, vmSh, labUpArgs, seedHosts } from "./fleet";
 
 const ENGINE_STATE = path.join(STATE, "converge-state.json");
@@ -99,17 +107,11 @@ export function parseArguments(argv: readonly string[]): LabCommand {
  * touches nothing of the lab.
  */
 export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
-  let command: LabCommand;
-  try {
-    command = parseArguments(argv);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      io.err(e.message);
-      io.err(USAGE);
-      return EXIT.usage;
-    }
-    throw e;
+  const parsed = argumentsOrUsage(() => parseArguments(argv), USAGE, io);
+  if ("exit" in parsed) {
+    return parsed.exit;
   }
+  const command = parsed.args;
   const print = (text: string) => io.out(text.replace(/\n$/, ""));
   switch (command.verb) {
     case "help":

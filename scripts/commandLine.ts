@@ -57,3 +57,24 @@ export function positionalsAs(positionals: readonly string[], names: readonly st
   }
   return [...positionals];
 }
+
+/**
+ * `parse()`'s arguments, or, when the command line is wrong, what is wrong
+ * and the usage line printed on `io.err` and the exit code to return.
+ */
+export function argumentsOrUsage<T>(
+  parse: () => T,
+  usage: string,
+  io: Io,
+): { readonly args: T } | { readonly exit: number } {
+  try {
+    return { args: parse() };
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(e.message);
+      io.err(usage);
+      return { exit: EXIT.usage };
+    }
+    throw e;
+  }
+}

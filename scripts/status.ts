@@ -22,7 +22,7 @@ import { FleetConfig } from "../config/types";
 import { hostKeyMismatch } from "../components/hostKey";
 import { LAB_KEY, SSH_CONFIG, labHostKeys } from "../lab/fleet";
 import { HEALTH_PROGRAM_PATH } from "../templates/health";
-import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "./commandLine";
+import { EXIT, Io, parseCommandLine, positionalsAs, processIo, argumentsOrUsage } from "./commandLine";
 
 export type Level = "ok" | "WARN" | "FAIL";
 
@@ -499,17 +499,11 @@ export async function main(
   env: NodeJS.ProcessEnv = process.env,
   root = path.resolve(__dirname, ".."),
 ): Promise<number> {
-  let args: Arguments;
-  try {
-    args = parseArguments(argv, env);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      io.err(e.message);
-      io.err(USAGE);
-      return EXIT.usage;
-    }
-    throw e;
+  const parsed = argumentsOrUsage(() => parseArguments(argv, env), USAGE, io);
+  if ("exit" in parsed) {
+    return parsed.exit;
   }
+  const args = parsed.args;
   // The lab keeps its admin key, the hosts' keys and the route through its VM in its state directory.
   const isLab = args.stack === "lab" && fs.existsSync(LAB_KEY);
   let config: FleetConfig;

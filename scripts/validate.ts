@@ -7,7 +7,7 @@
 import { LoadedStack, StackLoadError, formatErrors, loadStack } from "../config/load";
 import { FleetConfig } from "../config/types";
 import { labStackHostKeys } from "../lab/fleet";
-import { EXIT, Io, UsageError, parseCommandLine, positionalsAs, processIo } from "./commandLine";
+import { EXIT, Io, parseCommandLine, positionalsAs, processIo, argumentsOrUsage } from "./commandLine";
 
 export const USAGE = "usage: npm run validate -- <stack>   (checks Pulumi.<stack>.yaml)";
 
@@ -19,17 +19,11 @@ export function parseArguments(argv: readonly string[]): string {
 
 /** Runs the check; returns the exit code: 0 valid, 1 invalid, 2 usage. `dir` is where stack files live. */
 export function main(argv: readonly string[], io: Io = processIo, dir = "."): number {
-  let stack: string;
-  try {
-    stack = parseArguments(argv);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      io.err(e.message);
-      io.err(USAGE);
-      return EXIT.usage;
-    }
-    throw e;
+  const parsed = argumentsOrUsage(() => parseArguments(argv), USAGE, io);
+  if ("exit" in parsed) {
+    return parsed.exit;
   }
+  const stack = parsed.args;
   let loaded: LoadedStack;
   try {
     loaded = loadStack(stack, { dir, pinHostKeys: labStackHostKeys(stack) });
