@@ -4,16 +4,10 @@
 import { planFleet } from "../config/model";
 import { mountHolding, resolveSyncRemote, stepsOf } from "../config/plan";
 import { FleetConfig } from "../config/types";
-import { SSH_SYNC, STORAGE_FLEET } from "./storageFixtures";
-
-const WITH_SSH: FleetConfig = {
-  ...STORAGE_FLEET,
-  hosts: [...STORAGE_FLEET.hosts, { ...STORAGE_FLEET.hosts[1], name: "archive", meshAddress: "10.8.0.4" }],
-  syncs: [...STORAGE_FLEET.syncs, SSH_SYNC],
-};
+import { SSH_FLEET, STORAGE_FLEET, storageFleet, withSshSync } from "./storageFixtures";
 
 describe("planFleet's steps", () => {
-  const plan = planFleet(WITH_SSH);
+  const plan = planFleet(SSH_FLEET);
 
   it("gives each host its steps in order, and the fleet one entry per component", () => {
     expect(plan.byName.get("hetzner-native")?.steps.map((s) => s.kind)).toEqual([
@@ -90,22 +84,29 @@ describe("export directories", () => {
   const directories = (config: FleetConfig) => stepsOf(planFleet(config).steps, "export")[0].sftp.directories;
 
   it("lists the remote roots of syncs through mounts of the export, with their parents", () => {
-    const more: FleetConfig = {
-      ...WITH_SSH,
-      syncs: [
-        ...WITH_SSH.syncs,
-        { ...STORAGE_FLEET.syncs[0], name: "notes", remote: { mountPath: "/mnt/meshfs/team/notes/" } },
-        { ...STORAGE_FLEET.syncs[0], name: "all", remote: { mountPath: "/mnt/meshfs" } },
-      ],
-    };
+    const more = storageFleet((raw) => {
+      const withSsh = withSshSync(raw);
+      const syncs = withSsh.syncs as Record<string, unknown>[];
+      const through = (name: string, mountPath: string) => ({
+        ...syncs[0],
+        name,
+        local: `/home/ai-streamer/${name}`,
+        remote: { mountPath },
+      });
+      return {
+        ...withSsh,
+        syncs: [...syncs, through("notes", "/mnt/meshfs/team/notes"), through("all", "/mnt/meshfs")],
+      };
+    });
     expect(directories(more)).toEqual(["team", "team/notes", "wiki"]);
   });
 
   it("leaves out ssh:// roots: the sftp step creates and marks those", () => {
-    const viaSsh: FleetConfig = {
-      ...WITH_SSH,
-      syncs: [{ ...SSH_SYNC, remote: { export: "meshfs", path: "only-over-ssh" } }],
-    };
+    const viaSsh = storageFleet((raw) => {
+      const withSsh = withSshSync(raw);
+      const copy = (withSsh.syncs as Record<string, unknown>[])[1];
+      return { ...withSsh, syncs: [{ ...copy, remote: { export: "meshfs", path: "only-over-ssh" } }] };
+    });
     expect(directories(viaSsh)).toEqual([]);
   });
 });

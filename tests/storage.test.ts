@@ -17,14 +17,16 @@ import { installMocks, MockFleet, offlineRunner, promiseOf, RecordedResource } f
 import { fixtureHostKey } from "../offline/fixtureHostKeys";
 import { DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT } from "../components/remote";
 import {
-  FILE_EXPORT,
-  LAB_EXPORT,
   PROD_MOUNT_PLANS,
   PROD_SYNC_PLAN,
-  SSH_SYNC,
+  Raw,
+  SSH_FLEET,
   SSH_SYNC_PLAN,
   STORAGE_FLEET,
   VOLUME_DEVICE,
+  onLabDisk,
+  onSparseFiles,
+  storageFleet,
 } from "./storageFixtures";
 
 const SECRET_SIG = "4dabf18193072939515e22adb298388d";
@@ -271,41 +273,46 @@ describe("what a change re-runs", () => {
     expect(changed(baseline, await triggersOf(STORAGE_FLEET))).toEqual([]);
   });
 
-  it.each<[string, (c: FleetConfig) => FleetConfig, string[]]>([
+  /** The first entry of the raw list `key`, changed by `change`. */
+  const first =
+    (key: string, change: (item: Raw) => Raw) =>
+    (raw: Raw): Raw => {
+      const [item, ...rest] = raw[key] as Raw[];
+      return { ...raw, [key]: [change(item), ...rest] };
+    };
+
+  it.each<[string, (raw: Raw) => Raw, string[]]>([
     [
       "a sync's interval",
-      (c) => ({ ...c, syncs: [{ ...c.syncs[0], interval: 120 }] }),
+      first("syncs", (s) => ({ ...s, interval: "120s" })),
       ["hetzner-native-wiki-sync-units"],
     ],
     [
       "a mount's idle timeout",
-      (c) => ({ ...c, mounts: [{ ...c.mounts[0], idleTimeout: 60 }, c.mounts[1]] }),
+      first("mounts", (m) => ({ ...m, idleTimeout: "60s" })),
       ["satellite-meshfs-mount-units"],
     ],
     [
       "the snapshot retention",
-      (c) => ({ ...c, exports: [{ ...c.exports[0], snapshots: { interval: 3600, keep: 24 } }] }),
+      first("exports", (e) => ({ ...e, snapshots: { interval: "1h", keep: 24 } })),
       ["meshfs-snapshots"],
     ],
     [
       "a ZFS property",
-      (c) => ({
-        ...c,
-        exports: [{ ...c.exports[0], properties: { ...c.exports[0].properties, atime: "on" } }],
-      }),
+      first("exports", (e) => ({ ...e, properties: { ...(e.properties as Raw), atime: "on" } })),
       ["meshfs-zfs"],
     ],
   ])("re-runs only the owning host's command when %s changes", async (_, change, expected) => {
-    expect(changed(baseline, await triggersOf(change(STORAGE_FLEET)))).toEqual(expected);
+    expect(changed(baseline, await triggersOf(storageFleet(change)))).toEqual(expected);
   });
 });
 
 describe("a host that mounts the export twice", () => {
   it("still gets exactly one key line", async () => {
-    const twice: FleetConfig = {
-      ...STORAGE_FLEET,
-      mounts: [...STORAGE_FLEET.mounts, { ...STORAGE_FLEET.mounts[0], path: "/srv/meshfs" }],
-    };
+    const twice = storageFleet((raw) => {
+      const mounts = raw.mounts as Raw[];
+      return { ...raw, mounts: [...mounts, { ...mounts[0], path: "/srv/meshfs" }] };
+    });
     const exported = twice.exports[0];
     const plan = planFleet(twice);
     const { mocks } = await build(twice);
@@ -320,7 +327,7 @@ describe("a host that mounts the export twice", () => {
 
 describe("the lab's export and one on sparse files", () => {
   it("puts the lab's pool on the VM's virtual disk, on OpenZFS as in prod", async () => {
-    const { mocks } = await build({ ...STORAGE_FLEET, exports: [LAB_EXPORT] });
+    const { mocks } = await build(storageFleet(onLabDisk));
     const zfs = createOf(mocks.named("meshfs-zfs"));
     expect(zfs).toContain("modprobe zfs");
     expect(zfs).toContain("zpool create 'tank' '/dev/disk/by-id/virtio-swarm-tank'");
@@ -328,7 +335,7 @@ describe("the lab's export and one on sparse files", () => {
   });
 
   it("creates the file-backed pool, and imports it from its folder", async () => {
-    const { mocks } = await build({ ...STORAGE_FLEET, exports: [FILE_EXPORT] });
+    const { mocks } = await build(storageFleet(onSparseFiles));
     const zfs = createOf(mocks.named("meshfs-zfs"));
     expect(zfs).toContain("modprobe zfs");
     expect(zfs).toContain("truncate -s '1G' '/var/lib/swarm/tank.img'");
@@ -337,14 +344,8 @@ describe("the lab's export and one on sparse files", () => {
 });
 
 describe("a sync over ssh://", () => {
-  const config: FleetConfig = {
-    ...STORAGE_FLEET,
-    hosts: [...STORAGE_FLEET.hosts, { ...STORAGE_FLEET.hosts[1], name: "archive", meshAddress: "10.8.0.4" }],
-    syncs: [...STORAGE_FLEET.syncs, SSH_SYNC],
-  };
-
   it("gets its own key line with unison -server, its key as a secret, and the ssh:// profile", async () => {
-    const { mocks, keys } = await build(config);
+    const { mocks, keys } = await build(SSH_FLEET);
     const sftp = createOf(mocks.named("meshfs-sftp"));
     expect(sftp).toMatch(
       /restrict,from="10\.8\.0\.4\/32",command="env UNISON=\S+ .*unison -server" ssh-ed25519 \S+ archive sync wiki-copy/,

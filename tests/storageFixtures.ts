@@ -1,13 +1,15 @@
 /**
  * The production storage layout (Pulumi.prod.yaml) as validated config and
- * as the plain plans the storage templates take, plus the lab's export
+ * as the plans its steps hand the storage templates, plus the lab's export
  * (Pulumi.lab.yaml: a virtual disk), a variant on sparse files and an
- * ssh:// sync variant.
+ * ssh:// sync variant: every one raw stack values run through validation
+ * and `planFleet`, never a typed object built by hand.
  */
 import { join } from "node:path";
-import { DEFAULT_HEALTH } from "../config/health";
+import { planFleet } from "../config/model";
+import { ExportStep, MountStep, SyncStep, stepsOf } from "../config/plan";
 import { loadStack } from "../config/load";
-import { ExportConfig, FleetConfig, HostConfig, MountConfig, SyncConfig } from "../config/types";
+import { FleetConfig, SyncConfig } from "../config/types";
 import { SftpPlan } from "../templates/sftp";
 import { MountPlan } from "../templates/sshfs";
 import { SyncPlan } from "../templates/unison";
@@ -21,165 +23,135 @@ export function fakePublicKey(seed: string, comment = seed): string {
   return `ssh-ed25519 ${Buffer.concat([header, fakeBytes(seed, 32)]).toString("base64")} ${comment}`;
 }
 
-function hcloudHost(name: string, extra: Partial<HostConfig> = {}): HostConfig {
-  return {
-    name,
-    hcloud: { serverType: "cx23", location: "nbg1", image: "debian-12" },
-    wireguard: "kernel",
-    keyRotation: "",
-    routes: [],
-    ...extra,
-  };
-}
+export type Raw = Record<string, unknown>;
+export type Edit = (raw: Raw) => Raw;
 
 /** The `swarm:` config of `Pulumi.<stack>.yaml` as validation returns it, after `edit` changed the raw values. */
-function validatedStack(
-  stack: string,
-  edit: (raw: Record<string, unknown>) => Record<string, unknown> = (raw) => raw,
-): FleetConfig {
+function validatedStack(stack: string, edit: Edit = (raw) => raw): FleetConfig {
   return loadStack(stack, { dir: join(__dirname, ".."), pinHostKeys: UNBOOTED, edit }).config;
 }
 
-const PROD = validatedStack("prod");
+/** Replaces the entries of the raw list `key` by what `each` makes of them. */
+function mapList(raw: Raw, key: string, each: (item: Raw, index: number) => Raw): Raw {
+  return { ...raw, [key]: (raw[key] as Raw[]).map(each) };
+}
 
-export const PROD_EXPORT: ExportConfig = PROD.exports[0];
+/**
+ * Prod's storage on fixed mesh addresses (10.8.0.1–3), every server in
+ * nbg1, no keepalive, and an admin key of the tests' own; then `edit`.
+ */
+export function storageFleet(edit: Edit = (raw) => raw): FleetConfig {
+  return validatedStack("prod", (prod) => {
+    const hosts = mapList(prod, "hosts", (h, i) => ({
+      ...h,
+      meshAddress: `10.8.0.${i + 1}`,
+      hcloud: { ...(h.hcloud as Raw), location: "nbg1" },
+    }));
+    const mesh = { ...(prod.mesh as Raw) };
+    delete mesh.persistentKeepalive;
+    const admin = { sshPublicKey: fakePublicKey("admin"), sshSourceCidrs: ["198.51.100.0/24"] };
+    return edit({ ...hosts, mesh, admin });
+  });
+}
 
-/** The lab's export: OpenZFS on a virtual disk of the VM. */
-export const LAB_EXPORT: ExportConfig = validatedStack("lab").exports[0];
+export const STORAGE_FLEET: FleetConfig = storageFleet();
 
-/** The lab's export on a pool of sparse files that the script creates (pool.fileSize). */
-export const FILE_EXPORT: ExportConfig = validatedStack("lab", (raw) => {
-  const [exported] = raw.exports as Record<string, unknown>[];
-  const pool = { name: "tank", devices: ["/var/lib/swarm/tank.img"], fileSize: "1G" };
-  return { ...raw, exports: [{ ...exported, pool }] };
-}).exports[0];
-
-export const PROD_MOUNTS: readonly MountConfig[] = PROD.mounts;
-
-export const PROD_SYNC: SyncConfig = PROD.syncs[0];
-
-/** The same wiki, reached with unison's ssh:// mode from a host that does not mount the export. */
-export const SSH_SYNC: SyncConfig = {
-  ...PROD_SYNC,
-  host: "archive",
-  name: "wiki-copy",
-  local: "/srv/wiki",
-  remote: { export: "meshfs", path: "wiki" },
-  user: "root",
-  watch: true,
+/**
+ * Adds `archive` (10.8.0.4), a client of meshfs that does not mount it and
+ * syncs the wiki as `wiki-copy` with unison's ssh:// mode.
+ */
+export const withSshSync: Edit = (raw) => {
+  const [wiki] = raw.syncs as Raw[];
+  const archive = {
+    name: "archive",
+    meshAddress: "10.8.0.4",
+    hcloud: { serverType: "cx23", location: "nbg1" },
+  };
+  const copy = {
+    ...wiki,
+    host: "archive",
+    name: "wiki-copy",
+    local: "/srv/wiki",
+    remote: { export: "meshfs", path: "wiki" },
+    user: "root",
+    watch: true,
+  };
+  return mapList(
+    { ...raw, hosts: [...(raw.hosts as Raw[]), archive], syncs: [...(raw.syncs as Raw[]), copy] },
+    "exports",
+    (e) => ({ ...e, clients: [...(e.clients as string[]), "archive"] }),
+  );
 };
 
-export const STORAGE_FLEET: FleetConfig = {
-  hosts: [
-    hcloudHost("anchor", {
-      meshAddress: "10.8.0.1",
-      hcloud: { serverType: "cx23", location: "nbg1", image: "debian-12", volumeSize: 50 },
-    }),
-    hcloudHost("satellite", { meshAddress: "10.8.0.2" }),
-    hcloudHost("hetzner-native", { meshAddress: "10.8.0.3" }),
-  ],
-  mesh: { cidr: "10.8.0.0/24", listenPort: 51820, topology: "hub", hub: "anchor" },
-  admin: { sshPublicKey: fakePublicKey("admin"), sshSourceCidrs: ["198.51.100.0/24"] },
-  exports: [PROD_EXPORT],
-  mounts: PROD_MOUNTS,
-  syncs: [PROD_SYNC],
-  health: DEFAULT_HEALTH,
-};
+/** The storage fleet with the ssh:// sync. */
+export const SSH_FLEET: FleetConfig = storageFleet(withSshSync);
+
+const PROD = planFleet(STORAGE_FLEET).steps;
+const SSH = planFleet(SSH_FLEET).steps;
+const [PROD_EXPORT_STEP]: ExportStep[] = stepsOf(PROD, "export");
+const [SSH_EXPORT_STEP]: ExportStep[] = stepsOf(SSH, "export");
+const syncStep = (steps: typeof PROD, name: string): SyncStep =>
+  stepsOf(steps, "sync").find((s) => s.sync.name === name) as SyncStep;
+
+/** The lab stack: its export is OpenZFS on a virtual disk of the VM. */
+const LAB: FleetConfig = validatedStack("lab");
+
+/** Puts the export's pool on the lab's virtual disk. */
+export const onLabDisk: Edit = (raw) =>
+  mapList(raw, "exports", (e) => ({ ...e, pool: { ...LAB.exports[0].pool } }));
+
+/** Makes the export a pool of sparse files that the script creates (pool.fileSize). */
+export const onSparseFiles: Edit = (raw) =>
+  mapList(raw, "exports", (e) => ({
+    ...e,
+    pool: { name: "tank", devices: ["/var/lib/swarm/tank.img"], fileSize: "1G" },
+  }));
+
+export const PROD_SYNC: SyncConfig = syncStep(PROD, "wiki").sync;
 
 export const VOLUME_DEVICE = "/dev/disk/by-id/scsi-0HC_Volume_1001";
 
-export const PROD_ZFS: ZfsPlan = {
-  host: "anchor",
-  exportName: "meshfs",
-  pool: "tank",
-  devices: [VOLUME_DEVICE],
-  dataset: PROD_EXPORT.dataset,
-  mountpoint: PROD_EXPORT.mountpoint,
-  properties: PROD_EXPORT.properties,
-};
+/** The export step's zfs plan with the volume device in place of `volume`, as the export component does. */
+function zfsPlan(step: ExportStep): ZfsPlan {
+  return { ...step.zfs, devices: step.zfs.devices.map((d) => (d === "volume" ? VOLUME_DEVICE : d)) };
+}
 
-export const LAB_ZFS: ZfsPlan = {
-  ...PROD_ZFS,
-  devices: LAB_EXPORT.pool.devices,
-  properties: LAB_EXPORT.properties,
-};
+export const PROD_ZFS: ZfsPlan = zfsPlan(PROD_EXPORT_STEP);
 
-export const FILE_ZFS: ZfsPlan = {
-  ...LAB_ZFS,
-  devices: FILE_EXPORT.pool.devices,
-  fileSize: FILE_EXPORT.pool.fileSize,
-};
+export const LAB_ZFS: ZfsPlan = zfsPlan(stepsOf(planFleet(LAB).steps, "export")[0]);
 
-export const PROD_SNAPSHOTS: SnapshotPlan = {
-  exportName: "meshfs",
-  dataset: PROD_EXPORT.dataset,
-  interval: PROD_EXPORT.snapshots.interval,
-  keep: PROD_EXPORT.snapshots.keep,
-};
+export const FILE_ZFS: ZfsPlan = zfsPlan(
+  stepsOf(planFleet(validatedStack("lab", onSparseFiles)).steps, "export")[0],
+);
 
-export const PROD_SFTP: SftpPlan = {
-  host: "anchor",
-  exportName: "meshfs",
-  user: "meshfs",
-  meshAddress: "10.8.0.1",
-  mountpoint: "/tank/meshfs/state",
-  clients: [
-    { name: "satellite", meshAddress: "10.8.0.2", publicKey: fakePublicKey("meshfs-satellite") },
-    { name: "hetzner-native", meshAddress: "10.8.0.3", publicKey: fakePublicKey("meshfs-hetzner-native") },
-  ],
-  unisonClients: [],
-  directories: ["wiki"],
-};
+export const PROD_SNAPSHOTS: SnapshotPlan = PROD_EXPORT_STEP.snapshots;
 
-export const SSH_SFTP: SftpPlan = {
-  ...PROD_SFTP,
-  unisonClients: [
-    {
-      name: "archive",
-      meshAddress: "10.8.0.4",
-      publicKey: fakePublicKey("meshfs-archive"),
-      sync: "wiki-copy",
-      path: "wiki",
-    },
-  ],
-};
+/**
+ * The export step's sftp plan with each client's key, as the export
+ * component fills them in. The clients are in the order of the export's
+ * `clients` (satellite first), the order the golden files were recorded in;
+ * the step sorts them by name, and the sftp script checks sshd as its first.
+ */
+function sftpPlan(step: ExportStep): SftpPlan {
+  const keyOf = (host: string) => fakePublicKey(`${step.export.name}-${host}`);
+  const listed = (name: string) => step.export.clients.indexOf(name);
+  return {
+    ...step.sftp,
+    clients: [...step.clients]
+      .sort((x, y) => listed(x.name) - listed(y.name))
+      .map((c) => ({ ...c, publicKey: keyOf(c.name) })),
+    unisonClients: step.syncServers.map((c) => ({ ...c, publicKey: keyOf(c.name) })),
+  };
+}
 
-export const PROD_MOUNT_PLANS: readonly MountPlan[] = PROD_MOUNTS.map((m) => ({
-  exportName: "meshfs",
-  user: "meshfs",
-  serverMeshAddress: "10.8.0.1",
-  path: m.path,
-  idleTimeout: m.idleTimeout,
-  owner: m.owner,
-  wireguardUnit: "wg-quick@wg0.service",
-}));
+export const PROD_SFTP: SftpPlan = sftpPlan(PROD_EXPORT_STEP);
 
-export const PROD_SYNC_PLAN: SyncPlan = {
-  name: "wiki",
-  user: "ai-streamer",
-  local: "/home/ai-streamer/wiki",
-  remote: { kind: "mount", path: "/mnt/meshfs/wiki", mountPath: "/mnt/meshfs", exportName: "meshfs" },
-  interval: 60,
-  timeout: 600,
-  ignore: PROD_SYNC.ignore,
-  watch: false,
-};
+export const SSH_SFTP: SftpPlan = sftpPlan(SSH_EXPORT_STEP);
 
-export const SSH_SYNC_PLAN: SyncPlan = {
-  name: "wiki-copy",
-  user: "root",
-  local: "/srv/wiki",
-  remote: {
-    kind: "ssh",
-    exportName: "meshfs",
-    exportUser: "meshfs",
-    serverMeshAddress: "10.8.0.1",
-    serverPath: "/tank/meshfs/state/wiki",
-  },
-  interval: 60,
-  timeout: 600,
-  ignore: PROD_SYNC.ignore,
-  watch: true,
-};
+export const PROD_MOUNT_PLANS: readonly MountPlan[] = stepsOf(PROD, "mount").map((m: MountStep) => m.units);
+
+export const PROD_SYNC_PLAN: SyncPlan = syncStep(PROD, "wiki").units;
+
+export const SSH_SYNC_PLAN: SyncPlan = syncStep(SSH, "wiki-copy").units;
 
 export const HOST_KEY = fakePublicKey("anchor-host-key", "root@anchor");
