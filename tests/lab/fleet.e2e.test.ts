@@ -11,6 +11,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { FleetConfig } from "../../config/types";
 import { FleetPlan, planFleet } from "../../config/model";
+import { SyncRemote, SyncStep, stepsOf } from "../../config/plan";
 import { sshFingerprint } from "../../components/hostKey";
 import { CommandFailed, ConvergeResult, LabEngine, sshRun } from "../../lab/engine";
 import {
@@ -25,7 +26,7 @@ import {
 } from "../../lab/fleet";
 import { HEALTH_PROGRAM_PATH, METRICS_UNIT } from "../../templates/health";
 import { clientKeyPath, hostKeyAlias, knownHostsPath, mountUnitNames } from "../../templates/sshfs";
-import { isInside, normalizePath } from "../../templates/systemd";
+import { normalizePath } from "../../templates/systemd";
 import { syncUnitNames } from "../../templates/unison";
 import { EXPORT_SENTINEL } from "../../templates/zfs";
 
@@ -134,7 +135,15 @@ async function isActive(host: string, unit: string): Promise<string> {
 }
 
 const exported = () => config.exports[0];
-const wiki = () => config.syncs[0];
+/** The lab's sync as the plan resolved it: through a mount of its host to the export on its server. */
+function wikiStep(): SyncStep & { readonly remote: Extract<SyncRemote, { kind: "mount" }> } {
+  const [step] = stepsOf(plan.steps, "sync");
+  if (step.remote.kind !== "mount") {
+    throw new Error(`the lab's sync ${step.name} does not go through a mount`);
+  }
+  return { ...step, remote: step.remote };
+}
+const wiki = () => wikiStep().sync;
 
 beforeAll(async () => {
   if (process.getuid?.() !== 0) {
@@ -238,14 +247,8 @@ test("3. first access mounts the export through the automount unit", async () =>
 
 /** The path of the sync's remote root as seen on the export host. */
 function remoteRootOnServer(): { host: string; dir: string } {
-  const s = wiki();
-  const mountPath = normalizePath(s.remote.mountPath!);
-  const mount = config.mounts.find((m) => m.host === s.host && isInside(mountPath, normalizePath(m.path)))!;
-  const e = config.exports.find((x) => x.name === mount.export)!;
-  return {
-    host: e.host,
-    dir: normalizePath(`${e.mountpoint}${mountPath.slice(normalizePath(mount.path).length)}`),
-  };
+  const { remote } = wikiStep();
+  return { host: remote.server.name, dir: normalizePath(`${remote.export.mountpoint}/${remote.path}`) };
 }
 
 /** The sync's unit name without its suffix (`.service`, `.timer` are appended where used). */
@@ -308,7 +311,7 @@ test("6. with the tunnel blocked, a sync run deletes nothing and fails", async (
   const s = wiki();
   const remote = remoteRootOnServer();
   const server = plan.byName.get(remote.host)!.meshAddress;
-  const mount = config.mounts.find((m) => m.host === s.host)!;
+  const mount = wikiStep().remote.mount.mount;
   const mountUnit = mountUnitNames(mount.path).mount;
   const listLocal = `cd ${s.local} && find . -path ./.unison -prune -o -print | sort`;
   const listRemote = `cd ${remote.dir} && find . -print | sort`;
@@ -487,7 +490,7 @@ test("9. a fourth host joins the mesh over kernel WireGuard while existing tunne
 test("10. a restarted client host gets its automount, sync timer and metrics timer back, and the next sync loses nothing", async () => {
   const s = wiki();
   const remote = remoteRootOnServer();
-  const mount = config.mounts.find((m) => m.host === s.host)!;
+  const mount = wikiStep().remote.mount.mount;
   const stamp = Date.now();
   const listLocal = `cd ${s.local} && find . -path ./.unison -prune -o -type f -print | sort`;
   const listRemote = `cd ${remote.dir} && find . -type f -print | sort`;
