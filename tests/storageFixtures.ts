@@ -128,18 +128,13 @@ export const PROD_SNAPSHOTS: SnapshotPlan = PROD_EXPORT_STEP.snapshots;
 
 /**
  * The export step's sftp plan with each client's key, as the export
- * component fills them in. The clients are in the order of the export's
- * `clients` (satellite first), the order the golden files were recorded in;
- * the step sorts them by name, and the sftp script checks sshd as its first.
+ * component fills them in: the clients in the step's order (by name).
  */
 function sftpPlan(step: ExportStep): SftpPlan {
   const keyOf = (host: string) => fakePublicKey(`${step.export.name}-${host}`);
-  const listed = (name: string) => step.export.clients.indexOf(name);
   return {
     ...step.sftp,
-    clients: [...step.clients]
-      .sort((x, y) => listed(x.name) - listed(y.name))
-      .map((c) => ({ ...c, publicKey: keyOf(c.name) })),
+    clients: step.clients.map((c) => ({ ...c, publicKey: keyOf(c.name) })),
     unisonClients: step.syncServers.map((c) => ({ ...c, publicKey: keyOf(c.name) })),
   };
 }
