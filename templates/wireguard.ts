@@ -7,6 +7,7 @@
  * apply script splices it into `wg0.conf` on the host with bash builtins, so
  * it never appears in a process argument, a rendered file or plain state.
  */
+import { isIPv4, isIPv6 } from "node:net";
 import { FleetPlan } from "../config/model";
 import { WireGuardImplementation } from "../config/types";
 import { script, shellQuote, writeFile } from "./shell";
@@ -144,6 +145,34 @@ export function wireguardKeyTeardownScript(): string {
   return `rm -f ${WG_KEY_PATH}\necho "swarm: removed ${WG_KEY_PATH}"\n`;
 }
 
+/** How `wg show` prints a peer's endpoint once set from `address`: literal addresses canonical, IPv6 in brackets; `*` for a DNS name, whose resolved address the plan does not know. */
+export function endpointAsShown(address: string, port: number): string {
+  if (isIPv4(address)) {
+    return `${address}:${port}`;
+  }
+  if (isIPv6(address)) {
+    // The URL parser writes IPv6 the way the kernel and wireguard-go print it (RFC 5952).
+    return `${new URL(`http://[${address}]/`).hostname}:${port}`;
+  }
+  return "*";
+}
+
+/**
+ * The plan's peers as the apply script reads them, one a line: name, public
+ * key, AllowedIPs sorted (byte order, as `sort` has it under `LC_ALL=C`) and
+ * comma-separated as `wg show dump` writes them, and the endpoint as
+ * `endpointAsShown`. Sorted by name.
+ */
+export function planPeerLines(config: WireGuardConfigValues): string {
+  return [...config.peers]
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    .map(
+      (peer) =>
+        `${peer.name} ${peer.publicKey} ${[...peer.allowedIps].sort().join(",")} ${endpointAsShown(peer.endpointAddress, peer.endpointPort)}\n`,
+    )
+    .join("");
+}
+
 export interface WireGuardApplyValues {
   /** Host name, used in every message. */
   readonly host: string;
@@ -153,11 +182,104 @@ export interface WireGuardApplyValues {
   readonly implementation: WireGuardImplementation;
 }
 
+const WG_CONF_NAME = WG_CONF_PATH.slice(WG_DIR.length + 1);
+const WG_PUBLIC_CONF_NAME = WG_PUBLIC_CONF_PATH.slice(WG_DIR.length + 1);
+
+/**
+ * Functions of the apply script that read the plan's peers, the files and
+ * the running interface, and undo an apply. They use the variables the
+ * script sets before them: `wg_previous`, `wg_stripped`, `wg_plan_order`,
+ * `wg_plan_*`.
+ */
+const WG_CHECK_FUNCTIONS = `# swarm_wg_file_endpoints FILE: each peer's public key and the Endpoint FILE gives it, one a line.
+swarm_wg_file_endpoints() {
+  local line key=
+  [ -f "$1" ] || return 0
+  while IFS= read -r line; do
+    case $line in
+    "PublicKey = "*) key=\${line#PublicKey = } ;;
+    "Endpoint = "*) printf '%s %s\\n' "$key" "\${line#Endpoint = }" ;;
+    esac
+  done <"$1"
+}
+# AllowedIPs as wg show dump writes them, sorted as the plan lists them.
+swarm_wg_sorted() {
+  tr ',' '\\n' <<<"$1" | sort | paste -sd, -
+}
+# swarm_wg_read_live: the running interface's public key and, per peer, AllowedIPs, endpoint and
+# bytes received; false when ${WG_INTERFACE} is not up. The dump's first line holds the private key:
+# it stays in this function's variables.
+declare -A wg_live_allowed=() wg_live_endpoint=() wg_live_rx=()
+wg_live_key=
+swarm_wg_read_live() {
+  local first=1 key psk endpoint allowed rx rest
+  wg_live_key=
+  wg_live_allowed=() wg_live_endpoint=() wg_live_rx=()
+  while IFS=$'\\t' read -r key psk endpoint allowed _ rx rest; do
+    if [ "$first" = 1 ]; then
+      first=0
+      wg_live_key=$psk
+      continue
+    fi
+    wg_live_allowed[$key]=$(swarm_wg_sorted "$allowed")
+    wg_live_endpoint[$key]=$endpoint
+    wg_live_rx[$key]=$rx
+  done < <(wg show ${WG_INTERFACE} dump 2>/dev/null)
+  [ "$first" = 0 ]
+}
+# Puts back the files this run replaced (or removes the ones it created).
+swarm_wg_restore_files() {
+  local name
+  for name in ${WG_CONF_NAME} ${WG_PUBLIC_CONF_NAME}; do
+    if [ -f "$wg_previous/$name" ]; then
+      mv -f "$wg_previous/$name" "${WG_DIR}/$name"
+    else
+      rm -f "${WG_DIR}/$name"
+    fi
+  done
+}
+# swarm_wg_rollback HOW: restores the previous files and the interface as it ran before HOW
+# (sync, restart or start) applied the new ones.
+swarm_wg_rollback() {
+  local previous=0 stripped
+  [ -f "$wg_previous/${WG_CONF_NAME}" ] && previous=1
+  swarm_wg_restore_files
+  case $1 in
+  sync)
+    if [ "$previous" = 1 ] && stripped=$(wg-quick strip ${WG_INTERFACE}) &&
+      wg syncconf ${WG_INTERFACE} <(printf '%s\\n' "$stripped"); then
+      echo "swarm: $swarm_host: rolled ${WG_INTERFACE} back to the previous ${WG_CONF_PATH} with wg syncconf" >&2
+    else
+      echo "swarm: $swarm_host: could not roll ${WG_INTERFACE} back: there is no previous ${WG_CONF_PATH}, or wg syncconf refused it" >&2
+    fi
+    ;;
+  restart)
+    if [ "$previous" = 1 ] && systemctl restart ${WG_UNIT}; then
+      echo "swarm: $swarm_host: restarted ${WG_UNIT} with the previous ${WG_CONF_PATH}" >&2
+    else
+      systemctl stop ${WG_UNIT} || true
+      echo "swarm: $swarm_host: stopped ${WG_UNIT}: there is no previous ${WG_CONF_PATH} it starts with" >&2
+    fi
+    ;;
+  start)
+    # The interface was down before this run: it goes down again.
+    systemctl stop ${WG_UNIT} || true
+    [ "$previous" = 1 ] || systemctl disable --quiet ${WG_UNIT} || true
+    echo "swarm: $swarm_host: stopped ${WG_UNIT} again: it was not running before this run" >&2
+    ;;
+  esac
+}
+`;
+
 /**
  * Applies `wg0.conf` on a host without dropping other tunnels: brings the
  * interface up the first time, restarts it only when its address, MTU or
  * implementation changed, and otherwise updates peers in place with
- * `wg syncconf`. Fails unless the running interface has the expected key.
+ * `wg syncconf`. A new configuration that lacks a peer of the plan is
+ * refused before anything runs it; once applied, the running interface is
+ * compared with the plan (public key, peers, AllowedIPs, endpoints), and on
+ * any difference the previous configuration is put back and the command
+ * fails naming each difference.
  */
 export function wireguardApplyScript(values: WireGuardApplyValues): string {
   const publicConfig = renderWireGuardConfig(values.config);
@@ -193,6 +315,19 @@ fi
     `swarm_host=${shellQuote(values.host)}
 wg_expected=${shellQuote(values.publicKey)}
 wg_restart=0
+# The plan's peers, one a line: name, public key, AllowedIPs, endpoint ("*": a DNS name).
+# The new configuration and the running interface are checked against them.
+mapfile -t wg_plan_peers <<'SWARM_PLAN_EOF'
+${planPeerLines(values.config)}SWARM_PLAN_EOF
+wg_plan_order=()
+declare -A wg_plan_name=() wg_plan_allowed=() wg_plan_endpoint=()
+for wg_line in "\${wg_plan_peers[@]}"; do
+  read -r wg_name wg_peer wg_allowed wg_endpoint <<<"$wg_line"
+  wg_plan_order+=("$wg_peer")
+  wg_plan_name[$wg_peer]=$wg_name
+  wg_plan_allowed[$wg_peer]=$wg_allowed
+  wg_plan_endpoint[$wg_peer]=$wg_endpoint
+done
 if [ ! -f ${WG_KEY_PATH} ]; then
   echo "swarm: $swarm_host: ${WG_KEY_PATH} is missing; it is written by the host's WireGuard key command, run pulumi up again" >&2
   exit 1
@@ -210,6 +345,21 @@ if [ "$wg_derived" != "$wg_expected" ]; then
   exit 1
 fi
 
+${WG_CHECK_FUNCTIONS}
+# The files as they were, to put back when the new ones are refused or do not run as planned.
+# mktemp -d makes the directory 0700 and cp -p keeps ${WG_CONF_NAME} 0600.
+wg_previous=$(mktemp -d ${WG_DIR}/.${WG_INTERFACE}.previous.XXXXXX)
+trap 'rm -rf "$wg_previous"' EXIT
+for wg_file in ${WG_CONF_PATH} ${WG_PUBLIC_CONF_PATH}; do
+  if [ -f "$wg_file" ]; then
+    cp -p "$wg_file" "$wg_previous/"
+  fi
+done
+declare -A wg_endpoint_before=() wg_endpoint_now=()
+while read -r wg_peer wg_endpoint; do
+  wg_endpoint_before[$wg_peer]=$wg_endpoint
+done < <(swarm_wg_file_endpoints "$wg_previous/${WG_PUBLIC_CONF_NAME}")
+
 ${writeFile({ path: WG_PUBLIC_CONF_PATH, mode: "0644", content: publicConfig })}
 # The full configuration is the public part with the private key after [Interface],
 # assembled with builtins only.
@@ -224,6 +374,29 @@ swarm_wg_assemble() {
 }
 swarm_write ${WG_CONF_PATH} 0600 root:root < <(swarm_wg_assemble)
 chmod 0700 ${WG_DIR}
+while read -r wg_peer wg_endpoint; do
+  wg_endpoint_now[$wg_peer]=$wg_endpoint
+done < <(swarm_wg_file_endpoints ${WG_PUBLIC_CONF_PATH})
+
+# wg syncconf replaces the whole peer set and wg-quick starts with whatever the file holds: a
+# truncated or empty configuration (a rendering or delivery fault) would drop every tunnel at
+# once. What wg would read must name every peer of the plan before anything reads it.
+if ! wg_stripped=$(wg-quick strip ${WG_INTERFACE}); then
+  swarm_wg_restore_files
+  fail "wg-quick cannot read the new ${WG_CONF_PATH} (above); ${WG_INTERFACE} keeps its running configuration and the previous files are back"
+fi
+declare -A wg_file_peers=()
+while IFS= read -r wg_line; do
+  case $wg_line in "PublicKey = "*) wg_file_peers[\${wg_line#PublicKey = }]=1 ;; esac
+done < <(printf '%s\\n' "$wg_stripped")
+wg_missing=()
+for wg_peer in "\${wg_plan_order[@]}"; do
+  [ -n "\${wg_file_peers[$wg_peer]-}" ] || wg_missing+=("\${wg_plan_name[$wg_peer]} ($wg_peer)")
+done
+if [ \${#wg_missing[@]} -gt 0 ]; then
+  swarm_wg_restore_files
+  fail "refused the new ${WG_CONF_PATH}: it holds \${#wg_file_peers[@]} peer(s), the plan has \${#wg_plan_order[@]}; missing: \${wg_missing[*]}. ${WG_INTERFACE} keeps its running configuration and the previous files are back; run pulumi up again"
+fi
 
 ${implementation}
 # wg syncconf applies peers and the listen port; address and MTU need the interface recreated.
@@ -233,27 +406,89 @@ swarm_wg_interface_matches() {
   [[ $addresses == *" inet ${values.config.address} "* ]] || return 1
 ${mtuCheck}  return 0
 }
+wg_applied=
+wg_failed=
+declare -A wg_rx_before=()
 if ! ip link show dev ${WG_INTERFACE} >/dev/null 2>&1; then
-  systemctl enable --now --quiet ${WG_UNIT}
-  echo "swarm: $swarm_host: started ${WG_UNIT}"
+  wg_applied=start
+  if systemctl enable --now --quiet ${WG_UNIT}; then
+    echo "swarm: $swarm_host: started ${WG_UNIT}"
+  else
+    wg_failed="${WG_UNIT} did not start: see journalctl -u ${WG_UNIT}"
+  fi
 elif [ "$wg_restart" = 1 ] || ! swarm_wg_interface_matches; then
-  systemctl restart ${WG_UNIT}
-  echo "swarm: $swarm_host: restarted ${WG_UNIT}: its address, MTU or implementation changed"
+  wg_applied=restart
+  if systemctl restart ${WG_UNIT}; then
+    echo "swarm: $swarm_host: restarted ${WG_UNIT}: its address, MTU or implementation changed"
+  else
+    wg_failed="${WG_UNIT} did not restart: see journalctl -u ${WG_UNIT}"
+  fi
 elif swarm_changed ${WG_CONF_PATH}; then
-  # Stripped first so that a failing wg-quick stops the script instead of
-  # handing wg an empty configuration, which would remove every peer.
-  wg_stripped=$(wg-quick strip ${WG_INTERFACE})
-  wg syncconf ${WG_INTERFACE} <(printf '%s\\n' "$wg_stripped")
-  echo "swarm: $swarm_host: updated ${WG_INTERFACE} in place with wg syncconf"
+  wg_applied=sync
+  if swarm_wg_read_live; then
+    for wg_peer in "\${!wg_live_rx[@]}"; do
+      wg_rx_before[$wg_peer]=\${wg_live_rx[$wg_peer]}
+    done
+  fi
+  if wg syncconf ${WG_INTERFACE} <(printf '%s\\n' "$wg_stripped"); then
+    echo "swarm: $swarm_host: updated ${WG_INTERFACE} in place with wg syncconf"
+  else
+    wg_failed="wg syncconf refused the new ${WG_CONF_PATH}"
+  fi
+fi
+
+# The running interface against the plan. Endpoints: WireGuard moves a peer's endpoint to the
+# address an authenticated packet came from (a spoke behind NAT shows on the hub at its NAT
+# address), so a live endpoint that differs from the plan is normal for a peer that has spoken.
+# Every peer must have one (the plan gives each an Endpoint, and roaming replaces an endpoint,
+# never removes it); and a peer whose Endpoint this run changed or added must show the planned
+# one unless it has received since the apply (its bytes received grew), which only a packet
+# from the peer itself can cause. A DNS name is only checked for being set.
+wg_differences=()
+[ -z "$wg_failed" ] || wg_differences+=("$wg_failed")
+if ! swarm_wg_read_live; then
+  wg_differences+=("${WG_INTERFACE} is not up")
+else
+  if [ "$wg_live_key" != "$wg_expected" ]; then
+    wg_differences+=("${WG_INTERFACE} runs public key $wg_live_key, expected $wg_expected")
+  fi
+  for wg_peer in "\${wg_plan_order[@]}"; do
+    wg_name="peer \${wg_plan_name[$wg_peer]} ($wg_peer)"
+    if [ -z "\${wg_live_allowed[$wg_peer]+set}" ]; then
+      wg_differences+=("$wg_name is missing from ${WG_INTERFACE}")
+      continue
+    fi
+    if [ "\${wg_live_allowed[$wg_peer]}" != "\${wg_plan_allowed[$wg_peer]}" ]; then
+      wg_differences+=("$wg_name has AllowedIPs \${wg_live_allowed[$wg_peer]}, the plan has \${wg_plan_allowed[$wg_peer]}")
+    fi
+    wg_endpoint=\${wg_live_endpoint[$wg_peer]}
+    wg_planned=\${wg_plan_endpoint[$wg_peer]}
+    if [ "$wg_endpoint" = "(none)" ]; then
+      wg_differences+=("$wg_name has no endpoint, the plan has $wg_planned")
+    elif [ "$wg_planned" != "*" ] && [ "$wg_endpoint" != "$wg_planned" ] &&
+      [ "\${wg_endpoint_before[$wg_peer]-}" != "\${wg_endpoint_now[$wg_peer]-}" ] &&
+      [ "\${wg_live_rx[$wg_peer]}" = "\${wg_rx_before[$wg_peer]-0}" ]; then
+      wg_differences+=("$wg_name has endpoint $wg_endpoint, the plan has $wg_planned")
+    fi
+  done
+  for wg_peer in "\${!wg_live_allowed[@]}"; do
+    if [ -z "\${wg_plan_name[$wg_peer]+set}" ]; then
+      wg_differences+=("${WG_INTERFACE} has peer $wg_peer, which the plan does not name")
+    fi
+  done
+fi
+if [ \${#wg_differences[@]} -gt 0 ]; then
+  for wg_difference in "\${wg_differences[@]}"; do
+    echo "swarm: $swarm_host: $wg_difference" >&2
+  done
+  if [ -n "$wg_applied" ]; then
+    swarm_wg_rollback "$wg_applied"
+    fail "${WG_INTERFACE} did not run the new ${WG_CONF_PATH} as planned (above); the previous configuration is back"
+  fi
+  fail "${WG_INTERFACE} differs from the plan (above), and this run applied nothing to it"
 fi
 systemctl enable --quiet ${WG_UNIT}
-
-wg_running=$(wg show ${WG_INTERFACE} public-key 2>/dev/null) || wg_running="none (${WG_INTERFACE} is not up)"
-if [ "$wg_running" != "$wg_expected" ]; then
-  echo "swarm: $swarm_host: ${WG_INTERFACE} runs public key $wg_running, expected $wg_expected" >&2
-  exit 1
-fi
-echo "swarm: $swarm_host: ${WG_INTERFACE} is up with public key $wg_expected and ${values.config.peers.length} peer(s)"
+echo "swarm: $swarm_host: ${WG_INTERFACE} is up with public key $wg_expected and \${#wg_plan_order[@]} peer(s) as planned"
 `,
   );
 }

@@ -1,7 +1,10 @@
 import { execFileSync, spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { FleetConfig } from "../config/types";
 import {
+  endpointAsShown,
   formatEndpoint,
+  planPeerLines,
   renderWireGuardConfig,
   WireGuardApplyValues,
   wireguardApplyScript,
@@ -114,6 +117,25 @@ describe("renderWireGuardConfig", () => {
     expect(formatEndpoint(address, 51820)).toBe(endpoint);
   });
 
+  it.each([
+    ["203.0.113.1", "203.0.113.1:51820"],
+    ["2001:DB8:0:0::10", "[2001:db8::10]:51820"],
+    ["vpn.example.org", "*"],
+  ])("expects wg to show endpoint %s as %s", (address, shown) => {
+    expect(endpointAsShown(address, 51820)).toBe(shown);
+  });
+
+  it("gives the apply script the plan's peers with their AllowedIPs sorted as sort and wg's dump have them", () => {
+    const values = applyValues(FULL_FLEET, "anchor").config;
+    const satellite = plan(FULL_FLEET).byName.get("satellite")?.meshAddress;
+    expect(planPeerLines(values).split("\n")).toEqual([
+      `hetzner-native ${publicKeyOf("hetzner-native")} ${plan(FULL_FLEET).byName.get("hetzner-native")?.meshAddress}/32 198.51.100.7:51820`,
+      `lab-1 ${publicKeyOf("lab-1")} ${plan(FULL_FLEET).byName.get("lab-1")?.meshAddress}/32 [2001:db8::10]:51820`,
+      `satellite ${publicKeyOf("satellite")} 10.20.0.0/24,10.21.0.0/24,${satellite}/32 203.0.113.2:51820`,
+      "",
+    ]);
+  });
+
   it("fails naming the peer whose key is unknown", () => {
     const identities = identitiesOf(HUB_FLEET);
     delete identities.satellite;
@@ -162,9 +184,11 @@ describe("the scripts on a host", () => {
     systemctl: `state=$SANDBOX/state
 case " $* " in
 *" cat "*) exit 0 ;;
-*" disable "*) rm -f "$state/up" ;;
+*" disable --now "* | *" stop "*) rm -f "$state/up" ;;
+*" disable "*) ;;
 *" --now "* | *" restart "*)
   /usr/bin/wg pubkey </etc/wireguard/wg0.key >"$state/running-key"
+  cp /etc/wireguard/wg0.conf "$state/applied"
   sed -n 's/^Address = //p' /etc/wireguard/wg0.conf >"$state/address"
   sed -n 's/^MTU = //p' /etc/wireguard/wg0.conf >"$state/mtu"
   touch "$state/up"
@@ -178,11 +202,29 @@ case "$*" in
 "-4 -o address show dev wg0") echo "5: wg0    inet $(cat "$state/address") scope global wg0\\       valid_lft forever" ;;
 *) exit 2 ;;
 esac`,
+    // wg show wg0 dump: the state file live when a test sets it, else the configuration last
+    // applied, every peer having received $state/rx bytes (0 unless set).
     wg: `state=$SANDBOX/state
-case "$1" in
+case "$*" in
 pubkey) exec /usr/bin/wg pubkey ;;
-show) [ -e "$state/up" ] || exit 1; cat "$state/running-key" ;;
-syncconf) cat "$3" >"$state/synced" ;;
+"show wg0 dump")
+  [ -e "$state/up" ] || exit 1
+  if [ -e "$state/live" ]; then exec cat "$state/live"; fi
+  printf '(private)\\t%s\\t51820\\toff\\n' "$(cat "$state/running-key")"
+  awk -v rx="$(cat "$state/rx" 2>/dev/null || echo 0)" '
+    function flush() { if (key != "") printf "%s\\t(none)\\t%s\\t%s\\t0\\t%s\\t0\\toff\\n", key, ep, ips, rx; key = ""; ep = "(none)"; ips = "(none)" }
+    BEGIN { ep = "(none)"; ips = "(none)" }
+    /^\\[Peer\\]$/ { flush() }
+    /^PublicKey = / { key = substr($0, 13) }
+    /^AllowedIPs = / { ips = substr($0, 14); gsub(/, */, ",", ips) }
+    /^Endpoint = / { ep = substr($0, 12) }
+    END { flush() }' "$state/applied"
+  ;;
+"syncconf "*)
+  cat "$3" >"$state/synced"
+  cp "$state/synced" "$state/applied"
+  if [ -e "$state/live-after-sync" ]; then mv "$state/live-after-sync" "$state/live"; fi
+  ;;
 *) exit 2 ;;
 esac`,
   };
@@ -316,7 +358,8 @@ esac`,
     const result = sandbox.run(script);
     expect(result.status).toBe(1);
     expect(result.stderr).toBe(
-      `swarm: anchor: wg0 runs public key ${publicKeyOf("intruder")}, expected ${publicKeyOf("anchor")}\n`,
+      `swarm: anchor: wg0 runs public key ${publicKeyOf("intruder")}, expected ${publicKeyOf("anchor")}\n` +
+        "swarm: anchor: wg0 differs from the plan (above), and this run applied nothing to it\n",
     );
   });
 
@@ -335,6 +378,239 @@ esac`,
     const result = sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor")));
     expect(result.status).toBe(1);
     expect(result.stderr).toMatch(/^swarm: anchor: \/etc\/wireguard\/wg0.key is missing/);
+  });
+
+  /** The apply script with the written wg0.conf.public cut to its first `keep` peers, the plan's peers untouched: a delivery fault. */
+  const withWrittenPeers = (text: string, keep: number) => {
+    const opening = `swarm_write '${WG_PUBLIC_CONF_PATH}' 0644 root:root <<'SWARM_EOF'\n`;
+    const start = text.indexOf(opening) + opening.length;
+    const end = text.indexOf("SWARM_EOF\n", start);
+    const blocks = text.slice(start, end).split("\n\n");
+    expect(blocks.length).toBeGreaterThan(keep + 1);
+    const kept = blocks.slice(0, keep + 1).join("\n\n");
+    return `${text.slice(0, start)}${kept.endsWith("\n") ? kept : `${kept}\n`}${text.slice(end)}`;
+  };
+
+  interface LivePeer {
+    readonly publicKey: string;
+    readonly endpoint: string;
+    readonly allowedIps: string;
+    readonly rx?: number;
+  }
+  /** `wg show wg0 dump` of an interface running `publicKey` with `peers`. */
+  const dumpOf = (publicKey: string, peers: readonly LivePeer[]) =>
+    [
+      `(private)\t${publicKey}\t51820\toff`,
+      ...peers.map((p) => `${p.publicKey}\t(none)\t${p.endpoint}\t${p.allowedIps}\t0\t${p.rx ?? 0}\t0\toff`),
+    ].join("\n") + "\n";
+  /** The peers `values` plans, as wg shows them running: AllowedIPs in the configuration's order. */
+  const livePeersOf = (values: WireGuardApplyValues): LivePeer[] =>
+    values.config.peers.map((p) => ({
+      publicKey: p.publicKey,
+      endpoint: formatEndpoint(p.endpointAddress, p.endpointPort),
+      allowedIps: p.allowedIps.join(","),
+    }));
+
+  /** anchor up with HUB_FLEET's configuration, then the update that routes 10.30.0.0/24 to satellite. */
+  const ROUTED: FleetConfig = {
+    ...HUB_FLEET,
+    hosts: HUB_FLEET.hosts.map((h) => (h.name === "satellite" ? { ...h, routes: ["10.30.0.0/24"] } : h)),
+  };
+  const anchorRunning = () => {
+    installKey("anchor");
+    expect(sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor"))).status).toBe(0);
+    sandbox.calls();
+    return {
+      conf: sandbox.read(WG_CONF_PATH),
+      publicConf: sandbox.read(WG_PUBLIC_CONF_PATH),
+      applied: sandbox.state("applied"),
+    };
+  };
+  const leftovers = () => readdirSync(sandbox.outside("/etc/wireguard")).filter((f) => f.startsWith("."));
+
+  it.each([
+    { keep: 0, missing: ["hetzner-native", "satellite"] },
+    { keep: 1, missing: ["satellite"] },
+  ])(
+    "refuses a new wg0.conf with $keep of the plan's 2 peers: no syncconf, the previous files back",
+    ({ keep, missing }) => {
+      const before = anchorRunning();
+      const result = sandbox.run(withWrittenPeers(wireguardApplyScript(applyValues(ROUTED, "anchor")), keep));
+      expect(result.status).toBe(1);
+      const named = missing.map((m) => `${m} (${publicKeyOf(m)})`).join(" ");
+      expect(result.stderr).toBe(
+        `swarm: anchor: refused the new ${WG_CONF_PATH}: it holds ${keep} peer(s), the plan has 2; missing: ${named}. wg0 keeps its running configuration and the previous files are back; run pulumi up again\n`,
+      );
+      expect(sandbox.calls().filter((c) => c.startsWith("systemctl") || c.startsWith("wg syncconf"))).toEqual(
+        [],
+      );
+      expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
+      expect(sandbox.mode(WG_CONF_PATH)).toBe("600");
+      expect(sandbox.read(WG_PUBLIC_CONF_PATH)).toBe(before.publicConf);
+      expect(sandbox.state("applied")).toBe(before.applied);
+      expect(leftovers()).toEqual([]);
+    },
+  );
+
+  const routed = applyValues(ROUTED, "anchor");
+  const satellite = publicKeyOf("satellite");
+  const planned = livePeersOf(routed);
+  const others = planned.filter((p) => p.publicKey !== satellite);
+  const satellitePlanned = planned.find((p) => p.publicKey === satellite) as LivePeer;
+  const satelliteAddress = plan(ROUTED).byName.get("satellite")?.meshAddress;
+  it.each([
+    {
+      difference: "a missing peer",
+      live: dumpOf(publicKeyOf("anchor"), others),
+      message: `peer satellite (${satellite}) is missing from wg0`,
+    },
+    {
+      difference: "other AllowedIPs",
+      live: dumpOf(publicKeyOf("anchor"), [
+        ...others,
+        { ...satellitePlanned, allowedIps: `${satelliteAddress}/32,10.20.0.0/24` },
+      ]),
+      message: `peer satellite (${satellite}) has AllowedIPs 10.20.0.0/24,${satelliteAddress}/32, the plan has 10.30.0.0/24,${satelliteAddress}/32`,
+    },
+    {
+      difference: "another public key",
+      live: dumpOf(publicKeyOf("intruder"), planned),
+      message: `wg0 runs public key ${publicKeyOf("intruder")}, expected ${publicKeyOf("anchor")}`,
+    },
+    {
+      difference: "a peer the plan does not name",
+      live: dumpOf(publicKeyOf("anchor"), [
+        ...planned,
+        { publicKey: publicKeyOf("intruder"), endpoint: "192.0.2.9:51820", allowedIps: "10.8.0.200/32" },
+      ]),
+      message: `wg0 has peer ${publicKeyOf("intruder")}, which the plan does not name`,
+    },
+    {
+      difference: "a peer without endpoint",
+      live: dumpOf(publicKeyOf("anchor"), [...others, { ...satellitePlanned, endpoint: "(none)" }]),
+      message: `peer satellite (${satellite}) has no endpoint, the plan has ${satellitePlanned.endpoint}`,
+    },
+  ])(
+    "rolls back with wg syncconf and the previous configuration when wg0 runs $difference",
+    ({ live, message }) => {
+      const before = anchorRunning();
+      sandbox.state("live-after-sync", live);
+      const result = sandbox.run(wireguardApplyScript(routed));
+      expect(result.status).toBe(1);
+      expect(result.stderr).toBe(
+        `swarm: anchor: ${message}\n` +
+          `swarm: anchor: rolled wg0 back to the previous ${WG_CONF_PATH} with wg syncconf\n` +
+          `swarm: anchor: wg0 did not run the new ${WG_CONF_PATH} as planned (above); the previous configuration is back\n`,
+      );
+      const calls = sandbox.calls();
+      expect(calls.filter((c) => c.startsWith("wg syncconf"))).toHaveLength(2);
+      expect(calls.some((c) => c.startsWith("systemctl"))).toBe(false);
+      // What wg received last is the previous configuration, stripped: the peers as they ran before.
+      const synced = sandbox.state("synced") ?? "";
+      expect(synced).toContain("10.20.0.0/24");
+      expect(synced).not.toContain("10.30.0.0/24");
+      expect(synced).toContain(`PrivateKey = ${privateKeyOf("anchor")}`);
+      expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
+      expect(sandbox.mode(WG_CONF_PATH)).toBe("600");
+      expect(sandbox.read(WG_PUBLIC_CONF_PATH)).toBe(before.publicConf);
+      expect(leftovers()).toEqual([]);
+    },
+  );
+
+  it("accepts a running wg0 that matches the plan, whatever order wg lists AllowedIPs in", () => {
+    anchorRunning();
+    const reordered = planned.map((p) => ({ ...p, allowedIps: p.allowedIps.split(",").reverse().join(",") }));
+    sandbox.state("live-after-sync", dumpOf(publicKeyOf("anchor"), reordered));
+    const result = sandbox.run(wireguardApplyScript(routed));
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain("swarm: anchor: wg0 is up with public key");
+    expect(sandbox.calls().filter((c) => c.startsWith("wg syncconf"))).toHaveLength(1);
+    expect(sandbox.read(WG_PUBLIC_CONF_PATH)).toBe(renderWireGuardConfig(routed.config));
+  });
+
+  // satellite moves to 203.0.113.99 in the plan; wg shows it at a NAT address, 198.51.100.200:40000.
+  const moved: WireGuardApplyValues = {
+    ...routed,
+    config: {
+      ...routed.config,
+      peers: routed.config.peers.map((p) =>
+        p.name === "satellite" ? { ...p, endpointAddress: "203.0.113.99" } : p,
+      ),
+    },
+  };
+  const roamed = (peer: string, rx: number) =>
+    dumpOf(
+      publicKeyOf("anchor"),
+      livePeersOf(moved).map((p) =>
+        p.publicKey === publicKeyOf(peer) ? { ...p, endpoint: "198.51.100.200:40000", rx } : p,
+      ),
+    );
+  it.each([
+    { case: "a peer this run moved, which has sent nothing since", live: roamed("satellite", 0), ok: false },
+    {
+      case: "a peer this run moved, which has sent since (it roamed)",
+      live: roamed("satellite", 148),
+      ok: true,
+    },
+    {
+      case: "a peer whose endpoint this run did not change (it roamed earlier)",
+      live: roamed("hetzner-native", 0),
+      ok: true,
+    },
+  ])("an endpoint other than the plan's, on $case: accepted $ok", ({ live, ok }) => {
+    const before = anchorRunning();
+    sandbox.state("live-after-sync", live);
+    const result = sandbox.run(wireguardApplyScript(moved));
+    if (ok) {
+      expect(result.stderr).toBe("");
+      expect(result.status).toBe(0);
+      return;
+    }
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(
+      `swarm: anchor: peer satellite (${satellite}) has endpoint 198.51.100.200:40000, the plan has 203.0.113.99:51820\n`,
+    );
+    expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
+  });
+
+  it("stops wg0 again and removes the files it wrote when a first start does not run as planned", () => {
+    installKey("anchor");
+    sandbox.state("live", dumpOf(publicKeyOf("anchor"), []));
+    const result = sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor")));
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(`swarm: anchor: peer satellite (${satellite}) is missing from wg0\n`);
+    expect(result.stderr).toContain(
+      "swarm: anchor: stopped wg-quick@wg0 again: it was not running before this run\n",
+    );
+    expect(sandbox.calls().filter((c) => c.startsWith("systemctl"))).toEqual([
+      "systemctl enable --now --quiet wg-quick@wg0",
+      "systemctl stop wg-quick@wg0",
+      "systemctl disable --quiet wg-quick@wg0",
+    ]);
+    expect(sandbox.exists(WG_CONF_PATH)).toBe(false);
+    expect(sandbox.exists(WG_PUBLIC_CONF_PATH)).toBe(false);
+    expect(leftovers()).toEqual([]);
+  });
+
+  it("restarts wg0 with the previous configuration when a restart does not run as planned", () => {
+    const before = anchorRunning();
+    const readdressed: FleetConfig = {
+      ...HUB_FLEET,
+      hosts: HUB_FLEET.hosts.map((h) => (h.name === "anchor" ? { ...h, meshAddress: "10.8.0.99" } : h)),
+    };
+    sandbox.state("live", dumpOf(publicKeyOf("anchor"), []));
+    const result = sandbox.run(wireguardApplyScript(applyValues(readdressed, "anchor")));
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(
+      "swarm: anchor: restarted wg-quick@wg0 with the previous /etc/wireguard/wg0.conf\n",
+    );
+    expect(sandbox.calls().filter((c) => c.startsWith("systemctl"))).toEqual([
+      "systemctl restart wg-quick@wg0",
+      "systemctl restart wg-quick@wg0",
+    ]);
+    expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
+    expect(sandbox.state("address")).toBe("10.8.0.1/24\n");
   });
 
   it("tears everything down", () => {
