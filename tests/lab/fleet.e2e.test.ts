@@ -29,6 +29,9 @@ import { clientKeyPath, hostKeyAlias, knownHostsPath, mountUnitNames } from "../
 import { normalizePath } from "../../templates/systemd";
 import { syncUnitNames } from "../../templates/unison";
 import { EXPORT_SENTINEL } from "../../templates/zfs";
+import { unwrapRootCommand } from "../../templates/shell";
+import { WG_CONF_PATH, WG_DIR, WG_INTERFACE, WG_PUBLIC_CONF_PATH } from "../../templates/wireguard";
+import { reveal } from "../../offline/mockRuntime";
 
 const phases: [string, number][] = [];
 let phaseStart = Date.now();
@@ -595,4 +598,113 @@ test("12. a host whose SSH key changed is refused: nothing runs on it, and the e
   const again = await engine.converge(config, adminKey);
   expect([...again.created, ...again.updated, ...again.deleted]).toEqual([]);
   phase("a changed host key is refused");
+});
+
+test("13. a broken WireGuard config fed through the apply script is refused and rolled back: every tunnel stays up", async () => {
+  const hub = plan.byName.get(config.mesh.hub ?? plan.hosts[0].name)!;
+  // The hub's apply script exactly as the program rendered it for the last converge.
+  const name = `mesh-${hub.name}-config`;
+  const state = engine.snapshot().find((s) => s.name === name);
+  if (state === undefined) {
+    throw new Error(`the engine holds no command ${name}`);
+  }
+  const applyScript = unwrapRootCommand(reveal(state.inputs.create) as string);
+  const opening = `swarm_write '${WG_PUBLIC_CONF_PATH}' 0644 root:root <<'SWARM_EOF'\n`;
+  const start = applyScript.indexOf(opening) + opening.length;
+  const end = applyScript.indexOf("SWARM_EOF\n", start);
+  expect(applyScript.indexOf(opening)).toBeGreaterThan(0);
+  // The written configuration, as [Interface] and one block per peer; the plan's peers in the script stay as rendered.
+  const blocks = applyScript.slice(start, end).replace(/\n$/, "").split("\n\n");
+  expect(blocks.length).toBe(hub.peers.length + 1);
+  const delivering = (written: readonly string[]) =>
+    `${applyScript.slice(0, start)}${written.join("\n\n")}\n${applyScript.slice(end)}`;
+
+  const files = `sha256sum ${WG_CONF_PATH} ${WG_PUBLIC_CONF_PATH}; ls -A ${WG_DIR}`;
+  const live = `wg show ${WG_INTERFACE} allowed-ips | sort`;
+  const before = { files: await run(hub.name, files), live: await run(hub.name, live) };
+  const unchanged = async (what: string) => {
+    expect({ what, files: await run(hub.name, files) }).toEqual({ what, files: before.files });
+    expect({ what, live: await run(hub.name, live) }).toEqual({ what, live: before.live });
+  };
+
+  // A ping on every tunnel of the hub for the whole check.
+  const peers = hub.peers.map((p) => ({ name: p.name, address: plan.byName.get(p.name)!.meshAddress }));
+  await run(
+    hub.name,
+    peers
+      .map(
+        (p) =>
+          `rm -f /run/swarm-ping13-${p.name}.*; nohup ping -i 0.2 ${p.address} > /run/swarm-ping13-${p.name}.log 2>&1 & echo $! > /run/swarm-ping13-${p.name}.pid`,
+      )
+      .join("\n"),
+  );
+  try {
+    // A delivery fault that truncates the peer list: refused before wg or wg-quick reads it.
+    for (const keep of [0, 1]) {
+      const refused = await onHost(hub.name, delivering(blocks.slice(0, keep + 1)), { allowFail: true });
+      process.stdout.write(`${hub.name}, ${keep} peer(s) delivered: exit ${refused.code}\n${refused.stderr}`);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain(
+        `swarm: ${hub.name}: refused the new ${WG_CONF_PATH}: it holds ${keep} peer(s), the plan has ${hub.peers.length}; missing: `,
+      );
+      for (const peer of hub.peers.slice(keep)) {
+        expect(refused.stderr).toContain(peer.name);
+      }
+      await unchanged(`after delivering ${keep} peer(s)`);
+    }
+
+    // A configuration wg accepts but the plan does not: the first peer carries an extra block.
+    // It is applied with wg syncconf, found to differ from the plan, and rolled back.
+    const [widenedPeer] = hub.peers;
+    const widened = blocks.map((b) =>
+      b.includes(`\n# ${widenedPeer.name}\n`) ? b.replace(/^(AllowedIPs = .*)$/m, "$1, 192.0.2.0/24") : b,
+    );
+    expect(widened).not.toEqual(blocks);
+    const rolledBack = await onHost(hub.name, delivering(widened), { allowFail: true });
+    process.stdout.write(
+      `${hub.name}, a widened peer delivered: exit ${rolledBack.code}\n${rolledBack.stderr}`,
+    );
+    expect(rolledBack.code).toBe(1);
+    expect(rolledBack.stdout).toContain(
+      `swarm: ${hub.name}: updated ${WG_INTERFACE} in place with wg syncconf`,
+    );
+    expect(rolledBack.stderr).toMatch(
+      new RegExp(
+        `swarm: ${hub.name}: peer ${widenedPeer.name} \\(\\S+\\) has AllowedIPs \\S*192\\.0\\.2\\.0/24\\S*, the plan has `,
+      ),
+    );
+    expect(rolledBack.stderr).toContain(
+      `swarm: ${hub.name}: rolled ${WG_INTERFACE} back to the previous ${WG_CONF_PATH} with wg syncconf`,
+    );
+    await unchanged("after the rollback");
+
+    // The script as rendered still converges to the same files and interface.
+    await run(hub.name, applyScript);
+    await unchanged("after the script as rendered");
+  } finally {
+    await run(
+      hub.name,
+      `${peers.map((p) => `kill -INT "$(cat /run/swarm-ping13-${p.name}.pid)"`).join("; ")}; sleep 1`,
+    );
+  }
+  const lost: string[] = [];
+  for (const p of peers) {
+    const stats = await run(hub.name, `cat /run/swarm-ping13-${p.name}.log`);
+    const match = /(\d+) packets transmitted, (\d+) received/.exec(stats);
+    process.stdout.write(
+      `${hub.name} → ${p.name} during the broken applies: ${match?.[0] ?? "no summary"}\n`,
+    );
+    if (!match || match[1] !== match[2] || Number(match[1]) < 5) {
+      lost.push(`${hub.name} → ${p.name}:\n${stats.split("\n").slice(-4).join("\n")}`);
+    }
+    const errors = stats.split("\n").filter((l) => /unreachable|prohibited|error/i.test(l));
+    if (errors.length > 0) {
+      lost.push(`${hub.name} → ${p.name}: ${errors.slice(0, 3).join("; ")}`);
+    }
+  }
+  if (lost.length > 0) {
+    throw new Error(`lost packets during the broken applies:\n${lost.join("\n")}`);
+  }
+  await checkMesh();
+  phase("a broken WireGuard config is refused and rolled back");
 });
