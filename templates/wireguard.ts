@@ -10,7 +10,7 @@
 import { isIPv4, isIPv6 } from "node:net";
 import { FleetPlan } from "../config/model";
 import { WireGuardImplementation } from "../config/types";
-import { script, shellQuote, writeFile } from "./shell";
+import { hostScript, script, shellQuote, writeFile } from "./shell";
 
 export const WG_INTERFACE = "wg0";
 export const WG_DIR = "/etc/wireguard";
@@ -191,85 +191,14 @@ const WG_PUBLIC_CONF_NAME = WG_PUBLIC_CONF_PATH.slice(WG_DIR.length + 1);
  * script sets before them: `wg_previous`, `wg_stripped`, `wg_plan_order`,
  * `wg_plan_*`.
  */
-const WG_CHECK_FUNCTIONS = `# swarm_wg_file_endpoints FILE: each peer's public key and the Endpoint FILE gives it, one a line.
-swarm_wg_file_endpoints() {
-  local line key=
-  [ -f "$1" ] || return 0
-  while IFS= read -r line; do
-    case $line in
-    "PublicKey = "*) key=\${line#PublicKey = } ;;
-    "Endpoint = "*) printf '%s %s\\n' "$key" "\${line#Endpoint = }" ;;
-    esac
-  done <"$1"
-}
-# AllowedIPs as wg show dump writes them, sorted as the plan lists them.
-swarm_wg_sorted() {
-  tr ',' '\\n' <<<"$1" | sort | paste -sd, -
-}
-# swarm_wg_read_live: the running interface's public key and, per peer, AllowedIPs, endpoint and
-# bytes received; false when ${WG_INTERFACE} is not up. The dump's first line holds the private key:
-# it stays in this function's variables.
-declare -A wg_live_allowed=() wg_live_endpoint=() wg_live_rx=()
-wg_live_key=
-swarm_wg_read_live() {
-  local first=1 key psk endpoint allowed rx rest
-  wg_live_key=
-  wg_live_allowed=() wg_live_endpoint=() wg_live_rx=()
-  while IFS=$'\\t' read -r key psk endpoint allowed _ rx rest; do
-    if [ "$first" = 1 ]; then
-      first=0
-      wg_live_key=$psk
-      continue
-    fi
-    wg_live_allowed[$key]=$(swarm_wg_sorted "$allowed")
-    wg_live_endpoint[$key]=$endpoint
-    wg_live_rx[$key]=$rx
-  done < <(wg show ${WG_INTERFACE} dump 2>/dev/null)
-  [ "$first" = 0 ]
-}
-# Puts back the files this run replaced (or removes the ones it created).
-swarm_wg_restore_files() {
-  local name
-  for name in ${WG_CONF_NAME} ${WG_PUBLIC_CONF_NAME}; do
-    if [ -f "$wg_previous/$name" ]; then
-      mv -f "$wg_previous/$name" "${WG_DIR}/$name"
-    else
-      rm -f "${WG_DIR}/$name"
-    fi
-  done
-}
-# swarm_wg_rollback HOW: restores the previous files and the interface as it ran before HOW
-# (sync, restart or start) applied the new ones.
-swarm_wg_rollback() {
-  local previous=0 stripped
-  [ -f "$wg_previous/${WG_CONF_NAME}" ] && previous=1
-  swarm_wg_restore_files
-  case $1 in
-  sync)
-    if [ "$previous" = 1 ] && stripped=$(wg-quick strip ${WG_INTERFACE}) &&
-      wg syncconf ${WG_INTERFACE} <(printf '%s\\n' "$stripped"); then
-      echo "swarm: $swarm_host: rolled ${WG_INTERFACE} back to the previous ${WG_CONF_PATH} with wg syncconf" >&2
-    else
-      echo "swarm: $swarm_host: could not roll ${WG_INTERFACE} back: there is no previous ${WG_CONF_PATH}, or wg syncconf refused it" >&2
-    fi
-    ;;
-  restart)
-    if [ "$previous" = 1 ] && systemctl restart ${WG_UNIT}; then
-      echo "swarm: $swarm_host: restarted ${WG_UNIT} with the previous ${WG_CONF_PATH}" >&2
-    else
-      systemctl stop ${WG_UNIT} || true
-      echo "swarm: $swarm_host: stopped ${WG_UNIT}: there is no previous ${WG_CONF_PATH} it starts with" >&2
-    fi
-    ;;
-  start)
-    # The interface was down before this run: it goes down again.
-    systemctl stop ${WG_UNIT} || true
-    [ "$previous" = 1 ] || systemctl disable --quiet ${WG_UNIT} || true
-    echo "swarm: $swarm_host: stopped ${WG_UNIT} again: it was not running before this run" >&2
-    ;;
-  esac
-}
-`;
+const WG_CHECK_FUNCTIONS = hostScript("wireguard-check.sh", {
+  wg_interface: WG_INTERFACE,
+  wg_dir: WG_DIR,
+  wg_conf_name: WG_CONF_NAME,
+  wg_public_conf_name: WG_PUBLIC_CONF_NAME,
+  wg_conf_path: WG_CONF_PATH,
+  wg_unit: WG_UNIT,
+});
 
 /**
  * Applies `wg0.conf` on a host without dropping other tunnels: brings the
