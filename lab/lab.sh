@@ -465,11 +465,7 @@ cmd_boot() {
         #   .automount units; a host with a disk also gets it (device_args).
         # --resolv-conf/--timezone/--link-journal: leave the image's files
         #   alone and keep nothing of the host's in the container.
-        # SYSTEMD_NSPAWN_API_VFS_WRITABLE=network: /proc/sys/net writable (it
-        #   is the container's own namespace); nspawn only does that itself
-        #   with --private-network, not --network-namespace-path. The hub of
-        #   hub routing turns forwarding on for wg0 there.
-        SYSTEMD_NSPAWN_API_VFS_WRITABLE=network systemd-nspawn \
+        systemd-nspawn \
             --register=no --keep-unit \
             --boot \
             --directory="$merged" \

@@ -25,12 +25,6 @@ export const HUB_ROUTING_DROPIN = `/etc/systemd/system/${WG_UNIT}.service.d/swar
 export const HUB_RULESET_PATH = `${WG_DIR}/${WG_INTERFACE}-hub-routing.nft`;
 /** The nftables table swarm owns on the hub: `inet swarm_hub`. */
 export const HUB_TABLE = { family: "inet", name: "swarm_hub" } as const;
-/** The comments of the hub's forward rules, which name each rule (and its counter) in `nft list`. */
-export const HUB_RULE_COMMENTS = {
-  between: "between mesh peers",
-  out: "from the mesh to anywhere else",
-  in: "from anywhere else into the mesh",
-} as const;
 
 /** A base64 Curve25519 key: 32 bytes, so 43 characters and one `=`, the last character carrying 2 zero bits. */
 const KEY_PATTERN = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$";
@@ -235,9 +229,9 @@ delete ${table}
 ${table} {
 	chain forward {
 		type filter hook forward priority filter; policy accept;
-		iifname "${WG_INTERFACE}" oifname "${WG_INTERFACE}" counter accept comment "${HUB_RULE_COMMENTS.between}"
-		iifname "${WG_INTERFACE}" counter drop comment "${HUB_RULE_COMMENTS.out}"
-		oifname "${WG_INTERFACE}" counter drop comment "${HUB_RULE_COMMENTS.in}"
+		iifname "${WG_INTERFACE}" oifname "${WG_INTERFACE}" counter accept comment "between mesh peers"
+		iifname "${WG_INTERFACE}" counter drop comment "from the mesh to anywhere else"
+		oifname "${WG_INTERFACE}" counter drop comment "from anywhere else into the mesh"
 	}
 }
 `;
