@@ -439,25 +439,31 @@ function rejectUnknownKeys(section: Section, fields: readonly string[]): void {
   const known = [...fields].sort();
   for (const key of Object.keys(section.raw)) {
     if (!known.includes(key)) {
-      const near = known.find((k) => k.toLowerCase() === key.toLowerCase() || editDistance(k, key) <= 2);
+      const near = known.find((k) => k.toLowerCase() === key.toLowerCase() || typoDistance(k, key) <= 2);
       const hint = near ? `did you mean ${near}?` : `known keys: ${known.join(", ")}`;
       section.error(key, `unknown key: remove it (${hint})`);
     }
   }
 }
 
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+/**
+ * Distance between two names where a swapped pair of letters counts as one
+ * edit (optimal string alignment): `swram` is one typo away from `swarm`.
+ */
+export function typoDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
   for (let i = 1; i <= a.length; i++) {
-    let prev = row[0];
-    row[0] = i;
     for (let j = 1; j <= b.length; j++) {
-      const next = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = next;
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
     }
   }
-  return row[b.length];
+  return d[a.length][b.length];
 }
 
 /** Deeply read-only: the validated config is never changed after validation. */

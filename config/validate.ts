@@ -44,7 +44,7 @@ import {
   mountSchema,
   syncSchema,
 } from "./schema";
-import { Item, Section, describe, readSection } from "./schemaKit";
+import { Item, Section, describe, readSection, typoDistance } from "./schemaKit";
 import { isInside } from "../templates/systemd";
 import {
   AdminConfig,
@@ -393,26 +393,6 @@ function namespaceErrors(otherKeys: readonly string[], present: readonly string[
     });
   }
   return errors;
-}
-
-/**
- * Distance between two names where a swapped pair of letters counts as one
- * edit (optimal string alignment): `swram` is one typo away from `swarm`.
- */
-function typoDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) =>
-    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
-  );
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
-      }
-    }
-  }
-  return d[a.length][b.length];
 }
 
 /**

@@ -3,7 +3,7 @@
  * command lines, time spans, and a renderer for `[Section]` + `Key=value`
  * files. Pure functions, so every unit swarm installs is deterministic.
  */
-import { formatDuration } from "../config/reader";
+import { formatDuration } from "../config/schemaKit";
 import { Seconds } from "../config/types";
 
 /** Bytes systemd leaves as they are in an escaped name (plus `.`, except in first position). */
