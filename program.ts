@@ -150,7 +150,8 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
       case "health": {
         // Last on each host: after the host and its peers' tunnels have converged.
         const commands = onHost.get(step.host) ?? [];
-        const peers = step.expectations.peers.map((p) => meshReady(p.name));
+        // Hosts reached through the hub too: the gate pings them.
+        const peers = [...step.expectations.peers, ...step.expectations.routed].map((p) => meshReady(p.name));
         const args = {
           step,
           publicKeys: (mesh as WireGuardMesh).publicKeys,

@@ -79,12 +79,16 @@ export function meshMemberCommands(
     },
     { parent, dependsOn: [member.bootstrap] },
   );
-  const { implementation } = step;
+  const { implementation, forwards } = step;
   const rendered = pulumi.all([member.keypair.publicKey, identities]).apply(([publicKey, resolved]) => {
     const config = wireguardValues(step, resolved);
     return {
-      script: wireguardApplyScript({ host: step.host, config, publicKey, implementation }),
-      ownerHash: sha256([renderWireGuardConfig(config), publicKey, implementation].join("\n")),
+      script: wireguardApplyScript({ host: step.host, config, publicKey, implementation, forwards }),
+      ownerHash: sha256(
+        [renderWireGuardConfig(config), publicKey, implementation, ...(forwards ? ["hub routing"] : [])].join(
+          "\n",
+        ),
+      ),
     };
   });
   return hostCommand(

@@ -15,17 +15,23 @@ export interface InterfacePeer {
   readonly allowedIps: readonly string[];
 }
 
-/** One host's interface: its name and its peers. */
+/** One host's interface: its name, its own mesh address and its peers. */
 export interface InterfacePlan {
   readonly name: string;
+  /** The interface's own address. When given, a peer whose AllowedIPs hold it collides with the host itself. */
+  readonly meshAddress?: string;
   readonly peers: readonly InterfacePeer[];
 }
 
-/** Two peers on one host's interface whose AllowedIPs entries overlap. */
+/**
+ * Two peers on one host's interface whose AllowedIPs entries overlap, or a
+ * peer whose entry holds the host's own address: then `peers[0]` is the
+ * host and `allowedIps[0]` its address as a /32.
+ */
 export interface Collision {
   /** The host whose interface lists both peers. */
   readonly host: string;
-  /** The two peers, in the order they appear on the interface. */
+  /** The two peers, in the order they appear on the interface (the host first). */
   readonly peers: readonly [string, string];
   /** The overlapping entries, as written: `allowedIps[0]` belongs to `peers[0]`. */
   readonly allowedIps: readonly [string, string];
@@ -49,17 +55,24 @@ export function parseAllowedIp(entry: string): Cidr {
 /**
  * Every pair of entries, on every interface, that belong to two different
  * peers and overlap. Works on any AllowedIPs lists, not only the ones the
- * fleet plan produces. Deterministic: pairs come in the order the entries
- * are listed (interface, then peer, then entry).
+ * fleet plan produces. Deterministic: per interface, the entries that hold
+ * its own address first, then the pairs, in the order the entries are
+ * listed (interface, then peer, then entry).
  *
  * A sweep over the entries sorted by start address keeps it near-linear on
  * large full meshes (250 hosts see 250 × 249 entries): CIDR blocks either
  * nest or are disjoint, so the blocks still open at an entry's start all
  * contain it, and every one of them overlaps it.
  */
-export function findAllowedIpCollisions(plan: { readonly hosts: readonly InterfacePlan[] }): Collision[] {
+export function findAllowedIpCollisions(plan: {
+  readonly hosts: readonly InterfacePlan[];
+  /** The mesh block: see `isTransitEntry`. */
+  readonly meshCidr?: string;
+}): Collision[] {
   const collisions: Collision[] = [];
+  const mesh = plan.meshCidr === undefined ? undefined : parseAllowedIp(plan.meshCidr);
   for (const host of plan.hosts) {
+    collisions.push(...selfCollisions(host, mesh));
     const entries = host.peers.flatMap((peer, peerIndex) =>
       peer.allowedIps.map((text) => {
         const cidr = parseAllowedIp(text);
@@ -96,4 +109,40 @@ export function sharedBlock(a: string, b: string): string {
   const x = parseAllowedIp(a);
   const y = parseAllowedIp(b);
   return formatCidr(x.prefix >= y.prefix ? x : y);
+}
+
+/**
+ * The one entry allowed to hold the host's own address: the whole mesh block
+ * on an interface whose only peer carries it. That is a host routed through
+ * the hub: its single peer forwards to every other host, and no other peer
+ * is there to lose traffic to it.
+ */
+export function isTransitEntry(host: InterfacePlan, entry: Cidr, mesh: Cidr | undefined): boolean {
+  return (
+    mesh !== undefined &&
+    host.peers.length === 1 &&
+    entry.network === mesh.network &&
+    entry.prefix === mesh.prefix
+  );
+}
+
+/** Entries that hold the host's own address, except a transit entry. In entry order. */
+function selfCollisions(host: InterfacePlan, mesh: Cidr | undefined): Collision[] {
+  if (host.meshAddress === undefined) {
+    return [];
+  }
+  const own = parseAllowedIp(host.meshAddress).network;
+  const self = `${host.meshAddress}/32`;
+  return host.peers.flatMap((peer) =>
+    peer.allowedIps
+      .filter((text) => {
+        const cidr = parseAllowedIp(text);
+        return cidr.network <= own && own <= broadcast(cidr) && !isTransitEntry(host, cidr, mesh);
+      })
+      .map((text): Collision => ({
+        host: host.name,
+        peers: [host.name, peer.name],
+        allowedIps: [self, text],
+      })),
+  );
 }

@@ -7,8 +7,19 @@ import { ExportConfig, FleetConfig, HostConfig, MountConfig, SyncConfig } from "
 /** What one host's WireGuard interface says about one peer. */
 export interface PeerPlan {
   readonly name: string;
-  /** AllowedIPs for the peer: its mesh address as a /32, then its routes; sorted. */
+  /**
+   * AllowedIPs for the peer: its mesh address as a /32, then its routes sorted. On a host
+   * routed through the hub, the hub's entry is the whole mesh block instead of its /32.
+   */
   readonly allowedIps: readonly string[];
+}
+
+/** Another host that `host` reaches through the hub rather than over a tunnel of its own. */
+export interface RoutedHost {
+  readonly name: string;
+  readonly meshAddress: string;
+  /** The hub, which forwards the traffic. */
+  readonly via: string;
 }
 
 /** Everything the program derives for one host from validated config. */
@@ -18,6 +29,10 @@ export interface HostPlan {
   readonly meshAddress: string;
   /** Peers on this host's interface, sorted by name. */
   readonly peers: readonly PeerPlan[];
+  /** The hosts this one reaches through the hub (hub routing, on a host other than the hub), sorted by name. */
+  readonly routed: readonly RoutedHost[];
+  /** This host is the hub of hub routing: it forwards between its WireGuard peers. */
+  readonly forwards: boolean;
   /** Exports served by this host. */
   readonly exports: readonly ExportConfig[];
   /** Exports mounted on this host. */
@@ -101,14 +116,25 @@ export function peerNames(config: FleetConfig, host: string): string[] {
   return names.sort();
 }
 
-/** Packages a host needs for its roles. */
+/** The hub when the mesh routes between the hosts through it (topology hub with hubRouting), else undefined. */
+export function routingHub(mesh: FleetConfig["mesh"]): string | undefined {
+  return mesh.topology === "hub" && mesh.hubRouting ? mesh.hub : undefined;
+}
+
+/** Packages a host needs for its roles; `forwards`: it is the hub of hub routing. */
 export function hostPackages(
   host: HostConfig,
   roles: { exports: readonly ExportConfig[]; mounts: readonly MountConfig[]; syncs: readonly SyncConfig[] },
+  forwards = false,
 ): string[] {
   const packages = new Set(["wireguard-tools", "openssh-server", "util-linux"]);
   if (host.wireguard === "wireguard-go") {
     packages.add("wireguard-go");
+  }
+  if (forwards) {
+    // The hub's forward filter (table inet swarm_hub) and the sysctl that enables forwarding on wg0.
+    packages.add("nftables");
+    packages.add("procps");
   }
   if (roles.exports.length > 0) {
     packages.add("zfsutils-linux");
@@ -133,23 +159,36 @@ export function hostPackages(
 export function planFleet(config: FleetConfig): FleetPlan {
   const addresses = allocateMeshAddresses(config.hosts, config.mesh.cidr);
   const routesOf = new Map(config.hosts.map((h) => [h.name, h.routes]));
+  const hub = routingHub(config.mesh);
   const hosts = config.hosts.map((host): HostPlan => {
     const roles = {
       exports: config.exports.filter((e) => e.host === host.name),
       mounts: config.mounts.filter((m) => m.host === host.name),
       syncs: config.syncs.filter((s) => s.host === host.name),
     };
+    const routedVia = hub !== undefined && host.name !== hub ? hub : undefined;
     const peers = peerNames(config, host.name).map((name) => ({
       name,
-      allowedIps: [`${addresses.get(name)}/32`, ...[...(routesOf.get(name) ?? [])].sort()],
+      allowedIps: [
+        // wg-quick routes the whole block to the hub, which forwards to the other hosts.
+        name === routedVia ? config.mesh.cidr : `${addresses.get(name)}/32`,
+        ...[...(routesOf.get(name) ?? [])].sort(),
+      ],
     }));
+    const routed = config.hosts
+      .filter((h) => routedVia !== undefined && h.name !== host.name && h.name !== routedVia)
+      .map((h) => ({ name: h.name, meshAddress: addresses.get(h.name) as string, via: routedVia as string }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const forwards = host.name === hub;
     return {
       name: host.name,
       config: host,
       meshAddress: addresses.get(host.name) as string,
       peers,
+      routed,
+      forwards,
       ...roles,
-      packages: hostPackages(host, roles),
+      packages: hostPackages(host, roles, forwards),
       steps: [] as HostStep[],
     };
   });

@@ -86,6 +86,8 @@ export interface WireGuardConfigStep {
   readonly peers: readonly WireGuardPeerStep[];
   /** The host peers with every other host (a full mesh, or the hub). */
   readonly everyHost: boolean;
+  /** The host is the hub of hub routing: it forwards between its peers. */
+  readonly forwards: boolean;
 }
 
 /** The mesh as one component: every host's WireGuard configuration. */
@@ -259,6 +261,7 @@ export interface PlannedHost {
   readonly name: string;
   readonly meshAddress: string;
   readonly peers: readonly PeerPlan[];
+  readonly forwards: boolean;
   readonly packages: readonly string[];
 }
 
@@ -317,6 +320,7 @@ export function planSteps(
     persistentKeepalive: config.mesh.persistentKeepalive,
     peers: h.peers.map((p) => ({ ...p, meshAddress: ref(p.name).meshAddress })),
     everyHost: h.peers.length === hosts.length - 1,
+    forwards: h.forwards,
   }));
 
   const mounts = config.mounts.map((mount): MountStep => {

@@ -145,6 +145,10 @@ export const meshSchema = z.object({
     "`full` (every host peers with every other) or `hub` (every host peers with the hub only)",
   ),
   hub: field(text().optional(), "the hub host; required for `hub`"),
+  hubRouting: field(
+    boolean().default(true),
+    "with `hub`: the other hosts reach each other through the hub, which forwards between its WireGuard peers and nothing else; `false` keeps them apart",
+  ),
   mtu: field(integer(1280, 9000).optional(), "interface MTU, 1280–9000", { defaultText: "wg-quick" }),
   persistentKeepalive: field(duration(0, 65535).optional(), "e.g. `25s` for hosts behind NAT", {
     defaultText: "off",

@@ -32,7 +32,7 @@ import {
   rangeOf,
   unionSize,
 } from "./addresses";
-import { FleetPlan, planFleet } from "./model";
+import { planFleet } from "./model";
 import { exportNamed, mountHolding } from "./plan";
 import {
   DEFAULT_ZFS_PROPERTIES,
@@ -300,7 +300,8 @@ export function validateFleetConfig(
 
   if (meshIsClean) {
     const meshOnly = assemble(hosts, mesh, undefined, [], [], [], DEFAULT_HEALTH);
-    errors.push(...meshCollisionErrors(planFleet(meshOnly), fleet));
+    const planned = planFleet(meshOnly);
+    errors.push(...meshCollisionErrors({ hosts: planned.hosts, meshCidr: meshOnly.mesh.cidr }, fleet));
   }
 
   const placeholders = placeholderFindings(hosts, adminDraft);
@@ -1204,11 +1205,20 @@ function prefixFor(hosts: number): number {
  * are derived can never ship a collision.
  */
 export function meshCollisionErrors(
-  plan: Pick<FleetPlan, "hosts">,
+  plan: Parameters<typeof findAllowedIpCollisions>[0],
   fleet: { readonly byName: ReadonlyMap<string, { readonly path: string }> },
 ): ConfigError[] {
   const grouped = new Map<string, { peers: [string, string]; ips: [string, string]; on: string[] }>();
+  const own: ConfigError[] = [];
   for (const c of findAllowedIpCollisions(plan)) {
+    if (c.peers[0] === c.host) {
+      const [address, entry] = c.allowedIps;
+      own.push({
+        path: `${fleet.byName.get(c.peers[1])?.path ?? "swarm:hosts"}.routes`,
+        message: `AllowedIPs ${entry} of peer ${c.peers[1]} on the WireGuard interface of ${c.host} hold ${c.host}'s own address ${address} (cryptokey routing collision): only a host whose single peer is the hub routes the whole mesh block to it; route only networks outside the mesh`,
+      });
+      continue;
+    }
     const [a, b] = c.peers[0] < c.peers[1] ? [0, 1] : [1, 0];
     const key = `${c.peers[a]} ${c.allowedIps[a]} ${c.peers[b]} ${c.allowedIps[b]}`;
     const entry = grouped.get(key) ?? {
@@ -1219,7 +1229,7 @@ export function meshCollisionErrors(
     entry.on.push(c.host);
     grouped.set(key, entry);
   }
-  return [...grouped.values()].map(({ peers, ips, on }) => {
+  const pairs = [...grouped.values()].map(({ peers, ips, on }): ConfigError => {
     // Blame the broader entry: it is the one that swallows the other peer's traffic.
     const wide = prefixOf(ips[0]) <= prefixOf(ips[1]) ? 0 : 1;
     const path = fleet.byName.get(peers[wide])?.path ?? "swarm:hosts";
@@ -1228,6 +1238,7 @@ export function meshCollisionErrors(
       message: `AllowedIPs ${ips[0]} of peer ${peers[0]} and ${ips[1]} of peer ${peers[1]} overlap on the WireGuard interface of ${on.join(", ")}: WireGuard would send ${sharedBlock(ips[0], ips[1])} to only one of them (cryptokey routing collision); give every peer disjoint AllowedIPs`,
     };
   });
+  return [...pairs, ...own];
 }
 
 function prefixOf(entry: string): number {

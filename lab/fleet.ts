@@ -10,6 +10,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { HostKeyLookup, loadStack } from "../config/load";
 import { FleetConfig } from "../config/types";
+import { routingHub } from "../config/model";
 import { fixtureHostKey } from "../offline/fixtureHostKeys";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -111,9 +112,20 @@ export function labUserspaceWireGuard(config: FleetConfig): string[] {
     .flatMap((h) => ["--no-kernel-wireguard", h.name]);
 }
 
-/** What `vm.sh up` takes to boot the lab of `config`: its disks and kernels, then its hosts. */
+/**
+ * `--router HUB` for the hub of hub routing: nspawn keeps a container's
+ * /proc/sys/net read-only when it did not make the network namespace, so the
+ * lab turns forwarding on (for interfaces made later, such as wg0) before the
+ * hub boots, where a real host lets the hub's apply script do it.
+ */
+export function labRouters(config: FleetConfig): string[] {
+  const hub = routingHub(config.mesh);
+  return hub === undefined ? [] : ["--router", hub];
+}
+
+/** What `vm.sh up` takes to boot the lab of `config`: its disks, kernels and routers, then its hosts. */
 export function labUpArgs(config: FleetConfig): string[] {
-  return [...labDisks(config), ...labUserspaceWireGuard(config), ...labHosts(config)];
+  return [...labDisks(config), ...labUserspaceWireGuard(config), ...labRouters(config), ...labHosts(config)];
 }
 
 /** `NAME=ADDR` for every existing host of the config: what lab.sh boots. */

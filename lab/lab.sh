@@ -9,7 +9,9 @@
 #                                       gives host NAME the block device PATH (a disk of
 #                                       the lab VM) under the same path, with /dev/zfs;
 #                                       --no-kernel-wireguard NAME boots NAME as if its
-#                                       kernel had no WireGuard module
+#                                       kernel had no WireGuard module; --router NAME:
+#                                       interfaces made on NAME forward (the hub of hub
+#                                       routing; nspawn keeps /proc/sys/net read-only)
 #   lab.sh status                       table: host, address, pid, running, ssh, state
 #   lab.sh hosts                        machine-readable: NAME ADDR per line
 #   lab.sh env                          shell-sourceable paths (key, known_hosts)
@@ -112,6 +114,9 @@ cmd_preflight() {
     [[ -c /dev/autofs ]] || miss "/dev/autofs missing (automount units need it): this kernel has no autofs; run the lab in its VM (lab/vm.sh)"
     [[ -d /sys/module/wireguard ]] || modprobe wireguard 2>/dev/null || true
     [[ -d /sys/module/wireguard ]] || miss "no WireGuard in this kernel (modprobe wireguard): run the lab in its VM (lab/vm.sh)"
+    # nftables for the hub's forward filter: loaded here, not left to the kernel's autoload from a container
+    [[ -d /sys/module/nf_tables ]] || modprobe nf_tables 2>/dev/null || true
+    [[ -d /sys/module/nf_tables ]] || miss "no nftables in this kernel (modprobe nf_tables): the hub of hub routing needs it"
     if ! grep -qw overlay /proc/filesystems; then
         modprobe overlay 2>/dev/null || true
         grep -qw overlay /proc/filesystems || miss "overlayfs not available (modprobe overlay)"
@@ -381,6 +386,14 @@ create_host() { # NAME ADDR IMAGE [DEVICE...]
     ip -n "$ns" link set lo up
     ip -n "$ns" addr add "$addr/24" dev eth0
     ip -n "$ns" link set eth0 up
+    if [[ $ROUTERS == *" $name "* ]]; then
+        # nspawn mounts /proc/sys/net read-only in a namespace it did not make
+        # itself, so a router's forwarding is set here, as a real host lets the
+        # hub script set it: interfaces made later (wg0) forward, and send no
+        # ICMP redirects. The hub script finds them set and leaves them.
+        ip netns exec "$ns" sysctl -q -w net.ipv4.conf.default.forwarding=1 \
+            net.ipv4.conf.default.send_redirects=0
+    fi
 
     record mount "$name" "$merged"
     mount -t overlay "swarm-lab-$name" \
@@ -563,6 +576,7 @@ cmd_up() {
     local arg name addr img deadline n seen=" " addrs=" "
     local -a new=() hosts=() devices=()
     NO_KERNEL_WIREGUARD=" "
+    ROUTERS=" "
     while (($# > 0)); do
         if [[ $1 == --device ]]; then
             if (($# < 2)) || [[ $2 != *=/dev/* ]]; then
@@ -574,12 +588,16 @@ cmd_up() {
             (($# >= 2)) || die "up: --no-kernel-wireguard needs a host name"
             NO_KERNEL_WIREGUARD+="$2 "
             shift 2
+        elif [[ $1 == --router ]]; then
+            (($# >= 2)) || die "up: --router needs a host name"
+            ROUTERS+="$2 "
+            shift 2
         else
             hosts+=("$1")
             shift
         fi
     done
-    ((${#hosts[@]} > 0)) || die "usage: lab.sh up [--device NAME=PATH]... [--no-kernel-wireguard NAME]... NAME=ADDR [NAME=ADDR ...]"
+    ((${#hosts[@]} > 0)) || die "usage: lab.sh up [--device NAME=PATH]... [--no-kernel-wireguard NAME]... [--router NAME]... NAME=ADDR [NAME=ADDR ...]"
     set -- "${hosts[@]}"
     cmd_preflight
     for arg in "$@"; do

@@ -7,12 +7,14 @@
 #
 #   vm.sh preflight                   check this machine can run the lab VM
 #   vm.sh image                       build (or reuse) the cached VM and host images
-#   vm.sh up [--disk HOST=SERIAL]... [--no-kernel-wireguard HOST]... NAME=ADDR...
+#   vm.sh up [--disk HOST=SERIAL]... [--no-kernel-wireguard HOST]... [--router HOST]... NAME=ADDR...
 #                                     boot the VM if needed, then the lab hosts in it;
 #                                     --disk gives HOST a virtual disk, seen there as
 #                                     /dev/disk/by-id/virtio-SERIAL (boot-time only);
 #                                     --no-kernel-wireguard boots HOST as if its kernel
-#                                     had no WireGuard (wg-quick falls back to wireguard-go)
+#                                     had no WireGuard (wg-quick falls back to wireguard-go);
+#                                     --router HOST: interfaces made on HOST forward (the
+#                                     hub of hub routing)
 #   vm.sh status                      the VM, then one line per lab host
 #   vm.sh hosts                       machine-readable: NAME ADDR per line
 #   vm.sh env                         shell-sourceable paths (key, known_hosts, ssh config)
@@ -425,8 +427,8 @@ cmd_up() {
             serials+=("$serial")
             labargs+=(--device "$host=/dev/disk/by-id/virtio-$serial")
             ;;
-        --no-kernel-wireguard)
-            (($# >= 2)) || die "up: --no-kernel-wireguard needs a host name"
+        --no-kernel-wireguard | --router)
+            (($# >= 2)) || die "up: $1 needs a host name"
             labargs+=("$1" "$2")
             shift 2
             ;;

@@ -28,6 +28,14 @@ export interface HealthPeer {
   readonly meshAddress: string;
 }
 
+/** A host reached through the hub rather than over a tunnel of its own (hub routing). */
+export interface HealthRoutedHost {
+  readonly name: string;
+  readonly meshAddress: string;
+  /** The hub that forwards to it. */
+  readonly via: string;
+}
+
 export interface HealthMount {
   /** Normalized absolute mount path. */
   readonly path: string;
@@ -57,6 +65,8 @@ export interface HealthExpectations {
   readonly thresholds: HealthConfig;
   /** Sorted by name. */
   readonly peers: readonly HealthPeer[];
+  /** Hosts reached through the hub, sorted by name. */
+  readonly routed: readonly HealthRoutedHost[];
   /** Sorted by path. */
   readonly mounts: readonly HealthMount[];
   /** Sorted by name. */
@@ -98,6 +108,7 @@ export function healthExpectations(
     host: host.name,
     thresholds,
     peers: peers.sort(byKey((p) => p.name)),
+    routed: host.routed.map((r) => ({ name: r.name, meshAddress: r.meshAddress, via: r.via })),
     mounts: host.mounts
       .map((m) => ({ path: normalizePath(m.path), automountUnit: `${systemdEscapePath(m.path)}.automount` }))
       .sort(byKey((m) => m.path)),
@@ -157,6 +168,19 @@ export function renderHealthConfig(values: HealthExpectations): string {
     bashArray(
       "PEER_ADDRESSES",
       values.peers.map((p) => p.meshAddress),
+    ),
+    "# Hosts reached through the hub: name, mesh address, hub.",
+    bashArray(
+      "ROUTED_NAMES",
+      values.routed.map((r) => r.name),
+    ),
+    bashArray(
+      "ROUTED_ADDRESSES",
+      values.routed.map((r) => r.meshAddress),
+    ),
+    bashArray(
+      "ROUTED_VIA",
+      values.routed.map((r) => r.via),
     ),
     "# Automounted exports: mount path, automount unit.",
     bashArray(

@@ -19,6 +19,18 @@ export const WG_CONF_PATH = `${WG_DIR}/${WG_INTERFACE}.conf`;
 export const WG_PUBLIC_CONF_PATH = `${WG_DIR}/${WG_INTERFACE}.conf.public`;
 export const WG_UNIT = `wg-quick@${WG_INTERFACE}`;
 export const WG_USERSPACE_DROPIN = `/etc/systemd/system/${WG_UNIT}.service.d/swarm-userspace.conf`;
+/** On the hub of hub routing: re-applies forwarding and the forward filter each time the interface comes up. */
+export const HUB_ROUTING_DROPIN = `/etc/systemd/system/${WG_UNIT}.service.d/swarm-hub-routing.conf`;
+/** The hub's forward filter, loaded with `nft -f`. */
+export const HUB_RULESET_PATH = `${WG_DIR}/${WG_INTERFACE}-hub-routing.nft`;
+/** The nftables table swarm owns on the hub: `inet swarm_hub`. */
+export const HUB_TABLE = { family: "inet", name: "swarm_hub" } as const;
+/** The comments of the hub's forward rules, which name each rule (and its counter) in `nft list`. */
+export const HUB_RULE_COMMENTS = {
+  between: "between mesh peers",
+  out: "from the mesh to anywhere else",
+  in: "from anywhere else into the mesh",
+} as const;
 
 /** A base64 Curve25519 key: 32 bytes, so 43 characters and one `=`, the last character carrying 2 zero bits. */
 const KEY_PATTERN = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$";
@@ -180,6 +192,8 @@ export interface WireGuardApplyValues {
   /** The public key the host's private key must yield. */
   readonly publicKey: string;
   readonly implementation: WireGuardImplementation;
+  /** The host is the hub of hub routing: it forwards between its peers. */
+  readonly forwards: boolean;
 }
 
 const WG_CONF_NAME = WG_CONF_PATH.slice(WG_DIR.length + 1);
@@ -199,6 +213,55 @@ const WG_CHECK_FUNCTIONS = hostScript("wireguard-check.sh", {
   wg_conf_path: WG_CONF_PATH,
   wg_unit: WG_UNIT,
 });
+
+/** Functions that turn hub routing on and off (`hostscripts/hub-routing.sh`). */
+const HUB_ROUTING_FUNCTIONS = hostScript("hub-routing.sh", {
+  wg_interface: WG_INTERFACE,
+  hub_dropin: HUB_ROUTING_DROPIN,
+  hub_ruleset: HUB_RULESET_PATH,
+  hub_family: HUB_TABLE.family,
+  hub_table: HUB_TABLE.name,
+});
+
+/**
+ * The hub's forward filter. Loading it replaces the table whole (the empty
+ * declaration makes the delete succeed on the first load) and nothing else.
+ */
+export function renderHubRuleset(): string {
+  const table = `table ${HUB_TABLE.family} ${HUB_TABLE.name}`;
+  return `# Installed by swarm: ${WG_INTERFACE} forwards between its WireGuard peers and nowhere else.
+${table}
+delete ${table}
+${table} {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "${WG_INTERFACE}" oifname "${WG_INTERFACE}" counter accept comment "${HUB_RULE_COMMENTS.between}"
+		iifname "${WG_INTERFACE}" counter drop comment "${HUB_RULE_COMMENTS.out}"
+		oifname "${WG_INTERFACE}" counter drop comment "${HUB_RULE_COMMENTS.in}"
+	}
+}
+`;
+}
+
+/** The drop-in that applies hub routing each time `wg0` comes up; a failure is logged and never takes `wg0` down. */
+export function renderHubRoutingDropin(): string {
+  return `[Service]
+ExecStartPost=-nft -f ${HUB_RULESET_PATH}
+ExecStartPost=-sysctl -q -w net.ipv4.conf.${WG_INTERFACE}.forwarding=1 net.ipv4.conf.${WG_INTERFACE}.send_redirects=0
+`;
+}
+
+/** Hub routing in the apply script: the files on the hub (applied once the interface runs as planned), their removal elsewhere. */
+function hubRoutingFiles(forwards: boolean): string {
+  return forwards
+    ? `${writeFile({ path: HUB_RULESET_PATH, mode: "0644", content: renderHubRuleset() })}${writeFile({
+        path: HUB_ROUTING_DROPIN,
+        mode: "0644",
+        content: renderHubRoutingDropin(),
+      })}swarm_reload
+`
+    : "swarm_hub_routing_off\n";
+}
 
 /**
  * Applies `wg0.conf` on a host without dropping other tunnels: brings the
@@ -275,6 +338,7 @@ if [ "$wg_derived" != "$wg_expected" ]; then
 fi
 
 ${WG_CHECK_FUNCTIONS}
+${HUB_ROUTING_FUNCTIONS}
 # The files as they were, to put back when the new ones are refused or do not run as planned.
 # mktemp -d makes the directory 0700 and cp -p keeps ${WG_CONF_NAME} 0600.
 wg_previous=$(mktemp -d ${WG_DIR}/.${WG_INTERFACE}.previous.XXXXXX)
@@ -327,7 +391,7 @@ if [ \${#wg_missing[@]} -gt 0 ]; then
   fail "refused the new ${WG_CONF_PATH}: it holds \${#wg_file_peers[@]} peer(s), the plan has \${#wg_plan_order[@]}; missing: \${wg_missing[*]}. ${WG_INTERFACE} keeps its running configuration and the previous files are back; run pulumi up again"
 fi
 
-${implementation}
+${implementation}${hubRoutingFiles(values.forwards)}
 # wg syncconf applies peers and the listen port; address and MTU need the interface recreated.
 swarm_wg_interface_matches() {
   local addresses
@@ -417,14 +481,15 @@ if [ \${#wg_differences[@]} -gt 0 ]; then
   fail "${WG_INTERFACE} differs from the plan (above), and this run applied nothing to it"
 fi
 systemctl enable --quiet ${WG_UNIT}
-echo "swarm: $swarm_host: ${WG_INTERFACE} is up with public key $wg_expected and \${#wg_plan_order[@]} peer(s) as planned"
+${values.forwards ? "swarm_hub_routing_on\n" : ""}echo "swarm: $swarm_host: ${WG_INTERFACE} is up with public key $wg_expected and \${#wg_plan_order[@]} peer(s) as planned"
 `,
   );
 }
 
 /** Stops and disables the interface and removes what the apply script wrote. */
 export function wireguardTeardownScript(): string {
-  return `if systemctl cat ${WG_UNIT} >/dev/null 2>&1; then
+  return `${HUB_ROUTING_FUNCTIONS}swarm_hub_routing_off
+if systemctl cat ${WG_UNIT} >/dev/null 2>&1; then
   systemctl disable --now --quiet ${WG_UNIT}
   echo "swarm: stopped and disabled ${WG_UNIT}"
 fi

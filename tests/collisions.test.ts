@@ -2,6 +2,8 @@ import fc from "fast-check";
 import { Collision, InterfacePlan, findAllowedIpCollisions, parseAllowedIp } from "../config/collisions";
 import { planFleet } from "../config/model";
 import { loadStack } from "../config/load";
+import { validateFleetConfig } from "../config/validate";
+import { fixtureHostKey } from "../offline/fixtureHostKeys";
 
 /** Every address of a block inside 10.0.0.0/24, listed one by one: the oracle never does prefix arithmetic. */
 function addressesOf(entry: string): Set<number> {
@@ -77,6 +79,47 @@ function planOf(entry: fc.Arbitrary<string>): fc.Arbitrary<{ hosts: InterfacePla
   return fc.record({ hosts: fc.array(host, { maxLength: 3 }) });
 }
 
+/** Like `planOf`, with each interface's own address in 10.0.0.0/24 and the mesh block sometimes given. */
+const ownedPlan = fc.record({
+  meshCidr: fc.constantFrom(undefined, "10.0.0.0/24"),
+  hosts: fc.array(
+    fc.record({
+      name: fc.constantFrom("h1", "h2", "h3"),
+      meshAddress: fc.integer({ min: 0, max: 31 }).map((last) => `10.0.0.${last}`),
+      peers: fc.uniqueArray(
+        fc.record({
+          name: fc.constantFrom("a", "b", "c", "d", "e"),
+          // The mesh block itself is common, so that the transit case and its neighbours come up.
+          allowedIps: fc.array(fc.oneof(smallEntry, fc.constant("10.0.0.0/24")), { maxLength: 3 }),
+        }),
+        { maxLength: 3, selector: (p) => p.name },
+      ),
+    }),
+    { maxLength: 3 },
+  ),
+});
+
+/** A validated hub fleet of `count` existing hosts, `hub` the index of the hub. */
+function hubFleet(count: number, hub: number, hubRouting: boolean) {
+  const names = Array.from({ length: count }, (_, i) => `h${i}`);
+  const { config, errors } = validateFleetConfig({
+    hosts: names.map((name, i) => ({
+      name,
+      existing: { address: `203.0.113.${i + 1}`, hostKey: fixtureHostKey(name) },
+    })),
+    mesh: { cidr: "10.8.0.0/24", topology: "hub", hub: names[hub], hubRouting },
+  });
+  expect(errors).toEqual([]);
+  return {
+    config: config as NonNullable<typeof config>,
+    plan: planFleet(config as NonNullable<typeof config>),
+  };
+}
+
+const hubFleets = fc
+  .integer({ min: 2, max: 7 })
+  .chain((count) => fc.record({ count: fc.constant(count), hub: fc.integer({ min: 0, max: count - 1 }) }));
+
 describe("findAllowedIpCollisions", () => {
   it("finds exactly the pairs of peers whose AllowedIPs share an address (brute-force oracle)", () => {
     fc.assert(
@@ -101,6 +144,93 @@ describe("findAllowedIpCollisions", () => {
         }
       }),
       { numRuns: 300 },
+    );
+  });
+
+  it("also finds exactly the entries that hold the interface's own address, but the mesh block on a lone peer (brute-force oracle)", () => {
+    fc.assert(
+      fc.property(ownedPlan, (plan) => {
+        const own = (host: (typeof plan.hosts)[number]) =>
+          host.peers.flatMap((peer) =>
+            peer.allowedIps
+              .filter((entry) => addressesOf(entry).has(Number(host.meshAddress.split(".")[3])))
+              .filter((entry) => !(plan.meshCidr === entry && host.peers.length === 1))
+              .map((entry) => ({
+                host: host.name,
+                peers: [host.name, peer.name] as const,
+                allowedIps: [`${host.meshAddress}/32`, entry] as const,
+              })),
+          );
+        const pairs = crossPairs(plan).filter(({ allowedIps: [a, b] }) => {
+          const x = addressesOf(a);
+          return [...addressesOf(b)].some((address) => x.has(address));
+        });
+        const expected = [...plan.hosts.flatMap(own), ...pairs];
+        expect(findAllowedIpCollisions(plan).map(key).sort()).toEqual(expected.map(key).sort());
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("accepts a hub-routed fleet, whose hosts route the mesh block to the hub as their only peer", () => {
+    fc.assert(
+      fc.property(hubFleets, ({ count, hub }) => {
+        const { config, plan } = hubFleet(count, hub, true);
+        for (const host of plan.hosts.filter((h) => h.name !== config.mesh.hub)) {
+          expect(host.peers).toEqual([{ name: config.mesh.hub, allowedIps: ["10.8.0.0/24"] }]);
+        }
+        expect(findAllowedIpCollisions({ hosts: plan.hosts, meshCidr: config.mesh.cidr })).toEqual([]);
+      }),
+      { numRuns: 50 },
+    );
+  });
+
+  it("rejects the mesh block anywhere else: on the hub, beside a second peer, or another block holding the host", () => {
+    const moved = fc.record({
+      fleet: hubFleets,
+      host: fc.nat(),
+      move: fc.constantFrom("hub carries it", "second peer", "wider block", "narrower block"),
+      address: fc.integer({ min: 1, max: 254 }),
+    });
+    fc.assert(
+      fc.property(moved, ({ fleet: { count, hub }, host: pick, move, address }) => {
+        const { config, plan } = hubFleet(count, hub, true);
+        const hosts = plan.hosts.map((h) => ({
+          name: h.name,
+          meshAddress: h.meshAddress,
+          peers: [...h.peers],
+        }));
+        const hubHost = hosts[hub];
+        const spokes = hosts.filter((h) => h !== hubHost);
+        const spoke = spokes[pick % spokes.length];
+        const own = Number(spoke.meshAddress.split(".")[3]);
+        // With two hosts the hub has a lone peer too, and may carry the block like any host routed through it.
+        if (move === "hub carries it" && hubHost.peers.length > 1) {
+          hubHost.peers[pick % hubHost.peers.length] = { name: spoke.name, allowedIps: ["10.8.0.0/24"] };
+        } else if (move === "second peer" || move === "hub carries it") {
+          spoke.peers.push({ name: "zz-extra", allowedIps: [`10.8.0.${address}/32`] });
+        } else if (move === "wider block") {
+          spoke.peers[0] = { name: config.mesh.hub as string, allowedIps: ["10.8.0.0/23"] };
+        } else {
+          const half = own < 128 ? "10.8.0.0/25" : "10.8.0.128/25";
+          spoke.peers[0] = { name: config.mesh.hub as string, allowedIps: [half] };
+        }
+        expect(findAllowedIpCollisions({ hosts, meshCidr: config.mesh.cidr })).not.toEqual([]);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("without hub routing, every host carries only /32s and none holds its own address", () => {
+    fc.assert(
+      fc.property(hubFleets, ({ count, hub }) => {
+        const { config, plan } = hubFleet(count, hub, false);
+        expect(
+          plan.hosts.flatMap((h) => h.peers.flatMap((p) => p.allowedIps)).every((e) => e.endsWith("/32")),
+        ).toBe(true);
+        expect(findAllowedIpCollisions({ hosts: plan.hosts, meshCidr: config.mesh.cidr })).toEqual([]);
+      }),
+      { numRuns: 30 },
     );
   });
 
@@ -139,6 +269,9 @@ describe("findAllowedIpCollisions", () => {
     const { config } = loadStack("prod", { dir: `${__dirname}/..` });
     const plan = planFleet(config);
     expect(plan.hosts.flatMap((h) => h.peers)).not.toHaveLength(0);
-    expect(findAllowedIpCollisions(plan)).toEqual([]);
+    expect(plan.hosts.find((h) => h.name === "satellite")?.peers).toEqual([
+      { name: "anchor", allowedIps: ["10.8.0.0/24"] },
+    ]);
+    expect(findAllowedIpCollisions({ hosts: plan.hosts, meshCidr: config.mesh.cidr })).toEqual([]);
   });
 });

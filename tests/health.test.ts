@@ -519,6 +519,54 @@ function parsePrometheus(text: string): {
   return { families, samples };
 }
 
+describe("swarm-health gate under hub routing, anchor the hub", () => {
+  const hubPlan = (hubRouting: boolean) =>
+    planFleet(
+      fleetWith((raw) => ({
+        ...raw,
+        mesh: { ...(raw.mesh as object), topology: "hub", hub: "anchor", hubRouting },
+      })),
+    );
+
+  test("expects each other host to answer through the hub, on every host but the hub, and only with hub routing", () => {
+    const expected = (plan: ReturnType<typeof hubPlan>) =>
+      Object.fromEntries(
+        plan.hosts.map((h) => [h.name, healthExpectations(plan, h.name, DEFAULT_HEALTH, PUBLIC_KEYS).routed]),
+      );
+    expect(expected(hubPlan(true))).toEqual({
+      anchor: [],
+      satellite: [{ name: "hetzner-native", meshAddress: "10.8.0.3", via: "anchor" }],
+      "hetzner-native": [{ name: "satellite", meshAddress: "10.8.0.2", via: "anchor" }],
+    });
+    expect(Object.values(expected(hubPlan(false))).flat()).toEqual([]);
+    expect(
+      renderHealthConfig(healthExpectations(hubPlan(true), "satellite", DEFAULT_HEALTH, PUBLIC_KEYS)),
+    ).toContain(
+      "ROUTED_NAMES=(\n  'hetzner-native'\n)\nROUTED_ADDRESSES=(\n  '10.8.0.3'\n)\nROUTED_VIA=(\n  'anchor'\n)\n",
+    );
+  });
+
+  test("a spoke passes when the other spoke answers through the hub", () => {
+    const run = runHealth("hetzner-native", "gate", { plan: hubPlan(true) });
+    expect(run.lines.slice(0, 2)).toEqual([
+      "ok hetzner-native peer anchor (10.8.0.1): handshake 12s ago, 3/3 pings answered",
+      "ok hetzner-native host satellite (10.8.0.2) through anchor: 3/3 pings answered",
+    ]);
+    expect(run.code).toBe(0);
+  });
+
+  test("fails naming the host, the hub and where to look when the other spoke does not answer", () => {
+    const run = runHealth("hetzner-native", "gate", { plan: hubPlan(true), scenario: "routed-no-reply" });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(
+      "FAIL hetzner-native host satellite (10.8.0.2) through anchor: no reply to ping within 60s: is anchor forwarding between its WireGuard peers (nft list table inet swarm_hub, sysctl net.ipv4.conf.wg0.forwarding), and is WireGuard up on satellite?\n",
+    );
+    expect(run.lines).toContain(
+      "ok hetzner-native peer anchor (10.8.0.1): handshake 12s ago, 3/3 pings answered",
+    );
+  });
+});
+
 describe("swarm-health metrics on recorded outputs", () => {
   const metricsOf = (host: string, opts: Parameters<typeof runHealth>[2] = {}) => {
     const run = runHealth(host, "metrics", opts);

@@ -1,4 +1,4 @@
-import { labConfig, labDisks, labHosts, labUpArgs, UNBOOTED } from "../lab/fleet";
+import { labConfig, labDisks, labHosts, labRouters, labUpArgs, UNBOOTED } from "../lab/fleet";
 import { FleetConfig } from "../config/types";
 import { USAGE, main, parseArguments } from "../lab/cli";
 
@@ -17,6 +17,8 @@ describe("what the lab boots for a stack", () => {
       "anchor=swarm-tank",
       "--no-kernel-wireguard",
       "satellite",
+      "--router",
+      "anchor",
       ...lab.hosts.map((h) => `${h.name}=${h.existing!.address}`),
     ]);
   });
@@ -30,6 +32,12 @@ describe("what the lab boots for a stack", () => {
       })),
     };
     expect(labDisks(other)).toEqual([]);
+  });
+
+  it("boots the hub of hub routing as a router, and no host when the hub does not route", () => {
+    expect(labRouters(lab)).toEqual(["--router", "anchor"]);
+    expect(labRouters({ ...lab, mesh: { ...lab.mesh, hubRouting: false } })).toEqual([]);
+    expect(labRouters({ ...lab, mesh: { ...lab.mesh, topology: "full" } })).toEqual([]);
   });
 
   it("refuses a stack with hcloud hosts: the lab boots existing hosts only", () => {

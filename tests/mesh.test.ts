@@ -197,10 +197,12 @@ describe.each([
         config: values,
         publicKey,
         implementation: host.config.wireguard,
+        forwards: host.forwards,
       });
       expect(inputs.create as string).toContain(script.split("'").join(`'\\''`));
+      const hubRouting = host.forwards ? ["hub routing"] : [];
       expect(inputs.triggers).toEqual([
-        sha256([renderWireGuardConfig(values), publicKey, host.config.wireguard].join("\n")),
+        sha256([renderWireGuardConfig(values), publicKey, host.config.wireguard, ...hubRouting].join("\n")),
       ]);
       expect(inputs.delete as string).toContain("systemctl disable --now --quiet wg-quick@wg0");
     }

@@ -21,7 +21,7 @@ export function host(overrides: HostOverrides): HostConfig {
 export function fleet(hosts: readonly HostConfig[], mesh: Partial<MeshConfig> = {}): FleetConfig {
   return {
     hosts,
-    mesh: { cidr: "10.8.0.0/24", listenPort: 51820, topology: "full", ...mesh },
+    mesh: { cidr: "10.8.0.0/24", listenPort: 51820, topology: "full", hubRouting: true, ...mesh },
     admin: {
       sshPublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeAdminKeyForTestsOnly admin@swarm",
       sshSourceCidrs: ["198.51.100.0/24", "2001:db8:1::/48"],

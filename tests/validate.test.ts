@@ -101,6 +101,7 @@ describe("validateFleetConfig", () => {
       listenPort: 51820,
       topology: "hub",
       hub: "anchor",
+      hubRouting: true,
       persistentKeepalive: 25,
     });
     expect(config?.exports[0]).toMatchObject({
@@ -149,7 +150,7 @@ describe("validateFleetConfig", () => {
           routes: [],
         },
       ],
-      mesh: { cidr: "10.9.0.0/24", listenPort: 51820, topology: "full" },
+      mesh: { cidr: "10.9.0.0/24", listenPort: 51820, topology: "full", hubRouting: true },
       admin: { sshPublicKey: KEY, sshSourceCidrs: [] },
       exports: [],
       mounts: [],
@@ -1211,6 +1212,26 @@ describe("meshCollisionErrors", () => {
           "AllowedIPs 10.8.0.0/24 of peer b and 10.8.0.3/32 of peer c overlap on the WireGuard interface of a, d: WireGuard would send 10.8.0.3/32 to only one of them (cryptokey routing collision); give every peer disjoint AllowedIPs",
       },
     ]);
+  });
+
+  it("names a peer whose AllowedIPs hold the host's own address, and lets the lone hub carry the mesh block", () => {
+    const owned = (peers: { name: string; allowedIps: string[] }[]) => ({
+      hosts: [{ name: "a", meshAddress: "10.8.0.1", peers }],
+      meshCidr: "10.8.0.0/24",
+    });
+    expect(meshCollisionErrors(owned([peer("b", ["10.8.0.0/24"])]), { byName })).toEqual([]);
+    expect(meshCollisionErrors(owned([peer("b", ["10.8.0.0/25"])]), { byName })).toEqual([
+      {
+        path: "swarm:hosts[1].routes",
+        message:
+          "AllowedIPs 10.8.0.0/25 of peer b on the WireGuard interface of a hold a's own address 10.8.0.1/32 (cryptokey routing collision): only a host whose single peer is the hub routes the whole mesh block to it; route only networks outside the mesh",
+      },
+    ]);
+    expect(
+      meshCollisionErrors(owned([peer("b", ["10.8.0.0/24"]), peer("c", ["192.168.9.0/24"])]), { byName }).map(
+        (e) => e.path,
+      ),
+    ).toEqual(["swarm:hosts[1].routes"]);
   });
 
   it("finds nothing when every peer has its own addresses", () => {

@@ -1,9 +1,14 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { readdirSync } from "node:fs";
+import { routingHub } from "../config/model";
 import { FleetConfig } from "../config/types";
 import {
   endpointAsShown,
   formatEndpoint,
+  HUB_ROUTING_DROPIN,
+  HUB_RULESET_PATH,
+  renderHubRoutingDropin,
+  renderHubRuleset,
   planPeerLines,
   renderWireGuardConfig,
   WireGuardApplyValues,
@@ -36,6 +41,7 @@ function applyValues(config: FleetConfig, name: string): WireGuardApplyValues {
     config: wireguardConfigValues(fleetPlan, name, identitiesOf(config)),
     publicKey: publicKeyOf(name),
     implementation: fleetPlan.byName.get(name)?.config.wireguard ?? "kernel",
+    forwards: fleetPlan.byName.get(name)?.forwards ?? false,
   };
 }
 
@@ -59,7 +65,7 @@ describe.each(HOSTS)("$fleet fleet, host $host", ({ config, host: name }) => {
     expect(wireguardApplyScript(values)).toMatchSnapshot();
   });
 
-  it("has no private key, one /32 per peer, peers sorted, and ends with a newline", () => {
+  it("has no private key, one /32 per peer (the mesh block for the hub it routes through), peers sorted, and ends with a newline", () => {
     expect(publicConfig).not.toMatch(/PrivateKey/);
     for (const h of config.hosts) {
       expect(publicConfig).not.toContain(privateKeyOf(h.name));
@@ -72,7 +78,13 @@ describe.each(HOSTS)("$fleet fleet, host $host", ({ config, host: name }) => {
         ?.peers.map((p) => p.name),
     );
     const firsts = [...publicConfig.matchAll(/^AllowedIPs = ([^,\n]+)/gm)].map((m) => m[1]);
-    expect(firsts.every((a) => a.endsWith("/32"))).toBe(true);
+    const hub = routingHub(config.mesh);
+    const routedVia = name === hub ? undefined : hub;
+    expect(firsts).toEqual(
+      peers.map((p) =>
+        p === routedVia ? config.mesh.cidr : `${plan(config).byName.get(p)?.meshAddress}/32`,
+      ),
+    );
     expect(publicConfig.endsWith("\n")).toBe(true);
   });
 
@@ -228,9 +240,32 @@ pubkey) exec /usr/bin/wg pubkey ;;
 *) exit 2 ;;
 esac`,
   };
+  // The hub's forward filter and sysctls: one state file for the table, one per key.
+  const hubStubs = {
+    nft: `state=$SANDBOX/state
+case "$1" in
+list) [ -e "$state/nft-table" ] ;;
+-f) cp "$2" "$state/nft-table" ;;
+delete) rm -f "$state/nft-table" ;;
+*) exit 2 ;;
+esac`,
+    sysctl: `state=$SANDBOX/state
+case "$1" in
+-n) cat "$state/sysctl-$2" 2>/dev/null || echo 0 ;;
+-q)
+  if [ -e "$state/sysctl-readonly" ]; then
+    echo "sysctl: permission denied on key \${3%%=*}" >&2
+    exit 1
+  fi
+  shift 2
+  for setting in "$@"; do printf '%s\\n' "\${setting#*=}" >"$state/sysctl-\${setting%%=*}"; done
+  ;;
+*) exit 2 ;;
+esac`,
+  };
   let sandbox: Sandbox;
   beforeEach(() => {
-    sandbox = new Sandbox(["/etc/wireguard", "/etc/systemd/system"], stubs);
+    sandbox = new Sandbox(["/etc/wireguard", "/etc/systemd/system"], { ...stubs, ...hubStubs });
   });
   afterEach(() => sandbox.dispose());
 
@@ -574,6 +609,66 @@ esac`,
     expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
   });
 
+  describe("hub routing", () => {
+    const forwarding = "sysctl-net.ipv4.conf.wg0.forwarding";
+    const redirects = "sysctl-net.ipv4.conf.wg0.send_redirects";
+
+    it("on the hub: installs the drop-in and the table, turns forwarding on for wg0, and changes nothing when run again", () => {
+      installKey("anchor");
+      const script = wireguardApplyScript(applyValues(HUB_FLEET, "anchor"));
+      const result = sandbox.run(script);
+      expect(result.stderr).toBe("");
+      expect(result.status).toBe(0);
+      expect(sandbox.read(HUB_ROUTING_DROPIN)).toBe(renderHubRoutingDropin());
+      expect(sandbox.read(HUB_RULESET_PATH)).toBe(renderHubRuleset());
+      expect(sandbox.state("nft-table")).toBe(renderHubRuleset());
+      expect([sandbox.state(forwarding), sandbox.state(redirects)]).toEqual(["1\n", "0\n"]);
+      expect(result.stdout).toContain("swarm: anchor: loaded nftables table inet swarm_hub");
+      expect(result.stdout).toContain("swarm: anchor: enabled forwarding on wg0\n");
+      sandbox.calls();
+      const again = sandbox.run(script);
+      expect(again.status).toBe(0);
+      expect(again.stdout).not.toMatch(/wrote|loaded|enabled forwarding/);
+      expect(sandbox.calls().filter((c) => c.startsWith("nft -f") || c.startsWith("sysctl -q"))).toEqual([]);
+    });
+
+    it("fails naming the host and the fix when forwarding cannot be written, after wg0 is up as planned", () => {
+      installKey("anchor");
+      sandbox.state("sysctl-readonly", "");
+      const result = sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor")));
+      expect(result.status).toBe(1);
+      expect(result.stderr).toContain(
+        "swarm: anchor: cannot enable forwarding on wg0: sysctl: permission denied on key net.ipv4.conf.wg0.forwarding. /proc/sys/net must be writable",
+      );
+      expect(sandbox.state("up")).toBe("");
+    });
+
+    it("on a host that is no longer the hub, and on teardown: removes the table, the drop-in and the ruleset", () => {
+      installKey("anchor");
+      expect(sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor"))).status).toBe(0);
+      const apart: FleetConfig = { ...HUB_FLEET, mesh: { ...HUB_FLEET.mesh, hubRouting: false } };
+      const result = sandbox.run(wireguardApplyScript(applyValues(apart, "anchor")));
+      expect(result.stderr).toBe("");
+      expect(result.status).toBe(0);
+      expect(result.stdout).toContain("swarm: removed hub routing (nftables table inet swarm_hub");
+      expect([sandbox.exists(HUB_ROUTING_DROPIN), sandbox.exists(HUB_RULESET_PATH)]).toEqual([false, false]);
+      expect(sandbox.calls()).toContain("nft delete table inet swarm_hub");
+
+      expect(sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor"))).status).toBe(0);
+      const teardown = sandbox.run(`set -euo pipefail\n${wireguardTeardownScript()}`);
+      expect(teardown.status).toBe(0);
+      expect([sandbox.exists(HUB_ROUTING_DROPIN), sandbox.exists(HUB_RULESET_PATH)]).toEqual([false, false]);
+      expect(sandbox.calls()).toContain("nft delete table inet swarm_hub");
+    });
+
+    it("leaves a host that never was the hub without any of it", () => {
+      installKey("satellite");
+      expect(sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "satellite"))).status).toBe(0);
+      expect(sandbox.calls().filter((c) => c.startsWith("nft") || c.startsWith("sysctl"))).toEqual([]);
+      expect(sandbox.exists(HUB_ROUTING_DROPIN)).toBe(false);
+    });
+  });
+
   it("stops wg0 again and removes the files it wrote when a first start does not run as planned", () => {
     installKey("anchor");
     sandbox.state("live", dumpOf(publicKeyOf("anchor"), []));
@@ -584,6 +679,8 @@ esac`,
       "swarm: anchor: stopped wg-quick@wg0 again: it was not running before this run\n",
     );
     expect(sandbox.calls().filter((c) => c.startsWith("systemctl"))).toEqual([
+      // The hub's routing drop-in, written before the first start.
+      "systemctl daemon-reload",
       "systemctl enable --now --quiet wg-quick@wg0",
       "systemctl stop wg-quick@wg0",
       "systemctl disable --quiet wg-quick@wg0",

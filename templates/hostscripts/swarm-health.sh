@@ -1,7 +1,8 @@
 #!/bin/bash
 # swarm-health: the health of this host as swarm declared it (installed by swarm; do not edit).
 #
-#   swarm-health gate     wait for every peer, trigger every mount, check every sync;
+#   swarm-health gate     wait for every peer (and every host reached through the hub),
+#                         trigger every mount, check every sync;
 #                         one line per check, exit 1 naming every broken thing
 #   swarm-health metrics  write Prometheus textfile metrics to $TEXTFILE_DIR/swarm.prom
 #   swarm-health json     one JSON object describing this host (for `npm run status`)
@@ -30,6 +31,7 @@ SYNC_WAIT=120
 TEXTFILE_DIR=/var/lib/prometheus/node-exporter
 SENTINEL=.swarm-meshfs
 PEER_NAMES=() PEER_KEYS=() PEER_ADDRESSES=()
+ROUTED_NAMES=() ROUTED_ADDRESSES=() ROUTED_VIA=()
 MOUNT_PATHS=() MOUNT_UNITS=()
 SYNC_NAMES=() SYNC_TIMERS=() SYNC_SERVICES=() SYNC_STATUS_FILES=() SYNC_LOGS=()
 DATASETS=() SNAPSHOT_TIMERS=()
@@ -302,6 +304,45 @@ check_peers() {
   done
 }
 
+# Per host reached through the hub (hub routing): ping replies, by mesh address.
+declare -A routed_received
+# check_routed WAIT: pings every host this one reaches through the hub until each has
+# answered or WAIT seconds have passed. The hub's own peer check says whether the tunnel
+# to the hub is up; this one says whether the hub forwards.
+check_routed() {
+  local wait=$1 start now i name address via pending out received
+  start=$(src_now)
+  routed_received=()
+  while :; do
+    pending=0
+    for i in "${!ROUTED_NAMES[@]}"; do
+      address=${ROUTED_ADDRESSES[$i]}
+      if [ "${routed_received[$address]:-0}" -eq 0 ]; then
+        out=$(src_ping "$address") || true
+        received=$(awk '/ packets transmitted, /{print $4}' <<<"$out")
+        routed_received[$address]=${received:-0}
+        [ "${routed_received[$address]}" -gt 0 ] || pending=$((pending + 1))
+      fi
+    done
+    now=$(src_now)
+    if [ "$pending" -eq 0 ] || [ $((now - start)) -ge "$wait" ]; then
+      break
+    fi
+    swarm_sleep 2
+  done
+  local within=""
+  [ "$wait" -eq 0 ] || within=" within ${wait}s"
+  for i in "${!ROUTED_NAMES[@]}"; do
+    name=${ROUTED_NAMES[$i]} address=${ROUTED_ADDRESSES[$i]} via=${ROUTED_VIA[$i]}
+    received=${routed_received[$address]:-0}
+    if [ "$received" -gt 0 ]; then
+      record ok "host $name ($address) through $via" "$received/$PING_COUNT pings answered"
+    else
+      record FAIL "host $name ($address) through $via" "no reply to ping$within: is $via forwarding between its WireGuard peers (nft list table inet swarm_hub, sysctl net.ipv4.conf.$WG_INTERFACE.forwarding), and is WireGuard up on $name?"
+    fi
+  done
+}
+
 # Per mount path: whether sshfs is mounted there, the level and detail.
 declare -A mount_up mount_level mount_detail
 # check_mounts TRIGGER: with TRIGGER=1 each mount is first accessed, which makes
@@ -498,6 +539,7 @@ read_all_units() {
 mode_gate() {
   read_all_units
   check_peers "$HANDSHAKE_WAIT"
+  check_routed "$HANDSHAKE_WAIT"
   check_mounts 1
   check_syncs 1
   check_datasets

@@ -30,7 +30,14 @@ import { normalizePath } from "../../templates/systemd";
 import { syncUnitNames } from "../../templates/unison";
 import { EXPORT_SENTINEL } from "../../templates/zfs";
 import { unwrapRootCommand } from "../../templates/shell";
-import { WG_CONF_PATH, WG_DIR, WG_INTERFACE, WG_PUBLIC_CONF_PATH } from "../../templates/wireguard";
+import {
+  HUB_RULE_COMMENTS,
+  HUB_TABLE,
+  WG_CONF_PATH,
+  WG_DIR,
+  WG_INTERFACE,
+  WG_PUBLIC_CONF_PATH,
+} from "../../templates/wireguard";
 import { reveal } from "../../offline/mockRuntime";
 
 const phases: [string, number][] = [];
@@ -707,4 +714,96 @@ test("13. a broken WireGuard config fed through the apply script is refused and 
   }
   await checkMesh();
   phase("a broken WireGuard config is refused and rolled back");
+});
+
+test("14. spokes reach each other through the hub, and the hub forwards nothing else", async () => {
+  const hubName = config.mesh.hub;
+  if (config.mesh.topology !== "hub" || !config.mesh.hubRouting || hubName === undefined) {
+    throw new Error("the lab stack must use topology hub with hubRouting");
+  }
+  const [a, b] = plan.hosts.filter((h) => h.name !== hubName);
+  const table = `${HUB_TABLE.family} ${HUB_TABLE.name}`;
+
+  // Each spoke's single peer is the hub, carrying the mesh block, so wg-quick routes the block to it.
+  for (const [spoke, other] of [
+    [a, b],
+    [b, a],
+  ]) {
+    const allowed = (await run(spoke.name, `wg show ${WG_INTERFACE} allowed-ips`)).trim().split("\n");
+    expect({ spoke: spoke.name, allowed: allowed.map((l) => l.split(/\s+/).slice(1).sort()) }).toEqual({
+      spoke: spoke.name,
+      allowed: [[...spoke.peers[0].allowedIps].sort()],
+    });
+    expect(spoke.peers[0].allowedIps).toContain(config.mesh.cidr);
+    expect(await run(spoke.name, `ip -4 route get ${other.meshAddress}`)).toContain(`dev ${WG_INTERFACE}`);
+  }
+
+  // The hub: forwarding on wg0, and the swarm table with its three counted rules.
+  expect(await run(hubName, `sysctl -n net.ipv4.conf.${WG_INTERFACE}.forwarding`)).toBe("1\n");
+  const listed = await run(hubName, `nft list table ${table}`);
+  process.stdout.write(`${hubName}: nft list table ${table}\n${listed}`);
+  const counters = async () => {
+    const text = await run(hubName, `nft list chain ${table} forward`);
+    const count = (comment: string) => {
+      const match = new RegExp(`counter packets (\\d+) bytes \\d+ \\w+ comment "${comment}"`).exec(text);
+      if (!match) {
+        throw new Error(`no counted rule "${comment}" in ${table} on ${hubName}:\n${text}`);
+      }
+      return Number(match[1]);
+    };
+    return { between: count(HUB_RULE_COMMENTS.between), out: count(HUB_RULE_COMMENTS.out) };
+  };
+  const start = await counters();
+
+  // Spoke to spoke and back, through the hub.
+  for (const [from, to] of [
+    [a, b],
+    [b, a],
+  ]) {
+    const ping = await onHost(from.name, `ping -n -q -c 5 -i 0.2 -W 2 ${to.meshAddress}`, {
+      allowFail: true,
+    });
+    process.stdout.write(`${from.name} → ${to.name} (${to.meshAddress}) through ${hubName}:\n${ping.stdout}`);
+    const received = Number(/(\d+) received/.exec(ping.stdout)?.[1] ?? 0);
+    expect({ from: from.name, to: to.name, received: received > 0 }).toEqual({
+      from: from.name,
+      to: to.name,
+      received: true,
+    });
+  }
+  const meshed = await counters();
+  expect(meshed.between).toBeGreaterThan(start.between);
+
+  // Out of the mesh: a spoke only routes the mesh block to the hub, so for a moment spoke a also
+  // sends b's uplink address into the tunnel. The hub accepts the packets (their source is a's
+  // mesh address) and would forward them to its uplink: the swarm table drops them and counts them.
+  const outside = config.hosts.find((h) => h.name === b.name)?.existing?.address;
+  if (outside === undefined) {
+    throw new Error(`lab host ${b.name} has no uplink address`);
+  }
+  const hubKey = (await run(a.name, `wg show ${WG_INTERFACE} peers`)).trim();
+  const allowedBefore = await run(a.name, `wg show ${WG_INTERFACE} allowed-ips`);
+  const original = allowedBefore.trim().split(/\s+/).slice(1).join(",");
+  let escaped;
+  try {
+    await run(
+      a.name,
+      `wg set ${WG_INTERFACE} peer ${hubKey} allowed-ips ${original},${outside}/32
+ip -4 route add ${outside}/32 dev ${WG_INTERFACE}`,
+    );
+    escaped = await onHost(a.name, `ping -n -q -c 3 -i 0.2 -W 1 ${outside}`, { allowFail: true });
+  } finally {
+    await run(
+      a.name,
+      `ip -4 route del ${outside}/32 dev ${WG_INTERFACE} || true
+wg set ${WG_INTERFACE} peer ${hubKey} allowed-ips ${original}`,
+    );
+  }
+  process.stdout.write(`${a.name} → ${outside} (${b.name}'s uplink) through ${hubName}:\n${escaped.stdout}`);
+  expect(escaped.stdout).toMatch(/ 0 received/);
+  const dropped = await counters();
+  expect(dropped.out - meshed.out).toBeGreaterThanOrEqual(3);
+  expect(await run(a.name, `wg show ${WG_INTERFACE} allowed-ips`)).toBe(allowedBefore);
+  await checkMesh();
+  phase("spokes reach each other through the hub, which forwards nothing else");
 });
