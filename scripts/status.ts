@@ -72,6 +72,16 @@ export interface CheckReport {
   readonly detail: string;
 }
 
+/** What a host holds differently from what a step of swarm installed there (`swarm-drift`). */
+export interface DriftItem {
+  /** The remote command that installed it, by resource name: what `swarm:repairs` names. */
+  readonly step: string;
+  readonly kind: "file" | "unit" | "peer" | "zfs";
+  /** The path, unit, `wg0 peer <name>` or `<dataset> <property>`. */
+  readonly item: string;
+  readonly detail: string;
+}
+
 /** What `swarm-health json` prints. */
 export interface HostReport {
   readonly host: string;
@@ -84,6 +94,8 @@ export interface HostReport {
   readonly syncs: readonly SyncReport[];
   readonly datasets: readonly DatasetReport[];
   readonly checks: readonly CheckReport[];
+  /** Drifted items; absent from hosts whose health program predates drift detection. */
+  readonly drift?: readonly DriftItem[];
 }
 
 /** One host of the table: its report, or why there is none. */
