@@ -23,6 +23,8 @@ export interface HealthGateArgs {
   readonly connection: pulumi.Input<SshConnection>;
   /** SSH user; scripts run through `sudo -n` unless it is root. */
   readonly user: string;
+  /** The stack's `swarm:repairs`: raising a command's generation re-runs that command. */
+  readonly repairs?: Readonly<Record<string, number>>;
   /**
    * What changed on the host in this deployment: the trigger of every
    * command of the host (see `commandChanges`). The gate re-runs when any of
@@ -135,6 +137,7 @@ export class HealthGate extends pulumi.ComponentResource {
       {
         connection: args.connection,
         user: args.user,
+        repairs: args.repairs,
         script: rendered.script,
         teardown: healthTeardownScript(step.health.textfileDir),
         ownerHash,

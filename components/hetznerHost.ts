@@ -22,6 +22,8 @@ export interface HetznerHostArgs {
   readonly sshPrivateKey: pulumi.Input<string>;
   /** Extra labels on every Hetzner resource, besides `fleet`, `stack` and `host`. */
   readonly labels: Record<string, string>;
+  /** The stack's `swarm:repairs`: raising a command's generation re-runs that command. */
+  readonly repairs?: Readonly<Record<string, number>>;
 }
 
 /** What a machine gives the rest of the host: how to reach it, and what the bootstrap waits for. */
@@ -184,7 +186,13 @@ export class HetznerHost extends pulumi.ComponentResource {
     const body = bootstrapScript({ host: step.host, packages: step.packages });
     this.bootstrap = hostCommand(
       `${name}-bootstrap`,
-      { connection: this.connection, user: this.user, script: body, ownerHash: sha256(body) },
+      {
+        connection: this.connection,
+        user: this.user,
+        repairs: args.repairs,
+        script: body,
+        ownerHash: sha256(body),
+      },
       { parent: this, dependsOn: machine.ready },
     );
     this.registerOutputs({

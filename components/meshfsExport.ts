@@ -14,6 +14,8 @@ export interface MeshfsExportArgs {
   readonly connection: pulumi.Input<SshConnection>;
   /** SSH user of the connection; scripts run through sudo unless it is root. */
   readonly user: string;
+  /** The stack's `swarm:repairs`: raising a command's generation re-runs that command. */
+  readonly repairs?: Readonly<Record<string, number>>;
   /** The host's volume device, which stands for `volume` in `pool.devices`. */
   readonly volumeDevice?: pulumi.Input<string>;
 }
@@ -55,7 +57,7 @@ export class MeshfsExport extends pulumi.ComponentResource {
   constructor(name: string, args: MeshfsExportArgs, opts?: pulumi.ComponentResourceOptions) {
     super("swarm:meshfs:Export", name, {}, opts);
     const { step } = args;
-    const common = { connection: args.connection, user: args.user };
+    const common = { connection: args.connection, user: args.user, repairs: args.repairs };
 
     const zfs = step.usesVolume
       ? pulumi

@@ -1,6 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { shellQuote } from "../templates/shell";
+import { hostScript, shellQuote } from "../templates/shell";
 
 /** How the program reaches a host over SSH. Secret, as it carries the admin private key. */
 export interface SshConnection {
@@ -41,7 +41,8 @@ export interface HostCommandArgs {
   /** Content delivered on the script's standard input: the way secrets travel, never in arguments. */
   readonly stdin?: pulumi.Input<string>;
   /**
-   * Bash script run when the resource is deleted (not when it is replaced):
+   * Bash script run when the resource is deleted (not when it is replaced;
+   * without one, the delete only removes the step's record and marker):
    * the create script records `ownerHash` on the host, and the delete runs
    * only while the host still holds that hash. A replacement writes the new
    * hash before the old resource's delete runs, which then does nothing.
@@ -51,9 +52,23 @@ export interface HostCommandArgs {
   readonly ownerHash: pulumi.Input<string>;
   /** The script handles a secret: keep stdout/stderr out of logs and make them secret in state. */
   readonly secret?: boolean;
+  /**
+   * The stack's `swarm:repairs`: a generation for this command's name is
+   * folded into its owner hash, so raising it re-runs exactly this command
+   * (see docs/drift.md).
+   */
+  readonly repairs?: Readonly<Record<string, number>>;
 }
 
 const OWNER_DIR = "/var/lib/swarm/owners";
+/** Where each command records what it installed (`swarm-drift` compares the host with it), one file per command name. */
+export const OWNED_DIR = "/var/lib/swarm/owned";
+const RECORD_FUNCTIONS = hostScript("record.sh");
+
+/** The owner hash with a repair generation folded in; unchanged without one, so a stack without repairs keeps its hashes. */
+export function repairedHash(hash: string, generation: number | undefined): string {
+  return generation === undefined ? hash : `${hash} repair ${generation}`;
+}
 
 /** Runs `body` with bash on the host, as root. */
 export function asRoot(user: string, body: string): string {
@@ -71,15 +86,17 @@ export function hostCommand(
   opts: pulumi.CustomResourceOptions,
 ): command.remote.Command {
   const marker = `${OWNER_DIR}/${name}`;
+  const record = `${OWNED_DIR}/${name}`;
+  const generation = args.repairs?.[name];
   const create = (body: string, hash: string) =>
     asRoot(
       args.user,
-      `${body}\ninstall -d -m 0700 ${OWNER_DIR}\nprintf '%s\\n' ${shellQuote(hash)} > ${shellQuote(marker)}\n`,
+      `${body}\n${RECORD_FUNCTIONS}swarm_record ${shellQuote(record)}\ninstall -d -m 0700 ${OWNER_DIR}\nprintf '%s\\n' ${shellQuote(repairedHash(hash, generation))} > ${shellQuote(marker)}\n`,
     );
   const remove = (body: string, hash: string) =>
     asRoot(
       args.user,
-      `set -euo pipefail\nif [ "$(cat ${shellQuote(marker)} 2>/dev/null)" != ${shellQuote(hash)} ]; then\n  echo "swarm: ${name} is owned by a newer version; nothing to remove"\n  exit 0\nfi\n${body}\nrm -f ${shellQuote(marker)}\n`,
+      `set -euo pipefail\nif [ "$(cat ${shellQuote(marker)} 2>/dev/null)" != ${shellQuote(repairedHash(hash, generation))} ]; then\n  echo "swarm: ${name} is owned by a newer version; nothing to remove"\n  exit 0\nfi\n${body}\nrm -f ${shellQuote(marker)} ${shellQuote(record)}\n`,
     );
   const { script, ownerHash, teardown } = args;
   // Plain script and hash (most steps): the inputs are plain strings, with no Output to resolve.
@@ -90,14 +107,17 @@ export function hostCommand(
     {
       connection: args.connection,
       create: plain ? create(script, ownerHash) : both?.apply(([body, hash]) => create(body, hash)),
-      delete:
-        teardown === undefined
-          ? undefined
-          : plain
-            ? remove(teardown as string, ownerHash)
-            : both?.apply(([, hash, body]) => remove(body as string, hash)),
+      // Without a teardown the delete only forgets the record and the marker: what the step
+      // installed stays (an export's dataset must outlive its removal from the config).
+      delete: plain
+        ? remove((teardown as string | undefined) ?? "", ownerHash)
+        : both?.apply(([, hash, body]) => remove(body ?? "", hash)),
       stdin: args.stdin,
-      triggers: [ownerHash],
+      triggers: [
+        typeof ownerHash === "string"
+          ? repairedHash(ownerHash, generation)
+          : pulumi.output(ownerHash).apply((h) => repairedHash(h, generation)),
+      ],
       logging: args.secret ? "none" : "stdoutAndStderr",
       // Otherwise the provider sends the previous stdout/stderr as PULUMI_COMMAND_STDOUT/STDERR
       // through sshd, which refuses them (Debian's AcceptEnv is LANG LC_*): a warning on every

@@ -22,6 +22,8 @@ export interface SshfsAutomountArgs {
   readonly connection: pulumi.Input<SshConnection>;
   /** SSH user of the connection; scripts run through sudo unless it is root. */
   readonly user: string;
+  /** The stack's `swarm:repairs`: raising a command's generation re-runs that command. */
+  readonly repairs?: Readonly<Record<string, number>>;
 }
 
 /**
@@ -45,7 +47,7 @@ export class SshfsAutomount extends pulumi.ComponentResource {
     const plan = step.units;
     const exportName = step.export.name;
     const units = mountUnitNames(plan.path);
-    const common = { connection: args.connection, user: args.user };
+    const common = { connection: args.connection, user: args.user, repairs: args.repairs };
 
     const keyScript = clientKeyScript(exportName);
     const key = hostCommand(

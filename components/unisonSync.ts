@@ -17,6 +17,8 @@ export interface UnisonSyncArgs {
   readonly connection: pulumi.Input<SshConnection>;
   /** SSH user of the connection; scripts run through sudo unless it is root. */
   readonly user: string;
+  /** The stack's `swarm:repairs`: raising a command's generation re-runs that command. */
+  readonly repairs?: Readonly<Record<string, number>>;
 }
 
 /**
@@ -39,7 +41,7 @@ export class UnisonSync extends pulumi.ComponentResource {
     super("swarm:sync:Unison", name, {}, opts);
     const { step, ssh } = args;
     const sync = step.sync;
-    const common = { connection: args.connection, user: args.user };
+    const common = { connection: args.connection, user: args.user, repairs: args.repairs };
 
     const dependsOn: command.remote.Command[] = [];
     if (ssh !== undefined) {

@@ -20,6 +20,8 @@ export interface MeshMember {
   readonly connection: pulumi.Input<SshConnection>;
   /** SSH user; scripts run through `sudo -n` unless it is root. */
   readonly user: string;
+  /** The stack's `swarm:repairs`: raising a command's generation re-runs that command. */
+  readonly repairs?: Readonly<Record<string, number>>;
   /** Public address peers reach the host's WireGuard port at, without port. */
   readonly endpoint: pulumi.Input<string>;
   readonly keypair: WireGuardKeypair;
@@ -65,7 +67,7 @@ export function meshMemberCommands(
   member: MeshMember,
   identities: pulumi.Output<Record<string, PeerIdentity>>,
 ): command.remote.Command {
-  const common = { connection: member.connection, user: member.user };
+  const common = { connection: member.connection, user: member.user, repairs: member.repairs };
   const key = hostCommand(
     `${name}-${step.host}-key`,
     {

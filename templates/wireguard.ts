@@ -416,7 +416,8 @@ elif [ "$wg_restart" = 1 ] || ! swarm_wg_interface_matches; then
   else
     wg_failed="${WG_UNIT} did not restart: see journalctl -u ${WG_UNIT}"
   fi
-elif swarm_changed ${WG_CONF_PATH}; then
+elif swarm_changed ${WG_CONF_PATH} || ! swarm_wg_live_as_planned; then
+  # Files unchanged but the interface not as planned: a peer added or changed by hand (drift).
   wg_applied=sync
   if swarm_wg_read_live; then
     for wg_peer in "\${!wg_live_rx[@]}"; do
@@ -481,6 +482,11 @@ if [ \${#wg_differences[@]} -gt 0 ]; then
   fail "${WG_INTERFACE} differs from the plan (above), and this run applied nothing to it"
 fi
 systemctl enable --quiet ${WG_UNIT}
+# What swarm owns here beside the files: the unit, and each planned peer with its AllowedIPs.
+swarm_own unit ${WG_UNIT}.service
+for wg_peer in "\${wg_plan_order[@]}"; do
+  swarm_own peer ${WG_INTERFACE} "\${wg_plan_name[$wg_peer]}" "$wg_peer" "\${wg_plan_allowed[$wg_peer]}"
+done
 ${values.forwards ? "swarm_hub_routing_on\n" : ""}echo "swarm: $swarm_host: ${WG_INTERFACE} is up with public key $wg_expected and \${#wg_plan_order[@]} peer(s) as planned"
 `,
   );

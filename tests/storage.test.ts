@@ -247,8 +247,14 @@ describe("the production storage layout", () => {
       expect(String(plain(c.inputs.create))).toMatch(/^bash -c '/);
       expect(plain(c.inputs.triggers)).toHaveLength(1);
     }
-    // Removing an export from the config never touches its data.
-    expect(built.mocks.named("meshfs-zfs").inputs.delete).toBeUndefined();
+    // Removing an export from the config never touches its data: its delete only forgets the
+    // step's marker and record, once the guard has found the marker still holding its hash.
+    const remove = String(plain(built.mocks.named("meshfs-zfs").inputs.delete));
+    const afterGuard = remove.slice(remove.indexOf("\nfi\n") + 4);
+    expect(afterGuard.trim().split("\n")).toEqual([
+      "rm -f '\\''/var/lib/swarm/owners/meshfs-zfs'\\'' '\\''/var/lib/swarm/owned/meshfs-zfs'\\''",
+      "'",
+    ]);
   });
 });
 

@@ -235,6 +235,8 @@ pubkey) exec /usr/bin/wg pubkey ;;
 "syncconf "*)
   cat "$3" >"$state/synced"
   cp "$state/synced" "$state/applied"
+  sed -n 's/^PrivateKey = //p' "$state/synced" | /usr/bin/wg pubkey >"$state/running-key"
+  rm -f "$state/live"
   if [ -e "$state/live-after-sync" ]; then mv "$state/live-after-sync" "$state/live"; fi
   ;;
 *) exit 2 ;;
@@ -385,17 +387,17 @@ esac`,
     ]);
   });
 
-  it("fails naming the host when wg0 runs another key", () => {
+  it("puts the planned key back with wg syncconf when wg0 runs another key (drift)", () => {
     installKey("anchor");
     const script = wireguardApplyScript(applyValues(HUB_FLEET, "anchor"));
     expect(sandbox.run(script).status).toBe(0);
+    sandbox.calls();
     sandbox.state("running-key", `${publicKeyOf("intruder")}\n`);
     const result = sandbox.run(script);
-    expect(result.status).toBe(1);
-    expect(result.stderr).toBe(
-      `swarm: anchor: wg0 runs public key ${publicKeyOf("intruder")}, expected ${publicKeyOf("anchor")}\n` +
-        "swarm: anchor: wg0 differs from the plan (above), and this run applied nothing to it\n",
-    );
+    expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
+    expect(result.stdout).toContain("swarm: anchor: updated wg0 in place with wg syncconf");
+    expect(sandbox.state("running-key")).toBe(`${publicKeyOf("anchor")}\n`);
+    expect(sandbox.calls().filter((c) => c.startsWith("systemctl"))).toEqual(["systemctl enable --quiet wg-quick@wg0"]);
   });
 
   it("fails before touching wg0 when wg0.key is not the expected key", () => {
@@ -562,6 +564,44 @@ esac`,
     expect(result.stdout).toContain("swarm: anchor: wg0 is up with public key");
     expect(sandbox.calls().filter((c) => c.startsWith("wg syncconf"))).toHaveLength(1);
     expect(sandbox.read(WG_PUBLIC_CONF_PATH)).toBe(renderWireGuardConfig(routed.config));
+  });
+
+  it.each([
+    {
+      drift: "a peer added by hand",
+      live: dumpOf(publicKeyOf("anchor"), [
+        ...livePeersOf(applyValues(HUB_FLEET, "anchor")),
+        { publicKey: publicKeyOf("intruder"), endpoint: "(none)", allowedIps: "10.8.0.250/32" },
+      ]),
+    },
+    {
+      drift: "AllowedIPs widened by hand",
+      live: dumpOf(
+        publicKeyOf("anchor"),
+        livePeersOf(applyValues(HUB_FLEET, "anchor")).map((p) =>
+          p.publicKey === satellite ? { ...p, allowedIps: "10.8.0.0/24" } : p,
+        ),
+      ),
+    },
+  ])("with unchanged files, applies them again with wg syncconf when wg0 runs $drift", ({ live }) => {
+    const before = anchorRunning();
+    sandbox.state("live", live);
+    const result = sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor")));
+    expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
+    expect(result.stdout).toContain("swarm: anchor: updated wg0 in place with wg syncconf");
+    expect(result.stdout).not.toContain("swarm: wrote");
+    expect(sandbox.calls().filter((c) => c.startsWith("wg syncconf"))).toHaveLength(1);
+    expect(sandbox.state("live")).toBeUndefined();
+    expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
+  });
+
+  it("with unchanged files and wg0 as planned, applies nothing", () => {
+    anchorRunning();
+    const result = sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor")));
+    expect(result.status).toBe(0);
+    expect(sandbox.calls().filter((c) => c.startsWith("wg syncconf") || c.startsWith("systemctl restart"))).toEqual(
+      [],
+    );
   });
 
   // satellite moves to 203.0.113.99 in the plan; wg shows it at a NAT address, 198.51.100.200:40000.

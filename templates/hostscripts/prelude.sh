@@ -5,6 +5,9 @@ export LC_ALL=C
 # The host as swarm names it, for messages; each script that calls fail sets it.
 swarm_host=$HOSTNAME
 changed=()
+# What this run installed, for the step's record of what swarm owns on the host (swarm_record):
+# every file it wrote or found as planned, every unit it activated, and lines of other kinds.
+swarm_owned_files=() swarm_owned_lines=()
 # Whether this run wrote a unit file that systemd has not read yet.
 units_written=0
 # fail MESSAGE...: stops the script, naming the host.
@@ -17,6 +20,7 @@ swarm_write() {
   local path=$1 mode=$2 owner=$3 tmp
   # Create missing parents only: an existing directory keeps its mode (/etc/wireguard stays 0700).
   [ -d "$(dirname "$path")" ] || install -d -m 0755 "$(dirname "$path")"
+  swarm_owned_files+=("$path")
   tmp=$(mktemp "$path.swarm.XXXXXX")
   cat >"$tmp"
   chmod "$mode" "$tmp"
@@ -54,6 +58,7 @@ swarm_reload() {
 swarm_activate() {
   local unit=$1
   shift
+  swarm_own unit "$unit"
   swarm_reload
   if ! systemctl is-enabled --quiet "$unit"; then
     systemctl enable --quiet "$unit"
@@ -66,4 +71,10 @@ swarm_activate() {
     systemctl restart "$unit" || fail "$unit does not restart: see journalctl -u $unit"
     echo "swarm: restarted $unit"
   fi
+}
+# swarm_own KIND FIELD...: records that swarm owns something other than a written file (a unit it
+# keeps enabled and active, a WireGuard peer, a dataset property), one tab-separated line.
+swarm_own() {
+  local IFS=$'\t'
+  swarm_owned_lines+=("$*")
 }

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# shellcheck disable=SC2154,SC2034 # swarm_host, wg_previous, wg_plan_*: set by the apply script before these functions run; wg_live_*: read by it after
+# shellcheck disable=SC2154,SC2034 # swarm_host, wg_previous, wg_expected, wg_plan_*: set by the apply script before these functions run; wg_live_*: read by it after
 # Functions of the WireGuard apply script that read the plan's peers, the files and the running
 # interface, and undo an apply. The names below are the TypeScript's constants (templates/wireguard.ts).
 wg_interface=wg0
@@ -43,6 +43,18 @@ swarm_wg_read_live() {
     wg_live_rx[$key]=$rx
   done < <(wg show ${wg_interface} dump 2>/dev/null)
   [ "$first" = 0 ]
+}
+# swarm_wg_live_as_planned: true when the running interface has the planned public key and exactly
+# the planned peers with their AllowedIPs (a peer added with wg set, or AllowedIPs changed by hand,
+# make it false: the apply script then applies the files again). Endpoints roam: not compared.
+swarm_wg_live_as_planned() {
+  local peer
+  swarm_wg_read_live || return 1
+  [ "$wg_live_key" = "$wg_expected" ] || return 1
+  [ "${#wg_live_allowed[@]}" = "${#wg_plan_order[@]}" ] || return 1
+  for peer in "${wg_plan_order[@]}"; do
+    [ "${wg_live_allowed[$peer]-}" = "${wg_plan_allowed[$peer]}" ] || return 1
+  done
 }
 # Puts back the files this run replaced (or removes the ones it created).
 swarm_wg_restore_files() {

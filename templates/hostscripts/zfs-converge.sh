@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # zfs_converge DATASET HINT PROPERTY=VALUE...: sets those that differ in one zfs set (OpenZFS checks every pair
-# before it changes any) and reports each; HINT says how to fix a refusal.
+# before it changes any) and reports each; HINT says how to fix a refusal. Each property is recorded as owned
+# (swarm_own, prelude.sh): swarm-drift reports a value changed behind swarm's back.
 zfs_converge() {
   local dataset=$1 hint=$2 out i
   shift 2
@@ -14,6 +15,7 @@ zfs_converge() {
   [ "${#have[@]}" -eq "${#pairs[@]}" ] ||
     fail "zfs get printed ${#have[@]} values for the ${#pairs[@]} properties ${names[*]} of $dataset: $hint"
   for i in "${!pairs[@]}"; do
+    swarm_own zfs "$dataset" "${names[i]}" "${pairs[i]#*=}"
     if [ "${have[i]}" != "${pairs[i]#*=}" ]; then
       pending+=("${pairs[i]}")
       was+=("${have[i]}")
