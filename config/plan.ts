@@ -473,3 +473,35 @@ export function stepsOf<S extends { readonly kind: string }, K extends S["kind"]
 ): Extract<S, { kind: K }>[] {
   return steps.filter((s): s is Extract<S, { kind: K }> => s.kind === kind);
 }
+
+/**
+ * The resource names of the remote commands (`command:remote:Command`) the
+ * program creates for one step, as the components name them: what a host's
+ * drift records and `swarm:repairs` are keyed by. tests/plan.commands.test.ts
+ * holds this against the URNs the program registers for the example stacks.
+ */
+export function stepCommandNames(step: FleetStep): string[] {
+  switch (step.kind) {
+    case "bootstrap":
+      return [`${step.name}-bootstrap`];
+    case "wireguardKey":
+      return [];
+    case "mesh":
+      return step.hosts.flatMap((h) => [`${step.name}-${h.host}-key`, `${step.name}-${h.host}-config`]);
+    case "export":
+      return ["zfs", "sftp", "snapshots", "hostkey"].map((role) => `${step.name}-${role}`);
+    case "mount":
+      return [`${step.name}-key`, `${step.name}-units`];
+    case "sync":
+      // Only ssh:// mode installs a key of its own: through a mount, the mount's key is used.
+      return [...(step.remote.kind === "ssh" ? [`${step.name}-key`] : []), `${step.name}-units`];
+    case "health":
+      // One command installs the health program and then runs the gate.
+      return [`${step.name}-install`];
+  }
+}
+
+/** Every remote command's resource name for a plan, sorted. */
+export function remoteCommandNames(plan: { readonly steps: readonly FleetStep[] }): string[] {
+  return plan.steps.flatMap(stepCommandNames).sort();
+}

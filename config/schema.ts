@@ -373,6 +373,21 @@ export const healthSchema = z.object({
   ),
 });
 
+// ---------------------------------------------------------------- repairs
+
+/**
+ * A repair generation: a whole number from 1 up. `npm run repair` writes 1
+ * for a step's first repair and counts up from there.
+ */
+export function repairGeneration(): z.ZodType<number> {
+  const problem = (iss: { input?: unknown }) =>
+    `must be a whole number from 1 up (a repair generation, which npm run repair counts up), got ${describe(iss.input)}`;
+  return z.preprocess(
+    (v) => (typeof v === "string" && /^\d+$/.test(v) ? Number(v) : v),
+    z.number({ error: problem }).int({ error: problem, abort: true }).min(1, { error: problem }),
+  ) as unknown as z.ZodType<number>;
+}
+
 // ---------------------------------------------------------------- the stack
 
 /** One entry per `swarm:` key of a stack file. */
@@ -394,4 +409,9 @@ export const fleetSchema = z.object({
   mounts: field(list(mountSchema).default([]), "sshfs automounts of exports."),
   syncs: field(list(syncSchema).default([]), "Two-way unison syncs."),
   health: field(healthSchema.prefault({}), "Health gate and metrics; every key is optional."),
+  repairs: field(
+    z.record(z.string(), repairGeneration()).default({}),
+    "Repair generations by remote command name (e.g. `mesh-anchor-config: 2`), written by `npm run repair` for the steps that drifted on a host: raising a command's number makes the next `pulumi up` replace that command, which runs its step again (secrets on stdin as at creation) and nothing else. Keep an entry once written: removing it re-runs its step once more, which is harmless. A name that is no longer a command of the stack is refused: remove that entry.",
+    { custom: true, defaultText: "`{}`" },
+  ),
 });

@@ -33,7 +33,7 @@ import {
   unionSize,
 } from "./addresses";
 import { planFleet } from "./model";
-import { exportNamed, mountHolding } from "./plan";
+import { exportNamed, mountHolding, remoteCommandNames } from "./plan";
 import {
   DEFAULT_ZFS_PROPERTIES,
   adminSchema,
@@ -44,7 +44,7 @@ import {
   mountSchema,
   syncSchema,
 } from "./schema";
-import { Item, Section, describe, readSection, typoDistance } from "./schemaKit";
+import { Item, Section, describe, readSection, typoDistance, unwrap } from "./schemaKit";
 import { isInside } from "../templates/systemd";
 import {
   AdminConfig,
@@ -61,7 +61,7 @@ import {
   SyncRemoteConfig,
   WireGuardImplementation,
 } from "./types";
-import type { z } from "zod";
+import { z } from "zod";
 
 export { DEFAULT_ZFS_PROPERTIES };
 
@@ -297,9 +297,10 @@ export function validateFleetConfig(
   checkMounts(fleet, exports, mounts, syncs, errors);
   checkSyncs(fleet, exports, mounts, syncs, errors);
   errors.push(...privateKeyErrors(raw, options.secretKeys, errors));
+  const repairs = readRepairs(raw.repairs, errors);
 
   if (meshIsClean) {
-    const meshOnly = assemble(hosts, mesh, undefined, [], [], [], DEFAULT_HEALTH);
+    const meshOnly = assemble(hosts, mesh, undefined, [], [], [], DEFAULT_HEALTH, {});
     const planned = planFleet(meshOnly);
     errors.push(...meshCollisionErrors({ hosts: planned.hosts, meshCidr: meshOnly.mesh.cidr }, fleet));
   }
@@ -313,7 +314,71 @@ export function validateFleetConfig(
     return { errors, warnings };
   }
   const health = top.value.health as HealthConfig;
-  return { config: assemble(hosts, mesh, admin, exports, mounts, syncs, health), errors, warnings };
+  const config = assemble(hosts, mesh, admin, exports, mounts, syncs, health, repairs);
+  // The names a repair may use are the plan's commands, so they are checked once the rest is valid.
+  const unknown = unknownRepairs(repairs, remoteCommandNames(planFleet(config)));
+  return unknown.length > 0 ? { errors: unknown, warnings } : { config, errors, warnings };
+}
+
+/**
+ * `swarm:repairs` as written: every generation that is a whole number from
+ * 1 up, by command name; every other value reported with its path.
+ */
+function readRepairs(value: unknown, errors: ConfigError[]): Record<string, number> {
+  const path = "swarm:repairs";
+  if (value === undefined || value === null) {
+    return {};
+  }
+  if (typeof value !== "object" || Array.isArray(value)) {
+    errors.push({
+      path,
+      message: `must be an object (a YAML mapping) of remote command names to repair generations, such as {mesh-anchor-config: 1}, got ${describe(value)}`,
+    });
+    return {};
+  }
+  const generation = (unwrap(fleetSchema.shape.repairs).inner as z.ZodRecord<z.ZodString, z.ZodType<number>>)
+    .valueType;
+  const repairs: Record<string, number> = {};
+  for (const [name, given] of Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const read = generation.safeParse(given);
+    if (read.success) {
+      repairs[name] = read.data;
+    } else {
+      errors.push({ path: `${path}.${name}`, message: read.error.issues[0].message });
+    }
+  }
+  return repairs;
+}
+
+/**
+ * Each `swarm:repairs` entry that names no remote command of the stack, with
+ * the name it was probably meant to be: a typo, or a URN pasted whole.
+ */
+function unknownRepairs(
+  repairs: Readonly<Record<string, number>>,
+  commands: readonly string[],
+): ConfigError[] {
+  return Object.keys(repairs)
+    .filter((name) => !commands.includes(name))
+    .map((name) => {
+      const tail = name.slice(name.lastIndexOf("::") + 2);
+      const near = commands.includes(tail) ? tail : nearestName(name, commands);
+      const fix =
+        near === undefined
+          ? `remove the entry (a step the stack no longer has needs no repair); its remote commands are ${commands.join(", ")}`
+          : near in repairs
+            ? `did you mean ${near}? It has an entry already: remove this one, and raise the generation of ${near} by 1 to repair that step`
+            : `did you mean ${near}? Rename the entry to it`;
+      return { path: `swarm:repairs.${name}`, message: `is not a remote command of this stack: ${fix}` };
+    });
+}
+
+/** The known name `name` is a typo of (as config keys' did-you-mean decides), the closest first. */
+function nearestName(name: string, known: readonly string[]): string | undefined {
+  return known
+    .map((k) => ({ k, distance: k.toLowerCase() === name.toLowerCase() ? 0 : typoDistance(k, name) }))
+    .filter((c) => c.distance <= 2)
+    .sort((a, b) => a.distance - b.distance)[0]?.k;
 }
 
 /** The public half of the example admin key in the repository's stack files, which are examples. */
@@ -462,9 +527,11 @@ function assemble(
   mounts: readonly MountDraft[],
   syncs: readonly SyncDraft[],
   health: HealthConfig,
+  repairs: Readonly<Record<string, number>>,
 ): FleetConfig {
   return {
     health,
+    repairs,
     hosts: hosts.map((h) => h.fields as HostConfig),
     mesh: (mesh.fields ?? {}) as MeshConfig,
     admin: admin ?? (adminSchema.parse({}) as AdminConfig),

@@ -66,6 +66,19 @@ describe("the config schema", () => {
     expect(config["swarm:sshPrivateKey"]).toMatchObject({ type: "string", secret: true });
   });
 
+  it("declares swarm:repairs an object, which Pulumi checks a stack's value against", () => {
+    // Pulumi refuses a stack whose value is not of the declared type ("must be of type 'string'").
+    expect(pulumiConfig()["swarm:repairs"]).toMatchObject({ type: "object" });
+    const schema = stackJsonSchema() as {
+      properties: { config: { properties: Record<string, Record<string, unknown>> } };
+    };
+    expect(schema.properties.config.properties["swarm:repairs"]).toMatchObject({
+      type: "object",
+      additionalProperties: { type: "integer", minimum: 1 },
+      default: {},
+    });
+  });
+
   it("gives editors every field, refuses unknown keys and shows durations as written", () => {
     const schema = stackJsonSchema() as {
       properties: { config: { properties: Record<string, Record<string, unknown>>; required: string[] } };

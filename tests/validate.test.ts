@@ -156,6 +156,7 @@ describe("validateFleetConfig", () => {
       mounts: [],
       syncs: [],
       health: DEFAULT_HEALTH,
+      repairs: {},
     });
   });
 
@@ -1154,6 +1155,65 @@ const rows: Row[] = [
     path: "swarm:syncs[0].intervall",
     message: "did you mean interval?",
   },
+  // repairs
+  {
+    what: "repairs not a mapping",
+    changes: { repairs: ["mesh-anchor-config"] },
+    path: "swarm:repairs",
+    message: "must be an object (a YAML mapping) of remote command names to repair generations",
+  },
+  {
+    what: "repair generation 0",
+    changes: { repairs: { "mesh-anchor-config": 0 } },
+    path: "swarm:repairs.mesh-anchor-config",
+    message:
+      "must be a whole number from 1 up (a repair generation, which npm run repair counts up), got number 0",
+  },
+  {
+    what: "repair generation negative",
+    changes: { repairs: { "meshfs-sftp": -2 } },
+    path: "swarm:repairs.meshfs-sftp",
+    message: "must be a whole number from 1 up",
+  },
+  {
+    what: "repair generation not whole",
+    changes: { repairs: { "meshfs-sftp": 1.5 } },
+    path: "swarm:repairs.meshfs-sftp",
+    message: "got number 1.5",
+  },
+  {
+    what: "repair generation not a number",
+    changes: { repairs: { "meshfs-sftp": "next" } },
+    path: "swarm:repairs.meshfs-sftp",
+    message: 'got string "next"',
+  },
+  {
+    what: "repair of a command with a typo",
+    changes: { repairs: { "mesh-anchor-confg": 1 } },
+    path: "swarm:repairs.mesh-anchor-confg",
+    message: "is not a remote command of this stack: did you mean mesh-anchor-config? Rename the entry to it",
+  },
+  {
+    what: "repair named by its URN",
+    changes: {
+      repairs: { "urn:pulumi:prod::swarm::swarm:meshfs:Export$command:remote:Command::meshfs-sftp": 1 },
+    },
+    path: "swarm:repairs.urn:pulumi:prod::swarm::swarm:meshfs:Export$command:remote:Command::meshfs-sftp",
+    message: "did you mean meshfs-sftp?",
+  },
+  {
+    what: "repair of a command the stack does not have",
+    changes: { repairs: { "satellite-notes-sync-units": 1 } },
+    path: "swarm:repairs.satellite-notes-sync-units",
+    message:
+      "is not a remote command of this stack: remove the entry (a step the stack no longer has needs no repair); its remote commands are anchor-bootstrap, anchor-health-install,",
+  },
+  {
+    what: "repair of a sync key the sync through a mount does not have",
+    changes: { repairs: { "hetzner-native-wiki-sync-key": 1 } },
+    path: "swarm:repairs.hetzner-native-wiki-sync-key",
+    message: "is not a remote command of this stack: remove the entry",
+  },
 ];
 
 /** Each row breaks one thing, and the error at `path` is the only one. */
@@ -1947,6 +2007,71 @@ describe("documentation placeholders", () => {
     expect(validateFleetConfig(raw, deploying)).toEqual(
       expect.objectContaining({ errors: [], warnings: [] }),
     );
+  });
+});
+
+describe("swarm:repairs", () => {
+  it("keeps every generation by command name, numbers written as text too, and defaults to none", () => {
+    const { config, errors } = validateFleetConfig(
+      withChanges({ repairs: { "meshfs-sftp": "3", "mesh-anchor-config": 2 } }),
+    );
+    expect(errors).toEqual([]);
+    expect(config?.repairs).toEqual({ "mesh-anchor-config": 2, "meshfs-sftp": 3 });
+    expect(validateFleetConfig(base()).config?.repairs).toEqual({});
+    expect(validateFleetConfig(withChanges({ repairs: null })).config?.repairs).toEqual({});
+  });
+
+  it("takes the name of every remote command of the stack", () => {
+    const names = [
+      "anchor-bootstrap",
+      "mesh-satellite-key",
+      "mesh-hetzner-native-config",
+      "meshfs-zfs",
+      "meshfs-hostkey",
+      "satellite-meshfs-mount-key",
+      "hetzner-native-meshfs-mount-units",
+      "hetzner-native-wiki-sync-units",
+      "satellite-health-install",
+    ];
+    const { errors } = validateFleetConfig(
+      withChanges({ repairs: Object.fromEntries(names.map((n) => [n, 1])) }),
+    );
+    expect(errors).toEqual([]);
+  });
+
+  it("reports wrong generations with the other errors, and names once the rest is valid", () => {
+    const raw = withChanges({
+      "mesh.cidr": "10.8.0.1/24",
+      repairs: { "meshfs-sftp": 0, "no-such-command": 1 },
+    });
+    expect(validateFleetConfig(raw).errors.map((e) => e.path)).toEqual([
+      "swarm:mesh.cidr",
+      "swarm:repairs.meshfs-sftp",
+    ]);
+    setPath(raw, "mesh.cidr", "10.8.0.0/24");
+    setPath(raw, "repairs", { "meshfs-sftp": 1, "no-such-command": 1 });
+    expect(validateFleetConfig(raw).errors.map((e) => e.path)).toEqual(["swarm:repairs.no-such-command"]);
+  });
+
+  it("a typo of a command that has an entry already is removed, not renamed onto it", () => {
+    const raw = withChanges({ repairs: { "meshfs-sftp": 2, "meshfs-stfp": 3 } });
+    expect(validateFleetConfig(raw).errors).toEqual([
+      {
+        path: "swarm:repairs.meshfs-stfp",
+        message:
+          "is not a remote command of this stack: did you mean meshfs-sftp? It has an entry already: remove this one, and raise the generation of meshfs-sftp by 1 to repair that step",
+      },
+    ]);
+    setPath(raw, "repairs", { "meshfs-sftp": 3 });
+    expect(validateFleetConfig(raw).errors).toEqual([]);
+  });
+
+  it("following a did-you-mean validates", () => {
+    const raw = withChanges({ repairs: { "mesh-anchr-config": 1 } });
+    const [error] = validateFleetConfig(raw).errors;
+    const suggested = /did you mean (\S+)\?/.exec(error.message)?.[1] as string;
+    setPath(raw, "repairs", { [suggested]: 1 });
+    expect(validateFleetConfig(raw).errors).toEqual([]);
   });
 });
 
