@@ -1,9 +1,10 @@
 /**
- * The health program every host carries (`swarm-health`), the per-host
- * expectation file it reads, the units that refresh its Prometheus metrics,
- * and the scripts that install it and run the gate.
+ * The health program every host carries (`swarm-health`), the drift
+ * program it runs (`swarm-drift`), the per-host expectation file it reads,
+ * the units that refresh its Prometheus metrics, and the scripts that
+ * install them and run the gate.
  *
- * The program is the same text on every host: what a host is expected to
+ * The programs are the same text on every host: what a host is expected to
  * have (peers, mounts, syncs, datasets, thresholds) is in its expectation
  * file, so a change of one host's expectations rewrites one small file.
  */
@@ -16,6 +17,8 @@ import { stateDir, statusPath, syncUnitNames } from "./unison";
 import { EXPORT_SENTINEL, failFunction, SNAPSHOT_PREFIX, snapshotUnitName } from "./zfs";
 
 export const HEALTH_PROGRAM_PATH = "/usr/local/lib/swarm/swarm-health";
+/** The program that compares the host with what swarm's steps recorded installing there; swarm-health runs it. */
+export const DRIFT_PROGRAM_PATH = "/usr/local/lib/swarm/swarm-drift";
 export const HEALTH_CONFIG_PATH = "/etc/swarm/health.conf";
 export const METRICS_UNIT = "swarm-health-metrics";
 export const METRICS_SERVICE_PATH = `/etc/systemd/system/${METRICS_UNIT}.service`;
@@ -283,6 +286,7 @@ if [ -n "$old_dir" ] && [ "$old_dir" != ${shellQuote(dir)} ] && [ -e "$old_dir/$
 fi
 `,
     writeFile({ path: HEALTH_PROGRAM_PATH, mode: "0755", content: renderHealthProgram() }),
+    writeFile({ path: DRIFT_PROGRAM_PATH, mode: "0755", content: renderDriftProgram() }),
     writeFile({ path: HEALTH_CONFIG_PATH, mode: "0644", content: renderHealthConfig(values) }),
     writeFile({ path: METRICS_SERVICE_PATH, mode: "0644", content: renderMetricsService() }),
     writeFile({
@@ -295,8 +299,9 @@ fi
   echo "swarm: created ${dir}"
 fi
 swarm_activate ${shellQuote(`${METRICS_UNIT}.timer`)} ${METRICS_TIMER_PATH}
-bash -n ${HEALTH_PROGRAM_PATH} ||
-  fail "${HEALTH_PROGRAM_PATH} does not parse with this host's bash; swarm-health needs bash 4.4 or later"
+for program in ${HEALTH_PROGRAM_PATH} ${DRIFT_PROGRAM_PATH}; do
+  bash -n "$program" || fail "$program does not parse with this host's bash; swarm-health needs bash 4.4 or later"
+done
 `,
     ...(gate ? [healthGateStep(values.host)] : []),
   );
@@ -305,7 +310,7 @@ bash -n ${HEALTH_PROGRAM_PATH} ||
 /** Removes everything the install script put on the host. */
 export function healthTeardownScript(textfileDir: string): string {
   return `systemctl disable --now --quiet ${METRICS_UNIT}.timer 2>/dev/null || true
-rm -f ${METRICS_SERVICE_PATH} ${METRICS_TIMER_PATH} ${HEALTH_PROGRAM_PATH} ${HEALTH_CONFIG_PATH} ${shellQuote(`${textfileDir}/${METRICS_FILE}`)}
+rm -f ${METRICS_SERVICE_PATH} ${METRICS_TIMER_PATH} ${HEALTH_PROGRAM_PATH} ${DRIFT_PROGRAM_PATH} ${HEALTH_CONFIG_PATH} ${shellQuote(`${textfileDir}/${METRICS_FILE}`)}
 systemctl daemon-reload
 echo "swarm: removed swarm-health and its metrics"
 `;
@@ -323,4 +328,13 @@ export function renderHealthProgram(): string {
   return HEALTH_PROGRAM;
 }
 
-const HEALTH_PROGRAM = hostScript("swarm-health.sh");
+/** The `swarm-drift` program: the same text on every host. */
+export function renderDriftProgram(): string {
+  return DRIFT_PROGRAM;
+}
+
+const HEALTH_PROGRAM = hostScript("swarm-health.sh", {
+  HEALTH_PROGRAM: HEALTH_PROGRAM_PATH,
+  DRIFT_PROGRAM: DRIFT_PROGRAM_PATH,
+});
+const DRIFT_PROGRAM = hostScript("swarm-drift.sh");

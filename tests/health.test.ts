@@ -14,6 +14,7 @@ import { hostCommand } from "../components/remote";
 import { DEFAULT_HEALTH, HealthConfig, readHealth } from "../config/health";
 import { ConfigError } from "../config/types";
 import {
+  DRIFT_PROGRAM_PATH,
   HEALTH_CONFIG_PATH,
   HEALTH_PROGRAM_PATH,
   METRICS_SERVICE_PATH,
@@ -22,6 +23,7 @@ import {
   healthGateStep,
   healthInstallScript,
   healthTeardownScript,
+  renderDriftProgram,
   renderHealthConfig,
   renderHealthProgram,
   renderMetricsService,
@@ -173,6 +175,26 @@ describe("templates", () => {
     expect(renderHealthProgram()).toMatchSnapshot();
   });
 
+  test("swarm-health knows where the install script puts both programs", () => {
+    expect(renderHealthProgram().match(/^(HEALTH|DRIFT)_PROGRAM=.*$/gm)).toEqual([
+      `HEALTH_PROGRAM='${HEALTH_PROGRAM_PATH}'`,
+      `DRIFT_PROGRAM='${DRIFT_PROGRAM_PATH}'`,
+    ]);
+  });
+
+  test("the teardown removes both programs", () => {
+    const teardown = healthTeardownScript(DEFAULT_HEALTH.textfileDir);
+    expect(teardown).toContain(` ${HEALTH_PROGRAM_PATH} `);
+    expect(teardown).toContain(` ${DRIFT_PROGRAM_PATH} `);
+  });
+
+  test("the install script checks that both programs parse", () => {
+    const install = healthInstallScript(expectations("anchor"));
+    expect(install).toContain(
+      `for program in ${HEALTH_PROGRAM_PATH} ${DRIFT_PROGRAM_PATH}; do\n  bash -n "$program"`,
+    );
+  });
+
   test("the metrics units pass systemd-analyze verify without a word about them", () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-health-units-"));
     try {
@@ -210,15 +232,17 @@ describe("templates", () => {
     }
   });
 
-  test("the install script writes the program, the expectations and the units, each ending with a newline", () => {
+  test("the install script writes the programs, the expectations and the units, each ending with a newline", () => {
     const files = extractFiles(healthInstallScript(expectations("satellite")));
     expect(files.map((f) => [f.path, f.mode])).toEqual([
       [HEALTH_PROGRAM_PATH, "0755"],
+      [DRIFT_PROGRAM_PATH, "0755"],
       [HEALTH_CONFIG_PATH, "0644"],
       [METRICS_SERVICE_PATH, "0644"],
       [METRICS_TIMER_PATH, "0644"],
     ]);
     expect(files[0].content).toBe(renderHealthProgram());
+    expect(files[1].content).toBe(renderDriftProgram());
     for (const file of files) {
       expect(file.content.endsWith("\n")).toBe(true);
     }
@@ -227,6 +251,7 @@ describe("templates", () => {
   test("every script parses with bash", () => {
     for (const text of [
       renderHealthProgram(),
+      renderDriftProgram(),
       renderHealthConfig(expectations("hetzner-native")),
       healthInstallScript(expectations("anchor")),
       healthInstallScript(expectations("anchor"), true),
@@ -450,6 +475,7 @@ describe("swarm-health gate on recorded outputs", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-health-empty-"));
     fs.writeFileSync(path.join(dir, "health.conf"), renderHealthConfig(values));
     fs.writeFileSync(path.join(dir, "date"), "1764090000\n");
+    fs.writeFileSync(path.join(dir, "drift"), "");
     const result = spawnSync("bash", ["-c", renderHealthProgram(), "swarm-health", "gate"], {
       encoding: "utf8",
       env: {
@@ -567,6 +593,175 @@ describe("swarm-health gate under hub routing, anchor the hub", () => {
   });
 });
 
+describe("drift in swarm-health, on recorded outputs", () => {
+  const FIX = "; to restore what swarm installed: npm run repair -- <stack>, then pulumi up";
+  const ROGUE = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/AbCd0=";
+
+  test("the gate warns once per drifted item, naming step, kind and item, and still passes", () => {
+    const run = runHealth("hetzner-native", "gate", { scenario: "drift" });
+    expect(complaints(run.lines)).toEqual([
+      `WARN hetzner-native drift hetzner-native-wiki-sync-units unit swarm-sync-wiki.timer: disabled${FIX}`,
+      `WARN hetzner-native drift mesh-hetzner-native-config file /etc/wireguard/wg0.conf.public: content changed${FIX}`,
+      `WARN hetzner-native drift mesh-hetzner-native-config peer wg0 peer ${ROGUE}: not in the plan (AllowedIPs 10.8.0.250/32)${FIX}`,
+      `WARN hetzner-native drift mesh-hetzner-native-config peer wg0 peer satellite: AllowedIPs 10.8.0.0/24, expected 10.8.0.2/32${FIX}`,
+      `WARN hetzner-native drift mesh-hetzner-native-key file /etc/wireguard/wg0.key: mode 644, expected 600${FIX}`,
+    ]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(run.lines[run.lines.length - 1]).toBe(
+      "swarm-health: hetzner-native is healthy (9 checks, 5 warning(s))",
+    );
+  });
+
+  test.each([
+    [
+      "swarm-drift cannot read the records",
+      { scenario: "drift-unreadable" },
+      "WARN hetzner-native drift: cannot compare this host with what swarm installed: /usr/local/lib/swarm/swarm-drift exited 2; run it to see why",
+    ],
+    [
+      "swarm-drift is not installed",
+      { files: { "drift.rc": "127\n" } },
+      "WARN hetzner-native drift: /usr/local/lib/swarm/swarm-drift is not installed: converge this host again (pulumi up)",
+    ],
+  ])("%s: one warning saying what to do, and the gate still passes", (_, opts, warning) => {
+    const run = runHealth("hetzner-native", "gate", opts);
+    expect(complaints(run.lines)).toEqual([warning]);
+    expect(run.code).toBe(0);
+  });
+
+  test("json lists every drifted item; [] when there is none, no list when it is unknown", () => {
+    const drifted = parseHostReport(runHealth("hetzner-native", "json", { scenario: "drift" }).stdout);
+    expect(drifted.drift).toEqual([
+      {
+        step: "hetzner-native-wiki-sync-units",
+        kind: "unit",
+        item: "swarm-sync-wiki.timer",
+        detail: "disabled",
+      },
+      {
+        step: "mesh-hetzner-native-config",
+        kind: "file",
+        item: "/etc/wireguard/wg0.conf.public",
+        detail: "content changed",
+      },
+      {
+        step: "mesh-hetzner-native-config",
+        kind: "peer",
+        item: `wg0 peer ${ROGUE}`,
+        detail: "not in the plan (AllowedIPs 10.8.0.250/32)",
+      },
+      {
+        step: "mesh-hetzner-native-config",
+        kind: "peer",
+        item: "wg0 peer satellite",
+        detail: "AllowedIPs 10.8.0.0/24, expected 10.8.0.2/32",
+      },
+      {
+        step: "mesh-hetzner-native-key",
+        kind: "file",
+        item: "/etc/wireguard/wg0.key",
+        detail: "mode 644, expected 600",
+      },
+    ]);
+    expect(drifted.checks.filter((c) => c.what.startsWith("drift ")).map((c) => c.level)).toEqual(
+      Array(5).fill("WARN"),
+    );
+    expect(parseHostReport(runHealth("hetzner-native", "json").stdout).drift).toEqual([]);
+    const unknown = JSON.parse(runHealth("hetzner-native", "json", { scenario: "drift-unreadable" }).stdout);
+    expect(unknown).not.toHaveProperty("drift");
+  });
+
+  test("an item with quotes, backslashes and spaces stays valid JSON; a line of an unknown kind is left out", () => {
+    const report = parseHostReport(
+      runHealth("anchor", "json", {
+        files: {
+          drift:
+            'meshfs-sftp\tfile\t/home/meshfs/my "keys"\\x\tcontent changed\nx\tuser\tmeshfs\tshell changed\n',
+        },
+      }).stdout,
+    );
+    expect(report.drift).toEqual([
+      { step: "meshfs-sftp", kind: "file", item: '/home/meshfs/my "keys"\\x', detail: "content changed" },
+    ]);
+  });
+
+  test("the real swarm-drift, named by SWARM_DRIFT: the gate leaves out the health step's own record, json does not", () => {
+    // No peers, mounts, syncs or datasets: without recordings the program reads only the clock,
+    // wg (which may fail) and swarm-drift.
+    const single = fleetWith((raw) => ({
+      ...raw,
+      hosts: (raw.hosts as Record<string, unknown>[]).filter((h) => h.name === "anchor"),
+      exports: [],
+      mounts: [],
+      syncs: [],
+    }));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-health-drift-"));
+    try {
+      const owned = path.join(dir, "owned");
+      fs.mkdirSync(owned);
+      const file = (p: string) => `file\t${p}\t${"0".repeat(64)}\t644\troot:root\n`;
+      // Neither file exists here, so both records have drifted.
+      fs.writeFileSync(path.join(owned, "anchor-health-install"), file(HEALTH_PROGRAM_PATH));
+      fs.writeFileSync(path.join(owned, "meshfs-sftp"), file(path.join(dir, "authorized_keys")));
+      fs.writeFileSync(path.join(dir, "swarm-drift"), renderDriftProgram(), { mode: 0o755 });
+      fs.writeFileSync(
+        path.join(dir, "health.conf"),
+        renderHealthConfig(
+          healthExpectations(planFleet(single), "anchor", { ...DEFAULT_HEALTH, textfileDir: dir }, {}),
+        ),
+      );
+      const run = (mode: string) =>
+        spawnSync("bash", ["-c", renderHealthProgram(), "swarm-health", mode], {
+          encoding: "utf8",
+          env: {
+            PATH: process.env.PATH,
+            SWARM_HEALTH_CONFIG: path.join(dir, "health.conf"),
+            SWARM_DRIFT: path.join(dir, "swarm-drift"),
+            SWARM_OWNED_DIR: owned,
+          },
+        });
+      const gate = run("gate");
+      expect(gate.stdout.split("\n").filter((l) => l.startsWith("WARN"))).toEqual([
+        `WARN anchor drift meshfs-sftp file ${dir}/authorized_keys: missing${FIX}`,
+      ]);
+      expect(gate.status).toBe(0);
+      expect(parseHostReport(run("json").stdout).drift?.map((d) => d.step)).toEqual([
+        "anchor-health-install",
+        "meshfs-sftp",
+      ]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("metrics count drifted items per kind, every kind always present", () => {
+    const text = (opts: Parameters<typeof runHealth>[2]) => {
+      const run = runHealth("hetzner-native", "metrics", opts);
+      expect(run.code).toBe(0);
+      const metrics = fs.readFileSync(path.join(run.dir, "textfile", "swarm.prom"), "utf8");
+      parsePrometheus(metrics);
+      return metrics
+        .split("\n")
+        .filter((l) => l.startsWith("swarm_drift_items"))
+        .join("\n");
+    };
+    expect(text({ scenario: "drift" })).toBe(
+      [
+        'swarm_drift_items{kind="file"} 2',
+        'swarm_drift_items{kind="peer"} 2',
+        'swarm_drift_items{kind="unit"} 1',
+        'swarm_drift_items{kind="zfs"} 0',
+      ].join("\n"),
+    );
+    expect(text({})).toBe(
+      ["file", "peer", "unit", "zfs"].map((kind) => `swarm_drift_items{kind="${kind}"} 0`).join("\n"),
+    );
+    // Unknown is not zero: no sample, which an alert on absent() sees.
+    expect(text({ scenario: "drift-unreadable" })).toBe("");
+  });
+});
+
 describe("swarm-health metrics on recorded outputs", () => {
   const metricsOf = (host: string, opts: Parameters<typeof runHealth>[2] = {}) => {
     const run = runHealth(host, "metrics", opts);
@@ -660,6 +855,8 @@ describe("swarm-health json on recorded outputs", () => {
     ["hetzner-native", "wireguard-down"],
     ["hetzner-native", "sync-conflicts"],
     ["hetzner-native", "sync-never-ran"],
+    ["hetzner-native", "drift"],
+    ["hetzner-native", "drift-unreadable"],
     ["anchor", undefined],
     ["satellite", undefined],
   ])("%s %s: one JSON object whose checks agree with the gate", (host, scenario) => {
@@ -772,16 +969,17 @@ describe("HealthGate", () => {
     const files = extractFiles(install);
     expect(files.map((f) => f.path)).toEqual([
       HEALTH_PROGRAM_PATH,
+      DRIFT_PROGRAM_PATH,
       HEALTH_CONFIG_PATH,
       METRICS_SERVICE_PATH,
       METRICS_TIMER_PATH,
     ]);
-    expect(files[1].content).toBe(
+    expect(files[2].content).toBe(
       renderHealthConfig(healthExpectations(PLAN, "hetzner-native", DEFAULT_HEALTH, PUBLIC_KEYS)),
     );
-    // The gate runs after the last thing the install does (the parse check of the program).
+    // The gate runs after the last thing the install does (the parse check of the programs).
     const gateAt = install.indexOf(`\n${HEALTH_PROGRAM_PATH} gate\n`);
-    expect(gateAt).toBeGreaterThan(install.lastIndexOf(`bash -n ${HEALTH_PROGRAM_PATH}`));
+    expect(gateAt).toBeGreaterThan(install.lastIndexOf(`bash -n "$program"`));
     expect(gateAt).toBeGreaterThan(install.lastIndexOf("swarm_activate 'swarm-health-metrics.timer'"));
     expect(mocks.named("hetzner-native-health-install").inputs.delete).toContain("systemctl disable --now");
   });

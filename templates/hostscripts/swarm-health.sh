@@ -2,12 +2,14 @@
 # swarm-health: the health of this host as swarm declared it (installed by swarm; do not edit).
 #
 #   swarm-health gate     wait for every peer (and every host reached through the hub),
-#                         trigger every mount, check every sync;
+#                         trigger every mount, check every sync, report drift;
 #                         one line per check, exit 1 naming every broken thing
 #   swarm-health metrics  write Prometheus textfile metrics to $TEXTFILE_DIR/swarm.prom
 #   swarm-health json     one JSON object describing this host (for `npm run status`)
 #
-# What to expect comes from /etc/swarm/health.conf (SWARM_HEALTH_CONFIG overrides it).
+# What to expect comes from /etc/swarm/health.conf (SWARM_HEALTH_CONFIG overrides it). What
+# differs from what swarm installed comes from swarm-drift (SWARM_DRIFT overrides its path): each
+# drifted item is a warning, never a failure.
 # Every read of the system goes through one src_* function. When SWARM_HEALTH_FIXTURES
 # names a directory, each reads the recorded output of its command there instead
 # (`<source>`, with its exit code in `<source>.rc`), and time only passes in sleeps,
@@ -17,6 +19,9 @@ export LC_ALL=C
 
 config=${SWARM_HEALTH_CONFIG:-/etc/swarm/health.conf}
 fixtures=${SWARM_HEALTH_FIXTURES:-}
+HEALTH_PROGRAM=/usr/local/lib/swarm/swarm-health
+DRIFT_PROGRAM=/usr/local/lib/swarm/swarm-drift
+drift_program=${SWARM_DRIFT:-$DRIFT_PROGRAM}
 if [ ! -r "$config" ]; then
   echo "swarm-health: cannot read $config: converge this host with swarm (pulumi up) first" >&2
   exit 2
@@ -168,6 +173,22 @@ src_zfs_get() {
   fi
   [ "$#" -gt 0 ] || return 0
   zfs get -Hp -o name,property,value used,available -- "$@" 2>/dev/null
+}
+
+# src_drift [gate]: swarm-drift's lines (step, kind, item, detail; tab-separated), exit 2 when it
+# cannot read the records. The gate runs inside the health step, before that step's record is
+# rewritten: it leaves that record out (the one holding this program) rather than report as drift
+# the files this very run replaced.
+src_drift() {
+  if [ -n "$fixtures" ]; then
+    fixture drift
+    return
+  fi
+  if [ "${1:-}" = gate ]; then
+    SWARM_DRIFT_SKIP_OWNER_OF=$HEALTH_PROGRAM "$drift_program"
+  else
+    "$drift_program"
+  fi
 }
 
 # ---------------------------------------------------------------- reading state
@@ -529,6 +550,40 @@ check_datasets() {
   done
 }
 
+# What differs from what swarm installed, one entry per drifted item; drift_known=0 when
+# swarm-drift could not say.
+drift_known=0 drift_steps=() drift_kinds=() drift_items=() drift_details=()
+DRIFT_KINDS=(file unit peer zfs)
+# check_drift [gate]
+check_drift() {
+  local out rc=0 step kind item detail
+  drift_known=0 drift_steps=() drift_kinds=() drift_items=() drift_details=()
+  out=$(src_drift "$@") || rc=$?
+  if [ "$rc" = 127 ]; then
+    record WARN drift "$drift_program is not installed: converge this host again (pulumi up)"
+    return 0
+  elif [ "$rc" != 0 ]; then
+    record WARN drift "cannot compare this host with what swarm installed: $drift_program exited $rc; run it to see why"
+    return 0
+  fi
+  drift_known=1
+  while IFS=$'\t' read -r step kind item detail; do
+    [[ " ${DRIFT_KINDS[*]} " == *" $kind "* ]] || continue
+    drift_steps+=("$step") drift_kinds+=("$kind") drift_items+=("$item") drift_details+=("$detail")
+    record WARN "drift $step $kind $item" \
+      "$detail; to restore what swarm installed: npm run repair -- <stack>, then pulumi up"
+  done <<<"$out"
+}
+
+# drift_count KIND: how many drifted items are of KIND.
+drift_count() {
+  local n=0 kind
+  for kind in ${drift_kinds[@]+"${drift_kinds[@]}"}; do
+    [ "$kind" != "$1" ] || n=$((n + 1))
+  done
+  printf '%s' "$n"
+}
+
 # read_all_units: one systemctl call for every unit the checks look at.
 read_all_units() {
   read_units "${MOUNT_UNITS[@]}" "${SYNC_TIMERS[@]}" "${SYNC_SERVICES[@]}" "${SNAPSHOT_TIMERS[@]}"
@@ -543,6 +598,7 @@ mode_gate() {
   check_mounts 1
   check_syncs 1
   check_datasets
+  check_drift gate
   local i failed=()
   for i in "${!check_level[@]}"; do
     printf '%s %s %s: %s\n' "${check_level[$i]}" "$HOST" "${check_what[$i]}" "${check_detail[$i]}"
@@ -594,6 +650,7 @@ mode_json() {
   check_mounts 1
   check_syncs 0
   check_datasets
+  check_drift
   now=$(src_now)
   printf '{"host":%s,"time":%s,"maxHandshakeAge":%s,"pingCount":%s,"peers":[' \
     "$(json_string "$HOST")" "$now" "$MAX_HANDSHAKE_AGE" "$PING_COUNT"
@@ -635,7 +692,20 @@ mode_json() {
       "$(json_number "${ds_snapshots[$ds]}")" "$(json_string "${ds_level[$ds]}")"
     sep=,
   done
-  printf '],"checks":['
+  printf ']'
+  # No drift list when swarm-drift could not say: absent reads as unknown, [] as none.
+  if [ "$drift_known" = 1 ]; then
+    printf ',"drift":['
+    sep=""
+    for i in "${!drift_steps[@]}"; do
+      printf '%s{"step":%s,"kind":%s,"item":%s,"detail":%s}' "$sep" "$(json_string "${drift_steps[$i]}")" \
+        "$(json_string "${drift_kinds[$i]}")" "$(json_string "${drift_items[$i]}")" \
+        "$(json_string "${drift_details[$i]}")"
+      sep=,
+    done
+    printf ']'
+  fi
+  printf ',"checks":['
   sep=""
   for i in "${!check_level[@]}"; do
     printf '%s{"level":%s,"what":%s,"detail":%s}' "$sep" "$(json_string "${check_level[$i]}")" \
@@ -664,12 +734,13 @@ sample() {
 }
 
 mode_metrics() {
-  local i name key address path unit timer service status_file ds latest family tmp
+  local i name key address path unit timer service status_file ds latest family tmp kind
   read_all_units
   check_peers 0
   check_mounts 0
   check_syncs 0
   check_datasets
+  check_drift
   metric swarm_wireguard_handshake_age_seconds gauge \
     "Seconds since the latest WireGuard handshake with the peer (+Inf: none, or the interface is down)."
   metric swarm_wireguard_peer_up gauge \
@@ -686,6 +757,8 @@ mode_metrics() {
   metric swarm_zfs_snapshots gauge "Snapshots of the dataset taken by swarm."
   metric swarm_zfs_used_bytes gauge "Bytes used by the dataset and its descendants."
   metric swarm_zfs_available_bytes gauge "Bytes still available to the dataset."
+  metric swarm_drift_items gauge \
+    "Items (file, unit, peer, zfs property) that differ from what swarm installed; npm run repair restores them."
   for i in "${!PEER_NAMES[@]}"; do
     name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]}
     latest=${peer_age[$key]:-+Inf}
@@ -714,6 +787,12 @@ mode_metrics() {
     [ -z "${ds_used[$ds]:-}" ] || sample swarm_zfs_used_bytes dataset "$ds" "${ds_used[$ds]}"
     [ -z "${ds_available[$ds]:-}" ] || sample swarm_zfs_available_bytes dataset "$ds" "${ds_available[$ds]}"
   done
+  # Every kind, 0 included, so an alert can compare; none at all when swarm-drift could not say.
+  if [ "$drift_known" = 1 ]; then
+    for kind in "${DRIFT_KINDS[@]}"; do
+      sample swarm_drift_items kind "$kind" "$(drift_count "$kind")"
+    done
+  fi
   install -d -m 0755 "$TEXTFILE_DIR"
   # The collector reads only *.prom files, so the half-written file is invisible until the rename.
   tmp=$(mktemp "$TEXTFILE_DIR/.swarm.prom.XXXXXX")

@@ -1,0 +1,246 @@
+#!/bin/bash
+# swarm-drift: what on this host differs from what swarm installed (installed by swarm; do not edit).
+#
+# Every step of swarm records what it installed in one file under $SWARM_OWNED_DIR (default
+# /var/lib/swarm/owned), named after the step, one tab-separated line per thing it owns:
+#
+#   file  PATH  SHA256  MODE  USER:GROUP     the file's content, mode (stat %a) and owner
+#   unit  UNIT                               enabled and active
+#   peer  INTERFACE  NAME  KEY  ALLOWED-IPS  a WireGuard peer (AllowedIPs comma-separated); a live
+#                                            peer on INTERFACE that no record names is drift too
+#   zfs   DATASET  PROPERTY  VALUE           a dataset property, as `zfs get` prints it
+#
+# This program compares the host with every record and prints one line per drifted item,
+# tab-separated and sorted: STEP KIND ITEM DETAIL. It exits 0 with or without drift (the lines
+# say it), and 2 when it cannot read the records; no record directory means no records.
+# Runtime state is never compared: endpoints, handshakes, byte counters, snapshots, dataset
+# contents, sync logs and status files, owner markers.
+#
+# SWARM_DRIFT_SKIP_OWNER_OF=PATH leaves out the record that holds the file PATH: the health gate
+# runs inside the health step, whose record is rewritten only after the gate, so that record
+# still describes the files this run is replacing.
+set -euo pipefail
+export LC_ALL=C
+
+OWNED_DIR=/var/lib/swarm/owned
+records=${SWARM_OWNED_DIR:-$OWNED_DIR}
+skip_owner_of=${SWARM_DRIFT_SKIP_OWNER_OF:-}
+
+# ---------------------------------------------------------------- sources
+# Every look at the host goes through one of these, so a test can put fakes of systemctl, wg and
+# zfs on PATH.
+
+# src_sha256 PATH: the hex SHA-256 of the file's content.
+src_sha256() {
+  local sum
+  sum=$(sha256sum <"$1") || return 1
+  printf '%s\n' "${sum%% *}"
+}
+
+# src_stat PATH: "MODE<TAB>USER:GROUP", the mode as stat's %a (no leading zero).
+src_stat() {
+  stat -c $'%a\t%U:%G' -- "$1"
+}
+
+# src_is_enabled UNIT: `systemctl is-enabled`: its state on stdout, exit 0 when systemctl counts it
+# as enabled (enabled, static, alias, ...), which is also when swarm leaves it alone.
+src_is_enabled() {
+  systemctl is-enabled -- "$1" 2>/dev/null
+}
+
+# src_is_active UNIT: `systemctl is-active`: its state (active, inactive, failed, ...).
+src_is_active() {
+  systemctl is-active -- "$1" 2>/dev/null
+}
+
+# src_wg_dump INTERFACE: `wg show INTERFACE dump`; fails when the interface is down.
+src_wg_dump() {
+  wg show "$1" dump 2>/dev/null
+}
+
+# src_zfs_get DATASET PROPERTY: the property's value, as `zfs get` prints it.
+src_zfs_get() {
+  zfs get -H -o value "$2" "$1" 2>/dev/null
+}
+
+# ---------------------------------------------------------------- helpers
+
+cannot_read() {
+  echo "swarm-drift: cannot read $1: $2" >&2
+  exit 2
+}
+
+drift=()
+# found STEP KIND ITEM DETAIL: one drifted item.
+found() {
+  drift+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4")
+}
+
+# joined SEPARATOR ITEM...: the items, SEPARATOR between each two.
+joined() {
+  local separator=$1 out=$2 item
+  shift 2
+  for item in "$@"; do
+    out+=$separator$item
+  done
+  printf '%s' "$out"
+}
+
+# mode_of MODE: an octal mode without leading zeros, so 0600 and 600 compare equal.
+mode_of() {
+  local m=${1#"${1%%[!0]*}"}
+  printf '%s' "${m:-0}"
+}
+
+# address_list LIST: AllowedIPs as a sorted, comma-separated list; "(none)", as wg prints an
+# empty list, and "" are the empty list.
+address_list() {
+  [ "$1" != "(none)" ] || return 0
+  printf '%s' "$1" | tr ',' '\n' | awk 'NF' | sort -uV | paste -sd, -
+}
+
+# ---------------------------------------------------------------- comparisons
+
+# check_file STEP PATH SHA256 MODE OWNER
+check_file() {
+  local step=$1 path=$2 sum=$3 mode=$4 owner=$5 now now_sum now_mode now_owner
+  local details=()
+  if [ ! -e "$path" ] && [ ! -L "$path" ]; then
+    found "$step" file "$path" missing
+    return
+  fi
+  if [ -L "$path" ] || [ ! -f "$path" ]; then
+    found "$step" file "$path" "not a regular file"
+    return
+  fi
+  if ! now_sum=$(src_sha256 "$path") || ! now=$(src_stat "$path"); then
+    found "$step" file "$path" "unreadable"
+    return
+  fi
+  now_mode=${now%%$'\t'*} now_owner=${now#*$'\t'}
+  [ "$now_sum" = "$sum" ] || details+=("content changed")
+  [ "$(mode_of "$now_mode")" = "$(mode_of "$mode")" ] ||
+    details+=("mode $(mode_of "$now_mode"), expected $(mode_of "$mode")")
+  [ "$now_owner" = "$owner" ] || details+=("owner $now_owner, expected $owner")
+  [ "${#details[@]}" -eq 0 ] || found "$step" file "$path" "$(joined "; " "${details[@]}")"
+}
+
+# check_unit STEP UNIT: enabled, the way swarm left it, and active.
+check_unit() {
+  local step=$1 unit=$2 enabled active details=()
+  if ! enabled=$(src_is_enabled "$unit"); then
+    case $enabled in
+      "" | not-found) details+=("not installed") ;;
+      masked | masked-runtime) details+=(masked) ;;
+      *) details+=("$enabled") ;;
+    esac
+  fi
+  active=$(src_is_active "$unit") || true
+  case $active in
+    active | reloading) ;;
+    inactive) details+=(inactive) ;;
+    *) details+=("inactive (${active:-unknown})") ;;
+  esac
+  [ "${#details[@]}" -eq 0 ] || found "$step" unit "$unit" "$(joined ", " "${details[@]}")"
+}
+
+# check_zfs STEP DATASET PROPERTY VALUE
+check_zfs() {
+  local step=$1 dataset=$2 property=$3 value=$4 now
+  if ! now=$(src_zfs_get "$dataset" "$property"); then
+    found "$step" zfs "$dataset $property" "unreadable (zfs get failed), expected $value"
+  elif [ "$now" != "$value" ]; then
+    found "$step" zfs "$dataset $property" "$now, expected $value"
+  fi
+}
+
+# Peer records, one entry per record: step, interface, name, key, AllowedIPs.
+peer_steps=() peer_interfaces=() peer_names=() peer_keys=() peer_addresses=()
+
+# check_peers: every recorded peer against its interface, and every live peer against the records.
+check_peers() {
+  local interface i step dump key allowed line first
+  local -A interface_step=() planned=() live=()
+  for i in "${!peer_interfaces[@]}"; do
+    interface=${peer_interfaces[$i]}
+    # Records are read in name order, so a rogue peer goes to the same step every time.
+    [ -n "${interface_step[$interface]:-}" ] || interface_step[$interface]=${peer_steps[$i]}
+    planned[$interface/${peer_keys[$i]}]=1
+  done
+  for interface in "${!interface_step[@]}"; do
+    step=${interface_step[$interface]}
+    if ! dump=$(src_wg_dump "$interface"); then
+      found "$step" peer "$interface" "interface down (wg show $interface failed): no peer can be compared"
+      continue
+    fi
+    live=()
+    first=1
+    # The first line is the interface itself; then per peer: public key, preshared key,
+    # endpoint, AllowedIPs, latest handshake, received, sent, keepalive. Only the key and the
+    # AllowedIPs are swarm's: the rest is runtime state.
+    while IFS= read -r line; do
+      if [ "$first" = 1 ]; then
+        first=0
+        continue
+      fi
+      IFS=$'\t' read -r key _ _ allowed _ <<<"$line"
+      [ -n "$key" ] || continue
+      live[$key]=$(address_list "$allowed")
+      if [ -z "${planned[$interface/$key]:-}" ]; then
+        found "$step" peer "$interface peer $key" "not in the plan (AllowedIPs ${live[$key]:-(none)})"
+      fi
+    done <<<"$dump"
+    for i in "${!peer_interfaces[@]}"; do
+      [ "${peer_interfaces[$i]}" = "$interface" ] || continue
+      key=${peer_keys[$i]}
+      allowed=$(address_list "${peer_addresses[$i]}")
+      if [ -z "${live[$key]+set}" ]; then
+        found "${peer_steps[$i]}" peer "$interface peer ${peer_names[$i]}" missing
+      elif [ "${live[$key]}" != "$allowed" ]; then
+        found "${peer_steps[$i]}" peer "$interface peer ${peer_names[$i]}" \
+          "AllowedIPs ${live[$key]:-(none)}, expected ${allowed:-(none)}"
+      fi
+    done
+  done
+}
+
+# ---------------------------------------------------------------- main
+
+if [ ! -e "$records" ] && [ ! -L "$records" ]; then
+  exit 0
+fi
+[ -d "$records" ] || cannot_read "$records" "not a directory"
+if [ ! -r "$records" ] || [ ! -x "$records" ]; then
+  cannot_read "$records" "permission denied"
+fi
+
+# Name order (LC_ALL=C); a dot file is not a step's record.
+for record in "$records"/*; do
+  [ -e "$record" ] || [ -L "$record" ] || continue
+  step=${record##*/}
+  [ -f "$record" ] || cannot_read "$record" "not a regular file"
+  text=$(cat -- "$record" 2>/dev/null) || cannot_read "$record" "permission denied"
+  if [ -n "$skip_owner_of" ] && [[ $'\n'$text == *$'\nfile\t'"$skip_owner_of"$'\t'* ]]; then
+    continue
+  fi
+  n=0
+  while IFS= read -r line; do
+    n=$((n + 1))
+    [ -n "$line" ] || continue
+    IFS=$'\t' read -r -a fields <<<"$line"
+    case ${fields[0]}/${#fields[@]} in
+      file/5) check_file "$step" "${fields[@]:1}" ;;
+      unit/2) check_unit "$step" "${fields[1]}" ;;
+      zfs/4) check_zfs "$step" "${fields[@]:1}" ;;
+      peer/5 | peer/4)
+        # An empty AllowedIPs list leaves the fifth field empty, which read drops.
+        peer_steps+=("$step") peer_interfaces+=("${fields[1]}") peer_names+=("${fields[2]}")
+        peer_keys+=("${fields[3]}") peer_addresses+=("${fields[4]:-}")
+        ;;
+      *) echo "swarm-drift: $record:$n: not a record swarm-drift knows, skipped: $line" >&2 ;;
+    esac
+  done <<<"$text"
+done
+check_peers
+
+[ "${#drift[@]}" -eq 0 ] || printf '%s\n' "${drift[@]}" | sort -u
