@@ -1,9 +1,11 @@
 /**
- * `npm run status -- <stack> [--key FILE] [--known-hosts FILE]`: asks every
- * host of a stack for its health over SSH (`swarm-health json`, in parallel)
- * and prints one table, host by host: mesh peers up and the worst handshake
- * age, mounts, last sync, conflicts, dataset usage. Exits 1 when a check
- * failed or a host could not be asked.
+ * `npm run status -- <stack> [--drift] [--key FILE] [--known-hosts FILE]`:
+ * asks every host of a stack for its health over SSH (`swarm-health json`,
+ * in parallel) and prints one table, host by host: mesh peers up and the
+ * worst handshake age, mounts, last sync, conflicts, dataset usage, and how
+ * many things differ from what swarm installed (drift); `--drift` lists
+ * each of them. Exits 1 when a check failed or a host could not be asked
+ * (drift is a warning).
  *
  * Addresses: existing hosts from the stack's config, Hetzner hosts from the
  * stack's outputs (`pulumi stack output`). The SSH key comes from `--key` or
@@ -82,6 +84,19 @@ export interface DriftItem {
   readonly detail: string;
 }
 
+/** The kinds of drift, in the order the status table counts them. */
+export const DRIFT_KINDS = ["file", "unit", "peer", "zfs"] as const satisfies readonly DriftItem["kind"][];
+
+function isDriftItem(value: unknown): value is DriftItem {
+  const item = value as Record<string, unknown> | null;
+  return (
+    typeof item === "object" &&
+    item !== null &&
+    ["step", "item", "detail"].every((key) => typeof item[key] === "string") &&
+    (DRIFT_KINDS as readonly unknown[]).includes(item.kind)
+  );
+}
+
 /** What `swarm-health json` prints. */
 export interface HostReport {
   readonly host: string;
@@ -125,6 +140,11 @@ export function parseHostReport(text: string): HostReport {
   ) {
     throw new Error(
       "swarm-health printed a report without host, time, peers, mounts, syncs, datasets and checks",
+    );
+  }
+  if (report.drift !== undefined && !(Array.isArray(report.drift) && report.drift.every(isDriftItem))) {
+    throw new Error(
+      `swarm-health printed a drift list whose items are not {step, kind (${DRIFT_KINDS.join(", ")}), item, detail}`,
     );
   }
   return report;
@@ -178,6 +198,25 @@ function toneOf(levels: readonly Level[]): Tone {
 }
 
 const NONE: Cell = { text: "-", tone: "plain" };
+
+/** Drifted items per kind, the kinds with none left out: `file 2, unit 1`. */
+function driftCounts(drift: readonly DriftItem[]): string {
+  return DRIFT_KINDS.map((kind) => [kind, drift.filter((d) => d.kind === kind).length] as const)
+    .filter(([, count]) => count > 0)
+    .map(([kind, count]) => `${kind} ${count}`)
+    .join(", ");
+}
+
+/** `0`, `3 (file 2, unit 1)`, or `?` from a host whose swarm-health could not say. */
+function driftCell(drift: readonly DriftItem[] | undefined): Cell {
+  if (drift === undefined) {
+    return { text: "?", tone: "plain" };
+  }
+  if (drift.length === 0) {
+    return { text: "0", tone: "ok" };
+  }
+  return { text: `${drift.length} (${driftCounts(drift)})`, tone: "warn" };
+}
 
 function cellsOf(report: HostReport): Cell[] {
   const peers = report.peers;
@@ -239,23 +278,66 @@ function cellsOf(report: HostReport): Cell[] {
             .join(", "),
           tone: toneOf(report.datasets.map((d) => d.level)),
         },
+    driftCell(report.drift),
   ];
 }
 
-const HEADERS = ["HOST", "PEERS UP", "HANDSHAKE", "MOUNT", "LAST SYNC", "CONFLICTS", "DATASET", "STATE"];
+const HEADERS = [
+  "HOST",
+  "PEERS UP",
+  "HANDSHAKE",
+  "MOUNT",
+  "LAST SYNC",
+  "CONFLICTS",
+  "DATASET",
+  "DRIFT",
+  "STATE",
+];
+
+const byHost = (a: StatusRow, b: StatusRow) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0);
 
 /**
- * The status table, then one line per warning, failure or unreachable host.
+ * One line per drifted item, host by host (sorted), host and step in
+ * aligned columns: `anchor  mesh-anchor-config  file /etc/wireguard/wg0.conf.public: content changed`.
+ * Hosts without a report or a drift list add no line. Pure.
+ */
+export function driftLines(rows: readonly StatusRow[]): string[] {
+  const items = [...rows]
+    .sort(byHost)
+    .flatMap((row) => (row.report?.drift ?? []).map((d) => ({ host: row.host, ...d })));
+  const hostWidth = Math.max(0, ...items.map((i) => i.host.length));
+  const stepWidth = Math.max(0, ...items.map((i) => i.step.length));
+  return items.map(
+    (i) => `${i.host.padEnd(hostWidth)}  ${i.step.padEnd(stepWidth)}  ${i.kind} ${i.item}: ${i.detail}`,
+  );
+}
+
+export interface TableOptions {
+  /** ANSI colour. */
+  readonly color: boolean;
+  /** List every drifted item below the table (`--drift`), instead of one line per host that has drift. */
+  readonly drift?: boolean;
+  /** The stack, for the commands the table suggests; `<stack>` when not given. */
+  readonly stack?: string;
+}
+
+/** A check that is one drifted item (`drift <step> <kind> <item>`), which the DRIFT column and `--drift` show instead. */
+const isDriftItemCheck = (check: CheckReport) => check.what.startsWith("drift ");
+
+/**
+ * The status table, then one line per warning, failure or unreachable host
+ * (drift summed up per host), then, with `drift`, every drifted item.
  * Pure: rows sorted by host name, colour (ANSI) only when asked for.
  */
-export function formatStatusTable(rows: readonly StatusRow[], opts: { color: boolean }): string {
+export function formatStatusTable(rows: readonly StatusRow[], opts: TableOptions): string {
   const paint = (text: string, tone: Tone) =>
     opts.color && tone !== "plain" ? `${COLORS[tone]}${text}${RESET}` : text;
-  const sorted = [...rows].sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
+  const stack = opts.stack ?? "<stack>";
+  const sorted = [...rows].sort(byHost);
   const table: Cell[][] = sorted.map((row) => {
     const host: Cell = { text: row.host, tone: "plain" };
     if (row.report === undefined) {
-      return [host, NONE, NONE, NONE, NONE, NONE, NONE, { text: "unreachable", tone: "fail" }];
+      return [host, ...HEADERS.slice(1, -1).map(() => NONE), { text: "unreachable", tone: "fail" }];
     }
     const levels = row.report.checks.map((c) => c.level);
     const state = levels.includes("FAIL") ? "FAIL" : levels.includes("WARN") ? "WARN" : "ok";
@@ -281,15 +363,35 @@ export function formatStatusTable(rows: readonly StatusRow[], opts: { color: boo
       continue;
     }
     for (const check of row.report.checks) {
-      if (check.level !== "ok") {
+      if (check.level !== "ok" && !isDriftItemCheck(check)) {
         problems.push(
           `${paint(check.level, check.level === "FAIL" ? "fail" : "warn")} ${row.host} ${check.what}: ${check.detail}`,
         );
       }
     }
+    const drift = row.report.drift ?? [];
+    if (drift.length > 0 && !opts.drift) {
+      problems.push(
+        `${paint("WARN", "warn")} ${row.host} drift: ${drift.length} item(s) differ from what swarm installed (${driftCounts(drift)}): npm run status -- ${stack} --drift lists them, npm run repair -- ${stack} then pulumi up restores them`,
+      );
+    }
   }
   if (problems.length > 0) {
     out.push("", ...problems);
+  }
+  if (opts.drift) {
+    const lines = driftLines(sorted);
+    const unknown = sorted.filter((r) => r.report !== undefined && r.report.drift === undefined);
+    out.push(
+      "",
+      ...(lines.length > 0
+        ? [`drift (npm run repair -- ${stack} then pulumi up restores it):`, ...lines]
+        : ["no drift"]),
+      ...unknown.map(
+        (r) =>
+          `${r.host}: drift unknown: its swarm-health has no drift list (pulumi up installs one that has) or swarm-drift failed (see its warning above)`,
+      ),
+    );
   }
   const healthy = sorted.filter(rowHealthy).length;
   out.push("", `${healthy}/${sorted.length} hosts healthy`);
@@ -447,21 +549,23 @@ export interface Arguments {
   readonly stack: string;
   readonly key?: string;
   readonly knownHosts?: string;
+  /** List every drifted item below the table. */
+  readonly drift: boolean;
 }
 
-/** Parses `<stack> [--key FILE] [--known-hosts FILE]`; throws a UsageError on anything else. */
+/** Parses `<stack> [--drift] [--key FILE] [--known-hosts FILE]`; throws a UsageError on anything else. */
 export function parseArguments(argv: readonly string[], env: NodeJS.ProcessEnv): Arguments {
   const { values, positionals } = parseCommandLine(argv, {
-    options: { key: { type: "string" }, "known-hosts": { type: "string" } },
+    options: { key: { type: "string" }, "known-hosts": { type: "string" }, drift: { type: "boolean" } },
     allowPositionals: true,
   });
   const [stack] = positionalsAs(positionals, ["stack"]);
   const key = values.key ?? (env.SWARM_SSH_KEY === "" ? undefined : env.SWARM_SSH_KEY);
-  return { stack, key, knownHosts: values["known-hosts"] };
+  return { stack, key, knownHosts: values["known-hosts"], drift: values.drift ?? false };
 }
 
 export const USAGE =
-  "usage: npm run status -- <stack> [--key FILE] [--known-hosts FILE]  (key also from SWARM_SSH_KEY)";
+  "usage: npm run status -- <stack> [--drift] [--key FILE] [--known-hosts FILE]  (key also from SWARM_SSH_KEY)";
 
 /** The stack's outputs from the Pulumi CLI, or why they could not be read. */
 function stackOutputs(stack: string, root: string): { outputs?: Record<string, unknown>; problem: string } {
@@ -549,7 +653,7 @@ export async function main(
     );
     const rows = [...asked, ...missing];
     const color = io === processIo && process.stdout.isTTY === true && !env.NO_COLOR;
-    io.out(formatStatusTable(rows, { color }).replace(/\n$/, ""));
+    io.out(formatStatusTable(rows, { color, drift: args.drift, stack: args.stack }).replace(/\n$/, ""));
     return rows.every(rowHealthy) ? EXIT.ok : EXIT.failed;
   } finally {
     secretKey.cleanup();

@@ -7,9 +7,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import {
+  DriftItem,
   HostReport,
   StatusRow,
+  USAGE,
   askHost,
+  driftLines,
   formatAge,
   formatBytes,
   formatStatusTable,
@@ -98,8 +101,125 @@ describe("formatStatusTable", () => {
       },
     );
     expect(table.split("\n")[1]).toMatch(
-      /^hetzner-native {2}1\/2 +never +\/mnt\/meshfs up +wiki 25s ago +0 +- +FAIL$/,
+      /^hetzner-native {2}1\/2 +never +\/mnt\/meshfs up +wiki 25s ago +0 +- +0 +FAIL$/,
     );
+  });
+});
+
+describe("drift", () => {
+  /** A report as a host whose swarm-health predates drift detection sends it: no drift list. */
+  const withoutDrift = (r: HostReport): HostReport =>
+    Object.fromEntries(Object.entries(r).filter(([key]) => key !== "drift")) as unknown as HostReport;
+  /** anchor without a drift list, hetzner-native drifted, satellite clean, edge unreachable. */
+  const rows = (): StatusRow[] => [
+    { host: "satellite", report: report("satellite") },
+    { host: "hetzner-native", report: report("hetzner-native", "drift") },
+    { host: "anchor", report: withoutDrift(report("anchor")) },
+    { host: "edge", error: "timed out" },
+  ];
+  const column = (table: string, host: string) => {
+    const lines = table.split("\n");
+    const start = lines[0].indexOf("DRIFT");
+    const end = lines[0].indexOf("STATE");
+    return (lines.find((l) => l.startsWith(`${host} `)) ?? "").slice(start, end).trim();
+  };
+
+  test("the DRIFT column: the count by kind, 0, ? without a drift list, - when unreachable", () => {
+    const table = formatStatusTable(rows(), { color: false });
+    expect(["anchor", "edge", "hetzner-native", "satellite"].map((h) => column(table, h))).toEqual([
+      "?",
+      "-",
+      "5 (file 2, unit 1, peer 2)",
+      "0",
+    ]);
+  });
+
+  test("drift is a warning: painted yellow, the host WARN and still healthy", () => {
+    const coloured = formatStatusTable(rows(), { color: true });
+    const line = coloured.split("\n").find((l) => l.replace(ANSI, "").startsWith("hetzner-native ")) ?? "";
+    expect(line).toContain("\x1b[33m5 (file 2, unit 1, peer 2)\x1b[0m");
+    expect(line).toMatch(/\x1b\[33mWARN\x1b\[0m$/);
+    const satellite = coloured.split("\n").find((l) => l.replace(ANSI, "").startsWith("satellite ")) ?? "";
+    expect(satellite).toContain("\x1b[32m0\x1b[0m");
+    expect(rowHealthy(rows()[1])).toBe(true);
+  });
+
+  test("without --drift: one line per host with drift, saying how to list and restore it, and no line per item", () => {
+    const table = formatStatusTable(rows(), { color: false, stack: "prod" });
+    expect(table.split("\n").filter((l) => l.includes("drift"))).toEqual([
+      "WARN hetzner-native drift: 5 item(s) differ from what swarm installed (file 2, unit 1, peer 2): npm run status -- prod --drift lists them, npm run repair -- prod then pulumi up restores them",
+    ]);
+    expect(table).not.toContain("wg0.key");
+  });
+
+  test("with --drift: every drifted item below the table, and the hosts that could not say", () => {
+    const table = formatStatusTable(rows(), { color: false, drift: true, stack: "prod" });
+    const below = table.split("\n\n").slice(-2)[0];
+    expect(below.split("\n")).toEqual([
+      "drift (npm run repair -- prod then pulumi up restores it):",
+      "hetzner-native  hetzner-native-wiki-sync-units  unit swarm-sync-wiki.timer: disabled",
+      "hetzner-native  mesh-hetzner-native-config      file /etc/wireguard/wg0.conf.public: content changed",
+      "hetzner-native  mesh-hetzner-native-config      peer wg0 peer AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/AbCd0=: not in the plan (AllowedIPs 10.8.0.250/32)",
+      "hetzner-native  mesh-hetzner-native-config      peer wg0 peer satellite: AllowedIPs 10.8.0.0/24, expected 10.8.0.2/32",
+      "hetzner-native  mesh-hetzner-native-key         file /etc/wireguard/wg0.key: mode 644, expected 600",
+      "anchor: drift unknown: its swarm-health has no drift list (pulumi up installs one that has) or swarm-drift failed (see its warning above)",
+    ]);
+    expect(table).not.toContain("WARN hetzner-native drift");
+    expect(table.endsWith("\n2/4 hosts healthy\n")).toBe(true);
+    const clean = formatStatusTable([{ host: "anchor", report: report("anchor") }], {
+      color: false,
+      drift: true,
+    });
+    expect(clean).toContain("\n\nno drift\n\n1/1 hosts healthy\n");
+  });
+
+  test("swarm-drift failing on a host is one warning, listed as it is", () => {
+    const table = formatStatusTable(
+      [{ host: "hetzner-native", report: report("hetzner-native", "drift-unreadable") }],
+      { color: false },
+    );
+    expect(column(table, "hetzner-native")).toBe("?");
+    expect(table).toContain(
+      "\nWARN hetzner-native drift: cannot compare this host with what swarm installed: /usr/local/lib/swarm/swarm-drift exited 2; run it to see why\n",
+    );
+  });
+
+  test("driftLines: host by host, host and step aligned, items in the order the host sent them", () => {
+    const item = (step: string, kind: DriftItem["kind"], what: string, detail: string): DriftItem => ({
+      step,
+      kind,
+      item: what,
+      detail,
+    });
+    const base = report("satellite");
+    expect(
+      driftLines([
+        {
+          host: "satellite",
+          report: {
+            ...base,
+            drift: [item("satellite-meshfs-mount-units", "unit", "mnt-meshfs.automount", "disabled")],
+          },
+        },
+        { host: "edge", error: "timed out" },
+        {
+          host: "anchor",
+          report: {
+            ...base,
+            drift: [
+              item("mesh-anchor-config", "file", "/etc/wireguard/wg0.conf.public", "content changed"),
+              item("meshfs-zfs", "zfs", "tank/meshfs/state compression", "off, expected lz4"),
+            ],
+          },
+        },
+        { host: "hetzner-native", report: withoutDrift(base) },
+      ]),
+    ).toEqual([
+      "anchor     mesh-anchor-config            file /etc/wireguard/wg0.conf.public: content changed",
+      "anchor     meshfs-zfs                    zfs tank/meshfs/state compression: off, expected lz4",
+      "satellite  satellite-meshfs-mount-units  unit mnt-meshfs.automount: disabled",
+    ]);
+    expect(driftLines([{ host: "anchor", report: base }])).toEqual([]);
   });
 });
 
@@ -147,6 +267,24 @@ describe("parseHostReport", () => {
     ["a list", "[]"],
   ])("rejects %s", (_, text) => {
     expect(() => parseHostReport(text)).toThrow(/swarm-health printed/);
+  });
+
+  test.each([
+    ["a drift list that is not a list", { drift: "none" }],
+    [
+      "a drifted item of an unknown kind",
+      { drift: [{ step: "s", kind: "user", item: "meshfs", detail: "x" }] },
+    ],
+    ["a drifted item without detail", { drift: [{ step: "s", kind: "file", item: "/etc/x" }] }],
+  ])("rejects %s", (_, extra) => {
+    const json = JSON.stringify({ ...JSON.parse(runHealth("anchor", "json").stdout), ...extra });
+    expect(() => parseHostReport(json)).toThrow(/swarm-health printed a drift list whose items are not/);
+  });
+
+  test("a report without a drift list is an older host's, not an error", () => {
+    const { drift, ...old } = JSON.parse(runHealth("anchor", "json").stdout) as HostReport;
+    expect(drift).toEqual([]);
+    expect(parseHostReport(JSON.stringify(old)).drift).toBeUndefined();
   });
 
   test("takes the last line, after anything a login shell printed", () => {
@@ -246,7 +384,9 @@ describe("ssh", () => {
   });
 
   test.each([
-    [["lab"], {}, { stack: "lab" }],
+    [["lab"], {}, { stack: "lab", drift: false }],
+    [["prod", "--drift"], {}, { stack: "prod", drift: true }],
+    [["--drift", "prod", "--key", "/k"], {}, { stack: "prod", key: "/k", drift: true }],
     [["prod", "--key", "/k"], {}, { stack: "prod", key: "/k" }],
     [["prod"], { SWARM_SSH_KEY: "/env/key" }, { stack: "prod", key: "/env/key" }],
     [
@@ -263,6 +403,7 @@ describe("ssh", () => {
     [["prod", "--key"], /--key <value>' argument missing/],
     [["prod", "--insecure"], /Unknown option '--insecure'/],
     [["prod", "staging"], /unexpected argument staging/],
+    [["prod", "--drift=yes"], /--drift' does not take an argument/],
   ])("rejects arguments %j", (argv, message) => {
     expect(() => parseArguments(argv, {})).toThrow(message);
   });
@@ -283,6 +424,12 @@ describe("npm run status", () => {
     const code = await main(argv, { out: (l) => out.push(l), err: (l) => err.push(l) }, {}, root);
     return { code, out, err };
   }
+
+  test("the usage line names every option", () => {
+    expect(USAGE).toBe(
+      "usage: npm run status -- <stack> [--drift] [--key FILE] [--known-hosts FILE]  (key also from SWARM_SSH_KEY)",
+    );
+  });
 
   test.each([[[]], [["prod", "--insecure"]], [["prod", "staging"]]])(
     "answers %j with what is wrong and the usage line, exit 2, asking no host",
