@@ -59,7 +59,7 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
   const onHost = new Map<string, command.remote.Command[]>(plan.hosts.map((h) => [h.name, []]));
   const on = (host: string) => {
     const machine = machines.get(host) as HetznerHost;
-    return { connection: machine.connection, user: machine.user };
+    return { connection: machine.connection, user: machine.user, repairs: config.repairs };
   };
   const meshReady = (host: string) => (mesh as WireGuardMesh).members.get(host) as command.remote.Command;
   const runsOn = <T extends { commands: readonly command.remote.Command[] }>(
@@ -88,6 +88,7 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
           sshKeyId: sshKey?.id,
           sshPrivateKey: secrets.sshPrivateKey,
           labels,
+          repairs: config.repairs,
         });
         machines.set(step.host, machine);
         onHost.get(step.host)?.push(machine.bootstrap);

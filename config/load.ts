@@ -8,13 +8,18 @@ import { existsSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { Document, Pair, isMap, isNode, isPair, isScalar, isSeq, parseAllDocuments, visit } from "yaml";
+import { fleetSchema } from "./schema";
+import { fieldsOf } from "./schemaKit";
 import { ConfigError, FleetConfig } from "./types";
 import { validateFleetConfig } from "./validate";
 
 const NAMESPACE = "swarm:";
 
 /** Keys the running program reads as structured objects. */
-const OBJECT_KEYS = ["hosts", "mesh", "admin", "exports", "mounts", "syncs", "health"] as const;
+/** The `swarm:` keys read as structured values: every key of the schema but the secrets (index.ts reads those). */
+const OBJECT_KEYS = fieldsOf(fleetSchema)
+  .filter(([, f]) => !f.info.secret)
+  .map(([key]) => key);
 
 /** A stack file that is missing or is not a Pulumi stack file. */
 export class StackFileError extends Error {

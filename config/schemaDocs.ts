@@ -124,7 +124,7 @@ export function pulumiConfig(): Record<string, Record<string, unknown>> {
       const type =
         f.inner instanceof z.ZodArray
           ? { type: "array", items: { type: "object" } }
-          : f.inner instanceof z.ZodObject
+          : f.inner instanceof z.ZodObject || f.inner instanceof z.ZodRecord
             ? { type: "object" }
             : { type: "string" };
       return [

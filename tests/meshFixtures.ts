@@ -30,6 +30,7 @@ export function fleet(hosts: readonly HostConfig[], mesh: Partial<MeshConfig> = 
     mounts: [],
     syncs: [],
     health: DEFAULT_HEALTH,
+    repairs: {},
   };
 }
 
