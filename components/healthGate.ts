@@ -1,16 +1,7 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { HealthStep } from "../config/plan";
-import {
-  HealthExpectations,
-  healthGateStep,
-  healthInstallScript,
-  healthTeardownScript,
-  renderHealthConfig,
-  renderHealthProgram,
-  renderMetricsService,
-  renderMetricsTimer,
-} from "../templates/health";
+import { HealthExpectations, healthGateStep, healthInstallScript, healthTeardownScript, renderDriftProgram, renderHealthConfig, renderHealthProgram, renderMetricsService, renderMetricsTimer } from "../templates/health";
 import { sha256 } from "../templates/shell";
 import { hostCommand, SshConnection } from "./remote";
 
@@ -49,6 +40,7 @@ export function healthInstall(
     installHash: sha256(
       [
         renderHealthProgram(),
+        renderDriftProgram(),
         renderHealthConfig(values),
         renderMetricsService(),
         renderMetricsTimer(values.thresholds.metricsInterval),

@@ -1,6 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { hostScript, shellQuote } from "../templates/shell";
+import { hostScript, OWNED_DIR, shellQuote } from "../templates/shell";
 
 /** How the program reaches a host over SSH. Secret, as it carries the admin private key. */
 export interface SshConnection {
@@ -61,8 +61,6 @@ export interface HostCommandArgs {
 }
 
 const OWNER_DIR = "/var/lib/swarm/owners";
-/** Where each command records what it installed (`swarm-drift` compares the host with it), one file per command name. */
-export const OWNED_DIR = "/var/lib/swarm/owned";
 const RECORD_FUNCTIONS = hostScript("record.sh");
 
 /** The owner hash with a repair generation folded in; unchanged without one, so a stack without repairs keeps its hashes. */

@@ -15,13 +15,12 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Document, YAMLMap, isMap, isScalar, parseDocument } from "yaml";
-import { OWNED_DIR } from "../components/remote";
+import { OWNED_DIR } from "../templates/shell";
 import { StackLoadError } from "../config/load";
 import { FleetPlan, planFleet } from "../config/model";
 import { remoteCommandNames, stepCommandNames, stepsOf } from "../config/plan";
-import { FleetAnswers, askFleet } from "./askFleet";
 import { EXIT, Io, argumentsOrUsage, parseCommandLine, positionalsAs, processIo } from "./commandLine";
-import { DriftItem, StatusRow } from "./status";
+import { DriftItem, FleetAnswers, StatusRow, askFleet } from "./hostReports";
 
 /** The stack file key that holds the repair generations. */
 export const REPAIRS_KEY = "swarm:repairs";

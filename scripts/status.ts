@@ -15,145 +15,19 @@
  * output), or, for a host the stack has none for, against `--known-hosts` or
  * the user's known_hosts. An unknown key is refused, never learnt.
  */
-import { spawn, spawnSync } from "node:child_process";
-import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { StackLoadError, loadStack } from "../config/load";
-import { FleetConfig } from "../config/types";
-import { hostKeyMismatch } from "../components/hostKey";
-import { LAB_KEY, SSH_CONFIG, labHostKeys } from "../lab/fleet";
-import { HEALTH_PROGRAM_PATH } from "../templates/health";
+import { StackLoadError } from "../config/load";
+import {
+  CheckReport,
+  DRIFT_KINDS,
+  DriftItem,
+  HostReport,
+  Level,
+  StatusRow,
+  askFleet,
+  rowHealthy,
+} from "./hostReports";
 import { EXIT, Io, parseCommandLine, positionalsAs, processIo, argumentsOrUsage } from "./commandLine";
-
-export type Level = "ok" | "WARN" | "FAIL";
-
-export interface PeerReport {
-  readonly name: string;
-  readonly address: string;
-  /** Seconds since the latest handshake; null when there has been none. */
-  readonly handshakeAge: number | null;
-  readonly pingsAnswered: number;
-  readonly rxBytes: number | null;
-  readonly txBytes: number | null;
-  readonly level: Level;
-  readonly detail: string;
-}
-
-export interface MountReport {
-  readonly path: string;
-  readonly mounted: boolean;
-  readonly level: Level;
-  readonly detail: string;
-}
-
-export interface SyncReport {
-  readonly name: string;
-  readonly timerActive: boolean;
-  readonly lastExitCode: number | null;
-  /** When the last run ended (seconds since the epoch); null before the first. */
-  readonly lastRun: number | null;
-  readonly lastSuccess: number | null;
-  /** Conflicts the last run skipped; null when unknown. */
-  readonly conflicts: number | null;
-  readonly level: Level;
-  readonly detail: string;
-}
-
-export interface DatasetReport {
-  readonly name: string;
-  readonly usedBytes: number | null;
-  readonly availableBytes: number | null;
-  readonly snapshots: number;
-  readonly level: Level;
-}
-
-export interface CheckReport {
-  readonly level: Level;
-  readonly what: string;
-  readonly detail: string;
-}
-
-/** What a host holds differently from what a step of swarm installed there (`swarm-drift`). */
-export interface DriftItem {
-  /** The remote command that installed it, by resource name: what `swarm:repairs` names. */
-  readonly step: string;
-  readonly kind: "file" | "unit" | "peer" | "zfs";
-  /** The path, unit, `wg0 peer <name>` or `<dataset> <property>`. */
-  readonly item: string;
-  readonly detail: string;
-}
-
-/** The kinds of drift, in the order the status table counts them. */
-export const DRIFT_KINDS = ["file", "unit", "peer", "zfs"] as const satisfies readonly DriftItem["kind"][];
-
-function isDriftItem(value: unknown): value is DriftItem {
-  const item = value as Record<string, unknown> | null;
-  return (
-    typeof item === "object" &&
-    item !== null &&
-    ["step", "item", "detail"].every((key) => typeof item[key] === "string") &&
-    (DRIFT_KINDS as readonly unknown[]).includes(item.kind)
-  );
-}
-
-/** What `swarm-health json` prints. */
-export interface HostReport {
-  readonly host: string;
-  /** The host's clock when it answered: ages are measured against it, not the admin's clock. */
-  readonly time: number;
-  readonly maxHandshakeAge: number;
-  readonly pingCount: number;
-  readonly peers: readonly PeerReport[];
-  readonly mounts: readonly MountReport[];
-  readonly syncs: readonly SyncReport[];
-  readonly datasets: readonly DatasetReport[];
-  readonly checks: readonly CheckReport[];
-  /** Drifted items; absent from hosts whose health program predates drift detection. */
-  readonly drift?: readonly DriftItem[];
-}
-
-/** One host of the table: its report, or why there is none. */
-export interface StatusRow {
-  readonly host: string;
-  readonly report?: HostReport;
-  readonly error?: string;
-}
-
-/** Parses the output of `swarm-health json`; throws saying what is wrong with it. */
-export function parseHostReport(text: string): HostReport {
-  const line = text.trim().split("\n").pop() ?? "";
-  let value: unknown;
-  try {
-    value = JSON.parse(line);
-  } catch {
-    throw new Error(`swarm-health printed no JSON report: ${JSON.stringify(line.slice(0, 200))}`);
-  }
-  const report = value as HostReport;
-  const lists = ["peers", "mounts", "syncs", "datasets", "checks"] as const;
-  if (
-    typeof report !== "object" ||
-    report === null ||
-    typeof report.host !== "string" ||
-    typeof report.time !== "number" ||
-    lists.some((key) => !Array.isArray(report[key]))
-  ) {
-    throw new Error(
-      "swarm-health printed a report without host, time, peers, mounts, syncs, datasets and checks",
-    );
-  }
-  if (report.drift !== undefined && !(Array.isArray(report.drift) && report.drift.every(isDriftItem))) {
-    throw new Error(
-      `swarm-health printed a drift list whose items are not {step, kind (${DRIFT_KINDS.join(", ")}), item, detail}`,
-    );
-  }
-  return report;
-}
-
-/** Whether a row counts as healthy: reachable, and no check failed (warnings are fine). */
-export function rowHealthy(row: StatusRow): boolean {
-  return row.report !== undefined && row.report.checks.every((c) => c.level !== "FAIL");
-}
 
 /** A duration as the table shows it: `42s`, `12m`, `5h`, `3d`. */
 export function formatAge(seconds: number): string {
@@ -398,153 +272,6 @@ export function formatStatusTable(rows: readonly StatusRow[], opts: TableOptions
   return `${out.join("\n")}\n`;
 }
 
-/** How to reach one host over SSH. */
-export interface SshTarget {
-  readonly host: string;
-  readonly address: string;
-  readonly port: number;
-  readonly user: string;
-  /** The host key the stack pins for the host, when it has one. */
-  readonly hostKey?: string;
-}
-
-/**
- * Where each host of the stack is reached: existing hosts from the config,
- * Hetzner hosts from the stack outputs (`hosts.<name>.ssh` = `user@address:port`).
- * Hosts with no known address are returned with the reason.
- */
-export function sshTargets(
-  config: FleetConfig,
-  outputs: Record<string, unknown> | undefined,
-  outputsProblem: string,
-): { targets: SshTarget[]; missing: StatusRow[] } {
-  const targets: SshTarget[] = [];
-  const missing: StatusRow[] = [];
-  const hosts = (outputs?.hosts ?? {}) as Record<string, { ssh?: unknown; hostKey?: unknown } | undefined>;
-  for (const host of config.hosts) {
-    if (host.existing !== undefined) {
-      targets.push({ host: host.name, ...host.existing });
-      continue;
-    }
-    const ssh = hosts[host.name]?.ssh;
-    const hostKey = hosts[host.name]?.hostKey;
-    const match = typeof ssh === "string" ? /^([^@]+)@(.+):(\d+)$/.exec(ssh) : null;
-    if (match) {
-      targets.push({
-        host: host.name,
-        user: match[1],
-        address: match[2].replace(/^\[(.*)\]$/, "$1"),
-        port: Number(match[3]),
-        ...(typeof hostKey === "string" ? { hostKey } : {}),
-      });
-    } else {
-      missing.push({
-        host: host.name,
-        error:
-          outputs === undefined
-            ? `a Hetzner host's address is in the stack outputs, which could not be read: ${outputsProblem}`
-            : `the stack outputs have no hosts.${host.name}.ssh: run pulumi up for this stack first`,
-      });
-    }
-  }
-  return { targets, missing };
-}
-
-export interface SshOptions {
-  /** The ssh program. Defaults to `ssh` on PATH. */
-  readonly ssh?: string;
-  /** Private key file. */
-  readonly key?: string;
-  /** known_hosts file to check host keys against (instead of the user's), for hosts the stack pins no key for. */
-  readonly knownHosts?: string;
-  /** known_hosts file written by `writePinnedKeys`: every pinned key under its host's alias. */
-  readonly pinnedKeys?: string;
-  /** ssh_config file to use instead of the user's (the lab's reaches its hosts through the lab VM). */
-  readonly sshConfig?: string;
-}
-
-/** The `ssh` arguments that run `swarm-health json` on a host. Host keys are always checked. */
-export function sshArgs(target: SshTarget, opts: SshOptions): string[] {
-  const args = opts.sshConfig === undefined ? [] : ["-F", opts.sshConfig];
-  args.push("-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=yes");
-  if (opts.key !== undefined) {
-    args.push("-i", opts.key, "-o", "IdentitiesOnly=yes");
-  }
-  if (target.hostKey !== undefined && opts.pinnedKeys !== undefined) {
-    // The key and only its algorithm, as the provider pins it.
-    args.push("-o", `UserKnownHostsFile=${opts.pinnedKeys}`, "-o", "GlobalKnownHostsFile=/dev/null");
-    args.push("-o", `HostKeyAlias=${pinnedAlias(target.host)}`);
-    args.push("-o", `HostKeyAlgorithms=${target.hostKey.trim().split(/\s+/)[0]}`);
-  } else if (opts.knownHosts !== undefined) {
-    args.push("-o", `UserKnownHostsFile=${opts.knownHosts}`, "-o", "GlobalKnownHostsFile=/dev/null");
-  }
-  const remote = `${target.user === "root" ? "" : "sudo -n "}${HEALTH_PROGRAM_PATH} json`;
-  args.push("-p", String(target.port), "--", `${target.user}@${target.address}`, remote);
-  return args;
-}
-
-const pinnedAlias = (host: string) => `swarm-host-${host}`;
-
-/** A known_hosts text with the key of every target that has one, under its host's alias. */
-export function pinnedKnownHosts(targets: readonly SshTarget[]): string {
-  return targets
-    .filter((t) => t.hostKey !== undefined)
-    .map((t) => `${pinnedAlias(t.host)} ${(t.hostKey as string).trim()}\n`)
-    .join("");
-}
-
-/** Asks one host for its report. Never throws: a failure becomes the row's error. */
-export function askHost(target: SshTarget, opts: SshOptions, timeoutMs = 90_000): Promise<StatusRow> {
-  return new Promise((resolve) => {
-    const child = spawn(opts.ssh ?? "ssh", sshArgs(target, opts), { stdio: ["ignore", "pipe", "pipe"] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    const timer = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
-    child.stdout.on("data", (d: Buffer) => out.push(d));
-    child.stderr.on("data", (d: Buffer) => err.push(d));
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      resolve({ host: target.host, error: `cannot run ssh: ${e.message}` });
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      const stderr = Buffer.concat(err).toString().trim();
-      const where = `${target.user}@${target.address}:${target.port}`;
-      if (signal !== null) {
-        resolve({ host: target.host, error: `${where} did not answer within ${timeoutMs / 1000}s` });
-      } else if (code === 255) {
-        const mismatch = hostKeyMismatch(
-          { host: target.address, port: target.port, hostKey: target.hostKey },
-          stderr,
-        );
-        resolve({
-          host: target.host,
-          error: mismatch ?? `ssh ${where} failed: ${lastLine(stderr) || "no message"}`,
-        });
-      } else {
-        try {
-          resolve({ host: target.host, report: parseHostReport(Buffer.concat(out).toString()) });
-        } catch (e) {
-          const hint =
-            code === 127
-              ? `${HEALTH_PROGRAM_PATH} is not installed: converge the host with pulumi up first`
-              : lastLine(stderr);
-          resolve({ host: target.host, error: `${(e as Error).message}${hint ? ` (${hint})` : ""}` });
-        }
-      }
-    });
-  });
-}
-
-function lastLine(text: string): string {
-  return (
-    text
-      .split("\n")
-      .filter((l) => l.trim() !== "")
-      .pop() ?? ""
-  );
-}
-
 export interface Arguments {
   readonly stack: string;
   readonly key?: string;
@@ -567,43 +294,6 @@ export function parseArguments(argv: readonly string[], env: NodeJS.ProcessEnv):
 export const USAGE =
   "usage: npm run status -- <stack> [--drift] [--key FILE] [--known-hosts FILE]  (key also from SWARM_SSH_KEY)";
 
-/** The stack's outputs from the Pulumi CLI, or why they could not be read. */
-function stackOutputs(stack: string, root: string): { outputs?: Record<string, unknown>; problem: string } {
-  const candidates = ["pulumi", path.join(root, "node_modules", ".bin", "pulumi")];
-  let problem =
-    "no Pulumi CLI found: install it (https://www.pulumi.com/docs/install/) and log in to the stack's backend";
-  for (const cli of candidates) {
-    const result = spawnSync(cli, ["stack", "output", "--json", "--stack", stack], {
-      cwd: root,
-      encoding: "utf8",
-      timeout: 60_000,
-    });
-    if (result.error !== undefined) {
-      continue;
-    }
-    if (result.status === 0) {
-      try {
-        return { outputs: JSON.parse(result.stdout) as Record<string, unknown>, problem: "" };
-      } catch {
-        return { problem: `pulumi stack output printed no JSON` };
-      }
-    }
-    problem = `pulumi stack output --stack ${stack} failed: ${lastLine(result.stderr) || `exit ${result.status}`}`;
-  }
-  return { problem };
-}
-
-/** A key given as text (SWARM_SSH_KEY holding the key itself) goes to a private temporary file. */
-function keyFile(key: string | undefined): { file?: string; cleanup: () => void } {
-  if (key === undefined || !key.includes("PRIVATE KEY-----")) {
-    return { file: key, cleanup: () => undefined };
-  }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-status-"));
-  const file = path.join(dir, "key");
-  fs.writeFileSync(file, key.endsWith("\n") ? key : `${key}\n`, { mode: 0o600 });
-  return { file, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
-}
-
 /**
  * Asks every host; resolves to the exit code: 0 every host healthy, 1 a
  * check failed, a host could not be asked or the stack is invalid, 2 usage.
@@ -620,11 +310,9 @@ export async function main(
     return parsed.exit;
   }
   const args = parsed.args;
-  // The lab keeps its admin key, the hosts' keys and the route through its VM in its state directory.
-  const isLab = args.stack === "lab" && fs.existsSync(LAB_KEY);
-  let config: FleetConfig;
+  let rows: StatusRow[];
   try {
-    ({ config } = loadStack(args.stack, { dir: root, pinHostKeys: isLab ? labHostKeys() : undefined }));
+    ({ rows } = await askFleet(args.stack, { root, key: args.key, knownHosts: args.knownHosts }));
   } catch (e) {
     if (e instanceof StackLoadError) {
       e.message.split("\n").forEach((line) => io.err(line));
@@ -632,33 +320,9 @@ export async function main(
     }
     throw e;
   }
-  let key = args.key;
-  let sshConfig: string | undefined;
-  if (isLab && key === undefined) {
-    key = LAB_KEY;
-    sshConfig = SSH_CONFIG;
-  }
-  const needsOutputs = config.hosts.some((h) => h.existing === undefined);
-  const { outputs, problem } = needsOutputs ? stackOutputs(args.stack, root) : { outputs: {}, problem: "" };
-  const { targets, missing } = sshTargets(config, outputs, problem);
-  const secretKey = keyFile(key);
-  const pinDir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-status-"));
-  const pinnedKeys = path.join(pinDir, "known_hosts");
-  fs.writeFileSync(pinnedKeys, pinnedKnownHosts(targets), { mode: 0o600 });
-  try {
-    const asked = await Promise.all(
-      targets.map((t) =>
-        askHost(t, { key: secretKey.file, knownHosts: args.knownHosts, pinnedKeys, sshConfig }),
-      ),
-    );
-    const rows = [...asked, ...missing];
-    const color = io === processIo && process.stdout.isTTY === true && !env.NO_COLOR;
-    io.out(formatStatusTable(rows, { color, drift: args.drift, stack: args.stack }).replace(/\n$/, ""));
-    return rows.every(rowHealthy) ? EXIT.ok : EXIT.failed;
-  } finally {
-    secretKey.cleanup();
-    fs.rmSync(pinDir, { recursive: true, force: true });
-  }
+  const color = io === processIo && process.stdout.isTTY === true && !env.NO_COLOR;
+  io.out(formatStatusTable(rows, { color, drift: args.drift, stack: args.stack }).replace(/\n$/, ""));
+  return rows.every(rowHealthy) ? EXIT.ok : EXIT.failed;
 }
 
 if (require.main === module) {

@@ -11,7 +11,7 @@
 import { HealthConfig } from "../config/health";
 import { FleetPlan } from "../config/model";
 import { normalizePath, renderUnit, systemdEscapePath, timespan, unitHeader } from "./systemd";
-import { hostScript, script, shellQuote, writeFile } from "./shell";
+import { hostScript, OWNED_DIR, script, shellQuote, writeFile } from "./shell";
 import { WG_INTERFACE, WG_UNIT } from "./wireguard";
 import { stateDir, statusPath, syncUnitNames } from "./unison";
 import { EXPORT_SENTINEL, failFunction, SNAPSHOT_PREFIX, snapshotUnitName } from "./zfs";
@@ -337,4 +337,4 @@ const HEALTH_PROGRAM = hostScript("swarm-health.sh", {
   HEALTH_PROGRAM: HEALTH_PROGRAM_PATH,
   DRIFT_PROGRAM: DRIFT_PROGRAM_PATH,
 });
-const DRIFT_PROGRAM = hostScript("swarm-drift.sh");
+const DRIFT_PROGRAM = hostScript("swarm-drift.sh", { OWNED_DIR });

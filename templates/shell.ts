@@ -17,6 +17,9 @@ export function sha256(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
+/** Where each remote command records what it installed, one file per command name (`swarm-drift` reads them). */
+export const OWNED_DIR = "/var/lib/swarm/owned";
+
 /** Where the shell files that run on hosts live, beside the templates that install them. */
 export const HOST_SCRIPT_DIR = path.join(__dirname, "hostscripts");
 

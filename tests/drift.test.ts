@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { DRIFT_PROGRAM_PATH, HEALTH_PROGRAM_PATH, renderDriftProgram } from "../templates/health";
-import { DriftItem, parseHostReport } from "../scripts/status";
+import { DriftItem, parseHostReport } from "../scripts/hostReports";
 import { runHealth } from "./fixtures/health/fleet";
 
 /** How systemctl answers for a unit: `is-enabled` and `is-active` output. */

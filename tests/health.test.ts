@@ -30,7 +30,7 @@ import {
   renderMetricsTimer,
 } from "../templates/health";
 import { extractFiles, unwrapRootCommand } from "../templates/shell";
-import { parseHostReport } from "../scripts/status";
+import { parseHostReport } from "../scripts/hostReports";
 import { planFleet } from "../config/model";
 import { stepsOf } from "../config/plan";
 import { PLAN, PUBLIC_KEYS, fleetWith, runHealth } from "./fixtures/health/fleet";

@@ -20,7 +20,7 @@ import {
   repairEdits,
   withRepairs,
 } from "../scripts/repair";
-import { DriftItem, HostReport, StatusRow } from "../scripts/status";
+import { DriftItem, HostReport, StatusRow } from "../scripts/hostReports";
 
 const ROOT = path.join(__dirname, "..");
 

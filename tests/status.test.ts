@@ -10,19 +10,21 @@ import {
   DriftItem,
   HostReport,
   StatusRow,
-  USAGE,
   askHost,
+  parseHostReport,
+  rowHealthy,
+  sshArgs,
+  pinnedKnownHosts,
+  sshTargets,
+} from "../scripts/hostReports";
+import {
+  USAGE,
   driftLines,
   formatAge,
   formatBytes,
   formatStatusTable,
   main,
   parseArguments,
-  parseHostReport,
-  rowHealthy,
-  sshArgs,
-  pinnedKnownHosts,
-  sshTargets,
 } from "../scripts/status";
 import { HEALTH_PROGRAM_PATH } from "../templates/health";
 import { FLEET, fleetWith, runHealth } from "./fixtures/health/fleet";

@@ -7,7 +7,8 @@
 swarm_record() {
   local record=$1 path line tmp
   install -d -m 0700 "${record%/*}"
-  tmp=$(mktemp "$record.XXXXXX")
+  # A dot file until complete: swarm-drift skips those, so an interrupted run leaves no false step.
+  tmp=$(mktemp "${record%/*}/.${record##*/}.XXXXXX")
   {
     for path in ${swarm_owned_files[@]+"${swarm_owned_files[@]}"}; do
       # A file written and then removed by the same run (a fallback replaced) is not owned.
