@@ -36,8 +36,12 @@ import {
   WG_CONF_PATH,
   WG_DIR,
   WG_INTERFACE,
+  WG_KEY_PATH,
   WG_PUBLIC_CONF_PATH,
 } from "../../templates/wireguard";
+import { authorizedKeysPath } from "../../templates/sftp";
+import { askFleet } from "../../scripts/hostReports";
+import { repairEdits } from "../../scripts/repair";
 import { reveal } from "../../offline/mockRuntime";
 
 const phases: [string, number][] = [];
@@ -137,6 +141,11 @@ async function reboot(host: string): Promise<void> {
     }
     return r.code === 0;
   });
+}
+
+/** Whether a unit is enabled on a host. */
+async function isEnabled(host: string, unit: string): Promise<string> {
+  return (await onHost(host, `systemctl is-enabled ${unit}`, { allowFail: true })).stdout.trim();
 }
 
 /** Whether a unit is active on a host. */
@@ -372,8 +381,8 @@ test("7. the sftp-only user gets no shell, no forwarding, and nothing from outsi
 });
 
 /** `npm run status -- lab`, as a person would run it. */
-function status(): { code: number; out: string } {
-  const result = spawnSync("npx", ["tsx", "scripts/status.ts", "lab"], {
+function status(...flags: string[]): { code: number; out: string } {
+  const result = spawnSync("npx", ["tsx", "scripts/status.ts", "lab", ...flags], {
     encoding: "utf8",
     env: { ...process.env, NO_COLOR: "1" },
     timeout: 120_000,
@@ -806,4 +815,125 @@ wg set ${WG_INTERFACE} peer ${hubKey} allowed-ips ${original}`,
   expect(await run(a.name, `wg show ${WG_INTERFACE} allowed-ips`)).toBe(allowedBefore);
   await checkMesh();
   phase("spokes reach each other through the hub, which forwards nothing else");
+});
+
+test("15. drift made by hand is reported by status and metrics, and a repair re-runs exactly the drifted steps", async () => {
+  const root = `${__dirname}/../..`;
+  const drifted = async () =>
+    (await askFleet("lab", { root })).rows.map((row) => {
+      if (row.report?.drift === undefined) {
+        throw new Error(
+          `${row.host} gave no drift report: ${row.error ?? "its health program predates drift"}`,
+        );
+      }
+      return { host: row.host, drift: row.report.drift };
+    });
+  // A fleet that has synced, snapshotted, rebooted and rolled back a WireGuard apply holds no drift:
+  // runtime state is not drift.
+  const clean = await drifted();
+  expect(clean.length).toBeGreaterThanOrEqual(3);
+  expect(clean.filter((r) => r.drift.length > 0)).toEqual([]);
+
+  const [mesh] = stepsOf(plan.steps, "mesh");
+  const [exportStep] = stepsOf(plan.steps, "export");
+  const sync = wikiStep();
+  const hub = config.mesh.hub ?? plan.hosts[0].name;
+  const keyHost = plan.hosts.find((h) => h.name !== exportStep.host && h.name !== sync.host)?.name;
+  if (keyHost === undefined || hub !== exportStep.host) {
+    throw new Error("the lab needs its hub to be the export host, and a third host");
+  }
+  const dataset = exportStep.zfs.dataset;
+  const atime = exportStep.zfs.properties.atime;
+  if (atime === undefined) {
+    throw new Error(`the lab's export must set atime on ${dataset}`);
+  }
+  const keys = authorizedKeysPath(exportStep.export.user);
+  const timer = syncUnitNames(sync.sync.name).timer;
+  const used = new Set(plan.hosts.map((h) => h.meshAddress));
+  const rogueAddress = plan.hosts[0].meshAddress.replace(/\.\d+$/, ".250");
+  expect(used.has(rogueAddress)).toBe(false);
+  const rogueKey = (await run(hub, "wg genkey | wg pubkey")).trim();
+  const keysBefore = await run(hub, `cat ${keys}`);
+  const publicBefore = await run(hub, `cat ${WG_PUBLIC_CONF_PATH}`);
+
+  // (a) the hub's wg0.conf.public edited and a peer added with wg set; (b) a sync timer disabled;
+  // (c) a private key made world-readable; (d) a dataset property changed; (e) a key line added.
+  await run(
+    hub,
+    `printf '# edited by hand\\n' >>${WG_PUBLIC_CONF_PATH}
+wg set ${WG_INTERFACE} peer ${rogueKey} allowed-ips ${rogueAddress}/32
+zfs set atime=${atime === "off" ? "on" : "off"} ${dataset}
+printf '%s\\n' 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHandAddedKeyThatSwarmDidNotPutHere0000000 hand' >>${keys}`,
+  );
+  await run(sync.host, `systemctl disable --quiet ${timer}`);
+  await run(keyHost, `chmod 0644 ${WG_KEY_PATH}`);
+
+  const expected = {
+    [hub]: [
+      [`${mesh.name}-${hub}-config`, "file", WG_PUBLIC_CONF_PATH],
+      [`${mesh.name}-${hub}-config`, "peer", `${WG_INTERFACE} peer ${rogueKey}`],
+      [`${exportStep.name}-zfs`, "zfs", `${dataset} atime`],
+      [`${exportStep.name}-sftp`, "file", keys],
+    ],
+    [sync.host]: [[`${sync.name}-units`, "unit", timer]],
+    [keyHost]: [[`${mesh.name}-${keyHost}-key`, "file", WG_KEY_PATH]],
+  };
+  const found = await drifted();
+  process.stdout.write(`drift found:\n${JSON.stringify(found, null, 2)}\n`);
+  for (const { host, drift } of found) {
+    expect({ host, drift: drift.map((d) => [d.step, d.kind, d.item]).sort() }).toEqual({
+      host,
+      drift: (expected[host] ?? []).sort(),
+    });
+  }
+
+  // Status names each host and item; the metrics count each kind.
+  const shown = status("--drift");
+  process.stdout.write(`\nnpm run status -- lab --drift (drifted):\n${shown.out}\n`);
+  for (const [host, items] of Object.entries(expected)) {
+    for (const [step, , item] of items) {
+      expect(shown.out).toMatch(
+        new RegExp(`${host}\\s+${step}\\s+\\S+\\s+${item.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}`),
+      );
+    }
+  }
+  for (const [host, items] of Object.entries(expected)) {
+    await run(host, `${HEALTH_PROGRAM_PATH} metrics`);
+    const metrics = await run(host, `grep '^swarm_drift_items' ${config.health.textfileDir}/swarm.prom`);
+    for (const kind of ["file", "peer", "unit", "zfs"]) {
+      const count = items.filter(([, k]) => k === kind).length;
+      expect({ host, kind, line: metrics.includes(`swarm_drift_items{kind="${kind}"} ${count}\n`) }).toEqual({
+        host,
+        kind,
+        line: true,
+      });
+    }
+  }
+  phase("drift reported");
+
+  // The repair: the generations npm run repair writes, then a converge of the stack with them.
+  const edits = repairEdits((await askFleet("lab", { root })).rows, config.repairs);
+  const steps = [...new Set(Object.values(expected).flatMap((items) => items.map(([step]) => step)))].sort();
+  expect(Object.keys(edits).sort()).toEqual(steps);
+  const repaired: FleetConfig = { ...config, repairs: { ...config.repairs, ...edits } };
+  const result = await engine.converge(repaired, adminKey);
+  // Each repaired step is replaced (its create runs again; the old half's delete finds a newer marker),
+  // and so is the health gate of each host it ran on; nothing else runs.
+  const gates = config.health.gate ? Object.keys(expected).map((host) => `${host}-health-install`) : [];
+  expect([...result.created].sort()).toEqual([...steps, ...gates].sort());
+  expect([...result.deleted].sort()).toEqual([...steps, ...gates].sort());
+  expect(result.updated).toEqual([]);
+  config = repaired;
+
+  expect(await run(hub, `cat ${WG_PUBLIC_CONF_PATH}`)).toBe(publicBefore);
+  expect(await run(hub, `wg show ${WG_INTERFACE} peers`)).not.toContain(rogueKey);
+  expect(await run(hub, `zfs get -H -o value atime ${dataset}`)).toBe(`${atime}\n`);
+  expect(await run(hub, `cat ${keys}`)).toBe(keysBefore);
+  expect(await isEnabled(sync.host, timer)).toBe("enabled");
+  expect(await run(keyHost, `stat -c %a ${WG_KEY_PATH}`)).toBe("600\n");
+  expect((await drifted()).filter((r) => r.drift.length > 0)).toEqual([]);
+  await checkMesh();
+  const again = await engine.converge(config, adminKey);
+  expect([...again.created, ...again.updated, ...again.deleted]).toEqual([]);
+  phase("drift repaired");
 });
