@@ -1,7 +1,17 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { HealthStep } from "../config/plan";
-import { HealthExpectations, healthGateStep, healthInstallScript, healthTeardownScript, renderDriftProgram, renderHealthConfig, renderHealthProgram, renderMetricsService, renderMetricsTimer } from "../templates/health";
+import {
+  HealthExpectations,
+  healthGateStep,
+  healthInstallScript,
+  healthTeardownScript,
+  renderDriftProgram,
+  renderHealthConfig,
+  renderHealthProgram,
+  renderMetricsService,
+  renderMetricsTimer,
+} from "../templates/health";
 import { sha256 } from "../templates/shell";
 import { hostCommand, SshConnection } from "./remote";
 

@@ -397,7 +397,9 @@ esac`,
     expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
     expect(result.stdout).toContain("swarm: anchor: updated wg0 in place with wg syncconf");
     expect(sandbox.state("running-key")).toBe(`${publicKeyOf("anchor")}\n`);
-    expect(sandbox.calls().filter((c) => c.startsWith("systemctl"))).toEqual(["systemctl enable --quiet wg-quick@wg0"]);
+    expect(sandbox.calls().filter((c) => c.startsWith("systemctl"))).toEqual([
+      "systemctl enable --quiet wg-quick@wg0",
+    ]);
   });
 
   it("fails before touching wg0 when wg0.key is not the expected key", () => {
@@ -599,9 +601,9 @@ esac`,
     anchorRunning();
     const result = sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor")));
     expect(result.status).toBe(0);
-    expect(sandbox.calls().filter((c) => c.startsWith("wg syncconf") || c.startsWith("systemctl restart"))).toEqual(
-      [],
-    );
+    expect(
+      sandbox.calls().filter((c) => c.startsWith("wg syncconf") || c.startsWith("systemctl restart")),
+    ).toEqual([]);
   });
 
   // satellite moves to 203.0.113.99 in the plan; wg shows it at a NAT address, 198.51.100.200:40000.
