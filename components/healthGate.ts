@@ -2,6 +2,7 @@ import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { HealthStep } from "../config/plan";
 import {
+  DRIFT_PROGRAM_PATH,
   HealthExpectations,
   healthGateStep,
   healthInstallScript,
@@ -13,6 +14,7 @@ import {
   renderMetricsTimer,
 } from "../templates/health";
 import { sha256 } from "../templates/shell";
+import { HostDrift } from "./hostDrift";
 import { hostCommand, SshConnection } from "./remote";
 
 export interface HealthGateArgs {
@@ -105,6 +107,8 @@ export class HealthGate extends pulumi.ComponentResource {
    * (unless `health.gate` is false) runs `swarm-health gate`.
    */
   public readonly install: command.remote.Command;
+  /** What differs on the host from what swarm installed, read after each change there and by every refresh. */
+  public readonly drift: HostDrift;
 
   constructor(name: string, args: HealthGateArgs, opts?: pulumi.ComponentResourceOptions) {
     super("swarm:health:Gate", name, {}, opts);
@@ -146,6 +150,19 @@ export class HealthGate extends pulumi.ComponentResource {
       },
       { parent: this, dependsOn: after },
     );
-    this.registerOutputs({ install: this.install });
+    // Read after every change on the host (and so after every repair), and by every refresh.
+    this.drift = new HostDrift(
+      `${name}-drift`,
+      {
+        host: step.host,
+        connection: args.connection,
+        program: DRIFT_PROGRAM_PATH,
+        after: pulumi
+          .all([this.install.triggers.apply((t) => JSON.stringify(t ?? [])), ...(args.changes ?? [])])
+          .apply((parts) => sha256(parts.join("\0"))),
+      },
+      { parent: this, dependsOn: [this.install], additionalSecretOutputs: ["connection"] },
+    );
+    this.registerOutputs({ install: this.install, drift: this.drift });
   }
 }

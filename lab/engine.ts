@@ -87,7 +87,14 @@ import * as pulumi from "@pulumi/pulumi";
 import { hostKeyMismatch } from "../components/hostKey";
 import { FleetConfig } from "../config/types";
 import { FleetOutputs, defineFleet } from "../program";
-import { CommandResult, CommandRunner, installMocks, reveal, settle } from "../offline/mockRuntime";
+import {
+  CommandResult,
+  CommandRunner,
+  DynamicRunner,
+  installMocks,
+  reveal,
+  settle,
+} from "../offline/mockRuntime";
 
 /** The provider's `connection` input, as far as the lab acts on it. */
 export interface Connection {
@@ -123,6 +130,15 @@ export interface CommandState {
   readonly stderr: string;
   /** The old half of a replacement, waiting for its delete (Pulumi's `delete: true`). */
   readonly pendingDelete?: boolean;
+  /** A dynamic resource (`pulumi-nodejs:dynamic...`) rather than a command: its id and outputs. */
+  readonly dynamic?: { readonly id: string; readonly outputs: Readonly<Record<string, unknown>> };
+}
+
+/** A dynamic resource whose outputs a refresh changed: what the state held, and what its read returned. */
+export interface RefreshChange {
+  readonly name: string;
+  readonly before: Readonly<Record<string, unknown>>;
+  readonly after: Readonly<Record<string, unknown>>;
 }
 
 export interface ConvergeResult<T = FleetOutputs> {
@@ -177,6 +193,12 @@ export interface SshOptions extends CommonOptions {
 /** Run every command with `run` instead (the unit tests record them). */
 export interface RunnerOptions extends CommonOptions {
   readonly run: RemoteRun;
+  /**
+   * Run dynamic providers too, each loaded from its serialized text with
+   * this (the tests give back a provider that reaches no host); by default a
+   * dynamic resource's outputs are its inputs.
+   */
+  readonly loadProvider?: (serialized: string) => pulumi.dynamic.ResourceProvider;
 }
 
 export type EngineOptions = SshOptions | RunnerOptions;
@@ -415,9 +437,84 @@ function cancelled(message: string): Error {
 /** The provider keeps a run's output less one trailing newline (strings.TrimSuffix). */
 const trimNewline = (text: string) => (text.endsWith("\n") ? text.slice(0, -1) : text);
 
+/** The key under which the SDK stores a dynamic resource's serialized provider. */
+const PROVIDER_KEY = "__provider";
+
+/** `require-from-string`, the module Pulumi's dynamic provider host loads providers with, found from the SDK. */
+function requireFromString(code: string): Record<string, unknown> {
+  const from = require.resolve("require-from-string", { paths: [require.resolve("@pulumi/pulumi")] });
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require(from) as (text: string) => Record<string, unknown>)(code);
+}
+
+/** Loads a serialized dynamic provider as Pulumi's dynamic provider host does: `requireFromString(text).handler()`. */
+export function loadSerializedProvider(text: string): pulumi.dynamic.ResourceProvider {
+  return (requireFromString(text) as { handler(): pulumi.dynamic.ResourceProvider }).handler();
+}
+
+/**
+ * The `process` code loaded from a string runs with: Node's own. A test
+ * runner may give the program another (jest's, whose env never reaches
+ * Node's), so the lab hands the providers their environment through this one.
+ */
+function providerProcess(): NodeJS.Process {
+  return requireFromString("module.exports = process") as unknown as NodeJS.Process;
+}
+
+/** JSON with every object's keys sorted: equal values print the same. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : v,
+  );
+}
+
+/** What a dynamic provider receives: plain values (it accepts no secrets), its own key left in. */
+const providerProps = (inputs: Readonly<Record<string, unknown>>) =>
+  reveal(commandInputs({ ...inputs })) as Record<string, unknown>;
+
 export class LabEngine {
   private state: CommandState[] = [];
   private readonly run: RemoteRun;
+  private readonly providers = new Map<string, pulumi.dynamic.ResourceProvider>();
+
+  /** A dynamic resource's provider, from the text in its inputs, loaded once per text as the provider host does. */
+  private provider(inputs: Readonly<Record<string, unknown>>): pulumi.dynamic.ResourceProvider {
+    const text = inputs[PROVIDER_KEY];
+    if (typeof text !== "string") {
+      throw new Error("a dynamic resource without its serialized provider (__provider)");
+    }
+    let provider = this.providers.get(text);
+    if (provider === undefined) {
+      const load = "loadProvider" in this.options ? this.options.loadProvider : undefined;
+      provider = (load ?? loadSerializedProvider)(text);
+      this.providers.set(text, provider);
+    }
+    return provider;
+  }
+
+  /**
+   * A dynamic provider runs in the dynamic provider host, which inherits the
+   * CLI's environment: the lab's route to its hosts reaches the providers as
+   * `SWARM_SSH_CONFIG`, as an operator's jump host would.
+   */
+  private withProviderEnvironment<T>(body: () => Promise<T>): Promise<T> {
+    const sshConfig = "sshConfig" in this.options ? this.options.sshConfig : undefined;
+    if (sshConfig === undefined) {
+      return body();
+    }
+    const env = providerProcess().env;
+    const before = env.SWARM_SSH_CONFIG;
+    env.SWARM_SSH_CONFIG = sshConfig;
+    return body().finally(() => {
+      if (before === undefined) {
+        delete env.SWARM_SSH_CONFIG;
+      } else {
+        env.SWARM_SSH_CONFIG = before;
+      }
+    });
+  }
 
   constructor(private readonly options: EngineOptions) {
     this.run =
@@ -455,8 +552,46 @@ export class LabEngine {
       .sort();
   }
 
+  /**
+   * `pulumi refresh` for what a refresh can see: each dynamic resource's
+   * provider reads it (ReadRequest properties: its stored outputs) and the
+   * state takes what the read returned. Commands are left as they are, as
+   * the command provider has no read. Returns the resources whose outputs
+   * changed, which is what `pulumi preview --refresh` shows.
+   */
+  async refresh(): Promise<RefreshChange[]> {
+    return this.withProviderEnvironment(() => this.readAll());
+  }
+
+  private async readAll(): Promise<RefreshChange[]> {
+    const changes: RefreshChange[] = [];
+    const refreshed: CommandState[] = [];
+    for (const entry of this.state) {
+      if (entry.dynamic === undefined || entry.pendingDelete) {
+        refreshed.push(entry);
+        continue;
+      }
+      const props = providerProps(entry.dynamic.outputs);
+      const provider = this.provider(props);
+      if (provider.read === undefined) {
+        refreshed.push(entry);
+        continue;
+      }
+      const result = await provider.read(entry.dynamic.id, props);
+      const after = { ...(result.props ?? {}), [PROVIDER_KEY]: props[PROVIDER_KEY] };
+      if (canonical(after) !== canonical(props)) {
+        changes.push({ name: entry.name, before: props, after });
+      }
+      refreshed.push({ ...entry, dynamic: { id: result.id ?? entry.dynamic.id, outputs: after } });
+    }
+    this.state = refreshed;
+    return changes;
+  }
+
   async converge(config: FleetConfig, sshPrivateKey: string, stack = "lab"): Promise<ConvergeResult> {
-    return this.apply(() => defineFleet(config, { sshPrivateKey: pulumi.secret(sshPrivateKey) }), stack);
+    return this.withProviderEnvironment(() =>
+      this.apply(() => defineFleet(config, { sshPrivateKey: pulumi.secret(sshPrivateKey) }), stack),
+    );
   }
 
   /** Runs `program` under the mock runtime for project swarm, stack `stack`, and converges the commands it registers. */
@@ -549,7 +684,70 @@ export class LabEngine {
       return outputs;
     };
 
-    await installMocks(runner, stack);
+    // A dynamic resource, as the engine and the dynamic provider host do it: created once, then
+    // diffed by the provider against its stored outputs (DiffRequest olds), updated only when the
+    // provider says it changed; its outputs keep the provider key (resultIncludingProvider).
+    const dynamicRunner: DynamicRunner = async (resource) => {
+      const wanted = commandInputs(resource.inputs);
+      const old = live.get(resource.urn);
+      const news = providerProps(wanted);
+      const provider = this.provider(news);
+      const withKey = (outs: Record<string, unknown> | undefined) => ({
+        ...(outs ?? {}),
+        [PROVIDER_KEY]: news[PROVIDER_KEY],
+      });
+      if (old?.dynamic !== undefined) {
+        const diff = provider.diff ? await provider.diff(old.dynamic.id, old.dynamic.outputs, news) : {};
+        if (diff.changes !== true) {
+          next.push(old);
+          superseded.add(old);
+          unchanged.push(resource.name);
+          return old.dynamic.outputs;
+        }
+      }
+      if (failures.length > 0) {
+        throw cancelled(`${resource.name} not run: ${failures[0].message.split("\n")[0]}`);
+      }
+      let id: string;
+      let outputs: Record<string, unknown>;
+      running++;
+      try {
+        if (old?.dynamic !== undefined) {
+          const result = provider.update
+            ? await provider.update(old.dynamic.id, old.dynamic.outputs, news)
+            : {};
+          id = old.dynamic.id;
+          outputs = withKey(result.outs);
+        } else {
+          const result = await provider.create(news);
+          id = result.id;
+          outputs = withKey(result.outs);
+        }
+      } catch (e) {
+        failures.push(e as Error);
+        throw cancelled(`${resource.name} failed`);
+      } finally {
+        running--;
+        checkIdle();
+      }
+      say(`  ✓ ${resource.name}${old ? " (update)" : ""}`);
+      next.push({
+        urn: resource.urn,
+        name: resource.name,
+        inputs: wanted,
+        stdout: "",
+        stderr: "",
+        dynamic: { id, outputs },
+      });
+      if (old !== undefined) {
+        superseded.add(old);
+      }
+      (old ? updated : created).push(resource.name);
+      return outputs;
+    };
+
+    const runsProviders = !("run" in this.options) || this.options.loadProvider !== undefined;
+    await installMocks(runner, stack, false, runsProviders ? dynamicRunner : undefined);
     const outputs = program();
     const alive = setInterval(() => undefined, 60_000);
     try {
@@ -573,7 +771,8 @@ export class LabEngine {
       throw failures[0];
     }
     for (const old of deleteOrder(previous, remaining)) {
-      const s = deleteSession(old);
+      // A dynamic provider without a delete (swarm's have none) only drops the resource from the state.
+      const s = old.dynamic === undefined ? deleteSession(old) : undefined;
       if (s !== undefined) {
         // A failure throws with this command and the ones after it still recorded.
         await execute(old.name, "delete", s);

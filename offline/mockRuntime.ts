@@ -39,6 +39,13 @@ export type CommandRunner = (
   resource: RecordedResource,
 ) => Promise<CommandResult>;
 
+/**
+ * Creates or updates a dynamic resource (`pulumi-nodejs:dynamic...`) the way
+ * Pulumi's dynamic provider host would, and answers with its outputs. Without
+ * one, a dynamic resource's outputs are its inputs (offline: nothing is read).
+ */
+export type DynamicRunner = (resource: RecordedResource) => Promise<Record<string, unknown>>;
+
 /** Deterministic bytes for a resource name: stable keys across runs, so renders and triggers are reproducible. */
 export function fakeBytes(seed: string, length: number): Buffer {
   const out: Buffer[] = [];
@@ -96,7 +103,10 @@ export class MockFleet implements pulumi.runtime.Mocks {
   readonly resources: RecordedResource[] = [];
   private servers = 0;
 
-  constructor(private readonly runner: CommandRunner = offlineRunner) {}
+  constructor(
+    private readonly runner: CommandRunner = offlineRunner,
+    private readonly dynamicRunner?: DynamicRunner,
+  ) {}
 
   /** `args.urn` is set by the monitor `installMocks` sets up; without it the resource is taken to have no parent. */
   async newResource(
@@ -140,6 +150,10 @@ export class MockFleet implements pulumi.runtime.Mocks {
         state.stderr = result.stderr;
         break;
       }
+      default:
+        if (args.type.startsWith("pulumi-nodejs:dynamic") && this.dynamicRunner !== undefined) {
+          Object.assign(state, await this.dynamicRunner(recorded));
+        }
     }
     return { id, state };
   }
@@ -216,8 +230,9 @@ export async function installMocks(
   runner?: CommandRunner,
   stack = "test",
   preview = false,
+  dynamicRunner?: DynamicRunner,
 ): Promise<MockFleet> {
-  const mocks = new MockFleet(runner);
+  const mocks = new MockFleet(runner, dynamicRunner);
   await pulumi.runtime.setMocks(mocks, "swarm", stack, preview);
   useEngineUrns(pulumi.runtime.getMonitor() as unknown as MockMonitor, mocks);
   return mocks;

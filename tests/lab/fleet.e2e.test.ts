@@ -833,6 +833,8 @@ test("15. drift made by hand is reported by status and metrics, and a repair re-
   const clean = await drifted();
   expect(clean.length).toBeGreaterThanOrEqual(3);
   expect(clean.filter((r) => r.drift.length > 0)).toEqual([]);
+  // A refresh (each host's drift resource read again) finds nothing to change either.
+  expect(await engine.refresh()).toEqual([]);
 
   const [mesh] = stepsOf(plan.steps, "mesh");
   const [exportStep] = stepsOf(plan.steps, "export");
@@ -887,6 +889,28 @@ printf '%s\\n' 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHandAddedKeyThatSwarmDidNot
     });
   }
 
+  // pulumi preview --refresh: each drift resource's read returns the items, and the refresh shows
+  // the resource of each drifted host with its output drift changed; no other resource changes.
+  const refreshed = await engine.refresh();
+  process.stdout.write(
+    `refresh:\n${refreshed.map((c) => `  ~ ${c.name}: drift ${JSON.stringify(c.after.drift)}`).join("\n")}\n`,
+  );
+  expect(refreshed.map((c) => c.name).sort()).toEqual(
+    Object.keys(expected)
+      .map((h) => `${h}-health-drift`)
+      .sort(),
+  );
+  for (const change of refreshed) {
+    const host = change.name.replace(/-health-drift$/, "");
+    expect(change.before.drift).toEqual([]);
+    const items = (change.after.drift as { step: string; kind: string; item: string }[]).map((d) => [
+      d.step,
+      d.kind,
+      d.item,
+    ]);
+    expect(items.sort()).toEqual([...expected[host]].sort());
+  }
+
   // Status names each host and item; the metrics count each kind.
   const shown = status("--drift");
   process.stdout.write(`\nnpm run status -- lab --drift (drifted):\n${shown.out}\n`);
@@ -922,7 +946,13 @@ printf '%s\\n' 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHandAddedKeyThatSwarmDidNot
   const gates = config.health.gate ? Object.keys(expected).map((host) => `${host}-health-install`) : [];
   expect([...result.created].sort()).toEqual([...steps, ...gates].sort());
   expect([...result.deleted].sort()).toEqual([...steps, ...gates].sort());
-  expect(result.updated).toEqual([]);
+  // The drift resources of those hosts are read again after the change there: nothing is left.
+  expect([...result.updated].sort()).toEqual(
+    Object.keys(expected)
+      .map((h) => `${h}-health-drift`)
+      .sort(),
+  );
+  expect(await engine.refresh()).toEqual([]);
   config = repaired;
 
   expect(await run(hub, `cat ${WG_PUBLIC_CONF_PATH}`)).toBe(publicBefore);
