@@ -107,7 +107,7 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
           ];
         });
         mesh = new WireGuardMesh(step.name, { step, members: new Map(members) });
-        step.hosts.forEach((h) => onHost.get(h.host)?.push(meshReady(h.host)));
+        step.hosts.forEach((h) => onHost.get(h.host)?.push(...(mesh?.commands.get(h.host) ?? [])));
         break;
       }
       case "export": {

@@ -66,7 +66,7 @@ export function meshMemberCommands(
   step: WireGuardConfigStep,
   member: MeshMember,
   identities: pulumi.Output<Record<string, PeerIdentity>>,
-): command.remote.Command {
+): { readonly key: command.remote.Command; readonly config: command.remote.Command } {
   const common = { connection: member.connection, user: member.user, repairs: member.repairs };
   const key = hostCommand(
     `${name}-${step.host}-key`,
@@ -93,7 +93,7 @@ export function meshMemberCommands(
       ),
     };
   });
-  return hostCommand(
+  const config = hostCommand(
     `${name}-${step.host}-config`,
     {
       ...common,
@@ -103,6 +103,7 @@ export function meshMemberCommands(
     },
     { parent, dependsOn: [key, member.bootstrap] },
   );
+  return { key, config };
 }
 
 /**
@@ -114,6 +115,8 @@ export function meshMemberCommands(
 export class WireGuardMesh extends pulumi.ComponentResource {
   /** The command that configures `wg0` on each host: depend on it to run after the tunnel is up. */
   public readonly members: ReadonlyMap<string, command.remote.Command>;
+  /** Both commands of each host (its key, then its configuration): what its health gate watches. */
+  public readonly commands: ReadonlyMap<string, readonly command.remote.Command[]>;
   /** Each host's WireGuard public key. */
   public readonly publicKeys: ReadonlyMap<string, pulumi.Output<string>>;
 
@@ -144,12 +147,11 @@ export class WireGuardMesh extends pulumi.ComponentResource {
         ),
       );
     };
-    this.members = new Map(
-      args.step.hosts.map((h) => [
-        h.host,
-        meshMemberCommands(name, this, h, member(h.host), identitiesOf(h)),
-      ]),
+    const commands = args.step.hosts.map(
+      (h) => [h.host, meshMemberCommands(name, this, h, member(h.host), identitiesOf(h))] as const,
     );
+    this.members = new Map(commands.map(([host, c]) => [host, c.config]));
+    this.commands = new Map(commands.map(([host, c]) => [host, [c.key, c.config]]));
     this.publicKeys = new Map(args.step.hosts.map((h) => [h.host, member(h.host).keypair.publicKey]));
     this.registerOutputs({ publicKeys: Object.fromEntries(this.publicKeys) });
   }
