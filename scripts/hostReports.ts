@@ -70,14 +70,14 @@ export interface CheckReport {
 export interface DriftItem {
   /** The remote command that installed it, by resource name: what `swarm:repairs` names. */
   readonly step: string;
-  readonly kind: "file" | "unit" | "peer" | "zfs";
+  readonly kind: "file" | "unit" | "peer" | "zfs" | "user";
   /** The path, unit, `wg0 peer <name>` or `<dataset> <property>`. */
   readonly item: string;
   readonly detail: string;
 }
 
 /** The kinds of drift, in the order the status table counts them. */
-export const DRIFT_KINDS = ["file", "unit", "peer", "zfs"] as const satisfies readonly DriftItem["kind"][];
+export const DRIFT_KINDS = ["file", "unit", "peer", "zfs", "user"] as const satisfies readonly DriftItem["kind"][];
 
 function isDriftItem(value: unknown): value is DriftItem {
   const item = value as Record<string, unknown> | null;

@@ -280,6 +280,7 @@ if [ "$(getent passwd "$user" | cut -d: -f7)" != "$shell" ]; then
   usermod -s "$shell" "$user"
   echo "swarm: shell of $user is $shell"
 fi
+swarm_own user "$user" "$home" "$shell"
 if [ ! -d "$home" ]; then
   install -d -m 0700 -o "$user" -g "$group" "$home"
   echo "swarm: created $home"

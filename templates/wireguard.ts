@@ -484,6 +484,7 @@ fi
 systemctl enable --quiet ${WG_UNIT}
 # What swarm owns here beside the files: the unit, and each planned peer with its AllowedIPs.
 swarm_own unit ${WG_UNIT}.service
+swarm_own interface ${WG_INTERFACE} "$wg_expected"
 for wg_peer in "\${wg_plan_order[@]}"; do
   swarm_own peer ${WG_INTERFACE} "\${wg_plan_name[$wg_peer]}" "$wg_peer" "\${wg_plan_allowed[$wg_peer]}"
 done

@@ -29,9 +29,16 @@ interface Host {
   readonly wg?: Readonly<Record<string, string>>;
   /** `zfs get -H -o value <property> <dataset>` per "<dataset> <property>"; one not listed cannot be read. */
   readonly zfs?: Readonly<Record<string, string>>;
+  /** passwd lines `getent passwd` knows; any other user does not exist. */
+  readonly passwd?: readonly string[];
 }
 
 const STUBS: Record<string, string> = {
+  getent: `#!/bin/bash
+printf 'getent %s\\n' "$*" >>"$FAKE/calls"
+[ "$1 $2" = "passwd --" ] || exit 64
+grep -E "^$3:" "$FAKE/passwd" || exit 2
+`,
   systemctl: `#!/bin/bash
 printf 'systemctl %s\\n' "$*" >>"$FAKE/calls"
 cmd=$1
@@ -131,6 +138,7 @@ function runDrift(
         .map(([key, value]) => `${key.replace(" ", "\t")}\t${value}\n`)
         .join(""),
     );
+    fs.writeFileSync(path.join(fake, "passwd"), (host.passwd ?? []).map((l) => `${l}\n`).join(""));
     fs.writeFileSync(path.join(fake, "calls"), "");
     const result = spawnSync("bash", [path.join(bin, "swarm-drift")], {
       encoding: "utf8",
@@ -208,7 +216,9 @@ const CONVERGED: Host = {
       ["file", "$ROOT/etc/wireguard/wg0.conf.public", sha256(CONF), "644", OWNER],
       ["peer", "wg0", "hetzner-native", "vna4Vz6u1qEAQNXk0ssd/C/8w5eygcm8iszffnLcSV8=", "10.8.0.3/32"],
       ["peer", "wg0", "satellite", KEYS.satellite, "10.8.0.2/32,10.8.0.12/32"],
+      ["interface", "wg0", KEYS.anchor],
     ],
+    "meshfs-sftp": [["user", "meshfs", "/var/lib/swarm/meshfs", "/usr/sbin/nologin"]],
     "mesh-anchor-key": [["file", "$ROOT/etc/wireguard/wg0.key", sha256(KEY_FILE), "600", OWNER]],
     "hetzner-native-wiki-sync-units": [["unit", "swarm-sync-wiki.timer"]],
     "meshfs-zfs": [["zfs", "tank/meshfs", "compression", "lz4"]],
@@ -226,6 +236,7 @@ const CONVERGED: Host = {
     ]),
   },
   zfs: { "tank/meshfs compression": "lz4" },
+  passwd: ["meshfs:x:998:998::/var/lib/swarm/meshfs:/usr/sbin/nologin"],
 };
 
 /** CONVERGED with some of its parts replaced. */
@@ -240,6 +251,7 @@ describe("swarm-drift", () => {
       stderr: "",
     });
     expect([...run.calls].sort()).toEqual([
+      "getent passwd -- meshfs",
       "systemctl is-active -- swarm-sync-wiki.timer",
       "systemctl is-enabled -- swarm-sync-wiki.timer",
       "wg show wg0 dump",
@@ -384,6 +396,35 @@ describe("swarm-drift", () => {
       "an interface that is down: one item, not one per peer",
       convergedWith({ wg: {} }),
       [["mesh-anchor-config", "peer", "wg0", "interface down (wg show wg0 failed): no peer can be compared"]],
+    ],
+    [
+      "wg0 running another private key than the one swarm installed",
+      convergedWith({
+        wg: {
+          wg0: dump([
+            ["vna4Vz6u1qEAQNXk0ssd/C/8w5eygcm8iszffnLcSV8=", "10.8.0.3/32"],
+            [KEYS.satellite, "10.8.0.12/32,10.8.0.2/32"],
+          ]).replace(KEYS.anchor, KEYS.rogue),
+        },
+      }),
+      [["mesh-anchor-config", "peer", "wg0", `runs public key ${KEYS.rogue}, expected ${KEYS.anchor}`]],
+    ],
+    [
+      "the export user removed",
+      convergedWith({ passwd: [] }),
+      [["meshfs-sftp", "user", "meshfs", "missing"]],
+    ],
+    [
+      "the export user given a shell and another home",
+      convergedWith({ passwd: ["meshfs:x:998:998::/home/meshfs:/bin/bash"] }),
+      [
+        [
+          "meshfs-sftp",
+          "user",
+          "meshfs",
+          "home /home/meshfs, expected /var/lib/swarm/meshfs; shell /bin/bash, expected /usr/sbin/nologin",
+        ],
+      ],
     ],
     [
       "a dataset property changed with zfs set",

@@ -677,7 +677,7 @@ describe("drift in swarm-health, on recorded outputs", () => {
       runHealth("anchor", "json", {
         files: {
           drift:
-            'meshfs-sftp\tfile\t/home/meshfs/my "keys"\\x\tcontent changed\nx\tuser\tmeshfs\tshell changed\n',
+            'meshfs-sftp\tfile\t/home/meshfs/my "keys"\\x\tcontent changed\nx\tsocket\tssh.socket\tlistening\n',
         },
       }).stdout,
     );
@@ -751,11 +751,12 @@ describe("drift in swarm-health, on recorded outputs", () => {
         'swarm_drift_items{kind="file"} 2',
         'swarm_drift_items{kind="peer"} 2',
         'swarm_drift_items{kind="unit"} 1',
+        'swarm_drift_items{kind="user"} 0',
         'swarm_drift_items{kind="zfs"} 0',
       ].join("\n"),
     );
     expect(text({})).toBe(
-      ["file", "peer", "unit", "zfs"].map((kind) => `swarm_drift_items{kind="${kind}"} 0`).join("\n"),
+      ["file", "peer", "unit", "user", "zfs"].map((kind) => `swarm_drift_items{kind="${kind}"} 0`).join("\n"),
     );
     // Unknown is not zero: no sample, which an alert on absent() sees.
     expect(text({ scenario: "drift-unreadable" })).toBe("");

@@ -275,7 +275,7 @@ describe("parseHostReport", () => {
     ["a drift list that is not a list", { drift: "none" }],
     [
       "a drifted item of an unknown kind",
-      { drift: [{ step: "s", kind: "user", item: "meshfs", detail: "x" }] },
+      { drift: [{ step: "s", kind: "socket", item: "ssh.socket", detail: "x" }] },
     ],
     ["a drifted item without detail", { drift: [{ step: "s", kind: "file", item: "/etc/x" }] }],
   ])("rejects %s", (_, extra) => {

@@ -8,7 +8,9 @@
 #   unit  UNIT                               enabled and active
 #   peer  INTERFACE  NAME  KEY  ALLOWED-IPS  a WireGuard peer (AllowedIPs comma-separated); a live
 #                                            peer on INTERFACE that no record names is drift too
+#   interface  INTERFACE  KEY                the public key INTERFACE runs (reported as kind peer)
 #   zfs   DATASET  PROPERTY  VALUE           a dataset property, as `zfs get` prints it
+#   user  USER  HOME  SHELL                  a user swarm created, its home and login shell
 #
 # This program compares the host with every record and prints one line per drifted item,
 # tab-separated and sorted: STEP KIND ITEM DETAIL. It exits 0 with or without drift (the lines
@@ -56,6 +58,11 @@ src_is_active() {
 # src_wg_dump INTERFACE: `wg show INTERFACE dump`; fails when the interface is down.
 src_wg_dump() {
   wg show "$1" dump 2>/dev/null
+}
+
+# src_passwd USER: the user's passwd entry (getent); fails when there is none.
+src_passwd() {
+  getent passwd -- "$1" 2>/dev/null
 }
 
 # src_zfs_get DATASET PROPERTY: the property's value, as `zfs get` prints it.
@@ -154,8 +161,24 @@ check_zfs() {
   fi
 }
 
+# check_user STEP USER HOME SHELL: a user swarm created, with the home and shell it gave it.
+check_user() {
+  local step=$1 user=$2 home=$3 shell=$4 entry details=()
+  if ! entry=$(src_passwd "$user"); then
+    found "$step" user "$user" missing
+    return
+  fi
+  local now_home now_shell
+  IFS=: read -r _ _ _ _ _ now_home now_shell <<<"$entry"
+  [ "$now_home" = "$home" ] || details+=("home $now_home, expected $home")
+  [ "$now_shell" = "$shell" ] || details+=("shell $now_shell, expected $shell")
+  [ "${#details[@]}" -eq 0 ] || found "$step" user "$user" "$(joined "; " "${details[@]}")"
+}
+
 # Peer records, one entry per record: step, interface, name, key, AllowedIPs.
 peer_steps=() peer_interfaces=() peer_names=() peer_keys=() peer_addresses=()
+# Interface records: the public key each interface must run, and the step that recorded it.
+declare -A interface_keys=() interface_key_steps=()
 
 # check_peers: every recorded peer against its interface, and every live peer against the records.
 check_peers() {
@@ -166,6 +189,10 @@ check_peers() {
     # Records are read in name order, so a rogue peer goes to the same step every time.
     [ -n "${interface_step[$interface]:-}" ] || interface_step[$interface]=${peer_steps[$i]}
     planned[$interface/${peer_keys[$i]}]=1
+  done
+  # An interface recorded with its key but no peer is compared too.
+  for interface in "${!interface_keys[@]}"; do
+    [ -n "${interface_step[$interface]:-}" ] || interface_step[$interface]=${interface_key_steps[$interface]}
   done
   for interface in "${!interface_step[@]}"; do
     step=${interface_step[$interface]}
@@ -181,6 +208,12 @@ check_peers() {
     while IFS= read -r line; do
       if [ "$first" = 1 ]; then
         first=0
+        # The interface line: its private key (never kept) and its public key.
+        IFS=$'\t' read -r _ key _ <<<"$line"
+        if [ -n "${interface_keys[$interface]:-}" ] && [ "$key" != "${interface_keys[$interface]}" ]; then
+          found "${interface_key_steps[$interface]}" peer "$interface" \
+            "runs public key $key, expected ${interface_keys[$interface]}"
+        fi
         continue
       fi
       IFS=$'\t' read -r key _ _ allowed _ <<<"$line"
@@ -232,6 +265,11 @@ for record in "$records"/*; do
       file/5) check_file "$step" "${fields[@]:1}" ;;
       unit/2) check_unit "$step" "${fields[1]}" ;;
       zfs/4) check_zfs "$step" "${fields[@]:1}" ;;
+      user/4) check_user "$step" "${fields[@]:1}" ;;
+      interface/3)
+        interface_keys[${fields[1]}]=${fields[2]}
+        interface_key_steps[${fields[1]}]=$step
+        ;;
       peer/5 | peer/4)
         # An empty AllowedIPs list leaves the fifth field empty, which read drops.
         peer_steps+=("$step") peer_interfaces+=("${fields[1]}") peer_names+=("${fields[2]}")

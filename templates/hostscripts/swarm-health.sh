@@ -553,7 +553,7 @@ check_datasets() {
 # What differs from what swarm installed, one entry per drifted item; drift_known=0 when
 # swarm-drift could not say.
 drift_known=0 drift_steps=() drift_kinds=() drift_items=() drift_details=()
-DRIFT_KINDS=(file unit peer zfs)
+DRIFT_KINDS=(file unit peer zfs user)
 # check_drift [gate]
 check_drift() {
   local out rc=0 step kind item detail

@@ -40,7 +40,7 @@ import {
   WG_PUBLIC_CONF_PATH,
 } from "../../templates/wireguard";
 import { authorizedKeysPath } from "../../templates/sftp";
-import { askFleet } from "../../scripts/hostReports";
+import { DRIFT_KINDS, askFleet } from "../../scripts/hostReports";
 import { repairEdits } from "../../scripts/repair";
 import { reveal } from "../../offline/mockRuntime";
 
@@ -924,7 +924,7 @@ printf '%s\\n' 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHandAddedKeyThatSwarmDidNot
   for (const [host, items] of Object.entries(expected)) {
     await run(host, `${HEALTH_PROGRAM_PATH} metrics`);
     const metrics = await run(host, `grep '^swarm_drift_items' ${config.health.textfileDir}/swarm.prom`);
-    for (const kind of ["file", "peer", "unit", "zfs"]) {
+    for (const kind of DRIFT_KINDS) {
       const count = items.filter(([, k]) => k === kind).length;
       expect({ host, kind, line: metrics.includes(`swarm_drift_items{kind="${kind}"} ${count}\n`) }).toEqual({
         host,
