@@ -427,7 +427,7 @@ export function planSteps(
         exportName: exported.name,
         dataset: exported.dataset,
         interval: exported.snapshots.interval,
-        keep: exported.snapshots.keep,
+        retention: exported.snapshots.retention,
       },
       sftp: {
         host: exported.host,

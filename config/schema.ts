@@ -199,13 +199,31 @@ export const poolSchema = z.object({
 });
 fieldInfo.add(poolSchema, { removedKeys: ["implementation"] });
 
+/**
+ * How many of swarm's own snapshots each tier keeps. A tier counts periods
+ * that hold a snapshot, not calendar periods back from now: `hourly: 48` is
+ * 48 snapshots an hour apart even after the host was off for a week, so an
+ * outage or a clock that jumps never empties the dataset of snapshots.
+ */
+const tier = (what: string) => field(integer(0, 10000).default(0), `${what} (0–10000)`);
+
+export const retentionSchema = z.object({
+  frequent: tier("the newest N swarm snapshots, whatever their age"),
+  hourly: tier("the newest swarm snapshot of each of the last N UTC hours that have one"),
+  daily: tier("the newest swarm snapshot of each of the last N UTC days that have one"),
+  weekly: tier("the newest swarm snapshot of each of the last N weeks (Monday to Sunday, UTC) that have one"),
+  monthly: tier("the newest swarm snapshot of each of the last N UTC calendar months that have one"),
+});
+
 export const snapshotSchema = z.object({
   interval: field(duration(60, 30 * 86400).default(3600), "how often the dataset is snapshotted (1min–30d)"),
-  keep: field(
-    integer(1, 10000).default(48),
-    "how many of swarm's own snapshots are kept; older ones are destroyed",
+  retention: field(
+    retentionSchema.prefault({ hourly: 48 }),
+    "tiers of swarm's own snapshots to keep; each run destroys the rest, but never the newest, a held one (`zfs hold`) or a snapshot of another name. A tier not written keeps none. The default is what `keep: 48` kept at the 1h interval, so upgrading changes nothing; a longer history (`daily: 30, monthly: 6`) keeps deleted files on the pool as long, so it is yours to ask for. See [docs/snapshots.md](docs/snapshots.md)",
+    { defaultText: "`hourly: 48`" },
   ),
 });
+fieldInfo.add(snapshotSchema, { removedKeys: ["keep"] });
 
 export const exportSchema = z.object({
   name: field(
@@ -239,7 +257,7 @@ export const exportSchema = z.object({
   ),
   snapshots: field(
     snapshotSchema.prefault({}),
-    "a timer snapshots the dataset and destroys its own oldest snapshots beyond `keep`",
+    "a timer snapshots the dataset and prunes its own snapshots by `retention`",
   ),
   clients: field(
     list(text({ notString: (v) => `must be a host name, got ${describe(v)}` })).default([]),

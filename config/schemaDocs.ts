@@ -104,7 +104,9 @@ function summary(schema: z.ZodObject): string {
   return fieldsOf(schema)
     .map(([key, f]) => {
       if (f.inner instanceof z.ZodObject) {
-        return `${key} {${summary(f.inner)}}`;
+        // A mapping whose default is a value of its own (not its fields' defaults) says so.
+        const given = f.info.defaultText !== undefined ? ` (${f.info.defaultText.replace(/`/g, "")})` : "";
+        return `${key}${given} {${summary(f.inner)}}`;
       }
       const choices =
         f.inner instanceof z.ZodEnum && f.inner.options.length > 1 ? f.inner.options.join(" | ") : "";

@@ -10,6 +10,7 @@ import type {
   meshSchema,
   mountSchema,
   poolSchema,
+  retentionSchema,
   snapshotSchema,
   syncRemoteSchema,
   syncSchema,
@@ -39,6 +40,7 @@ export type MeshConfig = Config<typeof meshSchema>;
 export type Topology = MeshConfig["topology"];
 export type AdminConfig = Config<typeof adminSchema>;
 export type PoolConfig = Config<typeof poolSchema>;
+export type RetentionConfig = Config<typeof retentionSchema>;
 export type SnapshotConfig = Config<typeof snapshotSchema>;
 export type ExportConfig = Config<typeof exportSchema>;
 export type MountConfig = Config<typeof mountSchema>;

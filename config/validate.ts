@@ -44,8 +44,9 @@ import {
   mountSchema,
   syncSchema,
 } from "./schema";
-import { Item, Section, describe, readSection, typoDistance, unwrap } from "./schemaKit";
+import { Item, Section, describe, formatDuration, readSection, typoDistance, unwrap } from "./schemaKit";
 import { isInside } from "../templates/systemd";
+import { RETENTION_TIERS, Retention, RetentionTier, retentionArgs } from "../templates/zfs";
 import {
   AdminConfig,
   ConfigError,
@@ -57,6 +58,7 @@ import {
   MeshConfig,
   MountConfig,
   PoolConfig,
+  Seconds,
   SyncConfig,
   SyncRemoteConfig,
   WireGuardImplementation,
@@ -861,6 +863,10 @@ function readExport(item: Item<ExportFields>, errors: ConfigError[]): ExportDraf
       "the dataset would be hidden when the directory is mounted afresh at boot, and its clients would see an empty export",
   });
   v.properties = readProperties(r, errors);
+  const snapshots = r.sub("snapshots");
+  if (snapshots) {
+    errors.push(...snapshotProblems(snapshots));
+  }
   draft.clients = r.elements("clients").map((client) => ({ name: client.value, path: client.path }));
   draft.user = v.user;
   return draft;
@@ -876,6 +882,136 @@ function implementationRemoved(value: unknown, host: string | undefined): string
     `${host ?? "the export host"} needs the OpenZFS kernel module (Debian: zfs-dkms and the kernel's ` +
     "headers); an existing pool is imported as it is"
   );
+}
+
+/**
+ * The shortest time each tier's period lasts (a month: the longest, as what
+ * matters is whether one period can hold two snapshots). `frequent` has no
+ * period.
+ */
+const TIER_PERIODS: Readonly<Record<Exclude<RetentionTier, "frequent">, Seconds>> = {
+  hourly: 3600,
+  daily: 86400,
+  weekly: 7 * 86400,
+  monthly: 31 * 86400,
+};
+
+const TIER_UNITS: Readonly<Record<RetentionTier, { name: string; one: string; many: string }>> = {
+  frequent: { name: "run", one: "a run", many: "runs" },
+  hourly: { name: "hour", one: "an hour", many: "hours" },
+  daily: { name: "day", one: "a day", many: "days" },
+  weekly: { name: "week", one: "a week", many: "weeks" },
+  monthly: { name: "month", one: "a month", many: "months" },
+};
+
+/** `{ hourly: 48, daily: 30 }`: the tiers that keep something, as a stack file writes them. */
+function formatRetention(retention: Retention): string {
+  return `{ ${retentionArgs(retention)
+    .map((arg) => arg.replace("=", ": "))
+    .join(", ")} }`;
+}
+
+/** The tier whose period is `interval` (`hourly` for 1h, `daily` for 1d), else `frequent`. */
+function tierOfInterval(interval: Seconds | undefined): RetentionTier {
+  return (Object.keys(TIER_PERIODS) as RetentionTier[]).find((t) => tierPeriod(t) === interval) ?? "frequent";
+}
+
+function tierPeriod(tier: RetentionTier): Seconds | undefined {
+  return tier === "frequent" ? undefined : TIER_PERIODS[tier];
+}
+
+/** A retention of one tier. */
+function only(tier: RetentionTier, n: number): Retention {
+  return { ...(Object.fromEntries(RETENTION_TIERS.map((t) => [t, 0])) as Retention), [tier]: n };
+}
+
+/**
+ * `retention` with every tier shorter than `interval` folded into the tier of
+ * the interval (`tierOfInterval`): with every snapshot alone in its period,
+ * such a tier keeps the N newest, and so does the replacement.
+ */
+function retentionForInterval(retention: Retention, interval: Seconds): Retention {
+  const target = tierOfInterval(interval);
+  const folded: Record<RetentionTier, number> = { ...retention };
+  for (const t of RETENTION_TIERS) {
+    const period = tierPeriod(t);
+    if (period !== undefined && period < interval) {
+      folded[target] = Math.max(folded[target], folded[t]);
+      folded[t] = 0;
+    }
+  }
+  return folded;
+}
+
+/**
+ * What is wrong with an export's `snapshots`: the removed `keep`, with the
+ * retention that keeps the same snapshots; a retention that keeps nothing;
+ * a tier shorter than the interval, with the retention that says what it
+ * does. Each fix leads to a retention none of these refuses.
+ */
+function snapshotProblems(s: Section<ExportFields["snapshots"]>): ConfigError[] {
+  const problems: ConfigError[] = [];
+  const interval = s.value.interval;
+  const written = s.has("retention");
+  const keep = s.raw.keep;
+  if (keep !== undefined && keep !== null) {
+    const n = typeof keep === "number" || typeof keep === "string" ? Number(keep) : NaN;
+    const same = Number.isInteger(n) && n >= 1;
+    const replacement = formatRetention(only(tierOfInterval(interval), same ? n : 48));
+    s.error(
+      "keep",
+      written
+        ? `is no longer a setting, and retention (written too) decides which snapshots stay: remove keep`
+        : same
+          ? `is no longer a setting: replace keep: ${n} with retention: ${replacement}, which keeps the same ${n} snapshots`
+          : `is no longer a setting (got ${describe(keep)}): remove it and set retention, e.g. retention: ${replacement}`,
+    );
+    if (!written) {
+      // The default retention stands in for keep until the stack is fixed: it is not the user's to correct.
+      return problems;
+    }
+  }
+  const section = s.sub("retention");
+  const tiers = section?.value;
+  // A wrong or unknown tier is reported already, and may be the one meant to keep something.
+  const known = (key: string) => (RETENTION_TIERS as readonly string[]).includes(key);
+  if (
+    !section ||
+    !tiers ||
+    RETENTION_TIERS.some((t) => tiers[t] === undefined) ||
+    !Object.keys(section.raw).every(known)
+  ) {
+    return problems;
+  }
+  const retention = tiers as Retention;
+  if (RETENTION_TIERS.every((t) => retention[t] === 0)) {
+    const example = formatRetention(only(tierOfInterval(interval ?? 3600), 48));
+    problems.push({
+      path: section.path,
+      message: `keeps no snapshot: every tier is 0, and each run would leave only the snapshot it took; keep at least one tier, e.g. retention: ${example}`,
+    });
+    return problems;
+  }
+  if (interval === undefined) {
+    return problems;
+  }
+  const fixed = formatRetention(retentionForInterval(retention, interval));
+  for (const t of RETENTION_TIERS) {
+    const n = retention[t];
+    const period = tierPeriod(t);
+    if (n > 0 && period !== undefined && period < interval) {
+      const unit = TIER_UNITS[t];
+      problems.push({
+        path: written ? `${section.path}.${t}` : section.path,
+        message:
+          `${written ? "" : `is { ${t}: ${n} } by default; `}${t} is shorter than the interval ` +
+          `${formatDuration(interval)}: every snapshot has ${unit.one} of its own, so ${t}: ${n} would keep the ${n} ` +
+          `newest whatever their age (${formatDuration(n * interval)} of snapshots, not ${n} ${unit.many}); write ` +
+          `retention: ${fixed}, which keeps the same snapshots, or snapshot at least every ${unit.name} (interval: ${formatDuration(period)})`,
+      });
+    }
+  }
+  return problems;
 }
 
 function readProperties(r: Section<ExportFields>, errors: ConfigError[]): Record<string, string> {

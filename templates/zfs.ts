@@ -164,8 +164,10 @@ export function zfsScript(plan: ZfsPlan): string {
 }
 
 /**
- * `zfs-snapshot DATASET KEEP`: takes `DATASET@swarm-<UTC time>` and destroys the
- * oldest swarm snapshots beyond KEEP. Snapshots with any other name are never touched.
+ * `zfs-snapshot [--dry-run] DATASET TIER=N...`: takes `DATASET@swarm-<UTC time>`
+ * and destroys each swarm snapshot no retention tier keeps, except the newest,
+ * the one just taken and any with a `zfs hold`. Snapshots with any other name
+ * are never touched. `--dry-run` prints what a run now would do, and does nothing.
  */
 export function snapshotScript(): string {
   return SNAPSHOT_PROGRAM;
@@ -173,11 +175,27 @@ export function snapshotScript(): string {
 
 const SNAPSHOT_PROGRAM = hostScript("zfs-snapshot.sh", { SNAPSHOT_PREFIX });
 
+/** The retention tiers `zfs-snapshot` knows, in the order it reports them; config/schema.ts declares each. */
+export const RETENTION_TIERS = ["frequent", "hourly", "daily", "weekly", "monthly"] as const;
+export type RetentionTier = (typeof RETENTION_TIERS)[number];
+/** How many snapshots (frequent) or periods with a snapshot (the others) each tier keeps; 0: none. */
+export type Retention = Readonly<Record<RetentionTier, number>>;
+
+/** `zfs-snapshot`'s tier arguments: `hourly=48 daily=30`, the tiers that keep something. */
+export function retentionArgs(retention: Retention): string[] {
+  return RETENTION_TIERS.filter((t) => retention[t] > 0).map((t) => `${t}=${retention[t]}`);
+}
+
+/** The full command line of a run, or with `--dry-run` of its plan: what the service and an admin run. */
+export function snapshotCommand(plan: SnapshotPlan, dryRun = false): string[] {
+  return [SNAPSHOT_SCRIPT, ...(dryRun ? ["--dry-run"] : []), plan.dataset, ...retentionArgs(plan.retention)];
+}
+
 export interface SnapshotPlan {
   readonly exportName: string;
   readonly dataset: string;
   readonly interval: Seconds;
-  readonly keep: number;
+  readonly retention: Retention;
 }
 
 export function snapshotUnitName(exportName: string, suffix: "service" | "timer"): string {
@@ -189,7 +207,10 @@ export function snapshotService(plan: SnapshotPlan): string {
     {
       name: "Unit",
       settings: [
-        ["Description", `Snapshot ${plan.dataset} and keep the newest ${plan.keep} swarm snapshots`],
+        [
+          "Description",
+          `Snapshot ${plan.dataset} and prune swarm snapshots to ${retentionArgs(plan.retention).join(" ")} (held ones stay)`,
+        ],
         ["After", "zfs.target"],
       ],
     },
@@ -197,7 +218,7 @@ export function snapshotService(plan: SnapshotPlan): string {
       name: "Service",
       settings: [
         ["Type", "oneshot"],
-        ["ExecStart", execLine("", SNAPSHOT_SCRIPT, plan.dataset, String(plan.keep))],
+        ["ExecStart", execLine("", ...snapshotCommand(plan))],
       ],
     },
   ]);
@@ -221,17 +242,29 @@ export function snapshotTimer(plan: SnapshotPlan): string {
   ]);
 }
 
-/** Installs the snapshot script and units and starts the timer. */
+/**
+ * Installs the snapshot script and units and starts the timer, then prints
+ * what the timer's next run would destroy under this retention, so that
+ * `pulumi up` shows it before it happens (only the destroy lines and the summary).
+ */
 export function snapshotsInstallScript(host: string, plan: SnapshotPlan): string {
   const service = `${UNIT_DIR}/${snapshotUnitName(plan.exportName, "service")}`;
   const timer = `${UNIT_DIR}/${snapshotUnitName(plan.exportName, "timer")}`;
   const timerName = snapshotUnitName(plan.exportName, "timer");
+  const dryRun = snapshotCommand(plan, true).map(shellQuote).join(" ");
   return script(
     failFunction(host),
     writeFile({ path: SNAPSHOT_SCRIPT, content: snapshotScript(), mode: "0755" }),
     writeFile({ path: service, content: snapshotService(plan), mode: "0644" }),
     writeFile({ path: timer, content: snapshotTimer(plan), mode: "0644" }),
     `swarm_activate ${shellQuote(timerName)} ${shellQuote(timer)}\n`,
+    `# A plan only: the prune it describes is the timer's.
+if next_prune=$(${dryRun} 2>&1); then
+  printf '%s\\n' "$next_prune" | grep -E '^(destroy|swarm: a run)' || true
+else
+  echo "swarm: cannot tell what the next prune of ${plan.dataset} would destroy: $next_prune"
+fi
+`,
   );
 }
 

@@ -1,7 +1,8 @@
 /**
  * The storage templates: golden files for the production layout, every unit
  * through `systemd-analyze verify`, the sshd drop-in through sshd itself, and
- * the guard, profile, status, snapshot and zfs scripts run for real.
+ * the guard, profile, status and zfs scripts run for real (the snapshot
+ * program in snapshotRetention.test.ts).
  */
 import { execFileSync, spawnSync, SpawnSyncReturns } from "node:child_process";
 import {
@@ -723,58 +724,6 @@ esac`,
       "cannot read compression recordsze refquota snapdir atime of tank/meshfs/state: fix properties of export meshfs",
     );
     expect(zfsSets()).toEqual([]);
-  });
-});
-
-describe("snapshot pruning, for real against a stand-in zfs", () => {
-  it("destroys only the oldest swarm snapshots beyond keep, never anyone else's", () => {
-    const dir = mkdtempSync(join(tmpdir(), "swarm-zfs-"));
-    try {
-      const db = join(dir, "snapshots");
-      const initial = [
-        "tank/meshfs/state@swarm-20240101T000000Z",
-        "tank/meshfs/state@manual-before-upgrade",
-        "tank/meshfs/state@swarm-20240101T010000Z",
-        "tank/meshfs/state@swarm-20240101T020000Z",
-        "tank/meshfs/state@swarm-notatime",
-      ];
-      writeFileSync(db, `${initial.join("\n")}\n`);
-      // Just enough of zfs(8) for the script: snapshot, list -t snapshot, destroy.
-      const zfs = join(dir, "zfs");
-      writeFileSync(
-        zfs,
-        `#!/bin/bash
-set -euo pipefail
-db=${db}
-case $1 in
-  snapshot) echo "$2" >>"$db" ;;
-  list) cat "$db" ;;
-  destroy) grep -vxF -- "$2" "$db" >"$db.new" || true; mv "$db.new" "$db" ;;
-  *) exit 1 ;;
-esac
-`,
-        { mode: 0o755 },
-      );
-      const script = join(dir, "zfs-snapshot");
-      writeFileSync(script, snapshotScript(), { mode: 0o755 });
-      const result = spawnSync(script, ["tank/meshfs/state", "2"], {
-        encoding: "utf8",
-        env: { ...process.env, PATH: `${dir}:${process.env.PATH}` },
-      });
-      expect(result.stderr).toBe("");
-      expect(result.status).toBe(0);
-      const left = readFileSync(db, "utf8").trim().split("\n");
-      expect(left).toContain("tank/meshfs/state@manual-before-upgrade");
-      expect(left).toContain("tank/meshfs/state@swarm-notatime");
-      expect(left).toContain("tank/meshfs/state@swarm-20240101T020000Z");
-      expect(left.filter((s) => /@swarm-\d{8}T\d{6}Z$/.test(s))).toHaveLength(2);
-      expect(left).not.toContain("tank/meshfs/state@swarm-20240101T000000Z");
-      expect(left).not.toContain("tank/meshfs/state@swarm-20240101T010000Z");
-      expect(result.stdout).toMatch(/took snapshot tank\/meshfs\/state@swarm-\d{8}T\d{6}Z/);
-      expect(spawnSync(script, ["tank/meshfs/state", "x"]).status).toBe(2);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
   });
 });
 

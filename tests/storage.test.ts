@@ -300,7 +300,7 @@ describe("what a change re-runs", () => {
     ],
     [
       "the snapshot retention",
-      first("exports", (e) => ({ ...e, snapshots: { interval: "1h", keep: 24 } })),
+      first("exports", (e) => ({ ...e, snapshots: { interval: "1h", retention: { hourly: 24, daily: 7 } } })),
       ["meshfs-snapshots"],
     ],
     [

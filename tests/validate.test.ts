@@ -3,6 +3,9 @@ import { readStackFile } from "../config/load";
 import { FleetPlan } from "../config/model";
 import { ConfigError } from "../config/types";
 import { ValidateOptions, meshCollisionErrors, validateFleetConfig } from "../config/validate";
+import { retentionSchema } from "../config/schema";
+import { RETENTION_TIERS } from "../templates/zfs";
+import { parse } from "yaml";
 import { fixtureHostKey } from "../offline/fixtureHostKeys";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6NX6jWXUNMpFM8Ffg3wvvMI/9ABsWk6Bt3gKyAdPGr admin@swarm";
@@ -35,7 +38,7 @@ function base(): Record<string, unknown> {
         dataset: "tank/meshfs/state",
         mountpoint: "/tank/meshfs/state",
         properties: { refquota: "100G" },
-        snapshots: { interval: "1h", keep: 48 },
+        snapshots: { interval: "1h", retention: { hourly: 48 } },
         clients: ["satellite", "hetzner-native"],
       },
     ],
@@ -107,7 +110,7 @@ describe("validateFleetConfig", () => {
     expect(config?.exports[0]).toMatchObject({
       pool: { name: "tank", devices: ["volume"] },
       properties: { atime: "off", compression: "lz4", refquota: "100G", snapdir: "hidden" },
-      snapshots: { interval: 3600, keep: 48 },
+      snapshots: { interval: 3600, retention: { frequent: 0, hourly: 48, daily: 0, weekly: 0, monthly: 0 } },
       user: "meshfs",
     });
     expect(config?.mounts[0]).toEqual({
@@ -790,10 +793,73 @@ const rows: Row[] = [
     message: "is out of range: use from 1min to 30d",
   },
   {
-    what: "snapshot retention zero",
-    changes: { "exports[0].snapshots.keep": 0 },
+    what: "snapshots.keep of an older stack, hourly",
+    changes: { "exports[0].snapshots": { interval: "1h", keep: 48 } },
     path: "swarm:exports[0].snapshots.keep",
-    message: "0 is out of range",
+    message:
+      "is no longer a setting: replace keep: 48 with retention: { hourly: 48 }, which keeps the same 48 snapshots",
+  },
+  {
+    what: "snapshots.keep of an older stack, every 6 h",
+    changes: { "exports[0].snapshots": { interval: "6h", keep: 8 } },
+    path: "swarm:exports[0].snapshots.keep",
+    message: "replace keep: 8 with retention: { frequent: 8 }, which keeps the same 8 snapshots",
+  },
+  {
+    what: "snapshots.keep of an older stack, daily, as the engine hands it over",
+    changes: { "exports[0].snapshots": { interval: "1d", keep: "7" } },
+    path: "swarm:exports[0].snapshots.keep",
+    message: "replace keep: 7 with retention: { daily: 7 }",
+  },
+  {
+    what: "snapshots.keep beside retention",
+    changes: { "exports[0].snapshots.keep": 48 },
+    path: "swarm:exports[0].snapshots.keep",
+    message: "is no longer a setting, and retention (written too) decides which snapshots stay: remove keep",
+  },
+  {
+    what: "snapshots.keep of 0",
+    changes: { "exports[0].snapshots": { interval: "1h", keep: 0 } },
+    path: "swarm:exports[0].snapshots.keep",
+    message:
+      "is no longer a setting (got number 0): remove it and set retention, e.g. retention: { hourly: 48 }",
+  },
+  {
+    what: "snapshot retention that keeps nothing",
+    changes: { "exports[0].snapshots.retention": { hourly: 0, monthly: 0 } },
+    path: "swarm:exports[0].snapshots.retention",
+    message: "keeps no snapshot: every tier is 0",
+  },
+  {
+    what: "snapshot retention written empty",
+    changes: { "exports[0].snapshots.retention": {} },
+    path: "swarm:exports[0].snapshots.retention",
+    message: "keep at least one tier, e.g. retention: { hourly: 48 }",
+  },
+  {
+    what: "snapshot retention tier negative",
+    changes: { "exports[0].snapshots.retention.daily": -1 },
+    path: "swarm:exports[0].snapshots.retention.daily",
+    message: "-1 is out of range: use a value from 0 to 10000",
+  },
+  {
+    what: "snapshot retention tier unknown",
+    changes: { "exports[0].snapshots.retention": { yearly: 2 } },
+    path: "swarm:exports[0].snapshots.retention.yearly",
+    message: "unknown key",
+  },
+  {
+    what: "snapshot retention tier shorter than the interval",
+    changes: { "exports[0].snapshots": { interval: "1d", retention: { hourly: 48, daily: 30 } } },
+    path: "swarm:exports[0].snapshots.retention.hourly",
+    message:
+      "hourly is shorter than the interval 1d: every snapshot has an hour of its own, so hourly: 48 would keep the 48 newest whatever their age (48d of snapshots, not 48 hours); write retention: { daily: 48 }",
+  },
+  {
+    what: "default snapshot retention shorter than the interval",
+    changes: { "exports[0].snapshots": { interval: "6h" } },
+    path: "swarm:exports[0].snapshots.retention",
+    message: "is { hourly: 48 } by default; hourly is shorter than the interval 6h",
   },
   {
     what: "client not a host",
@@ -2285,5 +2351,80 @@ describe("every error leads to a config that validates", () => {
       },
     ]);
     expect(after).toEqual([]);
+  });
+});
+
+describe("snapshot retention", () => {
+  const snapshotsOf = (snapshots: Record<string, unknown>) =>
+    withChanges({ "exports[0].snapshots": snapshots });
+
+  it("takes the tiers as written, a tier not written keeping nothing", () => {
+    const { config, errors } = validateFleetConfig(
+      snapshotsOf({ interval: "1h", retention: { hourly: 24, daily: "30", monthly: 6 } }),
+    );
+    expect(errors).toEqual([]);
+    expect(config?.exports[0].snapshots).toEqual({
+      interval: 3600,
+      retention: { frequent: 0, hourly: 24, daily: 30, weekly: 0, monthly: 6 },
+    });
+  });
+
+  it("keeps hourly: 48 when snapshots or retention is not written", () => {
+    const raw = withChanges({ "exports[0].snapshots": undefined });
+    expect(validateFleetConfig(raw).config?.exports[0].snapshots).toEqual({
+      interval: 3600,
+      retention: { frequent: 0, hourly: 48, daily: 0, weekly: 0, monthly: 0 },
+    });
+  });
+
+  it("declares the tiers zfs-snapshot knows, in its order", () => {
+    expect(Object.keys(retentionSchema.shape)).toEqual([...RETENTION_TIERS]);
+  });
+
+  it("reports an older stack's keep with every other error", () => {
+    const raw = withChanges({
+      "exports[0].snapshots": { interval: "1h", keep: 48 },
+      "mesh.mtu": 100,
+      "syncs[0].interval": "5s",
+    });
+    expect(validateFleetConfig(raw).errors.map((e) => e.path)).toEqual(
+      expect.arrayContaining([
+        "swarm:mesh.mtu",
+        "swarm:exports[0].snapshots.keep",
+        "swarm:syncs[0].interval",
+      ]),
+    );
+  });
+
+  /** The `retention: { ... }` an error tells to write. */
+  const suggested = (message: string): Record<string, number> => {
+    const match = /retention: (\{[^}]*\})/.exec(message);
+    expect(match).not.toBeNull();
+    return parse((match as RegExpExecArray)[1]) as Record<string, number>;
+  };
+
+  it.each([
+    { snapshots: { interval: "1h", keep: 48 }, fixed: { hourly: 48 } },
+    { snapshots: { interval: "6h", keep: 8 }, fixed: { frequent: 8 } },
+    { snapshots: { interval: "1d", keep: 7 }, fixed: { daily: 7 } },
+    { snapshots: { interval: "7d", keep: 52 }, fixed: { weekly: 52 } },
+    { snapshots: { interval: "10min", keep: 0 }, fixed: { frequent: 48 } },
+    { snapshots: { interval: "1h", retention: {} }, fixed: { hourly: 48 } },
+    { snapshots: { interval: "1d", retention: { hourly: 48, daily: 30 } }, fixed: { daily: 48 } },
+    { snapshots: { interval: "6h" }, fixed: { frequent: 48 } },
+    { snapshots: { interval: "2h", retention: { frequent: 60, hourly: 48 } }, fixed: { frequent: 60 } },
+    {
+      snapshots: { interval: "14d", retention: { daily: 10, weekly: 4, monthly: 6 } },
+      fixed: { frequent: 10, monthly: 6 },
+    },
+  ])("$snapshots: the retention each error suggests, $fixed, validates", ({ snapshots, fixed }) => {
+    const { errors } = validateFleetConfig(snapshotsOf(snapshots));
+    expect(errors.length).toBeGreaterThan(0);
+    for (const error of errors) {
+      expect(error.path).toMatch(/^swarm:exports\[0\]\.snapshots\./);
+      expect(suggested(error.message)).toEqual(fixed);
+    }
+    const after = validateFleetConfig(snapshotsOf({ interval: snapshots.interval, retention: fixed }));
+    expect(after.errors).toEqual([]);
   });
 });
