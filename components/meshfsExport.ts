@@ -4,6 +4,7 @@ import { ExportStep } from "../config/plan";
 import { ed25519Key, sftpScript, sftpTeardownScript } from "../templates/sftp";
 import { sha256, shellQuote } from "../templates/shell";
 import { snapshotsInstallScript, snapshotsTeardownScript, zfsScript } from "../templates/zfs";
+import { commandRecord, scrubInstallPart, scrubTeardownPart } from "../templates/scrub";
 import { hostCommand, SshConnection } from "./remote";
 
 export interface MeshfsExportArgs {
@@ -43,8 +44,9 @@ cut -d' ' -f1,2 ${shellQuote(HOST_KEY_FILE)}
  * A ZFS (OpenZFS) dataset on its host, served to the mesh over sftp: pool and
  * dataset converged (the properties that differ in one `zfs set`), a
  * sentinel at the dataset root, a snapshot timer that prunes only its own
- * snapshots, and an export user whose keys work only from the clients' mesh
- * addresses, only over the mesh, and only for sftp inside the dataset.
+ * snapshots, a scrub timer for the pool, and an export user whose keys work
+ * only from the clients' mesh addresses, only over the mesh, and only for
+ * sftp inside the dataset.
  */
 export class MeshfsExport extends pulumi.ComponentResource {
   /** The export host's SSH host key, `ssh-ed25519 AAAA...`: clients pin it. */
@@ -88,13 +90,17 @@ export class MeshfsExport extends pulumi.ComponentResource {
       { parent: this, dependsOn: [zfsCommand] },
     );
 
-    const snapshots = snapshotsInstallScript(step.host, step.snapshots);
+    // The pool's scrub rides along: it is the pool's upkeep as the snapshots are the dataset's, and
+    // both are timers whose teardown must go with the export.
+    const snapshotsName = `${name}-snapshots`;
+    const record = commandRecord(snapshotsName);
+    const snapshots = `${snapshotsInstallScript(step.host, step.snapshots)}\n${scrubInstallPart(step.scrub, record)}`;
     const snapshotsCommand = hostCommand(
-      `${name}-snapshots`,
+      snapshotsName,
       {
         ...common,
         script: snapshots,
-        teardown: snapshotsTeardownScript(step.export.name),
+        teardown: `${snapshotsTeardownScript(step.export.name)}${scrubTeardownPart(record)}`,
         ownerHash: sha256(snapshots),
       },
       { parent: this, dependsOn: [zfsCommand] },

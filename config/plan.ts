@@ -17,6 +17,7 @@ import type { MountPlan } from "../templates/sshfs";
 import { isInside, normalizePath } from "../templates/systemd";
 import type { RemoteRoot, SyncPlan } from "../templates/unison";
 import type { SnapshotPlan, ZfsPlan } from "../templates/zfs";
+import type { ScrubPlan } from "../templates/scrub";
 import type { HealthConfig } from "./health";
 import type { PeerPlan } from "./model";
 import type {
@@ -118,6 +119,11 @@ export interface ExportStep {
   /** What the zfs step converges; `volume` still stands for the volume device. */
   readonly zfs: ZfsPlan;
   readonly snapshots: SnapshotPlan;
+  /**
+   * The pool's scrub, which the snapshots step installs; absent with `scrub: off`. Every export
+   * of a pool carries it (validation makes them agree), and the last of them to go removes it.
+   */
+  readonly scrub?: ScrubPlan;
   /** What the sftp step installs, without the clients' public keys. */
   readonly sftp: Omit<SftpPlan, "clients" | "unisonClients">;
   /** Hosts that mount the export, one each, sorted by name. */
@@ -429,6 +435,9 @@ export function planSteps(
         interval: exported.snapshots.interval,
         retention: exported.snapshots.retention,
       },
+      ...(exported.pool.scrub === "off"
+        ? {}
+        : { scrub: { pool: exported.pool.name, schedule: exported.pool.scrub } }),
       sftp: {
         host: exported.host,
         exportName: exported.name,

@@ -18,6 +18,7 @@ import {
   integer,
   list,
   oneOf,
+  parseDuration,
   text,
 } from "./schemaKit";
 import { Seconds } from "./types";
@@ -172,6 +173,37 @@ export const adminSchema = z.object({
 
 // ---------------------------------------------------------------- storage
 
+/**
+ * The scrub schedules, as systemd's calendar words (`OnCalendar=`), each with
+ * the longest time between two of its runs: a calendar timer can be
+ * `Persistent=` (a scrub missed while the host was off runs after boot), where
+ * a duration could not, and health still knows when a scrub is overdue.
+ */
+export const SCRUB_PERIODS = {
+  weekly: 7 * 86400,
+  monthly: 31 * 86400,
+  quarterly: 92 * 86400,
+} as const satisfies Readonly<Record<string, Seconds>>;
+
+export type ScrubSchedule = keyof typeof SCRUB_PERIODS;
+
+const SCRUB_CHOICES = [...(Object.keys(SCRUB_PERIODS) as ScrubSchedule[]), "off"] as const;
+
+/** One of the scrub schedules, or `off`; a duration or a boolean is answered with what to write instead. */
+function scrubSchedule() {
+  const choices = SCRUB_CHOICES.join(", ");
+  return z.enum(SCRUB_CHOICES as unknown as [ScrubSchedule | "off", ...(ScrubSchedule | "off")[]], {
+    error: (iss) =>
+      typeof iss.input === "boolean"
+        ? `must be a schedule, got ${describe(iss.input)}: write off to turn scrubs off, or one of ${choices}`
+        : parseDuration(iss.input) !== undefined
+          ? `${JSON.stringify(iss.input)} is not a schedule: scrubs run on the calendar, so that a scrub missed while the host was off runs after boot; choose one of ${choices}`
+          : typeof iss.input === "string"
+            ? `${JSON.stringify(iss.input)} is not allowed: choose one of ${choices}`
+            : `must be a string, got ${describe(iss.input)}`,
+  });
+}
+
 export const poolSchema = z.object({
   name: field(
     text({
@@ -195,6 +227,10 @@ export const poolSchema = z.object({
       patternHint: "is not a size: write a whole number and a unit K, M, G or T, such as 512M or 10G",
     }).optional(),
     "create each missing device file as a sparse file of this size (e.g. `1G`): for labs",
+  ),
+  scrub: field(
+    scrubSchedule().default("monthly"),
+    "how often a timer scrubs the pool: `weekly`, `monthly` or `quarterly` (systemd calendar words; each host at a fixed random offset of up to a day, and a scrub missed while the host was off runs after boot), or `off`. Health warns when a scrub found errors or none finished in twice that time; exports that share a pool must agree",
   ),
 });
 fieldInfo.add(poolSchema, { removedKeys: ["implementation"] });

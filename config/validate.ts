@@ -844,7 +844,12 @@ function readExport(item: Item<ExportFields>, errors: ConfigError[]): ExportDraf
     if (implementation !== undefined) {
       pool.error("implementation", implementationRemoved(implementation, draft.host));
     }
-    draft.pool = { name: pool.value.name, devices, ...(fileSize !== undefined ? { fileSize } : {}) };
+    draft.pool = {
+      name: pool.value.name,
+      devices,
+      ...(fileSize !== undefined ? { fileSize } : {}),
+      scrub: pool.value.scrub,
+    };
   }
   draft.dataset = v.dataset;
   const poolName = draft.pool?.name;
@@ -1492,7 +1497,7 @@ function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors
       if (first && !samePool(first.pool ?? {}, e.pool)) {
         errors.push({
           path: `${e.path}.pool`,
-          message: `pool ${e.pool.name} on ${e.host} is also declared by ${first.path} with other devices or fileSize: declare the pool the same way in both exports`,
+          message: `pool ${e.pool.name} on ${e.host} is also declared by ${first.path} with other devices, fileSize or scrub: declare the pool the same way in both exports`,
         });
       } else if (!first) {
         poolOwner.set(key, e);
@@ -1568,7 +1573,12 @@ function pushIf(errors: ConfigError[], path: string, message: string | undefined
 }
 
 function samePool(a: Partial<PoolConfig>, b: Partial<PoolConfig>): boolean {
-  return JSON.stringify(a.devices ?? []) === JSON.stringify(b.devices ?? []) && a.fileSize === b.fileSize;
+  return (
+    JSON.stringify(a.devices ?? []) === JSON.stringify(b.devices ?? []) &&
+    a.fileSize === b.fileSize &&
+    // A scrub value already refused (left out of the draft) is not a second complaint.
+    (a.scrub === undefined || b.scrub === undefined || a.scrub === b.scrub)
+  );
 }
 
 function checkMounts(

@@ -203,8 +203,36 @@ describe("validateFleetConfig", () => {
     expect(before.errors.map((e) => e.path)).toEqual(["swarm:exports[0].pool.implementation"]);
     const { config, errors } = validateFleetConfig(withChanges(fuseStack));
     expect(errors).toEqual([]);
-    expect(config?.exports[0].pool).toEqual({ name: "tank", devices: ["/var/lib/tank.img"] });
+    expect(config?.exports[0].pool).toEqual({
+      name: "tank",
+      devices: ["/var/lib/tank.img"],
+      scrub: "monthly",
+    });
     expect(config?.exports[0].properties.compression).toBe("on");
+  });
+
+  it.each(["weekly", "monthly", "quarterly", "off"])("accepts pool.scrub %s", (scrub) => {
+    const { config, errors } = validateFleetConfig(withChanges({ "exports[0].pool.scrub": scrub }));
+    expect(errors).toEqual([]);
+    expect(config?.exports[0].pool.scrub).toBe(scrub);
+  });
+
+  it("scrubs a pool monthly by default, and accepts two exports of one pool that agree on it", () => {
+    const { config, errors } = validateFleetConfig(
+      withChanges({
+        "exports[0].pool.scrub": "quarterly",
+        "exports[1]": {
+          name: "other",
+          host: "anchor",
+          pool: { name: "tank", devices: ["volume"], scrub: "quarterly" },
+          dataset: "tank/other",
+          mountpoint: "/tank/other",
+        },
+      }),
+    );
+    expect(errors).toEqual([]);
+    expect(config?.exports.map((e) => e.pool.scrub)).toEqual(["quarterly", "quarterly"]);
+    expect(validateFleetConfig(base()).config?.exports[0].pool.scrub).toBe("monthly");
   });
 
   it("knows sshPrivateKey without interpreting it", () => {
@@ -681,6 +709,37 @@ const rows: Row[] = [
     message: "is reserved by ZFS",
   },
   {
+    what: "pool scrubbed daily (not a schedule swarm offers)",
+    changes: { "exports[0].pool.scrub": "daily" },
+    path: "swarm:exports[0].pool.scrub",
+    message: '"daily" is not allowed: choose one of weekly, monthly, quarterly, off',
+  },
+  {
+    what: "pool scrub written as a duration",
+    changes: { "exports[0].pool.scrub": "30d" },
+    path: "swarm:exports[0].pool.scrub",
+    message:
+      '"30d" is not a schedule: scrubs run on the calendar, so that a scrub missed while the host was off runs after boot; choose one of weekly, monthly, quarterly, off',
+  },
+  {
+    what: "pool scrub written as a number",
+    changes: { "exports[0].pool.scrub": 30 },
+    path: "swarm:exports[0].pool.scrub",
+    message: "30 is not a schedule",
+  },
+  {
+    what: "pool scrub turned off with false",
+    changes: { "exports[0].pool.scrub": false },
+    path: "swarm:exports[0].pool.scrub",
+    message: "must be a schedule, got boolean false: write off to turn scrubs off",
+  },
+  {
+    what: "pool scrub in another case",
+    changes: { "exports[0].pool.scrub": "Monthly" },
+    path: "swarm:exports[0].pool.scrub",
+    message: "choose one of weekly, monthly, quarterly, off",
+  },
+  {
     what: "device path relative",
     changes: { "exports[0].pool.devices": ["dev/sdb"] },
     path: "swarm:exports[0].pool.devices[0]",
@@ -924,6 +983,21 @@ const rows: Row[] = [
     },
     path: "swarm:exports[1].pool",
     message: "pool tank on anchor is also declared by swarm:exports[0]",
+  },
+  {
+    what: "one pool scrubbed on two schedules",
+    changes: {
+      "exports[1]": {
+        name: "other",
+        host: "anchor",
+        pool: { name: "tank", devices: ["volume"], scrub: "weekly" },
+        dataset: "tank/other",
+        mountpoint: "/tank/other",
+      },
+    },
+    path: "swarm:exports[1].pool",
+    message:
+      "pool tank on anchor is also declared by swarm:exports[0] with other devices, fileSize or scrub: declare the pool the same way in both exports",
   },
   {
     what: "two pools on one volume",
