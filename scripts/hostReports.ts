@@ -60,6 +60,34 @@ export interface DatasetReport {
   readonly level: Level;
 }
 
+/** A pool that a timer scrubs, and what its last finished scrub found. */
+export interface PoolReport {
+  readonly name: string;
+  /** When the last finished scrub ended (seconds since the epoch); null before the first. */
+  readonly lastScrub: number | null;
+  /** Errors that scrub could not repair; null before the first. */
+  readonly scrubErrors: number | null;
+  /** Bytes that scrub repaired, as exact as zpool prints them; null before the first. */
+  readonly scrubRepairedBytes: number | null;
+  readonly level: Level;
+  readonly detail: string;
+}
+
+function isPoolReport(value: unknown): value is PoolReport {
+  const pool = value as Record<string, unknown> | null;
+  const count = (v: unknown) => v === null || (typeof v === "number" && Number.isInteger(v) && v >= 0);
+  return (
+    typeof pool === "object" &&
+    pool !== null &&
+    typeof pool.name === "string" &&
+    typeof pool.detail === "string" &&
+    ["ok", "WARN", "FAIL"].includes(pool.level as string) &&
+    count(pool.lastScrub) &&
+    count(pool.scrubErrors) &&
+    count(pool.scrubRepairedBytes)
+  );
+}
+
 export interface CheckReport {
   readonly level: Level;
   readonly what: string;
@@ -77,7 +105,13 @@ export interface DriftItem {
 }
 
 /** The kinds of drift, in the order the status table counts them. */
-export const DRIFT_KINDS = ["file", "unit", "peer", "zfs", "user"] as const satisfies readonly DriftItem["kind"][];
+export const DRIFT_KINDS = [
+  "file",
+  "unit",
+  "peer",
+  "zfs",
+  "user",
+] as const satisfies readonly DriftItem["kind"][];
 
 function isDriftItem(value: unknown): value is DriftItem {
   const item = value as Record<string, unknown> | null;
@@ -100,6 +134,8 @@ export interface HostReport {
   readonly mounts: readonly MountReport[];
   readonly syncs: readonly SyncReport[];
   readonly datasets: readonly DatasetReport[];
+  /** Scrubbed pools; absent from hosts whose health program predates scrubs. */
+  readonly pools?: readonly PoolReport[];
   readonly checks: readonly CheckReport[];
   /** Drifted items; absent from hosts whose health program predates drift detection. */
   readonly drift?: readonly DriftItem[];
@@ -132,6 +168,11 @@ export function parseHostReport(text: string): HostReport {
   ) {
     throw new Error(
       "swarm-health printed a report without host, time, peers, mounts, syncs, datasets and checks",
+    );
+  }
+  if (report.pools !== undefined && !(Array.isArray(report.pools) && report.pools.every(isPoolReport))) {
+    throw new Error(
+      "swarm-health printed a pool list whose items are not {name, lastScrub, scrubErrors, scrubRepairedBytes (each a count or null), level, detail}",
     );
   }
   if (report.drift !== undefined && !(Array.isArray(report.drift) && report.drift.every(isDriftItem))) {

@@ -2,8 +2,9 @@
  * `npm run status -- <stack> [--drift] [--key FILE] [--known-hosts FILE]`:
  * asks every host of a stack for its health over SSH (`swarm-health json`,
  * in parallel) and prints one table, host by host: mesh peers up and the
- * worst handshake age, mounts, last sync, conflicts, dataset usage, and how
- * many things differ from what swarm installed (drift); `--drift` lists
+ * worst handshake age, mounts, last sync, conflicts, dataset usage, each
+ * pool's last scrub, and how many things differ from what swarm installed
+ * (drift); `--drift` lists
  * each of them. Exits 1 when a check failed or a host could not be asked
  * (drift is a warning).
  *
@@ -81,6 +82,32 @@ function driftCounts(drift: readonly DriftItem[]): string {
     .join(", ");
 }
 
+/**
+ * Each scrubbed pool's last scrub: `tank 24d ago`, `tank 5d ago 3 errors`, `tank never`; `?` from a
+ * host with datasets whose swarm-health predates scrubs.
+ */
+function scrubCell(report: HostReport): Cell {
+  const pools = report.pools;
+  if (pools === undefined) {
+    return report.datasets.length === 0 ? NONE : { text: "?", tone: "plain" };
+  }
+  if (pools.length === 0) {
+    return NONE;
+  }
+  return {
+    text: pools
+      .map((p) => {
+        if (p.lastScrub === null) {
+          return `${p.name} never`;
+        }
+        const errors = p.scrubErrors !== null && p.scrubErrors > 0 ? ` ${p.scrubErrors} errors` : "";
+        return `${p.name} ${formatAge(report.time - p.lastScrub)} ago${errors}`;
+      })
+      .join(", "),
+    tone: toneOf(pools.map((p) => p.level)),
+  };
+}
+
 /** `0`, `3 (file 2, unit 1)`, or `?` from a host whose swarm-health could not say. */
 function driftCell(drift: readonly DriftItem[] | undefined): Cell {
   if (drift === undefined) {
@@ -152,6 +179,7 @@ function cellsOf(report: HostReport): Cell[] {
             .join(", "),
           tone: toneOf(report.datasets.map((d) => d.level)),
         },
+    scrubCell(report),
     driftCell(report.drift),
   ];
 }
@@ -164,6 +192,7 @@ const HEADERS = [
   "LAST SYNC",
   "CONFLICTS",
   "DATASET",
+  "SCRUB",
   "DRIFT",
   "STATE",
 ];

@@ -5,7 +5,7 @@
  * install them and run the gate.
  *
  * The programs are the same text on every host: what a host is expected to
- * have (peers, mounts, syncs, datasets, thresholds) is in its expectation
+ * have (peers, mounts, syncs, datasets, scrubbed pools, thresholds) is in its expectation
  * file, so a change of one host's expectations rewrites one small file.
  */
 import { HealthConfig } from "../config/health";
@@ -15,6 +15,7 @@ import { hostScript, OWNED_DIR, script, shellQuote, writeFile } from "./shell";
 import { WG_INTERFACE, WG_UNIT } from "./wireguard";
 import { stateDir, statusPath, syncUnitNames } from "./unison";
 import { EXPORT_SENTINEL, failFunction, SNAPSHOT_PREFIX, snapshotUnitName } from "./zfs";
+import { scrubPeriod, scrubStatusPath, scrubUnitName } from "./scrub";
 
 export const HEALTH_PROGRAM_PATH = "/usr/local/lib/swarm/swarm-health";
 /** The program that compares the host with what swarm's steps recorded installing there; swarm-health runs it. */
@@ -52,6 +53,19 @@ export interface HealthExport {
   readonly snapshotTimer: string;
 }
 
+/** A pool of the host that a timer scrubs. */
+export interface HealthPool {
+  readonly name: string;
+  /** The schedule's word (`monthly`), for messages. */
+  readonly schedule: string;
+  /** The longest time between two scrubs of the schedule: a scrub is overdue after twice this. */
+  readonly period: number;
+  readonly timerUnit: string;
+  readonly serviceUnit: string;
+  /** Where the scrub program records the last finished scrub. */
+  readonly statusFile: string;
+}
+
 export interface HealthSync {
   readonly name: string;
   readonly timerUnit: string;
@@ -76,6 +90,8 @@ export interface HealthExpectations {
   readonly syncs: readonly HealthSync[];
   /** Exports served by the host, sorted by dataset. */
   readonly exports: readonly HealthExport[];
+  /** Pools of those exports that a timer scrubs, each once, sorted by name. */
+  readonly pools: readonly HealthPool[];
 }
 
 function byKey<T>(key: (item: T) => string): (a: T, b: T) => number {
@@ -130,6 +146,22 @@ export function healthExpectations(
     exports: host.exports
       .map((e) => ({ dataset: e.dataset, snapshotTimer: snapshotUnitName(e.name, "timer") }))
       .sort(byKey((e) => e.dataset)),
+    pools: [...new Map(host.exports.map((e) => [e.pool.name, e.pool])).values()]
+      .flatMap(({ name, scrub }) =>
+        scrub === "off"
+          ? []
+          : [
+              {
+                name,
+                schedule: scrub,
+                period: scrubPeriod(scrub),
+                timerUnit: scrubUnitName(name, "timer"),
+                serviceUnit: scrubUnitName(name, "service"),
+                statusFile: scrubStatusPath(name),
+              },
+            ],
+      )
+      .sort(byKey((p) => p.name)),
   };
 }
 
@@ -225,6 +257,31 @@ export function renderHealthConfig(values: HealthExpectations): string {
       values.exports.map((e) => e.snapshotTimer),
     ),
     `SNAPSHOT_PREFIX=${shellQuote(SNAPSHOT_PREFIX)}`,
+    "# Scrubbed pools: name, schedule, its longest period in seconds, timer, service, status file.",
+    bashArray(
+      "POOLS",
+      values.pools.map((p) => p.name),
+    ),
+    bashArray(
+      "SCRUB_SCHEDULES",
+      values.pools.map((p) => p.schedule),
+    ),
+    bashArray(
+      "SCRUB_PERIODS",
+      values.pools.map((p) => String(p.period)),
+    ),
+    bashArray(
+      "SCRUB_TIMERS",
+      values.pools.map((p) => p.timerUnit),
+    ),
+    bashArray(
+      "SCRUB_SERVICES",
+      values.pools.map((p) => p.serviceUnit),
+    ),
+    bashArray(
+      "SCRUB_STATUS_FILES",
+      values.pools.map((p) => p.statusFile),
+    ),
   ].join("\n")}\n`;
 }
 

@@ -859,6 +859,8 @@ describe("swarm-health json on recorded outputs", () => {
     ["hetzner-native", "drift"],
     ["hetzner-native", "drift-unreadable"],
     ["anchor", undefined],
+    ["anchor", "scrub-errors"],
+    ["anchor", "scrub-unfinished"],
     ["satellite", undefined],
   ])("%s %s: one JSON object whose checks agree with the gate", (host, scenario) => {
     const run = runHealth(host, "json", { scenario });
@@ -919,6 +921,164 @@ describe("swarm-health json on recorded outputs", () => {
     });
     const report = parseHostReport(result.stdout);
     expect(report.syncs[0].detail).toContain('failed: "a\\b"\tc;');
+  });
+});
+
+describe("scrubs in swarm-health, on recorded outputs", () => {
+  const SCRUB = "swarm-scrub-tank";
+  const scrubLines = (run: ReturnType<typeof runHealth>) => run.lines.filter((l) => / scrub tank: /.test(l));
+
+  test("expectations: each scrubbed pool of the host once, with its schedule's period, timer, service and status file", () => {
+    expect(healthExpectations(PLAN, "anchor", DEFAULT_HEALTH, PUBLIC_KEYS).pools).toEqual([
+      {
+        name: "tank",
+        schedule: "monthly",
+        period: 31 * 86400,
+        timerUnit: `${SCRUB}.timer`,
+        serviceUnit: `${SCRUB}.service`,
+        statusFile: "/var/lib/swarm/scrub/tank",
+      },
+    ]);
+    expect(healthExpectations(PLAN, "satellite", DEFAULT_HEALTH, PUBLIC_KEYS).pools).toEqual([]);
+    const withPool = (scrub: string) =>
+      fleetWith((raw) => {
+        const [meshfs] = raw.exports as Record<string, unknown>[];
+        const pool = { ...(meshfs.pool as object), scrub };
+        return {
+          ...raw,
+          exports: [
+            { ...meshfs, pool },
+            {
+              ...meshfs,
+              name: "archive",
+              pool,
+              dataset: "tank/archive",
+              mountpoint: "/tank/archive",
+              clients: [],
+            },
+          ],
+        };
+      });
+    const shared = healthExpectations(planFleet(withPool("weekly")), "anchor", DEFAULT_HEALTH, PUBLIC_KEYS);
+    expect(shared.pools.map((p) => [p.name, p.schedule, p.period])).toEqual([["tank", "weekly", 7 * 86400]]);
+    const off = healthExpectations(planFleet(withPool("off")), "anchor", DEFAULT_HEALTH, PUBLIC_KEYS);
+    expect(off.pools).toEqual([]);
+    expect(renderHealthConfig(off)).toContain("\nPOOLS=()\n");
+  });
+
+  test("a host whose pool's last scrub found nothing is healthy", () => {
+    const run = runHealth("anchor", "gate");
+    expect(scrubLines(run)).toEqual([
+      "ok anchor scrub tank: the last scrub finished 24d ago, repaired 0 B, 0 errors",
+    ]);
+    expect(run.code).toBe(0);
+  });
+
+  test.each([
+    [
+      "scrub-errors",
+      "WARN anchor scrub tank: the last scrub finished 5d ago and found 3 error(s) it could not repair: zpool status -v tank names the damaged files; restore them from a snapshot or a replica, then zpool clear tank and scrub again (systemctl start swarm-scrub-tank.service)",
+    ],
+    [
+      "scrub-overdue",
+      "WARN anchor scrub tank: the last scrub finished 70d ago, more than twice the monthly period: see systemctl list-timers swarm-scrub-tank.timer and journalctl -u swarm-scrub-tank.service",
+    ],
+    [
+      "scrub-unfinished",
+      "WARN anchor scrub tank: the scrub swarm-scrub-tank.timer started 10h ago did not finish (canceled, or zpool scrub failed): see journalctl -u swarm-scrub-tank.service; the last scrub finished 24d ago",
+    ],
+    [
+      "scrub-timer-inactive",
+      "WARN anchor scrub tank: scrub timer swarm-scrub-tank.timer is inactive: systemctl enable --now swarm-scrub-tank.timer",
+    ],
+    ["scrub-running", "ok anchor scrub tank: scrubbing now; the last scrub finished 24d ago"],
+    [
+      "scrub-none-yet",
+      "ok anchor scrub tank: no scrub has finished yet: swarm-scrub-tank.timer starts the first (monthly)",
+    ],
+  ])("%s: never a failure, the gate passes", (scenario, line) => {
+    const run = runHealth("anchor", "gate", { scenario });
+    expect(scrubLines(run)).toEqual([line]);
+    expect(complaints(run.lines)).toEqual(line.startsWith("WARN") ? [line] : []);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+  });
+
+  test("overdue after exactly twice the schedule's period, not before", () => {
+    const ended = (at: number) => ({
+      "scrub/tank": `ended=${at}\nerrors=0\nrepaired_bytes=0\nscan=scrub repaired 0B in 00:06:01 with 0 errors\n`,
+    });
+    const now = 1764090000;
+    const twice = 2 * 31 * 86400;
+    const level = (at: number) =>
+      scrubLines(runHealth("anchor", "gate", { scenario: "scrub-overdue", files: ended(at) }))[0].split(
+        " ",
+      )[0];
+    expect(level(now - twice)).toBe("ok");
+    expect(level(now - twice - 1)).toBe("WARN");
+  });
+
+  test("a status file that does not read as numbers counts as no finished scrub", () => {
+    const run = runHealth("anchor", "gate", {
+      scenario: "scrub-none-yet",
+      files: { "scrub/tank": "ended=yesterday\nerrors=0\nrepaired_bytes=0\n" },
+    });
+    expect(scrubLines(run)).toEqual([
+      "ok anchor scrub tank: no scrub has finished yet: swarm-scrub-tank.timer starts the first (monthly)",
+    ]);
+    const report = parseHostReport(
+      runHealth("anchor", "json", { files: { "scrub/tank": "ended=1761981502\nerrors=-1\n" } }).stdout,
+    );
+    expect(report.pools?.[0]).toEqual(
+      expect.objectContaining({ lastScrub: null, scrubErrors: null, scrubRepairedBytes: null }),
+    );
+  });
+
+  test("json: per pool the last scrub, its errors and repaired bytes", () => {
+    const pools = (scenario?: string) =>
+      parseHostReport(runHealth("anchor", "json", { scenario }).stdout).pools;
+    expect(pools()).toEqual([
+      {
+        name: "tank",
+        lastScrub: 1761981502,
+        scrubErrors: 0,
+        scrubRepairedBytes: 0,
+        level: "ok",
+        detail: "the last scrub finished 24d ago, repaired 0 B, 0 errors",
+      },
+    ]);
+    expect(pools("scrub-errors")).toEqual([
+      expect.objectContaining({
+        lastScrub: 1763658000,
+        scrubErrors: 3,
+        scrubRepairedBytes: 1572864,
+        level: "WARN",
+      }),
+    ]);
+    expect(pools("scrub-none-yet")).toEqual([
+      expect.objectContaining({ lastScrub: null, scrubErrors: null, scrubRepairedBytes: null, level: "ok" }),
+    ]);
+    expect(parseHostReport(runHealth("hetzner-native", "json").stdout).pools).toEqual([]);
+  });
+
+  test("metrics: the last scrub's time, errors and repaired bytes per pool; time 0 and nothing else before the first", () => {
+    const scrubMetrics = (scenario?: string) => {
+      const run = runHealth("anchor", "metrics", { scenario });
+      expect(run.code).toBe(0);
+      const text = fs.readFileSync(path.join(run.dir, "textfile", "swarm.prom"), "utf8");
+      parsePrometheus(text);
+      return text.split("\n").filter((l) => l.startsWith("swarm_zfs_scrub_"));
+    };
+    expect(scrubMetrics("scrub-errors")).toEqual([
+      'swarm_zfs_scrub_errors{pool="tank"} 3',
+      'swarm_zfs_scrub_last_timestamp_seconds{pool="tank"} 1763658000',
+      'swarm_zfs_scrub_repaired_bytes{pool="tank"} 1572864',
+    ]);
+    expect(scrubMetrics("scrub-none-yet")).toEqual(['swarm_zfs_scrub_last_timestamp_seconds{pool="tank"} 0']);
+    const native = runHealth("hetzner-native", "metrics");
+    expect(fs.readFileSync(path.join(native.dir, "textfile", "swarm.prom"), "utf8")).not.toContain(
+      "swarm_zfs_scrub",
+    );
   });
 });
 

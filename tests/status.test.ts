@@ -103,7 +103,57 @@ describe("formatStatusTable", () => {
       },
     );
     expect(table.split("\n")[1]).toMatch(
-      /^hetzner-native {2}1\/2 +never +\/mnt\/meshfs up +wiki 25s ago +0 +- +0 +FAIL$/,
+      /^hetzner-native {2}1\/2 +never +\/mnt\/meshfs up +wiki 25s ago +0 +- +- +0 +FAIL$/,
+    );
+  });
+});
+
+describe("the SCRUB column", () => {
+  const column = (table: string, host: string) => {
+    const lines = table.split("\n");
+    const start = lines[0].indexOf("SCRUB");
+    const end = lines[0].indexOf("DRIFT");
+    return (lines.find((l) => l.startsWith(`${host} `)) ?? "").slice(start, end).trim();
+  };
+  const scrubOf = (scenario?: string, edit: (r: HostReport) => HostReport = (r) => r) =>
+    column(
+      formatStatusTable([{ host: "anchor", report: edit(report("anchor", scenario)) }], { color: false }),
+      "anchor",
+    );
+
+  test("each scrubbed pool's last scrub: its age, its errors, or never", () => {
+    expect(scrubOf()).toBe("tank 24d ago");
+    expect(scrubOf("scrub-errors")).toBe("tank 5d ago 3 errors");
+    expect(scrubOf("scrub-none-yet")).toBe("tank never");
+    expect(scrubOf("scrub-overdue")).toBe("tank 70d ago");
+  });
+
+  test("- for a host without scrubbed pools; ? for an export host whose swarm-health predates scrubs", () => {
+    const withoutPools = (r: HostReport): HostReport =>
+      Object.fromEntries(Object.entries(r).filter(([key]) => key !== "pools")) as unknown as HostReport;
+    expect(scrubOf(undefined, withoutPools)).toBe("?");
+    const table = formatStatusTable([{ host: "satellite", report: withoutPools(report("satellite")) }], {
+      color: false,
+    });
+    expect(column(table, "satellite")).toBe("-");
+    expect(
+      column(
+        formatStatusTable([{ host: "satellite", report: report("satellite") }], { color: false }),
+        "satellite",
+      ),
+    ).toBe("-");
+  });
+
+  test("a warning paints the cell yellow, lists the check below the table, and leaves the host healthy", () => {
+    const rows = [{ host: "anchor", report: report("anchor", "scrub-errors") }];
+    const coloured = formatStatusTable(rows, { color: true });
+    expect(coloured).toContain("\x1b[33mtank 5d ago 3 errors\x1b[0m");
+    expect(formatStatusTable(rows, { color: false })).toContain(
+      "\nWARN anchor scrub tank: the last scrub finished 5d ago and found 3 error(s) it could not repair:",
+    );
+    expect(rowHealthy(rows[0])).toBe(true);
+    expect(formatStatusTable([{ host: "anchor", report: report("anchor") }], { color: true })).toContain(
+      "\x1b[32mtank 24d ago\x1b[0m",
     );
   });
 });
@@ -281,6 +331,48 @@ describe("parseHostReport", () => {
   ])("rejects %s", (_, extra) => {
     const json = JSON.stringify({ ...JSON.parse(runHealth("anchor", "json").stdout), ...extra });
     expect(() => parseHostReport(json)).toThrow(/swarm-health printed a drift list whose items are not/);
+  });
+
+  test.each([
+    ["a pool list that is not a list", { pools: "tank" }],
+    [
+      "a pool without detail",
+      {
+        pools: [{ name: "tank", lastScrub: null, scrubErrors: null, scrubRepairedBytes: null, level: "ok" }],
+      },
+    ],
+    [
+      "a pool whose last scrub is not a time",
+      {
+        pools: [
+          {
+            name: "tank",
+            lastScrub: "yesterday",
+            scrubErrors: 0,
+            scrubRepairedBytes: 0,
+            level: "ok",
+            detail: "",
+          },
+        ],
+      },
+    ],
+    [
+      "a pool with a negative count of errors",
+      {
+        pools: [
+          { name: "tank", lastScrub: 1, scrubErrors: -1, scrubRepairedBytes: 0, level: "ok", detail: "" },
+        ],
+      },
+    ],
+  ])("rejects %s", (_, extra) => {
+    const json = JSON.stringify({ ...JSON.parse(runHealth("anchor", "json").stdout), ...extra });
+    expect(() => parseHostReport(json)).toThrow(/swarm-health printed a pool list whose items are not/);
+  });
+
+  test("a report without a pool list is an older host's, not an error", () => {
+    const { pools, ...old } = JSON.parse(runHealth("anchor", "json").stdout) as HostReport;
+    expect(pools).toHaveLength(1);
+    expect(parseHostReport(JSON.stringify(old)).pools).toBeUndefined();
   });
 
   test("a report without a drift list is an older host's, not an error", () => {

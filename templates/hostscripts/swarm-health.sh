@@ -2,7 +2,8 @@
 # swarm-health: the health of this host as swarm declared it (installed by swarm; do not edit).
 #
 #   swarm-health gate     wait for every peer (and every host reached through the hub),
-#                         trigger every mount, check every sync, report drift;
+#                         trigger every mount, check every sync and every pool's last
+#                         scrub, report drift;
 #                         one line per check, exit 1 naming every broken thing
 #   swarm-health metrics  write Prometheus textfile metrics to $TEXTFILE_DIR/swarm.prom
 #   swarm-health json     one JSON object describing this host (for `npm run status`)
@@ -40,6 +41,7 @@ ROUTED_NAMES=() ROUTED_ADDRESSES=() ROUTED_VIA=()
 MOUNT_PATHS=() MOUNT_UNITS=()
 SYNC_NAMES=() SYNC_TIMERS=() SYNC_SERVICES=() SYNC_STATUS_FILES=() SYNC_LOGS=()
 DATASETS=() SNAPSHOT_TIMERS=()
+POOLS=() SCRUB_SCHEDULES=() SCRUB_PERIODS=() SCRUB_TIMERS=() SCRUB_SERVICES=() SCRUB_STATUS_FILES=()
 SNAPSHOT_PREFIX=swarm-
 # shellcheck source=/dev/null
 . "$config"
@@ -133,7 +135,7 @@ src_systemctl_show() {
   fi
   [ "$#" -gt 0 ] || return 0
   systemctl show --timestamp=unix \
-    -p Id,LoadState,ActiveState,SubState,Result,ExecMainStatus,ExecMainExitTimestamp -- "$@"
+    -p Id,LoadState,ActiveState,SubState,Result,ExecMainStatus,ExecMainExitTimestamp,LastTriggerUSec -- "$@"
 }
 
 # src_run_unit UNIT: runs a oneshot unit and waits until it has finished, at most SYNC_WAIT seconds.
@@ -173,6 +175,17 @@ src_zfs_get() {
   fi
   [ "$#" -gt 0 ] || return 0
   zfs get -Hp -o name,property,value used,available -- "$@" 2>/dev/null
+}
+
+# src_scrub POOL FILE: the pool's last finished scrub as zfs-scrub recorded it in FILE (ended, errors,
+# repaired_bytes, scan: key=value lines, times in seconds since the epoch); fails when none is recorded.
+# Recorded as scrub/POOL.
+src_scrub() {
+  if [ -n "$fixtures" ]; then
+    fixture "scrub/$1"
+    return
+  fi
+  cat -- "$2"
 }
 
 # src_drift [gate]: swarm-drift's lines (step, kind, item, detail; tab-separated), exit 2 when it
@@ -550,6 +563,79 @@ check_datasets() {
   done
 }
 
+# human_age SECONDS: 42s, 12min, 5h or 3d, as the status table writes ages.
+human_age() {
+  local s=$1
+  if [ "$s" -lt 120 ]; then
+    printf '%ss' "$((s < 0 ? 0 : s))"
+  elif [ "$s" -lt 7200 ]; then
+    printf '%smin' "$((s / 60))"
+  elif [ "$s" -lt 172800 ]; then
+    printf '%sh' "$((s / 3600))"
+  else
+    printf '%sd' "$((s / 86400))"
+  fi
+}
+
+# Per pool: the last finished scrub (when it ended, errors, bytes repaired), level and detail.
+declare -A scrub_ended scrub_errors scrub_repaired scrub_level scrub_detail
+# check_scrubs: a scrub that found errors it could not repair, one that started and did not finish,
+# and one overdue (none finished in twice the schedule's period) are warnings, never failures: a
+# scrub protects nothing that a deploy changes, and a failed gate would hold back the deploy that
+# repairs the damage (a restore, a failover). The errors stay reported until a scrub finds none.
+check_scrubs() {
+  local i pool schedule period timer service key value ended errors repaired triggered now level detail last state
+  scrub_ended=() scrub_errors=() scrub_repaired=() scrub_level=() scrub_detail=()
+  now=$(src_now)
+  for i in "${!POOLS[@]}"; do
+    pool=${POOLS[$i]} schedule=${SCRUB_SCHEDULES[$i]} period=${SCRUB_PERIODS[$i]}
+    timer=${SCRUB_TIMERS[$i]} service=${SCRUB_SERVICES[$i]}
+    ended="" errors="" repaired=""
+    while IFS='=' read -r key value; do
+      case $key in
+        ended) ended=$value ;;
+        errors) errors=$value ;;
+        repaired_bytes) repaired=$value ;;
+      esac
+    done < <(src_scrub "$pool" "${SCRUB_STATUS_FILES[$i]}" 2>/dev/null || true)
+    # A status file that does not read as numbers counts as none.
+    if ! [[ $ended =~ ^[0-9]+$ && $errors =~ ^[0-9]+$ && $repaired =~ ^[0-9]+$ ]]; then
+      ended="" errors="" repaired=""
+    fi
+    # When the timer last started a scrub: kept across reboots (Persistent=), unlike the service's result.
+    triggered=$(unit "$timer" LastTriggerUSec)
+    if [[ $triggered =~ ^@([0-9]+)$ ]]; then
+      triggered=${BASH_REMATCH[1]}
+    else
+      triggered=""
+    fi
+    scrub_ended[$pool]=$ended scrub_errors[$pool]=$errors scrub_repaired[$pool]=$repaired
+    last=""
+    [ -z "$ended" ] || last="the last scrub finished $(human_age $((now - ended))) ago"
+    level=WARN
+    if [ "$(unit "$timer" LoadState)" != loaded ]; then
+      detail="scrub timer $timer is not installed (LoadState=$(unit "$timer" LoadState)): converge this host again"
+    elif [ "$(unit "$timer" ActiveState)" != active ]; then
+      state=$(unit "$timer" ActiveState)
+      detail="scrub timer $timer is ${state:-unknown}: systemctl enable --now $timer"
+    elif [ "${errors:-0}" -gt 0 ]; then
+      detail="$last and found $errors error(s) it could not repair: zpool status -v $pool names the damaged files; restore them from a snapshot or a replica, then zpool clear $pool and scrub again (systemctl start $service)"
+    elif [ "$(unit "$service" ActiveState)" = activating ]; then
+      level=ok detail="scrubbing now${last:+; $last}"
+    elif [ -n "$triggered" ] && { [ -z "$ended" ] || [ "$triggered" -gt "$ended" ]; }; then
+      detail="the scrub $timer started $(human_age $((now - triggered))) ago did not finish (canceled, or zpool scrub failed): see journalctl -u $service${last:+; $last}"
+    elif [ -z "$ended" ]; then
+      level=ok detail="no scrub has finished yet: $timer starts the first ($schedule)"
+    elif [ $((now - ended)) -gt $((2 * period)) ]; then
+      detail="$last, more than twice the $schedule period: see systemctl list-timers $timer and journalctl -u $service"
+    else
+      level=ok detail="$last, repaired $(human_bytes "$repaired"), 0 errors"
+    fi
+    scrub_level[$pool]=$level scrub_detail[$pool]=$detail
+    record "$level" "scrub $pool" "$detail"
+  done
+}
+
 # What differs from what swarm installed, one entry per drifted item; drift_known=0 when
 # swarm-drift could not say.
 drift_known=0 drift_steps=() drift_kinds=() drift_items=() drift_details=()
@@ -586,7 +672,8 @@ drift_count() {
 
 # read_all_units: one systemctl call for every unit the checks look at.
 read_all_units() {
-  read_units "${MOUNT_UNITS[@]}" "${SYNC_TIMERS[@]}" "${SYNC_SERVICES[@]}" "${SNAPSHOT_TIMERS[@]}"
+  read_units "${MOUNT_UNITS[@]}" "${SYNC_TIMERS[@]}" "${SYNC_SERVICES[@]}" "${SNAPSHOT_TIMERS[@]}" \
+    "${SCRUB_TIMERS[@]}" "${SCRUB_SERVICES[@]}"
 }
 
 # ---------------------------------------------------------------- modes
@@ -598,6 +685,7 @@ mode_gate() {
   check_mounts 1
   check_syncs 1
   check_datasets
+  check_scrubs
   check_drift gate
   local i failed=()
   for i in "${!check_level[@]}"; do
@@ -644,12 +732,13 @@ json_number() {
 }
 
 mode_json() {
-  local now i name key address path unit timer service status_file ds sep
+  local now i name key address path unit timer service status_file ds sep pool
   read_all_units
   check_peers 0
   check_mounts 1
   check_syncs 0
   check_datasets
+  check_scrubs
   check_drift
   now=$(src_now)
   printf '{"host":%s,"time":%s,"maxHandshakeAge":%s,"pingCount":%s,"peers":[' \
@@ -690,6 +779,15 @@ mode_json() {
     printf '%s{"name":%s,"usedBytes":%s,"availableBytes":%s,"snapshots":%s,"level":%s}' "$sep" \
       "$(json_string "$ds")" "$(json_number "${ds_used[$ds]:-}")" "$(json_number "${ds_available[$ds]:-}")" \
       "$(json_number "${ds_snapshots[$ds]}")" "$(json_string "${ds_level[$ds]}")"
+    sep=,
+  done
+  printf '],"pools":['
+  sep=""
+  for pool in "${POOLS[@]}"; do
+    printf '%s{"name":%s,"lastScrub":%s,"scrubErrors":%s,"scrubRepairedBytes":%s,"level":%s,"detail":%s}' \
+      "$sep" "$(json_string "$pool")" "$(json_number "${scrub_ended[$pool]}")" \
+      "$(json_number "${scrub_errors[$pool]}")" "$(json_number "${scrub_repaired[$pool]}")" \
+      "$(json_string "${scrub_level[$pool]}")" "$(json_string "${scrub_detail[$pool]}")"
     sep=,
   done
   printf ']'
@@ -734,12 +832,13 @@ sample() {
 }
 
 mode_metrics() {
-  local i name key address path unit timer service status_file ds latest family tmp kind
+  local i name key address path unit timer service status_file ds latest family tmp kind pool
   read_all_units
   check_peers 0
   check_mounts 0
   check_syncs 0
   check_datasets
+  check_scrubs
   check_drift
   metric swarm_wireguard_handshake_age_seconds gauge \
     "Seconds since the latest WireGuard handshake with the peer (+Inf: none, or the interface is down)."
@@ -757,6 +856,12 @@ mode_metrics() {
   metric swarm_zfs_snapshots gauge "Snapshots of the dataset taken by swarm."
   metric swarm_zfs_used_bytes gauge "Bytes used by the dataset and its descendants."
   metric swarm_zfs_available_bytes gauge "Bytes still available to the dataset."
+  metric swarm_zfs_scrub_last_timestamp_seconds gauge \
+    "When the pool's last finished scrub ended (as its scrub timer recorded it); 0 before the first."
+  metric swarm_zfs_scrub_errors gauge \
+    "Errors the pool's last finished scrub could not repair; zpool status -v names the damaged files."
+  metric swarm_zfs_scrub_repaired_bytes gauge \
+    "Bytes the pool's last finished scrub repaired, as exact as zpool prints them (three digits)."
   metric swarm_drift_items gauge \
     "Items (file, unit, peer, zfs property) that differ from what swarm installed; npm run repair restores them."
   for i in "${!PEER_NAMES[@]}"; do
@@ -786,6 +891,11 @@ mode_metrics() {
     sample swarm_zfs_snapshots dataset "$ds" "${ds_snapshots[$ds]}"
     [ -z "${ds_used[$ds]:-}" ] || sample swarm_zfs_used_bytes dataset "$ds" "${ds_used[$ds]}"
     [ -z "${ds_available[$ds]:-}" ] || sample swarm_zfs_available_bytes dataset "$ds" "${ds_available[$ds]}"
+  done
+  for pool in "${POOLS[@]}"; do
+    sample swarm_zfs_scrub_last_timestamp_seconds pool "$pool" "${scrub_ended[$pool]:-0}"
+    [ -z "${scrub_errors[$pool]}" ] || sample swarm_zfs_scrub_errors pool "$pool" "${scrub_errors[$pool]}"
+    [ -z "${scrub_repaired[$pool]}" ] || sample swarm_zfs_scrub_repaired_bytes pool "$pool" "${scrub_repaired[$pool]}"
   done
   # Every kind, 0 included, so an alert can compare; none at all when swarm-drift could not say.
   if [ "$drift_known" = 1 ]; then
