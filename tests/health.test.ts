@@ -985,7 +985,7 @@ describe("scrubs in swarm-health, on recorded outputs", () => {
     ],
     [
       "scrub-unfinished",
-      "WARN anchor scrub tank: the scrub swarm-scrub-tank.timer started 10h ago did not finish (canceled, or zpool scrub failed): see journalctl -u swarm-scrub-tank.service; the last scrub finished 24d ago",
+      "WARN anchor scrub tank: the scrub started 10h ago did not finish (canceled, failed, or cut off by a reboot): see journalctl -u swarm-scrub-tank.service; systemctl start swarm-scrub-tank.service waits for a scrub still running and records it; the last scrub finished 24d ago",
     ],
     [
       "scrub-timer-inactive",
@@ -1016,6 +1016,18 @@ describe("scrubs in swarm-health, on recorded outputs", () => {
       )[0];
     expect(level(now - twice)).toBe("ok");
     expect(level(now - twice - 1)).toBe("WARN");
+  });
+
+  test("a first scrub that did not finish: the start recorded, no end", () => {
+    const run = runHealth("anchor", "gate", { files: { "scrub/tank": "started=1764003600\n" } });
+    expect(scrubLines(run)).toEqual([
+      "WARN anchor scrub tank: the scrub started 24h ago did not finish (canceled, failed, or cut off by a reboot): see journalctl -u swarm-scrub-tank.service; systemctl start swarm-scrub-tank.service waits for a scrub still running and records it",
+    ]);
+    // A scrub that ends within the second it was waited for is finished.
+    const same = runHealth("anchor", "gate", {
+      files: { "scrub/tank": "started=1761981502\nended=1761981502\nerrors=0\nrepaired_bytes=0\n" },
+    });
+    expect(scrubLines(same)[0]).toMatch(/^ok /);
   });
 
   test("a status file that does not read as numbers counts as no finished scrub", () => {

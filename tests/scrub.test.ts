@@ -208,6 +208,7 @@ esac
         { mode: 0o755 },
       );
       writeFileSync(join(dir, "zfs-scrub"), scrubProgram(), { mode: 0o755 });
+      const before = Math.floor(Date.now() / 1000);
       const result = spawnSync(join(dir, "zfs-scrub"), opts.args ?? ["tank"], {
         encoding: "utf8",
         env: { PATH: `${dir}:${process.env.PATH}`, TZ: "UTC", SWARM_SCRUB_STATUS_DIR: join(dir, "status") },
@@ -221,7 +222,12 @@ esac
           .trim()
           .split("\n")
           .filter((l) => l !== ""),
-        status: existsSync(statusFile) ? readFileSync(statusFile, "utf8") : undefined,
+        // When it started is the clock's: within the run, and written as STARTED.
+        status: existsSync(statusFile)
+          ? readFileSync(statusFile, "utf8").replace(/^started=(\d+)\n/, (line, at: string) =>
+              Number(at) >= before && Number(at) <= Date.now() / 1000 ? "started=STARTED\n" : line,
+            )
+          : undefined,
         leftovers: spawnSync("ls", ["-A", join(dir, "status")], { encoding: "utf8" })
           .stdout.trim()
           .split("\n"),
@@ -239,7 +245,9 @@ esac
     expect(run.stderr).toBe("zfs-scrub: tank: 2 error(s): zpool status -v tank names the damaged files\n");
     expect(run.code).toBe(0);
     expect(run.calls).toEqual(["zpool status -p tank", "zpool scrub -w tank", "zpool status -p tank"]);
-    expect(run.status).toBe(`ended=1761981502\nerrors=2\nrepaired_bytes=1572864\nscan=${FINISHED}\n`);
+    expect(run.status).toBe(
+      `started=STARTED\nended=1761981502\nerrors=2\nrepaired_bytes=1572864\nscan=${FINISHED}\n`,
+    );
     // Written through a dot file, so a reader never sees half of it.
     expect(run.leftovers).toEqual(["tank"]);
   });
@@ -287,15 +295,16 @@ esac
     expect(run.status).toContain("errors=2\n");
   });
 
-  test("a scrub that cannot start fails and records nothing", () => {
+  test("a scrub that cannot start fails, and records only that it started", () => {
     const run = runScrub({ before: "none requested", after: FINISHED, scrubFails: true });
     expect(run.code).toBe(1);
     expect(run.stderr).toContain("zfs-scrub: zpool scrub tank failed");
-    expect(run.status).toBeUndefined();
+    expect(run.status).toBe("started=STARTED\n");
   });
 
-  test("a canceled scrub fails and leaves the last finished scrub's record as it was", () => {
-    const previous = "ended=1759303102\nerrors=0\nrepaired_bytes=0\nscan=earlier\n";
+  test("a canceled scrub fails and leaves the last finished scrub's lines as they were, after its own start", () => {
+    const finished = "ended=1759303102\nerrors=0\nrepaired_bytes=0\nscan=earlier\n";
+    const previous = `started=1759300000\n${finished}`;
     const run = runScrub({
       before: "none requested",
       after: "scrub canceled on Sat Nov  1 07:14:00 2025",
@@ -305,7 +314,8 @@ esac
     expect(run.stderr).toBe(
       "zfs-scrub: the scrub of tank did not finish: scrub canceled on Sat Nov  1 07:14:00 2025\n",
     );
-    expect(run.status).toBe(previous);
+    // started later than ended: health says this scrub did not finish.
+    expect(run.status).toBe(`started=STARTED\n${finished}`);
   });
 
   test.each([[[]], [["tank", "other"]]])("refuses %j as arguments", (args) => {

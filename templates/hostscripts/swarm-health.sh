@@ -135,7 +135,7 @@ src_systemctl_show() {
   fi
   [ "$#" -gt 0 ] || return 0
   systemctl show --timestamp=unix \
-    -p Id,LoadState,ActiveState,SubState,Result,ExecMainStatus,ExecMainExitTimestamp,LastTriggerUSec -- "$@"
+    -p Id,LoadState,ActiveState,SubState,Result,ExecMainStatus,ExecMainExitTimestamp -- "$@"
 }
 
 # src_run_unit UNIT: runs a oneshot unit and waits until it has finished, at most SYNC_WAIT seconds.
@@ -177,9 +177,9 @@ src_zfs_get() {
   zfs get -Hp -o name,property,value used,available -- "$@" 2>/dev/null
 }
 
-# src_scrub POOL FILE: the pool's last finished scrub as zfs-scrub recorded it in FILE (ended, errors,
-# repaired_bytes, scan: key=value lines, times in seconds since the epoch); fails when none is recorded.
-# Recorded as scrub/POOL.
+# src_scrub POOL FILE: what zfs-scrub recorded in FILE: when it last started, and the last finished
+# scrub (started, ended, errors, repaired_bytes, scan: key=value lines, times in seconds since the
+# epoch); fails when it never ran. Recorded as scrub/POOL.
 src_scrub() {
   if [ -n "$fixtures" ]; then
     fixture "scrub/$1"
@@ -584,15 +584,16 @@ declare -A scrub_ended scrub_errors scrub_repaired scrub_level scrub_detail
 # scrub protects nothing that a deploy changes, and a failed gate would hold back the deploy that
 # repairs the damage (a restore, a failover). The errors stay reported until a scrub finds none.
 check_scrubs() {
-  local i pool schedule period timer service key value ended errors repaired triggered now level detail last state
+  local i pool schedule period timer service key value started ended errors repaired now level detail last state
   scrub_ended=() scrub_errors=() scrub_repaired=() scrub_level=() scrub_detail=()
   now=$(src_now)
   for i in "${!POOLS[@]}"; do
     pool=${POOLS[$i]} schedule=${SCRUB_SCHEDULES[$i]} period=${SCRUB_PERIODS[$i]}
     timer=${SCRUB_TIMERS[$i]} service=${SCRUB_SERVICES[$i]}
-    ended="" errors="" repaired=""
+    started="" ended="" errors="" repaired=""
     while IFS='=' read -r key value; do
       case $key in
+        started) started=$value ;;
         ended) ended=$value ;;
         errors) errors=$value ;;
         repaired_bytes) repaired=$value ;;
@@ -602,13 +603,9 @@ check_scrubs() {
     if ! [[ $ended =~ ^[0-9]+$ && $errors =~ ^[0-9]+$ && $repaired =~ ^[0-9]+$ ]]; then
       ended="" errors="" repaired=""
     fi
-    # When the timer last started a scrub: kept across reboots (Persistent=), unlike the service's result.
-    triggered=$(unit "$timer" LastTriggerUSec)
-    if [[ $triggered =~ ^@([0-9]+)$ ]]; then
-      triggered=${BASH_REMATCH[1]}
-    else
-      triggered=""
-    fi
+    # When zfs-scrub last started (kept across reboots, unlike the service's result; a timer's
+    # LastTriggerUSec is no help: systemd stamps a persistent timer when it is first started).
+    [[ $started =~ ^[0-9]+$ ]] || started=""
     scrub_ended[$pool]=$ended scrub_errors[$pool]=$errors scrub_repaired[$pool]=$repaired
     last=""
     [ -z "$ended" ] || last="the last scrub finished $(human_age $((now - ended))) ago"
@@ -622,8 +619,8 @@ check_scrubs() {
       detail="$last and found $errors error(s) it could not repair: zpool status -v $pool names the damaged files; restore them from a snapshot or a replica, then zpool clear $pool and scrub again (systemctl start $service)"
     elif [ "$(unit "$service" ActiveState)" = activating ]; then
       level=ok detail="scrubbing now${last:+; $last}"
-    elif [ -n "$triggered" ] && { [ -z "$ended" ] || [ "$triggered" -gt "$ended" ]; }; then
-      detail="the scrub $timer started $(human_age $((now - triggered))) ago did not finish (canceled, or zpool scrub failed): see journalctl -u $service${last:+; $last}"
+    elif [ -n "$started" ] && { [ -z "$ended" ] || [ "$started" -gt "$ended" ]; }; then
+      detail="the scrub started $(human_age $((now - started))) ago did not finish (canceled, failed, or cut off by a reboot): see journalctl -u $service; systemctl start $service waits for a scrub still running and records it${last:+; $last}"
     elif [ -z "$ended" ]; then
       level=ok detail="no scrub has finished yet: $timer starts the first ($schedule)"
     elif [ $((now - ended)) -gt $((2 * period)) ]; then

@@ -2,14 +2,16 @@
 # Installed by swarm. Usage: zfs-scrub POOL
 # Scrubs POOL and waits for the scrub to end (zpool scrub -w). A scrub already running, started by
 # hand or by the distribution's own schedule, is waited for, not restarted; a paused one is resumed.
-# When the scrub finished, what it found goes to STATUS_DIR/POOL, read by swarm-health, which so
-# never parses zpool's dates:
+# STATUS_DIR/POOL, read by swarm-health (which so never parses zpool's dates), says when this
+# program last started, and what the last finished scrub found, which it writes when the scrub ends:
+#   started=<seconds since the epoch>
 #   ended=<seconds since the epoch>
 #   errors=<blocks the scrub could not read or repair>
 #   repaired_bytes=<bytes repaired, as exact as zpool prints them: three digits>
 #   scan=<zpool status's scan line, for people>
-# A scrub that was canceled or did not finish writes nothing and exits 1. The scrub itself runs in
-# the kernel: stopping this program (or its unit) stops the waiting, not the scrub.
+# A scrub that was canceled or did not finish leaves the last finished one's lines as they were
+# (started later than ended says so) and exits 1. The scrub itself runs in the kernel: stopping
+# this program (or its unit) stops the waiting, not the scrub.
 set -euo pipefail
 export LC_ALL=C
 # Where the result of each pool's last finished scrub is kept, one file per pool.
@@ -27,6 +29,16 @@ scan_line() {
   zpool status -p "$pool" | sed -n 's/^ *scan: //p' | head -n 1
 }
 
+# write_status LINE...: the pool's status file, through a dot file and a rename.
+write_status() {
+  local tmp
+  [ -d "$status_dir" ] || install -d -m 0755 "$status_dir"
+  tmp=$(mktemp "$status_dir/.$pool.XXXXXX")
+  printf '%s\n' "$@" >"$tmp"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$status_dir/$pool"
+}
+
 # bytes NUMBER UNIT: zpool's rounded size (1.50M, 12K, 0B) in bytes.
 bytes() {
   awk -v n="$1" -v u="$2" 'BEGIN { printf "%.0f\n", n * 1024 ^ (index("BKMGTPE", u) - 1) }'
@@ -36,6 +48,10 @@ line=$(scan_line) || {
   echo "zfs-scrub: cannot read the status of pool $pool (zpool status $pool)" >&2
   exit 1
 }
+# The last finished scrub's lines stay until this one finishes.
+started=$(date +%s)
+mapfile -t finished_before < <(grep -E '^(ended|errors|repaired_bytes|scan)=' "$status_dir/$pool" 2>/dev/null || true)
+write_status "started=$started" ${finished_before[@]+"${finished_before[@]}"}
 if [[ $line == "scrub in progress since "* ]]; then
   echo "zfs-scrub: a scrub of $pool is running already (${line#scrub }): waiting for it to end"
   zpool wait -t scrub "$pool"
@@ -65,11 +81,7 @@ ended=$(date -d "${BASH_REMATCH[5]}" +%s) || {
   echo "zfs-scrub: cannot read the end time of the scrub of $pool: ${BASH_REMATCH[5]}" >&2
   exit 1
 }
-[ -d "$status_dir" ] || install -d -m 0755 "$status_dir"
-tmp=$(mktemp "$status_dir/.$pool.XXXXXX")
-printf 'ended=%s\nerrors=%s\nrepaired_bytes=%s\nscan=%s\n' "$ended" "$errors" "$repaired" "$line" >"$tmp"
-chmod 0644 "$tmp"
-mv -f "$tmp" "$status_dir/$pool"
+write_status "started=$started" "ended=$ended" "errors=$errors" "repaired_bytes=$repaired" "scan=$line"
 echo "zfs-scrub: $pool: $line"
 if [ "$errors" -gt 0 ]; then
   echo "zfs-scrub: $pool: $errors error(s): zpool status -v $pool names the damaged files" >&2
