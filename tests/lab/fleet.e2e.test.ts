@@ -40,7 +40,8 @@ import {
   WG_PUBLIC_CONF_PATH,
 } from "../../templates/wireguard";
 import { authorizedKeysPath } from "../../templates/sftp";
-import { DRIFT_KINDS, askFleet } from "../../scripts/hostReports";
+import { DRIFT_KINDS, askFleet, parseHostReport } from "../../scripts/hostReports";
+import { DEBIAN_SCRUB_PROPERTY, scrubStatusPath, scrubUnitName } from "../../templates/scrub";
 import { repairEdits } from "../../scripts/repair";
 import { reveal } from "../../offline/mockRuntime";
 
@@ -243,6 +244,35 @@ test("2. the export is a ZFS dataset with the configured properties and a sentin
     expect(vdevs).toContain(device);
   }
   phase("check dataset");
+});
+
+test("2b. the pool's scrub timer is active, a scrub run now is recorded, and health reports it", async () => {
+  const e = exported();
+  // The lab stack scrubs its pool (the default, monthly): this check needs it.
+  expect(e.pool.scrub).not.toBe("off");
+  const pool = e.pool.name;
+  expect(await isActive(e.host, scrubUnitName(pool, "timer"))).toBe("active");
+  // Debian's own monthly scrub of every pool leaves this one to swarm's timer.
+  expect((await run(e.host, `zfs get -H -o value ${DEBIAN_SCRUB_PROPERTY} ${pool}`)).trim()).toBe("disable");
+  // The service waits for the scrub (zpool scrub -w); the lab's pool is small.
+  await run(e.host, `systemctl start ${scrubUnitName(pool, "service")}`);
+  const recorded = await run(e.host, `cat ${scrubStatusPath(pool)}`);
+  expect(recorded).toMatch(
+    /^started=\d+\nended=\d+\nerrors=0\nrepaired_bytes=\d+\nscan=scrub repaired \S+ in .+ with 0 errors on .+\n$/,
+  );
+  const [, started, ended] = /^started=(\d+)\nended=(\d+)\n/.exec(recorded) ?? [];
+  expect(Number(ended)).toBeGreaterThanOrEqual(Number(started));
+  const report = parseHostReport(await run(e.host, `${HEALTH_PROGRAM_PATH} json`));
+  expect(report.pools).toEqual([
+    expect.objectContaining({ name: pool, lastScrub: Number(ended), scrubErrors: 0, level: "ok" }),
+  ]);
+  const metrics = await run(
+    e.host,
+    `${HEALTH_PROGRAM_PATH} metrics && cat ${config.health.textfileDir}/swarm.prom`,
+  );
+  expect(metrics).toContain(`swarm_zfs_scrub_last_timestamp_seconds{pool="${pool}"} ${ended}\n`);
+  expect(metrics).toContain(`swarm_zfs_scrub_errors{pool="${pool}"} 0\n`);
+  phase("check scrub");
 });
 
 test("3. first access mounts the export through the automount unit", async () => {
