@@ -40,6 +40,7 @@ import {
   ScrubPlan,
 } from "../templates/scrub";
 import { extractFiles, hostScript, OWNED_DIR, SCRIPT_PRELUDE, unwrapRootCommand } from "../templates/shell";
+import { Sandbox } from "./sandbox";
 import { Raw, STORAGE_FLEET, VOLUME_DEVICE, fakePublicKey, storageFleet } from "./storageFixtures";
 
 const MONTHLY: ScrubPlan = { pool: "tank", schedule: "monthly" };
@@ -537,6 +538,74 @@ describe("the export component", () => {
     const monthly = await triggers(STORAGE_FLEET);
     expect(await triggers(storageFleet(poolOf((p) => ({ ...p, scrub: "monthly" }))))).toEqual(monthly);
     expect(await triggers(storageFleet(poolOf((p) => ({ ...p, scrub: "weekly" }))))).not.toEqual(monthly);
+  });
+
+  test("the step for real in a sandbox: installs, changes nothing the second time, retires when off, and its teardown removes it", async () => {
+    // systemctl keeps enabled and active units in state files; zfs knows the one property.
+    const sandbox = new Sandbox(["/etc/systemd/system", "/usr/local/lib", "/var/lib"], {
+      systemctl: `state=$SANDBOX/state
+case $1 in
+  is-enabled) grep -qxF -- "$3" "$state/enabled" 2>/dev/null ;;
+  is-active) grep -qxF -- "$3" "$state/active" 2>/dev/null ;;
+  enable) echo "$3" >>"$state/enabled" ;;
+  start) echo "$2" >>"$state/active" ;;
+  disable) grep -vxF -- "$4" "$state/enabled" >"$state/e" || true; mv "$state/e" "$state/enabled"
+    grep -vxF -- "$4" "$state/active" >"$state/a" || true; mv "$state/a" "$state/active" ;;
+  *) exit 0 ;;
+esac`,
+      zfs: `case $1 in
+  list) exit 0 ;;
+  get) cat "$SANDBOX/state/property" 2>/dev/null || echo - ;;
+  set) echo "\${2#*=}" >"$SANDBOX/state/property" ;;
+  inherit) echo - >"$SANDBOX/state/property" ;;
+  *) exit 1 ;;
+esac`,
+    });
+    try {
+      const run = (script: string) => {
+        const result = sandbox.run(script);
+        expect(result.stderr).toBe("");
+        expect(result.status).toBe(0);
+        return result.stdout;
+      };
+      const monthly = (await snapshotsCommand(STORAGE_FLEET)).command;
+      const off = (await snapshotsCommand(storageFleet(poolOf((p) => ({ ...p, scrub: "off" }))))).command;
+      const timer = "/etc/systemd/system/swarm-scrub-tank.timer";
+
+      const first = run(create(monthly));
+      expect(first).toContain(`swarm: wrote ${timer}\n`);
+      expect(first).toContain("swarm: set org.debian:periodic-scrub=disable on tank (was -)\n");
+      expect(sandbox.state("enabled")).toContain("swarm-scrub-tank.timer\n");
+      expect(sandbox.read(SCRUB_PROGRAM)).toBe(scrubProgram());
+      expect(sandbox.read(RECORD)).toContain("unit\tswarm-scrub-tank.timer\n");
+      expect(sandbox.read(RECORD)).toContain("zfs\ttank\torg.debian:periodic-scrub\tdisable\n");
+
+      // The second run changes nothing (the snapshot part may still say what its next prune would do).
+      expect(
+        run(create(monthly)).match(/^swarm: (wrote|set|enabled|started|restarted|removed) .*$/gm),
+      ).toBeNull();
+
+      const retired = run(create(off));
+      expect(retired).toContain("swarm: removed swarm-scrub-tank.timer and swarm-scrub-tank.service");
+      expect(retired).toContain(`swarm: removed ${SCRUB_PROGRAM}\n`);
+      expect(sandbox.exists(timer)).toBe(false);
+      expect(sandbox.exists(SCRUB_PROGRAM)).toBe(false);
+      expect(sandbox.state("property")).toBe("-\n");
+      expect(sandbox.read(RECORD)).not.toContain("scrub");
+      // The snapshot timer is the step's too, and stays.
+      expect(sandbox.exists("/etc/systemd/system/swarm-snapshot-meshfs.timer")).toBe(true);
+
+      run(create(monthly));
+      expect(sandbox.exists(timer)).toBe(true);
+      const teardown = run(remove(monthly));
+      expect(teardown).toContain("swarm: removed swarm-scrub-tank.timer and swarm-scrub-tank.service");
+      expect(sandbox.exists(timer)).toBe(false);
+      expect(sandbox.exists(RECORD)).toBe(false);
+      expect(sandbox.state("property")).toBe("-\n");
+      expect(sandbox.calls().filter((c) => /^zpool|zfs (destroy|export)/.test(c))).toEqual([]);
+    } finally {
+      sandbox.dispose();
+    }
   });
 
   test("where health looks for the result is where the program writes it", () => {
