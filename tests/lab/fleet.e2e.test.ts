@@ -28,7 +28,7 @@ import { HEALTH_PROGRAM_PATH, METRICS_UNIT } from "../../templates/health";
 import { clientKeyPath, hostKeyAlias, knownHostsPath, mountUnitNames } from "../../templates/sshfs";
 import { normalizePath } from "../../templates/systemd";
 import { syncUnitNames } from "../../templates/unison";
-import { EXPORT_SENTINEL } from "../../templates/zfs";
+import { EXPORT_SENTINEL, SNAPSHOT_PREFIX, snapshotCommand } from "../../templates/zfs";
 import { unwrapRootCommand } from "../../templates/shell";
 import {
   HUB_RULE_COMMENTS,
@@ -273,6 +273,81 @@ test("2b. the pool's scrub timer is active, a scrub run now is recorded, and hea
   expect(metrics).toContain(`swarm_zfs_scrub_last_timestamp_seconds{pool="${pool}"} ${ended}\n`);
   expect(metrics).toContain(`swarm_zfs_scrub_errors{pool="${pool}"} 0\n`);
   phase("check scrub");
+});
+
+test("2c. snapshot retention on OpenZFS: a run destroys exactly what its dry run listed, never a held, the newest or a foreign snapshot", async () => {
+  const [step] = stepsOf(plan.steps, "export");
+  const { host } = step;
+  const { dataset } = step.snapshots;
+  // A run at 2030-01-10 12:00 UTC, after a history written by hand: hours and days back from it.
+  const now = Date.UTC(2030, 0, 10, 12, 0, 0) / 1000;
+  const history = [
+    "20300110T110000Z",
+    "20300110T100000Z",
+    "20300110T090000Z",
+    "20300109T120000Z",
+    "20300108T120000Z",
+    "20291231T120000Z",
+  ];
+  const snap = (stamp: string) => `${dataset}@${SNAPSHOT_PREFIX}${stamp}`;
+  const held = snap("20291231T120000Z");
+  const foreign = `${dataset}@before-upgrade`;
+  const taken = snap("20300110T120000Z");
+  const retention = { ...step.snapshots.retention, frequent: 0, hourly: 2, daily: 2, weekly: 0, monthly: 0 };
+  const command = (dryRun: boolean) =>
+    `SWARM_NOW=${now} ${snapshotCommand({ ...step.snapshots, retention }, dryRun).join(" ")}`;
+  const swarmSnapshots = async () =>
+    (await run(host, `zfs list -H -t snapshot -o name -d 1 ${dataset}`))
+      .split("\n")
+      .filter((n) => n.startsWith(`${dataset}@${SNAPSHOT_PREFIX}`))
+      .sort();
+  await run(
+    host,
+    [
+      ...history.map((h) => `zfs snapshot ${snap(h)}`),
+      `zfs snapshot ${foreign}`,
+      `zfs hold swarm-lab ${held}`,
+    ].join("\n"),
+  );
+  try {
+    const before = await swarmSnapshots();
+    const dry = await run(host, command(true));
+    process.stdout.write(`${host}: ${command(true)}\n${dry}`);
+    const listed = (action: string) =>
+      dry
+        .split("\n")
+        .filter((l) => l.startsWith(`${action}\t`))
+        .map((l) => l.split("\t")[1]);
+    const doomed = listed("destroy").sort();
+    // The dry run changed nothing.
+    expect(await swarmSnapshots()).toEqual(before);
+    expect(doomed.length).toBeGreaterThan(0);
+    expect(doomed).not.toContain(held);
+    expect(listed("keep")).toContain(held);
+    expect(listed("ignore")).toContain(foreign);
+    expect(listed("take")).toEqual([taken]);
+
+    const real = await run(host, command(false));
+    process.stdout.write(`${host}: ${command(false)}\n${real}`);
+    const after = await swarmSnapshots();
+    // Exactly the dry run's destroy lines went; the run's own snapshot, the held one and the foreign one stay.
+    expect(before.filter((n) => !after.includes(n)).sort()).toEqual(doomed);
+    expect(after).toContain(taken);
+    expect(after).toContain(held);
+    expect((await run(host, `zfs list -H -t snapshot -o name -d 1 ${dataset}`)).split("\n")).toContain(
+      foreign,
+    );
+    // The kept hourly and daily ones: the two newest hours and the newest of the two newest days.
+    expect(after).toEqual(expect.arrayContaining([snap("20300110T110000Z"), snap("20300109T120000Z")]));
+  } finally {
+    // The lab's dataset goes on with the timer's own snapshots only.
+    await run(
+      host,
+      `zfs release swarm-lab ${held} 2>/dev/null || true
+for s in ${[...history.map(snap), taken, foreign].join(" ")}; do zfs destroy "$s" 2>/dev/null || true; done`,
+    );
+  }
+  phase("check snapshot retention");
 });
 
 test("3. first access mounts the export through the automount unit", async () => {
