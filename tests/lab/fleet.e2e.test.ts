@@ -1071,4 +1071,5 @@ printf '%s\\n' 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHandAddedKeyThatSwarmDidNot
   const again = await engine.converge(config, adminKey);
   expect([...again.created, ...again.updated, ...again.deleted]).toEqual([]);
   phase("drift repaired");
-});
+  // Three askFleet rounds, status, metrics on three hosts, a repair converge and a no-op one.
+}, 600_000);
