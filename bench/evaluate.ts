@@ -7,6 +7,8 @@
  *   floor COUNTS_JSON        register the same number of bare resources of the same types, trivial inputs
  *   changes HOSTS TOPOLOGY   evaluate the fleet, then each change, and diff every command's inputs
  */
+import { HostDrift } from "../components/hostDrift";
+import type { SshConnection } from "../components/remote";
 import * as command from "@pulumi/command";
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
@@ -189,6 +191,16 @@ async function profiled(shape: FleetShape): Promise<ProfileResult> {
   return { kind: "profile", evalSeconds, ...attribute(profile) };
 }
 
+const BARE_CONNECTION: SshConnection = {
+  host: "192.0.2.1",
+  port: 22,
+  user: "root",
+  privateKey: "",
+  hostKey: "ssh-ed25519 AAAA",
+  dialErrorLimit: 1,
+  perDialTimeout: 1,
+};
+
 class BareComponent extends pulumi.ComponentResource {
   constructor(type: string, name: string) {
     super(type, name, {}, {});
@@ -222,6 +234,10 @@ function bare(type: string, name: string): void {
       return;
     case "hcloud:index/sshKey:SshKey":
       new hcloud.SshKey(name, { publicKey: "ssh-ed25519 AAAA" });
+      return;
+    case "pulumi-nodejs:dynamic/swarm:HostDrift":
+      // The SDK serializes the provider once per program: the floor pays for that too.
+      new HostDrift(name, { host: name, connection: BARE_CONNECTION, program: "true", after: "" });
       return;
     default:
       if (type.startsWith("swarm:")) {
