@@ -15,6 +15,7 @@ import { SshfsAutomount } from "./components/sshfsAutomount";
 import { SshKeypair } from "./components/sshKeypair";
 import { UnisonSync } from "./components/unisonSync";
 import { WireGuardKeypair } from "./components/wireguardKeypair";
+import { ZfsReplica } from "./components/zfsReplica";
 import { MeshMember, WireGuardMesh } from "./components/wireguardMesh";
 import { MountStep } from "./config/plan";
 import { renderMermaid } from "./templates/topology";
@@ -120,6 +121,29 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
           step.export.name,
           runsOn(step.host, new MeshfsExport(step.name, args, { dependsOn })),
         );
+        break;
+      }
+      case "replica": {
+        const target = machines.get(step.host) as HetznerHost;
+        const side = (host: string) => ({ connection: on(host).connection, user: on(host).user });
+        const replica = new ZfsReplica(
+          step.name,
+          {
+            step,
+            source: side(step.server.name),
+            target: { ...side(step.host), hostKey: target.hostKey, volumeDevice: target.volumeDevice },
+            repairs: config.repairs,
+          },
+          // The export's dataset exists, and both ends of the tunnel are up.
+          {
+            dependsOn: [
+              (exportsByName.get(step.export.name) as MeshfsExport).ready,
+              meshReady(step.host),
+              meshReady(step.server.name),
+            ],
+          },
+        );
+        replica.commandsOn.forEach((commands, host) => onHost.get(host)?.push(...commands));
         break;
       }
       case "mount": {

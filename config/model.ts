@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { healthExpectations } from "../templates/health";
 import { Cidr, formatAddress, hostRange, parseAddress, parseCidr } from "./ipv4";
 import { FleetStep, HostStep, planSteps } from "./plan";
-import { ExportConfig, FleetConfig, HostConfig, MountConfig, SyncConfig } from "./types";
+import { ExportConfig, FleetConfig, HostConfig, MountConfig, ReplicaConfig, SyncConfig } from "./types";
 
 /** What one host's WireGuard interface says about one peer. */
 export interface PeerPlan {
@@ -39,6 +39,8 @@ export interface HostPlan {
   readonly mounts: readonly MountConfig[];
   /** Syncs run on this host. */
   readonly syncs: readonly SyncConfig[];
+  /** Replicas of exports kept on this host. */
+  readonly replicas: readonly ReplicaConfig[];
   /** Debian packages the host's roles need, sorted. */
   readonly packages: readonly string[];
   /** What the host runs, in order, every reference resolved (see config/plan.ts). */
@@ -124,7 +126,12 @@ export function routingHub(mesh: FleetConfig["mesh"]): string | undefined {
 /** Packages a host needs for its roles; `forwards`: it is the hub of hub routing. */
 export function hostPackages(
   host: HostConfig,
-  roles: { exports: readonly ExportConfig[]; mounts: readonly MountConfig[]; syncs: readonly SyncConfig[] },
+  roles: {
+    exports: readonly ExportConfig[];
+    mounts: readonly MountConfig[];
+    syncs: readonly SyncConfig[];
+    replicas?: readonly ReplicaConfig[];
+  },
   forwards = false,
 ): string[] {
   const packages = new Set(["wireguard-tools", "openssh-server", "util-linux"]);
@@ -136,7 +143,7 @@ export function hostPackages(
     packages.add("nftables");
     packages.add("procps");
   }
-  if (roles.exports.length > 0) {
+  if (roles.exports.length > 0 || (roles.replicas?.length ?? 0) > 0) {
     packages.add("zfsutils-linux");
   }
   if (roles.mounts.length > 0) {
@@ -165,6 +172,7 @@ export function planFleet(config: FleetConfig): FleetPlan {
       exports: config.exports.filter((e) => e.host === host.name),
       mounts: config.mounts.filter((m) => m.host === host.name),
       syncs: config.syncs.filter((s) => s.host === host.name),
+      replicas: config.exports.flatMap((e) => e.replicas.filter((r) => r.host === host.name)),
     };
     const routedVia = hub !== undefined && host.name !== hub ? hub : undefined;
     const peers = peerNames(config, host.name).map((name) => ({

@@ -18,6 +18,7 @@ import { isInside, normalizePath } from "../templates/systemd";
 import type { RemoteRoot, SyncPlan } from "../templates/unison";
 import type { SnapshotPlan, ZfsPlan } from "../templates/zfs";
 import type { ScrubPlan } from "../templates/scrub";
+import type { ReplicaPlan } from "../templates/replica";
 import type { HealthConfig } from "./health";
 import type { PeerPlan } from "./model";
 import type {
@@ -132,6 +133,20 @@ export interface ExportStep {
   readonly syncServers: readonly ExportSyncServer[];
 }
 
+/** A replica of an export on another host: received there, sent by the export host. */
+export interface ReplicaStep {
+  readonly kind: "replica";
+  readonly name: string;
+  /** The replica host. */
+  readonly host: string;
+  readonly export: ExportConfig;
+  /** The export host, which sends. */
+  readonly server: HostRef;
+  /** `pool.devices` names the replica host's volume: the component puts the device path in its place. */
+  readonly usesVolume: boolean;
+  readonly replica: ReplicaPlan;
+}
+
 /** An export mounted with sshfs automount units. */
 export interface MountStep {
   readonly kind: "mount";
@@ -187,11 +202,18 @@ export interface HealthStep {
 
 /** What one host runs, in order. */
 export type HostStep =
-  BootstrapStep | WireGuardKeyStep | WireGuardConfigStep | ExportStep | MountStep | SyncStep | HealthStep;
+  | BootstrapStep
+  | WireGuardKeyStep
+  | WireGuardConfigStep
+  | ExportStep
+  | ReplicaStep
+  | MountStep
+  | SyncStep
+  | HealthStep;
 
 /** What the program declares, in order: one entry per component it creates. */
 export type FleetStep =
-  BootstrapStep | WireGuardKeyStep | MeshStep | ExportStep | MountStep | SyncStep | HealthStep;
+  BootstrapStep | WireGuardKeyStep | MeshStep | ExportStep | ReplicaStep | MountStep | SyncStep | HealthStep;
 
 /** Names of a path's components below a root, joined with `/`: `/a//./b/` is `a/b`. */
 export function relativePath(path: string): string {
@@ -451,6 +473,39 @@ export function planSteps(
     };
   });
 
+  const replicas = config.exports.flatMap((exported) =>
+    exported.replicas.map((r): ReplicaStep => {
+      const server = ref(exported.host);
+      const target = ref(r.host);
+      const interval = r.interval;
+      return {
+        kind: "replica",
+        name: `${exported.name}-replica-${r.host}`,
+        host: r.host,
+        export: exported,
+        server,
+        usesVolume: r.pool.devices.includes("volume"),
+        replica: {
+          exportName: exported.name,
+          source: { host: exported.host, meshAddress: server.meshAddress, dataset: exported.dataset },
+          host: r.host,
+          meshAddress: target.meshAddress,
+          pool: {
+            exportName: exported.name,
+            pool: r.pool.name,
+            devices: r.pool.devices,
+            fileSize: r.pool.fileSize,
+          },
+          target: r.dataset,
+          interval,
+          retention: r.retention ?? exported.snapshots.retention,
+          maxLag: r.maxLag ?? 4 * interval,
+          ...(r.pool.scrub === "off" ? {} : { scrub: { pool: r.pool.name, schedule: r.pool.scrub } }),
+        },
+      };
+    }),
+  );
+
   const health = hosts.map((h): HealthStep => ({
     kind: "health",
     name: `${h.name}-health`,
@@ -462,12 +517,15 @@ export function planSteps(
 
   const byHost = new Map<string, HostStep[]>(hosts.map((h) => [h.name, []]));
   const add = (step: HostStep) => (byHost.get(step.host) ?? unresolved(`host ${step.host}`)).push(step);
-  [...bootstraps, ...keys, ...wireguard, ...exportSteps, ...mounts, ...syncs, ...health].forEach(add);
+  [...bootstraps, ...keys, ...wireguard, ...exportSteps, ...replicas, ...mounts, ...syncs, ...health].forEach(
+    add,
+  );
   const fleet: FleetStep[] = [
     ...bootstraps,
     ...keys,
     { kind: "mesh", name: "mesh", hosts: wireguard },
     ...exportSteps,
+    ...replicas,
     ...mounts,
     ...syncs,
     ...health,
@@ -499,6 +557,8 @@ export function stepCommandNames(step: FleetStep): string[] {
       return step.hosts.flatMap((h) => [`${step.name}-${h.host}-key`, `${step.name}-${h.host}-config`]);
     case "export":
       return ["zfs", "sftp", "snapshots", "hostkey"].map((role) => `${step.name}-${role}`);
+    case "replica":
+      return [`${step.name}-receive`, `${step.name}-key`, `${step.name}-send`];
     case "mount":
       return [`${step.name}-key`, `${step.name}-units`];
     case "sync":

@@ -261,6 +261,47 @@ export const snapshotSchema = z.object({
 });
 fieldInfo.add(snapshotSchema, { removedKeys: ["keep"] });
 
+/**
+ * A copy of an export's dataset on another host of the fleet, kept by
+ * incremental `zfs send`/`zfs receive` over the mesh (docs/replicas.md).
+ */
+export const replicaSchema = z.object({
+  host: field(
+    text(),
+    "the host that keeps the replica: another host of the fleet, best in another location",
+    {
+      hint: "name the host that keeps the replica",
+    },
+  ),
+  pool: field(
+    poolSchema,
+    "the ZFS pool on that host the replica lives in; on an hcloud host write `volume` for its own volume",
+    { hint: "set pool.name (e.g. backup) and, to create it, pool.devices" },
+  ),
+  dataset: field(
+    text({
+      pattern: DATASET_NAME,
+      patternHint: "is not a ZFS dataset name: write pool/child, e.g. backup/meshfs",
+    }),
+    "the dataset the replica is received into, inside that pool, e.g. `backup/meshfs`: made by the first receive, read-only and never mounted",
+    { hint: "name the replica's dataset, e.g. backup/meshfs" },
+  ),
+  interval: field(
+    duration(60, 86400).default(900),
+    "how often the export host snapshots the dataset and sends the replica what it lacks (1min–1d): the most data a loss of the export host can take",
+  ),
+  retention: field(
+    retentionSchema.optional(),
+    "tiers of swarm's snapshots the replica keeps, pruned after each receive; never the newest, which the next send starts from",
+    { defaultText: "the export's `snapshots.retention`" },
+  ),
+  maxLag: field(
+    duration(60, 30 * 86400).optional(),
+    "the export host's health gate fails when the newest snapshot on the replica is older than this (1min–30d)",
+    { defaultText: "four intervals" },
+  ),
+});
+
 export const exportSchema = z.object({
   name: field(
     text({ pattern: UNIT_NAME, patternHint: UNIT_NAME_HINT }),
@@ -298,6 +339,10 @@ export const exportSchema = z.object({
   clients: field(
     list(text({ notString: (v) => `must be a host name, got ${describe(v)}` })).default([]),
     "the hosts allowed to mount it",
+  ),
+  replicas: field(
+    list(replicaSchema).default([]),
+    "copies of the dataset on other hosts, kept by incremental zfs send over the mesh; see [docs/replicas.md](docs/replicas.md)",
   ),
   user: field(
     text({

@@ -10,6 +10,7 @@ import type {
   meshSchema,
   mountSchema,
   poolSchema,
+  replicaSchema,
   retentionSchema,
   snapshotSchema,
   syncRemoteSchema,
@@ -42,6 +43,7 @@ export type AdminConfig = Config<typeof adminSchema>;
 export type PoolConfig = Config<typeof poolSchema>;
 export type RetentionConfig = Config<typeof retentionSchema>;
 export type SnapshotConfig = Config<typeof snapshotSchema>;
+export type ReplicaConfig = Config<typeof replicaSchema>;
 export type ExportConfig = Config<typeof exportSchema>;
 export type MountConfig = Config<typeof mountSchema>;
 export type SyncRemoteConfig = Config<typeof syncRemoteSchema>;

@@ -162,6 +162,8 @@ type HostFields = Fields<typeof hostSchema>;
 type MeshFields = Fields<typeof meshSchema>;
 type AdminFields = Fields<typeof adminSchema>;
 type ExportFields = Fields<typeof exportSchema>;
+type ReplicaFields = ExportFields["replicas"][number];
+type PoolFields = ExportFields["pool"];
 type MountFields = Fields<typeof mountSchema>;
 type SyncFields = Fields<typeof syncSchema>;
 
@@ -210,6 +212,14 @@ interface ExportDraft {
   mountpoint?: string;
   clients?: { readonly name: string; readonly path: string }[];
   user?: string;
+  replicas: ReplicaDraft[];
+}
+
+interface ReplicaDraft {
+  readonly path: string;
+  host?: string;
+  pool?: Partial<PoolConfig>;
+  dataset?: string;
 }
 
 interface MountDraft {
@@ -296,6 +306,7 @@ export function validateFleetConfig(
   checkMesh(fleet, adminDraft?.sources ?? [], errors);
   const meshIsClean = !errors.some((e) => isMeshPath(e.path));
   checkExports(fleet, exports, errors);
+  checkReplicas(fleet, exports, errors);
   checkMounts(fleet, exports, mounts, syncs, errors);
   checkSyncs(fleet, exports, mounts, syncs, errors);
   errors.push(...privateKeyErrors(raw, options.secretKeys, errors));
@@ -801,7 +812,7 @@ function sshSourceProblem(text: string, cidr: Cidr, firewalled: boolean): string
 }
 
 function readExport(item: Item<ExportFields>, errors: ConfigError[]): ExportDraft {
-  const draft: ExportDraft = { path: item.path, fields: {} };
+  const draft: ExportDraft = { path: item.path, fields: {}, replicas: [] };
   const r = item.section;
   if (!r) {
     return draft;
@@ -812,55 +823,10 @@ function readExport(item: Item<ExportFields>, errors: ConfigError[]): ExportDraf
   draft.host = v.host;
   const pool = r.sub("pool");
   if (pool) {
-    const devices: string[] = [];
-    for (const { value: device, path } of pool.elements("devices")) {
-      const problem = device === "volume" ? undefined : absolutePathProblem(device, "/dev/sdb");
-      if (problem) {
-        errors.push({ path, message: `${problem}, or write volume for the host's Hetzner volume` });
-      } else {
-        devices.push(device);
-      }
-    }
-    devices.forEach((device, i) => {
-      if (devices.indexOf(device) !== i) {
-        pool.error("devices", `lists ${device} twice: list each device once`);
-      }
-    });
-    const { fileSize } = pool.value;
-    if (fileSize !== undefined && devices.length === 0) {
-      pool.error(
-        "fileSize",
-        "creates missing device files, but devices is empty: list the file paths, or remove fileSize",
-      );
-    }
-    if (fileSize !== undefined && devices.includes("volume")) {
-      pool.error(
-        "fileSize",
-        "creates sparse files, but volume is a block device: remove fileSize, or list file paths instead of volume",
-      );
-    }
-    // A removed key, explained: "unknown key" would not tell an older stack what to do.
-    const implementation = pool.raw.implementation;
-    if (implementation !== undefined) {
-      pool.error("implementation", implementationRemoved(implementation, draft.host));
-    }
-    draft.pool = {
-      name: pool.value.name,
-      devices,
-      ...(fileSize !== undefined ? { fileSize } : {}),
-      scrub: pool.value.scrub,
-    };
+    draft.pool = readPool(pool, errors, draft.host);
   }
   draft.dataset = v.dataset;
-  const poolName = draft.pool?.name;
-  if (draft.dataset !== undefined && poolName !== undefined) {
-    if (draft.dataset !== poolName && !draft.dataset.startsWith(`${poolName}/`)) {
-      r.error(
-        "dataset",
-        `${draft.dataset} is not inside pool ${poolName}: start it with ${poolName}/, e.g. ${poolName}/${draft.dataset.split("/").slice(1).join("/") || "meshfs"}`,
-      );
-    }
-  }
+  pushIf(errors, r.at("dataset"), datasetOutsidePool(draft.dataset, draft.pool?.name));
   draft.mountpoint = checkPath(r, "mountpoint", {
     example: "/tank/meshfs/state",
     system: true,
@@ -874,7 +840,100 @@ function readExport(item: Item<ExportFields>, errors: ConfigError[]): ExportDraf
   }
   draft.clients = r.elements("clients").map((client) => ({ name: client.value, path: client.path }));
   draft.user = v.user;
+  draft.replicas = r.items("replicas").map((replica) => readReplica(replica, errors));
   return draft;
+}
+
+function readReplica(item: Item<ReplicaFields>, errors: ConfigError[]): ReplicaDraft {
+  const draft: ReplicaDraft = { path: item.path };
+  const r = item.section;
+  if (!r) {
+    return draft;
+  }
+  draft.host = r.value.host;
+  const pool = r.sub("pool");
+  if (pool) {
+    draft.pool = readPool(pool, errors, draft.host);
+  }
+  draft.dataset = r.value.dataset;
+  const dataset = draft.dataset;
+  const poolName = draft.pool?.name;
+  pushIf(errors, r.at("dataset"), datasetOutsidePool(dataset, poolName));
+  if (dataset !== undefined && poolName !== undefined && dataset === poolName) {
+    r.error(
+      "dataset",
+      `is the pool's root dataset: a replica is received into a dataset of its own, e.g. ${poolName}/meshfs`,
+    );
+  }
+  const retention = r.sub("retention");
+  const tiers = retention?.value;
+  if (retention && tiers && RETENTION_TIERS.every((t) => tiers[t] === 0)) {
+    errors.push({
+      path: retention.path,
+      message: `keeps no snapshot: every tier is 0; keep at least one tier, e.g. retention: ${formatRetention(only("hourly", 48))}, or remove retention to keep what the export keeps`,
+    });
+  }
+  const { interval, maxLag } = r.value;
+  if (interval !== undefined && maxLag !== undefined && maxLag <= interval) {
+    r.error(
+      "maxLag",
+      `${formatDuration(maxLag)} is not longer than the interval ${formatDuration(interval)}: the replica is always up to one interval behind, so the gate would fail between runs; give at least two intervals, e.g. maxLag: ${formatDuration(interval * 4)}`,
+    );
+  }
+  return draft;
+}
+
+/** Why a dataset cannot live in a pool of that name, or undefined. */
+function datasetOutsidePool(dataset: string | undefined, pool: string | undefined): string | undefined {
+  if (dataset === undefined || pool === undefined || dataset === pool || dataset.startsWith(`${pool}/`)) {
+    return undefined;
+  }
+  return `${dataset} is not inside pool ${pool}: start it with ${pool}/, e.g. ${pool}/${dataset.split("/").slice(1).join("/") || "meshfs"}`;
+}
+
+function readPool(
+  pool: Section<PoolFields>,
+  errors: ConfigError[],
+  host: string | undefined,
+): Partial<PoolConfig> {
+  const devices: string[] = [];
+  for (const { value: device, path } of pool.elements("devices")) {
+    const problem = device === "volume" ? undefined : absolutePathProblem(device, "/dev/sdb");
+    if (problem) {
+      errors.push({ path, message: `${problem}, or write volume for the host's Hetzner volume` });
+    } else {
+      devices.push(device);
+    }
+  }
+  devices.forEach((device, i) => {
+    if (devices.indexOf(device) !== i) {
+      pool.error("devices", `lists ${device} twice: list each device once`);
+    }
+  });
+  const { fileSize } = pool.value;
+  if (fileSize !== undefined && devices.length === 0) {
+    pool.error(
+      "fileSize",
+      "creates missing device files, but devices is empty: list the file paths, or remove fileSize",
+    );
+  }
+  if (fileSize !== undefined && devices.includes("volume")) {
+    pool.error(
+      "fileSize",
+      "creates sparse files, but volume is a block device: remove fileSize, or list file paths instead of volume",
+    );
+  }
+  // A removed key, explained: "unknown key" would not tell an older stack what to do.
+  const implementation = pool.raw.implementation;
+  if (implementation !== undefined) {
+    pool.error("implementation", implementationRemoved(implementation, host));
+  }
+  return {
+    name: pool.value.name,
+    devices,
+    ...(fileSize !== undefined ? { fileSize } : {}),
+    scrub: pool.value.scrub,
+  };
 }
 
 /**
@@ -1477,20 +1536,7 @@ function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors
       errors.push({ path: `${e.path}.host`, message: unknown });
     }
     const host = fleet.byName.get(e.host);
-    if (host && e.pool?.devices?.includes("volume")) {
-      const devicesPath = `${e.path}.pool.devices`;
-      if (host.isExisting) {
-        errors.push({
-          path: devicesPath,
-          message: `volume means the host's Hetzner volume, but ${e.host} is an existing host: list its block devices instead, e.g. /dev/sdb`,
-        });
-      } else if (host.isHcloud && !host.hasVolume) {
-        errors.push({
-          path: devicesPath,
-          message: `volume needs a Hetzner volume on ${e.host}: set ${host.path}.hcloud.volumeSize (in GB), or list device paths`,
-        });
-      }
-    }
+    pushIf(errors, `${e.path}.pool.devices`, volumeProblem(host, e.pool));
     if (e.pool?.name !== undefined) {
       const key = `${e.host} ${e.pool.name}`;
       const first = poolOwner.get(key);
@@ -1562,6 +1608,116 @@ function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors
         });
       }
       seen.add(client.name);
+    }
+  }
+}
+
+/** Why a pool cannot use `volume` on its host, or undefined. */
+function volumeProblem(
+  host: HostDraft | undefined,
+  pool: Partial<PoolConfig> | undefined,
+): string | undefined {
+  if (!host || !pool?.devices?.includes("volume")) {
+    return undefined;
+  }
+  if (host.isExisting) {
+    return `volume means the host's Hetzner volume, but ${host.name} is an existing host: list its block devices instead, e.g. /dev/sdb`;
+  }
+  if (host.isHcloud && !host.hasVolume) {
+    return `volume needs a Hetzner volume on ${host.name}: set ${host.path}.hcloud.volumeSize (in GB), or list device paths`;
+  }
+  return undefined;
+}
+
+/** One dataset is the other or inside it. */
+function sameTree(a: string, b: string): boolean {
+  return a === b || a.startsWith(`${b}/`) || b.startsWith(`${a}/`);
+}
+
+/**
+ * A replica lives on another host that reaches the export host over the
+ * mesh, in a pool declared the same way wherever that host's pools are
+ * declared, in a dataset of its own: not one exported or replicated there
+ * already, nor inside or above one.
+ */
+function checkReplicas(fleet: FleetIndex, exports: readonly ExportDraft[], errors: ConfigError[]): void {
+  // Everything that claims a pool or a dataset on a host, exports first: what a replica must agree with.
+  const claims: { host: string; path: string; pool?: Partial<PoolConfig>; dataset?: string; what: string }[] =
+    exports.flatMap((e) =>
+      e.host === undefined
+        ? []
+        : [{ host: e.host, path: e.path, pool: e.pool, dataset: e.dataset, what: "exported" }],
+    );
+  for (const e of exports) {
+    const seen = new Set<string>();
+    for (const replica of e.replicas) {
+      const { host } = replica;
+      if (host === undefined) {
+        continue;
+      }
+      const at = (key: string) => `${replica.path}.${key}`;
+      const unknown = fleet.unknownHost(host);
+      if (unknown) {
+        errors.push({ path: at("host"), message: unknown });
+        continue;
+      }
+      if (host === e.host) {
+        errors.push({
+          path: at("host"),
+          message: `${host} is the export's own host: a replica there is lost with it; name another host, best in another location`,
+        });
+        continue;
+      }
+      if (seen.has(host)) {
+        errors.push({
+          path: at("host"),
+          message: `${host} already keeps a replica of export ${e.name ?? ""}: one replica per host, remove one`,
+        });
+        continue;
+      }
+      seen.add(host);
+      if (e.host !== undefined && fleet.has(e.host) && !fleet.adjacent(host, e.host)) {
+        errors.push({
+          path: at("host"),
+          message: `under topology hub ${host} peers only with ${fleet.mesh.hub}, so ${e.host} cannot send to it over the mesh: keep the replica on the hub, or use topology full`,
+        });
+      }
+      pushIf(errors, at("pool.devices"), volumeProblem(fleet.byName.get(host), replica.pool));
+      for (const other of claims) {
+        if (other.host !== host) {
+          continue;
+        }
+        if (replica.pool?.name !== undefined && other.pool?.name === replica.pool.name) {
+          if (!samePool(other.pool, replica.pool)) {
+            errors.push({
+              path: at("pool"),
+              message: `pool ${replica.pool.name} on ${host} is also declared by ${other.path} with other devices, fileSize or scrub: declare the pool the same way in both`,
+            });
+          }
+        } else if (other.pool?.devices?.includes("volume") && replica.pool?.devices?.includes("volume")) {
+          errors.push({
+            path: at("pool.devices"),
+            message: `the volume of ${host} already backs pool ${other.pool.name} (${other.path}): a host has one volume, put the replica in that pool`,
+          });
+        }
+        if (
+          replica.dataset !== undefined &&
+          other.dataset !== undefined &&
+          sameTree(replica.dataset, other.dataset)
+        ) {
+          errors.push({
+            path: at("dataset"),
+            message: `${replica.dataset} ${replica.dataset === other.dataset ? "is" : "overlaps"} ${other.dataset}, ${other.what} on ${host} by ${other.path}: a replica needs a dataset of its own, neither inside nor above another, e.g. ${replica.pool?.name ?? "backup"}/${e.name ?? "meshfs"}`,
+          });
+        }
+      }
+      claims.push({
+        host,
+        path: replica.path,
+        pool: replica.pool,
+        dataset: replica.dataset,
+        what: "a replica",
+      });
     }
   }
 }

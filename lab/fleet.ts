@@ -90,11 +90,14 @@ const VM_DISK = /^\/dev\/disk\/by-id\/virtio-([A-Za-z0-9_-]{1,20})$/;
  */
 export function labDisks(config: FleetConfig): string[] {
   const disks = new Set<string>();
-  for (const e of config.exports) {
-    for (const device of e.pool.devices) {
+  const pools = config.exports.flatMap((e) =>
+    [e, ...e.replicas].map((p) => ({ host: p.host, pool: p.pool })),
+  );
+  for (const { host, pool } of pools) {
+    for (const device of pool.devices) {
       const serial = VM_DISK.exec(device)?.[1];
       if (serial !== undefined) {
-        disks.add(`${e.host}=${serial}`);
+        disks.add(`${host}=${serial}`);
       }
     }
   }

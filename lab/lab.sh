@@ -413,6 +413,10 @@ create_host() { # NAME ADDR IMAGE [DEVICE...]
     : >"$dir/nspawn-args"
     if (($# > 0)); then
         [[ -c /dev/zfs ]] || die "$name: has devices but the kernel has no /dev/zfs (modprobe zfs)"
+        # What zfsutils-linux's udev rule (90-zfs.rules: MODE="0666") does on a real host, which the
+        # VM, without zfsutils, lacks: ZFS checks delegated permissions (zfs allow) itself, so
+        # unprivileged users such as a replica's receiver may open the device.
+        chmod 0666 /dev/zfs
         device_args "$name" "$@" >"$dir/nspawn-args"
     fi
     if [[ $NO_KERNEL_WIREGUARD == *" $name "* ]]; then

@@ -146,7 +146,7 @@ export function healthExpectations(
     exports: host.exports
       .map((e) => ({ dataset: e.dataset, snapshotTimer: snapshotUnitName(e.name, "timer") }))
       .sort(byKey((e) => e.dataset)),
-    pools: [...new Map(host.exports.map((e) => [e.pool.name, e.pool])).values()]
+    pools: [...new Map([...host.exports, ...host.replicas].map((e) => [e.pool.name, e.pool])).values()]
       .flatMap(({ name, scrub }) =>
         scrub === "off"
           ? []

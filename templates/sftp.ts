@@ -85,7 +85,7 @@ export function ed25519Key(line: string, what: string): string {
 }
 
 /** An sshd_config word: quoted when it holds blanks; `%` doubled as sshd expands tokens. */
-function sshdWord(value: string): string {
+export function sshdWord(value: string): string {
   const escaped = value.replace(/%/g, "%%");
   return /[\s"]/.test(escaped) ? `"${escaped.replace(/"/g, '\\"')}"` : escaped;
 }
@@ -127,6 +127,23 @@ export function authorizedKeys(plan: SftpPlan): string {
   }
   return `${lines.join("\n")}\n`;
 }
+
+/** sshd settings of a user that gets in with a key from swarm's file and runs nothing but its forced command. */
+export const LOCKED_SESSION: readonly string[] = [
+  "\tAuthenticationMethods publickey",
+  "\tPubkeyAuthentication yes",
+  "\tPasswordAuthentication no",
+  "\tKbdInteractiveAuthentication no",
+  "\tHostbasedAuthentication no",
+  "\tDisableForwarding yes",
+  "\tAllowTcpForwarding no",
+  "\tAllowAgentForwarding no",
+  "\tAllowStreamLocalForwarding no",
+  "\tX11Forwarding no",
+  "\tPermitTTY no",
+  "\tPermitTunnel no",
+  "\tPermitUserRC no",
+];
 
 /** The sshd drop-in for the export user. */
 export function sshdDropin(plan: SftpPlan): string {
@@ -176,19 +193,7 @@ export function sshdDropin(plan: SftpPlan): string {
     "# Whoever is left: a key from the swarm file, nothing but the forced command.",
     `Match User ${user}`,
     `\tAuthorizedKeysFile ${sshdWord(authorizedKeysPath(user))}`,
-    "\tAuthenticationMethods publickey",
-    "\tPubkeyAuthentication yes",
-    "\tPasswordAuthentication no",
-    "\tKbdInteractiveAuthentication no",
-    "\tHostbasedAuthentication no",
-    "\tDisableForwarding yes",
-    "\tAllowTcpForwarding no",
-    "\tAllowAgentForwarding no",
-    "\tAllowStreamLocalForwarding no",
-    "\tX11Forwarding no",
-    "\tPermitTTY no",
-    "\tPermitTunnel no",
-    "\tPermitUserRC no",
+    ...LOCKED_SESSION,
   );
   return `${lines.join("\n")}\n`;
 }

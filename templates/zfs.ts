@@ -39,7 +39,11 @@ function dirname(path: string): string {
   return cut <= 0 ? "/" : path.slice(0, cut);
 }
 
-function modulePart(plan: ZfsPlan): string {
+/** What converging a pool needs to know: the export names the owner in messages. */
+export type PoolPlan = Pick<ZfsPlan, "exportName" | "pool" | "devices" | "fileSize">;
+
+/** Loads OpenZFS or finds it loaded; fails naming the export otherwise. */
+export function modulePart(plan: Pick<ZfsPlan, "exportName">): string {
   return `# OpenZFS needs its kernel module: loaded here, or, in a container (the lab's hosts), loaded by the
 # kernel outside and given as /dev/zfs.
 if ! modprobe zfs 2>/dev/null && ! [ -e /dev/zfs ]; then
@@ -49,7 +53,8 @@ command -v zpool >/dev/null || fail "zpool is missing: install zfsutils-linux"
 `;
 }
 
-function poolPart(plan: ZfsPlan): string {
+/** Imports the pool, or creates it on its devices when none of them holds anything. */
+export function poolPart(plan: PoolPlan): string {
   const q = shellQuote;
   const pool = q(plan.pool);
   const importDirs = [...new Set(plan.devices.map(dirname))].sort();

@@ -11,10 +11,12 @@ describe("what the lab boots for a stack", () => {
     expect(lab.hosts.filter((h) => h.wireguard === "wireguard-go").map((h) => h.name)).toEqual(["satellite"]);
   });
 
-  it("gives each pool device named as a VM disk to its export host, then boots every host", () => {
+  it("gives each pool device named as a VM disk to its export or replica host, then boots every host", () => {
     expect(labUpArgs(lab)).toEqual([
       "--disk",
       "anchor=swarm-tank",
+      "--disk",
+      "hetzner-native=swarm-backup",
       "--no-kernel-wireguard",
       "satellite",
       "--router",
@@ -29,6 +31,7 @@ describe("what the lab boots for a stack", () => {
       exports: lab.exports.map((e) => ({
         ...e,
         pool: { ...e.pool, devices: ["/dev/sdb", "/dev/disk/by-id/scsi-0HC_Volume_1"] },
+        replicas: e.replicas.map((r) => ({ ...r, pool: { ...r.pool, devices: ["/dev/sdc"] } })),
       })),
     };
     expect(labDisks(other)).toEqual([]);

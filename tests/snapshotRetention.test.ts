@@ -378,7 +378,7 @@ describe("zfs-snapshot when zfs fails or is used wrongly", () => {
     const outcome = zfs.run(args, "2024-01-02T00:00:00");
     expect(outcome.status).toBe(2);
     expect(outcome.stderr).toContain(message);
-    expect(outcome.stderr).toContain("usage: zfs-snapshot [--dry-run] DATASET TIER=N...");
+    expect(outcome.stderr).toContain("usage: zfs-snapshot [--dry-run] [--no-snapshot] DATASET TIER=N...");
     expect(outcome.calls).toEqual([]);
   });
 

@@ -1,10 +1,11 @@
 #!/bin/bash
-# Installed by swarm. Usage: zfs-snapshot [--dry-run] DATASET TIER=N...
+# Installed by swarm. Usage: zfs-snapshot [--dry-run] [--no-snapshot] DATASET TIER=N...
 #   TIER: frequent (the N newest swarm snapshots), hourly, daily, weekly or monthly (the newest swarm snapshot
 #   of each of the last N UTC hours, days, weeks from Monday, calendar months that have one).
 # A run takes DATASET@swarm-<UTC yyyymmddTHHMMSSZ>, then destroys each swarm snapshot of DATASET that no tier
 # keeps, except the newest, the one it took and any with a zfs hold. Snapshots of any other name are never
-# touched. --dry-run takes and destroys nothing: it prints what a run now would do, one line per snapshot of
+# touched. --no-snapshot prunes without taking one (a replica's snapshots come from its source).
+# --dry-run takes and destroys nothing: it prints what a run now would do, one line per snapshot of
 # DATASET, newest first: ACTION<tab>SNAPSHOT<tab>WHY, ACTION being take, keep, destroy or ignore.
 # SWARM_NOW (seconds since the epoch), only when set, stands in for the clock.
 # Exit: 0 done; 1 zfs failed or refused a destroy; 2 usage.
@@ -19,7 +20,7 @@ STAMP='(19[7-9][0-9]|2[0-9]{3})(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])T([01][0-9
 
 usage() {
   echo "zfs-snapshot: $1" >&2
-  echo "usage: zfs-snapshot [--dry-run] DATASET TIER=N... (TIER: ${TIERS[*]})" >&2
+  echo "usage: zfs-snapshot [--dry-run] [--no-snapshot] DATASET TIER=N... (TIER: ${TIERS[*]})" >&2
   exit 2
 }
 
@@ -28,11 +29,15 @@ run_zfs() {
   zfs "$@"
 }
 
-dry_run=false
-if [ "${1:-}" = --dry-run ]; then
-  dry_run=true
+dry_run=false take=true
+while [ "$#" -gt 0 ]; do
+  case $1 in
+    --dry-run) dry_run=true ;;
+    --no-snapshot) take=false ;;
+    *) break ;;
+  esac
   shift
-fi
+done
 [ "$#" -ge 2 ] || usage "give a dataset and at least one tier, e.g. tank/meshfs/state hourly=48"
 dataset=$1
 shift
@@ -62,10 +67,11 @@ else
   stamp=$(date -u +%Y%m%dT%H%M%SZ)
 fi
 taken="$dataset@$SNAPSHOT_PREFIX$stamp"
+$take || taken=''
 
 if $dry_run; then
   echo "swarm: dry run of a run at $stamp on $dataset ($settings): nothing is taken or destroyed"
-else
+elif $take; then
   run_zfs snapshot "$taken"
   echo "swarm: took snapshot $taken"
 fi
@@ -91,14 +97,18 @@ while IFS= read -r name; do
   fi
 done <<<"$listing"
 existing=("${ours[@]}")
-if $dry_run && [[ " ${ours[*]} " != *" $taken "* ]]; then
+if ! $take; then
+  :
+elif $dry_run && [[ " ${ours[*]} " != *" $taken "* ]]; then
   ours+=("$taken")
 elif ! $dry_run && [[ " ${ours[*]} " != *" $taken "* ]]; then
   echo "zfs-snapshot: $taken is not in zfs list after it was taken: nothing is destroyed" >&2
   exit 1
 fi
 # The UTC time in the name sorts like the time it was taken: newest first.
-mapfile -t ours < <(printf '%s\n' "${ours[@]}" | sort -r)
+if [ "${#ours[@]}" -gt 0 ]; then
+  mapfile -t ours < <(printf '%s\n' "${ours[@]}" | sort -r)
+fi
 
 # Held snapshots (zfs holds -H: NAME<tab>TAG<tab>TIME), with their tags.
 declare -A held=()
@@ -198,7 +208,7 @@ fi
 
 others_note="${#others[@]} other snapshot$([ "${#others[@]}" -eq 1 ] || echo s) (not named by swarm) never touched"
 if $dry_run; then
-  echo "swarm: a run at $stamp would take 1 snapshot, destroy $destroyed of $n swarm snapshots and keep $kept ($kept_for_hold only for a hold); $others_note"
+  echo "swarm: a run at $stamp would take $($take && echo 1 || echo no) snapshot, destroy $destroyed of $n swarm snapshots and keep $kept ($kept_for_hold only for a hold); $others_note"
 else
   echo "swarm: pruned $dataset ($settings): destroyed $((destroyed - failed)) of $n swarm snapshots, kept $((kept + failed)) ($kept_for_hold only for a hold); $others_note"
 fi
