@@ -18,7 +18,7 @@ import { isInside, normalizePath } from "../templates/systemd";
 import type { RemoteRoot, SyncPlan } from "../templates/unison";
 import type { SnapshotPlan, ZfsPlan } from "../templates/zfs";
 import type { ScrubPlan } from "../templates/scrub";
-import type { ReplicaPlan } from "../templates/replica";
+import { replicaMaxLag, type ReplicaPlan } from "../templates/replica";
 import type { HealthConfig } from "./health";
 import type { PeerPlan } from "./model";
 import type {
@@ -499,7 +499,7 @@ export function planSteps(
           target: r.dataset,
           interval,
           retention: r.retention ?? exported.snapshots.retention,
-          maxLag: r.maxLag ?? 4 * interval,
+          maxLag: replicaMaxLag(r),
           ...(r.pool.scrub === "off" ? {} : { scrub: { pool: r.pool.name, schedule: r.pool.scrub } }),
         },
       };

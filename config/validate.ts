@@ -46,6 +46,7 @@ import {
 } from "./schema";
 import { Item, Section, describe, formatDuration, readSection, typoDistance, unwrap } from "./schemaKit";
 import { isInside } from "../templates/systemd";
+import { replicaUser } from "../templates/replica";
 import { RETENTION_TIERS, Retention, RetentionTier, retentionArgs } from "../templates/zfs";
 import {
   AdminConfig,
@@ -1650,6 +1651,12 @@ function checkReplicas(fleet: FleetIndex, exports: readonly ExportDraft[], error
     );
   for (const e of exports) {
     const seen = new Set<string>();
+    if (e.replicas.length > 0 && e.name !== undefined && replicaUser(e.name).length > 32) {
+      errors.push({
+        path: `${e.path}.name`,
+        message: `${e.name} is too long for an export with replicas: the replica hosts receive it as user ${replicaUser(e.name)}, and a user name has at most 32 characters; shorten the name to ${32 - "-replica".length} characters or fewer`,
+      });
+    }
     for (const replica of e.replicas) {
       const { host } = replica;
       if (host === undefined) {

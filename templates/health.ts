@@ -16,6 +16,7 @@ import { WG_INTERFACE, WG_UNIT } from "./wireguard";
 import { stateDir, statusPath, syncUnitNames } from "./unison";
 import { EXPORT_SENTINEL, failFunction, SNAPSHOT_PREFIX, snapshotUnitName } from "./zfs";
 import { scrubPeriod, scrubStatusPath, scrubUnitName } from "./scrub";
+import { replicaMaxLag, replicateUnitName, senderFiles } from "./replica";
 
 export const HEALTH_PROGRAM_PATH = "/usr/local/lib/swarm/swarm-health";
 /** The program that compares the host with what swarm's steps recorded installing there; swarm-health runs it. */
@@ -66,6 +67,19 @@ export interface HealthPool {
   readonly statusFile: string;
 }
 
+/** A replica of one of the host's exports on another host. */
+export interface HealthReplica {
+  readonly exportName: string;
+  /** The replica host. */
+  readonly host: string;
+  /** The timer that runs the sends. */
+  readonly timerUnit: string;
+  /** Where each run records how it ended. */
+  readonly statusFile: string;
+  /** Seconds the replica may be behind before the gate fails. */
+  readonly maxLag: number;
+}
+
 export interface HealthSync {
   readonly name: string;
   readonly timerUnit: string;
@@ -90,8 +104,10 @@ export interface HealthExpectations {
   readonly syncs: readonly HealthSync[];
   /** Exports served by the host, sorted by dataset. */
   readonly exports: readonly HealthExport[];
-  /** Pools of those exports that a timer scrubs, each once, sorted by name. */
+  /** Pools of those exports and of the replicas kept here that a timer scrubs, each once, sorted by name. */
   readonly pools: readonly HealthPool[];
+  /** Replicas of the host's exports, sorted by export, then host. */
+  readonly replicas: readonly HealthReplica[];
 }
 
 function byKey<T>(key: (item: T) => string): (a: T, b: T) => number {
@@ -162,6 +178,17 @@ export function healthExpectations(
             ],
       )
       .sort(byKey((p) => p.name)),
+    replicas: host.exports
+      .flatMap((e) =>
+        e.replicas.map((r) => ({
+          exportName: e.name,
+          host: r.host,
+          timerUnit: replicateUnitName(e.name, r.host, "timer"),
+          statusFile: senderFiles(e.name, r.host).status,
+          maxLag: replicaMaxLag(r),
+        })),
+      )
+      .sort(byKey((r) => `${r.exportName}\t${r.host}`)),
   };
 }
 
@@ -281,6 +308,27 @@ export function renderHealthConfig(values: HealthExpectations): string {
     bashArray(
       "SCRUB_STATUS_FILES",
       values.pools.map((p) => p.statusFile),
+    ),
+    "# Replicas of this host's exports: export, replica host, timer, status file, maxLag in seconds.",
+    bashArray(
+      "REPLICA_EXPORTS",
+      values.replicas.map((r) => r.exportName),
+    ),
+    bashArray(
+      "REPLICA_HOSTS",
+      values.replicas.map((r) => r.host),
+    ),
+    bashArray(
+      "REPLICA_TIMERS",
+      values.replicas.map((r) => r.timerUnit),
+    ),
+    bashArray(
+      "REPLICA_STATUS_FILES",
+      values.replicas.map((r) => r.statusFile),
+    ),
+    bashArray(
+      "REPLICA_MAX_LAGS",
+      values.replicas.map((r) => String(r.maxLag)),
     ),
   ].join("\n")}\n`;
 }

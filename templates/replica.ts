@@ -48,6 +48,11 @@ export interface ReplicaPlan {
   readonly scrub?: ScrubPlan;
 }
 
+/** How far behind the replica may be before the export host's gate fails: `maxLag`, else four intervals. */
+export function replicaMaxLag(replica: { readonly interval: Seconds; readonly maxLag?: Seconds }): Seconds {
+  return replica.maxLag ?? 4 * replica.interval;
+}
+
 /** The replica host's user for an export: it can receive into the replica's dataset and nothing else. */
 export function replicaUser(exportName: string): string {
   return `${exportName}-replica`;

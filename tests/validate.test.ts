@@ -1,7 +1,8 @@
 import { DEFAULT_HEALTH } from "../config/health";
 import { readStackFile } from "../config/load";
-import { FleetPlan } from "../config/model";
-import { ConfigError } from "../config/types";
+import { FleetPlan, planFleet } from "../config/model";
+import { stepsOf } from "../config/plan";
+import { ConfigError, FleetConfig } from "../config/types";
 import { ValidateOptions, meshCollisionErrors, validateFleetConfig } from "../config/validate";
 import { retentionSchema } from "../config/schema";
 import { RETENTION_TIERS } from "../templates/zfs";
@@ -2501,4 +2502,133 @@ describe("snapshot retention", () => {
     const after = validateFleetConfig(snapshotsOf({ interval: snapshots.interval, retention: fixed }));
     expect(after.errors).toEqual([]);
   });
+});
+
+describe("replicas", () => {
+  /** The base fleet with a replica of meshfs on hetzner-native's own volume. */
+  const withReplica = () =>
+    withChanges({
+      "hosts[2].hcloud.volumeSize": 50,
+      "exports[0].replicas": [
+        { host: "hetzner-native", pool: { name: "backup", devices: ["volume"] }, dataset: "backup/meshfs" },
+      ],
+    });
+
+  it("accepts a replica and fills in its defaults: 15 min, the export's retention, four intervals of lag", () => {
+    const { config, errors } = validateFleetConfig(withReplica());
+    expect(errors).toEqual([]);
+    expect(config?.exports[0].replicas).toEqual([
+      {
+        host: "hetzner-native",
+        pool: { name: "backup", devices: ["volume"], scrub: "monthly" },
+        dataset: "backup/meshfs",
+        interval: 900,
+      },
+    ]);
+    const step = stepsOf(planFleet(config as FleetConfig).steps, "replica")[0];
+    expect(step.replica.retention).toEqual(config?.exports[0].snapshots.retention);
+    expect(step.replica.maxLag).toBe(3600);
+    expect(step.replica.source).toEqual({
+      host: "anchor",
+      meshAddress: "10.8.0.1",
+      dataset: "tank/meshfs/state",
+    });
+  });
+
+  rejectsEach([
+    {
+      what: "a replica on the export's own host",
+      from: withReplica,
+      changes: { "exports[0].replicas[0].host": "anchor" },
+      path: "swarm:exports[0].replicas[0].host",
+      message: "anchor is the export's own host: a replica there is lost with it",
+    },
+    {
+      what: "a replica on a host the fleet does not have",
+      from: withReplica,
+      changes: { "exports[0].replicas[0].host": "hetzner-nativ" },
+      path: "swarm:exports[0].replicas[0].host",
+      message: "hetzner-nativ",
+    },
+    {
+      what: "two replicas on one host",
+      from: withReplica,
+      changes: {
+        "exports[0].replicas[1]": {
+          host: "hetzner-native",
+          pool: { name: "backup", devices: ["volume"] },
+          dataset: "backup/meshfs2",
+        },
+      },
+      path: "swarm:exports[0].replicas[1].host",
+      message: "hetzner-native already keeps a replica of export meshfs: one replica per host",
+    },
+    {
+      what: "a replica on volume of a host without one",
+      from: withReplica,
+      changes: { "hosts[2].hcloud.volumeSize": undefined },
+      path: "swarm:exports[0].replicas[0].pool.devices",
+      message: "volume needs a Hetzner volume on hetzner-native: set swarm:hosts[2].hcloud.volumeSize",
+    },
+    {
+      what: "a replica's dataset outside its pool",
+      from: withReplica,
+      changes: { "exports[0].replicas[0].dataset": "tank/meshfs" },
+      path: "swarm:exports[0].replicas[0].dataset",
+      message: "tank/meshfs is not inside pool backup: start it with backup/",
+    },
+    {
+      what: "a replica received into the pool's root dataset",
+      from: withReplica,
+      changes: { "exports[0].replicas[0].dataset": "backup" },
+      path: "swarm:exports[0].replicas[0].dataset",
+      message: "is the pool's root dataset: a replica is received into a dataset of its own",
+    },
+    {
+      what: "a replica's maxLag within one interval",
+      from: withReplica,
+      changes: { "exports[0].replicas[0].interval": "15min", "exports[0].replicas[0].maxLag": "10min" },
+      path: "swarm:exports[0].replicas[0].maxLag",
+      message: "10min is not longer than the interval 15min",
+    },
+    {
+      what: "a replica's retention that keeps nothing",
+      from: withReplica,
+      changes: { "exports[0].replicas[0].retention": { hourly: 0 } },
+      path: "swarm:exports[0].replicas[0].retention",
+      message: "keeps no snapshot: every tier is 0",
+    },
+    {
+      what: "a replica without a dataset",
+      from: withReplica,
+      changes: { "exports[0].replicas[0].dataset": undefined },
+      path: "swarm:exports[0].replicas[0].dataset",
+      message: "name the replica's dataset, e.g. backup/meshfs",
+    },
+    {
+      what: "a replica sent more often than every minute",
+      from: withReplica,
+      changes: { "exports[0].replicas[0].interval": "30s" },
+      path: "swarm:exports[0].replicas[0].interval",
+      message: "30s",
+    },
+    {
+      what: "an unknown key in a replica",
+      from: withReplica,
+      changes: { "exports[0].replicas[0].intervall": "1h" },
+      path: "swarm:exports[0].replicas[0].intervall",
+      message: "did you mean interval?",
+    },
+    {
+      what: "an export name too long for its replica user",
+      from: withReplica,
+      changes: {
+        "exports[0].name": "meshfs-of-the-whole-company",
+        "mounts[0].export": "meshfs-of-the-whole-company",
+        "mounts[1].export": "meshfs-of-the-whole-company",
+      },
+      path: "swarm:exports[0].name",
+      message: "is too long for an export with replicas",
+    },
+  ]);
 });

@@ -42,6 +42,7 @@ MOUNT_PATHS=() MOUNT_UNITS=()
 SYNC_NAMES=() SYNC_TIMERS=() SYNC_SERVICES=() SYNC_STATUS_FILES=() SYNC_LOGS=()
 DATASETS=() SNAPSHOT_TIMERS=()
 POOLS=() SCRUB_SCHEDULES=() SCRUB_PERIODS=() SCRUB_TIMERS=() SCRUB_SERVICES=() SCRUB_STATUS_FILES=()
+REPLICA_EXPORTS=() REPLICA_HOSTS=() REPLICA_TIMERS=() REPLICA_STATUS_FILES=() REPLICA_MAX_LAGS=()
 SNAPSHOT_PREFIX=swarm-
 # shellcheck source=/dev/null
 . "$config"
@@ -186,6 +187,17 @@ src_scrub() {
     return
   fi
   cat -- "$2"
+}
+
+# src_replica EXPORT HOST FILE: what zfs-replica-send recorded in FILE (result, message, started,
+# finished, first_attempt, bytes, replicated, replicated_at: key=value lines, times in seconds since the
+# epoch); fails when no run finished yet. Recorded as replica/EXPORT.to-HOST.
+src_replica() {
+  if [ -n "$fixtures" ]; then
+    fixture "replica/$1.to-$2"
+    return
+  fi
+  cat -- "$3"
 }
 
 # src_drift [gate]: swarm-drift's lines (step, kind, item, detail; tab-separated), exit 2 when it
@@ -633,6 +645,67 @@ check_scrubs() {
   done
 }
 
+# Per replica (EXPORT.to-HOST): lag in seconds, last run's result and bytes, when it finished, level, detail.
+declare -A replica_lag replica_result replica_bytes replica_finished replica_level replica_detail
+# check_replicas: the gate fails when the newest snapshot on the replica is older than its maxLag (or,
+# before any snapshot arrived, when the first attempt is): the replica no longer protects what it
+# should. A failed run within the bound is a warning, as is a timer that is not running.
+check_replicas() {
+  local i id exported host timer max key value result message finished first bytes replicated at now level detail age
+  replica_lag=() replica_result=() replica_bytes=() replica_finished=() replica_level=() replica_detail=()
+  now=$(src_now)
+  for i in "${!REPLICA_EXPORTS[@]}"; do
+    exported=${REPLICA_EXPORTS[$i]} host=${REPLICA_HOSTS[$i]} timer=${REPLICA_TIMERS[$i]} max=${REPLICA_MAX_LAGS[$i]}
+    id="$exported.to-$host"
+    result="" message="" finished="" first="" bytes="" replicated="" at=""
+    while IFS='=' read -r key value; do
+      case $key in
+        result) result=$value ;;
+        message) message=$value ;;
+        finished) finished=$value ;;
+        first_attempt) first=$value ;;
+        bytes) bytes=$value ;;
+        replicated) replicated=$value ;;
+        replicated_at) at=$value ;;
+      esac
+    done < <(src_replica "$exported" "$host" "${REPLICA_STATUS_FILES[$i]}" 2>/dev/null || true)
+    [[ $finished =~ ^[0-9]+$ ]] || finished=""
+    [[ $first =~ ^[0-9]+$ ]] || first=""
+    [[ $bytes =~ ^[0-9]+$ ]] || bytes=""
+    [[ $at =~ ^[0-9]+$ ]] || at=""
+    age=""
+    if [ -n "$at" ]; then
+      age=$((now - at))
+    elif [ -n "$first" ]; then
+      age=$((now - first))
+    fi
+    replica_lag[$id]=$age replica_result[$id]=$result replica_bytes[$id]=$bytes replica_finished[$id]=$finished
+    level=ok
+    if [ -z "$result" ]; then
+      detail="no run has finished yet: $timer starts the first"
+      if [ "$(unit "$timer" LoadState)" != loaded ]; then
+        level=WARN detail="replication timer $timer is not installed: converge this host again"
+      fi
+    elif [ -n "$age" ] && [ "$age" -gt "$max" ]; then
+      level=FAIL
+      if [ -n "$at" ]; then
+        detail="the replica on $host is $(human_age "$age") behind (newest there: $replicated), more than maxLag $(human_age "$max")"
+      else
+        detail="no snapshot has reached $host in $(human_age "$age") of trying, more than maxLag $(human_age "$max")"
+      fi
+      detail+="; last run: $result${message:+: $message}; see journalctl -u ${timer%.timer}.service"
+    elif [ "$result" != ok ]; then
+      level=WARN detail="the last run $result${message:+: $message}${at:+; the replica is $(human_age "$age") behind}"
+    elif [ "$(unit "$timer" ActiveState)" != active ]; then
+      level=WARN detail="replication timer $timer is $(unit "$timer" ActiveState): systemctl enable --now $timer; the replica is $(human_age "$age") behind"
+    else
+      detail="$host has $replicated, $(human_age "$age") behind; the last run sent $(human_bytes "${bytes:-0}")"
+    fi
+    replica_level[$id]=$level replica_detail[$id]=$detail
+    record "$level" "replica $exported on $host" "$detail"
+  done
+}
+
 # What differs from what swarm installed, one entry per drifted item; drift_known=0 when
 # swarm-drift could not say.
 drift_known=0 drift_steps=() drift_kinds=() drift_items=() drift_details=()
@@ -670,7 +743,7 @@ drift_count() {
 # read_all_units: one systemctl call for every unit the checks look at.
 read_all_units() {
   read_units "${MOUNT_UNITS[@]}" "${SYNC_TIMERS[@]}" "${SYNC_SERVICES[@]}" "${SNAPSHOT_TIMERS[@]}" \
-    "${SCRUB_TIMERS[@]}" "${SCRUB_SERVICES[@]}"
+    "${SCRUB_TIMERS[@]}" "${SCRUB_SERVICES[@]}" "${REPLICA_TIMERS[@]}"
 }
 
 # ---------------------------------------------------------------- modes
@@ -683,6 +756,7 @@ mode_gate() {
   check_syncs 1
   check_datasets
   check_scrubs
+  check_replicas
   check_drift gate
   local i failed=()
   for i in "${!check_level[@]}"; do
@@ -736,6 +810,7 @@ mode_json() {
   check_syncs 0
   check_datasets
   check_scrubs
+  check_replicas
   check_drift
   now=$(src_now)
   printf '{"host":%s,"time":%s,"maxHandshakeAge":%s,"pingCount":%s,"peers":[' \
@@ -787,6 +862,18 @@ mode_json() {
       "$(json_string "${scrub_level[$pool]}")" "$(json_string "${scrub_detail[$pool]}")"
     sep=,
   done
+  printf '],"replicas":['
+  sep=""
+  for i in "${!REPLICA_EXPORTS[@]}"; do
+    key="${REPLICA_EXPORTS[$i]}.to-${REPLICA_HOSTS[$i]}"
+    printf '%s{"export":%s,"host":%s,"lagSeconds":%s,"maxLagSeconds":%s,"result":%s,"bytes":%s,"finished":%s,"level":%s,"detail":%s}' \
+      "$sep" "$(json_string "${REPLICA_EXPORTS[$i]}")" "$(json_string "${REPLICA_HOSTS[$i]}")" \
+      "$(json_number "${replica_lag[$key]}")" "$(json_number "${REPLICA_MAX_LAGS[$i]}")" \
+      "$(json_string "${replica_result[$key]}")" "$(json_number "${replica_bytes[$key]}")" \
+      "$(json_number "${replica_finished[$key]}")" "$(json_string "${replica_level[$key]}")" \
+      "$(json_string "${replica_detail[$key]}")"
+    sep=,
+  done
   printf ']'
   # No drift list when swarm-drift could not say: absent reads as unknown, [] as none.
   if [ "$drift_known" = 1 ]; then
@@ -823,9 +910,16 @@ metric_samples=()
 metric() {
   metric_type[$1]=$2 metric_help[$1]=$3
 }
-# sample NAME LABEL VALUE-OF-LABEL VALUE
+# sample NAME LABEL VALUE-OF-LABEL [LABEL VALUE-OF-LABEL]... VALUE
 sample() {
-  metric_samples+=("$1{$2=\"$(prom_label "$3")\"} $4")
+  local name=$1 labels="" sep=""
+  shift
+  while [ "$#" -gt 1 ]; do
+    labels+="$sep$1=\"$(prom_label "$2")\""
+    sep=,
+    shift 2
+  done
+  metric_samples+=("$name{$labels} $1")
 }
 
 mode_metrics() {
@@ -836,6 +930,7 @@ mode_metrics() {
   check_syncs 0
   check_datasets
   check_scrubs
+  check_replicas
   check_drift
   metric swarm_wireguard_handshake_age_seconds gauge \
     "Seconds since the latest WireGuard handshake with the peer (+Inf: none, or the interface is down)."
@@ -859,6 +954,12 @@ mode_metrics() {
     "Errors the pool's last finished scrub could not repair; zpool status -v names the damaged files."
   metric swarm_zfs_scrub_repaired_bytes gauge \
     "Bytes the pool's last finished scrub repaired, as exact as zpool prints them (three digits)."
+  metric swarm_replica_lag_seconds gauge \
+    "Seconds since the newest snapshot on the replica was taken (before the first: since the first attempt)."
+  metric swarm_replica_max_lag_seconds gauge "The replica's maxLag: the health gate fails above it."
+  metric swarm_replica_last_run_success gauge "1 when the last replication run left the replica current."
+  metric swarm_replica_last_run_timestamp_seconds gauge "When the last replication run finished."
+  metric swarm_replica_last_run_bytes gauge "Bytes the last replication run sent (zfs send stream)."
   metric swarm_drift_items gauge \
     "Items (file, unit, peer, zfs property) that differ from what swarm installed; npm run repair restores them."
   for i in "${!PEER_NAMES[@]}"; do
@@ -893,6 +994,19 @@ mode_metrics() {
     sample swarm_zfs_scrub_last_timestamp_seconds pool "$pool" "${scrub_ended[$pool]:-0}"
     [ -z "${scrub_errors[$pool]}" ] || sample swarm_zfs_scrub_errors pool "$pool" "${scrub_errors[$pool]}"
     [ -z "${scrub_repaired[$pool]}" ] || sample swarm_zfs_scrub_repaired_bytes pool "$pool" "${scrub_repaired[$pool]}"
+  done
+  for i in "${!REPLICA_EXPORTS[@]}"; do
+    name=${REPLICA_EXPORTS[$i]} address=${REPLICA_HOSTS[$i]} key="$name.to-$address"
+    [ -z "${replica_lag[$key]}" ] || sample swarm_replica_lag_seconds export "$name" replica "$address" "${replica_lag[$key]}"
+    sample swarm_replica_max_lag_seconds export "$name" replica "$address" "${REPLICA_MAX_LAGS[$i]}"
+    if [ -n "${replica_result[$key]}" ]; then
+      sample swarm_replica_last_run_success export "$name" replica "$address" \
+        "$([ "${replica_result[$key]}" = ok ] && echo 1 || echo 0)"
+      [ -z "${replica_finished[$key]}" ] ||
+        sample swarm_replica_last_run_timestamp_seconds export "$name" replica "$address" "${replica_finished[$key]}"
+      [ -z "${replica_bytes[$key]}" ] ||
+        sample swarm_replica_last_run_bytes export "$name" replica "$address" "${replica_bytes[$key]}"
+    fi
   done
   # Every kind, 0 included, so an alert can compare; none at all when swarm-drift could not say.
   if [ "$drift_known" = 1 ]; then

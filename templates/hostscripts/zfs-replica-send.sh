@@ -36,10 +36,12 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # What the last good run left, kept through failures so that the lag keeps growing.
-replicated='' replicated_at=''
+replicated='' replicated_at='' first_attempt=$started
 if [ -f "$STATUS" ]; then
   replicated=$(sed -n 's/^replicated=//p' "$STATUS")
   replicated_at=$(sed -n 's/^replicated_at=//p' "$STATUS")
+  first_attempt=$(sed -n 's/^first_attempt=//p' "$STATUS")
+  [ -n "$first_attempt" ] || first_attempt=$started
 fi
 bytes=0
 
@@ -50,7 +52,7 @@ finish() {
   {
     printf 'result=%s\n' "$result"
     printf 'message=%s\n' "${message//$'\n'/ }"
-    printf 'started=%s\nfinished=%s\n' "$started" "$(date +%s)"
+    printf 'started=%s\nfinished=%s\nfirst_attempt=%s\n' "$started" "$(date +%s)" "$first_attempt"
     printf 'bytes=%s\n' "$bytes"
     printf 'replicated=%s\nreplicated_at=%s\n' "$replicated" "$replicated_at"
   } >"$tmp"
