@@ -123,6 +123,33 @@ function isDriftItem(value: unknown): value is DriftItem {
   );
 }
 
+/** A replica of one of the host's exports, as its last replication run left it. */
+export interface ReplicaReport {
+  readonly export: string;
+  /** The replica host. */
+  readonly host: string;
+  /** Seconds the replica is behind: since its newest snapshot was taken (null before any run). */
+  readonly lagSeconds: number | null;
+  readonly maxLagSeconds: number | null;
+  /** The last run's result: ok, failed or diverged; empty before the first. */
+  readonly result: string;
+  readonly bytes: number | null;
+  readonly finished: number | null;
+  readonly level: string;
+  readonly detail: string;
+}
+
+function isReplicaReport(value: unknown): value is ReplicaReport {
+  const r = value as Record<string, unknown> | null;
+  const count = (v: unknown) => v === null || typeof v === "number";
+  return (
+    typeof r === "object" &&
+    r !== null &&
+    ["export", "host", "result", "level", "detail"].every((key) => typeof r[key] === "string") &&
+    ["lagSeconds", "maxLagSeconds", "bytes", "finished"].every((key) => count(r[key]))
+  );
+}
+
 /** What `swarm-health json` prints. */
 export interface HostReport {
   readonly host: string;
@@ -136,6 +163,8 @@ export interface HostReport {
   readonly datasets: readonly DatasetReport[];
   /** Scrubbed pools; absent from hosts whose health program predates scrubs. */
   readonly pools?: readonly PoolReport[];
+  /** Replicas of the host's exports; absent from hosts whose health program predates replicas. */
+  readonly replicas?: readonly ReplicaReport[];
   readonly checks: readonly CheckReport[];
   /** Drifted items; absent from hosts whose health program predates drift detection. */
   readonly drift?: readonly DriftItem[];
@@ -173,6 +202,14 @@ export function parseHostReport(text: string): HostReport {
   if (report.pools !== undefined && !(Array.isArray(report.pools) && report.pools.every(isPoolReport))) {
     throw new Error(
       "swarm-health printed a pool list whose items are not {name, lastScrub, scrubErrors, scrubRepairedBytes (each a count or null), level, detail}",
+    );
+  }
+  if (
+    report.replicas !== undefined &&
+    !(Array.isArray(report.replicas) && report.replicas.every(isReplicaReport))
+  ) {
+    throw new Error(
+      "swarm-health printed a replica list whose items are not {export, host, lagSeconds, maxLagSeconds, result, bytes, finished, level, detail}",
     );
   }
   if (report.drift !== undefined && !(Array.isArray(report.drift) && report.drift.every(isDriftItem))) {

@@ -190,7 +190,7 @@ swarm_own user "$user" "$home" /bin/sh
 # What a receive and a prune need, on the parent (to create the replica) and below it; the forced
 # command narrows it to the replica's own dataset and its swarm snapshots.
 zfs allow -l -u "$user" create,mount,receive,readonly,canmount ${q(parent)}
-zfs allow -d -u "$user" destroy,mount,receive,readonly,canmount ${q(parent)}
+zfs allow -d -u "$user" create,destroy,hold,mount,readonly,receive,release,canmount ${q(parent)}
 `,
     writeFile({ path: SNAPSHOT_SCRIPT, content: snapshotScript(), mode: "0755" }),
     writeFile({ path: RECEIVE_PROGRAM, content: RECEIVE_TEXT, mode: "0755" }),

@@ -5,8 +5,9 @@
 # snapshots need. Usage: zfs-replica-recv EXPORT, with the request in SSH_ORIGINAL_COMMAND:
 #   state         token<tab>TOKEN or -, exists<tab>yes|no, then snap<tab>NAME<tab>GUID<tab>CREATION
 #                 for each snapshot of the replica, oldest first
-#   receive       zfs receive -s -u the stream on stdin into the replica, then prune its swarm
-#                 snapshots to the replica's retention (never the newest, where the next send starts)
+#   receive       zfs receive -s -u the stream on stdin into the replica, hold the snapshot received
+#                 last (where the next send starts) and release the one held before, then prune the
+#                 replica's swarm snapshots to its retention (never a held one)
 #   prune-plan    what the next prune would destroy (zfs-snapshot --dry-run --no-snapshot)
 # Anything else is refused: the dataset, the retention and the zfs options come from
 # CONF_DIR/EXPORT.conf, which root owns, never from the sender.
@@ -15,6 +16,8 @@ set -euo pipefail
 export LC_ALL=C
 CONF_DIR=/etc/swarm/replicas
 SNAPSHOT_PROGRAM=/usr/local/lib/swarm/zfs-snapshot
+# The hold on the replica's newest snapshot, the base of the next send.
+HOLD_TAG=swarm-replica-base
 
 refuse() {
   echo "zfs-replica-recv: refused: $*" >&2
@@ -59,6 +62,18 @@ case $request in
     # even by zfs mount -a; the options do nothing to a replica that exists.
     zfs receive -s -u -o readonly=on -o canmount=noauto "$TARGET"
     echo "zfs-replica-recv: received into $TARGET"
+    # The snapshot received last is where the next send starts: held, so that no prune takes it, even one
+    # that orders snapshots by the time in their names when a clock ran wrong.
+    newest=$(zfs list -H -t snapshot -o name -s createtxg -d 1 "$TARGET" | tail -n 1)
+    if ! zfs holds -H "$newest" | cut -f2 | grep -qxF "$HOLD_TAG"; then
+      zfs hold "$HOLD_TAG" "$newest"
+    fi
+    zfs list -H -t snapshot -o name -d 1 "$TARGET" | xargs -r zfs holds -H |
+      while IFS=$'\t' read -r name tag _; do
+        if [ "$tag" = "$HOLD_TAG" ] && [ "$name" != "$newest" ]; then
+          zfs release "$HOLD_TAG" "$name"
+        fi
+      done
     # shellcheck disable=SC2086 # RETENTION is TIER=N words
     "$SNAPSHOT_PROGRAM" --no-snapshot "$TARGET" $RETENTION | grep -v '^swarm: kept' || true
     ;;

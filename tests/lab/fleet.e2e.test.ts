@@ -44,6 +44,7 @@ import { DRIFT_KINDS, askFleet, parseHostReport } from "../../scripts/hostReport
 import { DEBIAN_SCRUB_PROPERTY, scrubStatusPath, scrubUnitName } from "../../templates/scrub";
 import { repairEdits } from "../../scripts/repair";
 import { reveal } from "../../offline/mockRuntime";
+import { holdTag, replicateUnitName, replicaUser, senderFiles } from "../../templates/replica";
 
 const phases: [string, number][] = [];
 let phaseStart = Date.now();
@@ -301,6 +302,11 @@ test("2c. snapshot retention on OpenZFS: a run destroys exactly what its dry run
       .split("\n")
       .filter((n) => n.startsWith(`${dataset}@${SNAPSHOT_PREFIX}`))
       .sort();
+  // Replication takes and holds snapshots of the same dataset: paused, so that this run is the only one.
+  const replicaTimers = stepsOf(plan.steps, "replica")
+    .filter((r) => r.server.name === host)
+    .map((r) => replicateUnitName(r.replica.exportName, r.host, "timer"));
+  await pauseReplication(host, replicaTimers);
   await run(
     host,
     [
@@ -346,8 +352,178 @@ test("2c. snapshot retention on OpenZFS: a run destroys exactly what its dry run
       `zfs release swarm-lab ${held} 2>/dev/null || true
 for s in ${[...history.map(snap), taken, foreign].join(" ")}; do zfs destroy "$s" 2>/dev/null || true; done`,
     );
+    await run(host, replicaTimers.map((t) => `systemctl start ${t}`).join("\n") || "true");
   }
   phase("check snapshot retention");
+});
+
+/** Stops replication timers and waits for a run in progress to end. */
+async function pauseReplication(host: string, timers: readonly string[]): Promise<void> {
+  for (const timer of timers) {
+    const service = timer.replace(/\.timer$/, ".service");
+    await run(host, `systemctl stop ${timer}\nwhile systemctl is-active -q ${service}; do sleep 1; done`);
+  }
+}
+
+test("2d. replication: the replica gets every file, only the sender's key can reach it and only to receive, a diverged replica stops it, and health sees the lag", async () => {
+  const [step] = stepsOf(plan.steps, "replica");
+  expect(step).toBeDefined();
+  const { replica } = step;
+  const source = step.server.name;
+  const target = step.host;
+  const service = replicateUnitName(replica.exportName, target, "service");
+  const timer = replicateUnitName(replica.exportName, target, "timer");
+  const files = senderFiles(replica.exportName, target);
+  const user = replicaUser(replica.exportName);
+  const mountpoint = exported().mountpoint;
+  // The timer is running from the first converge: the replica exists already.
+  expect(await isActive(source, timer)).toBe("active");
+  await pauseReplication(source, [timer]);
+  try {
+    // Files with known checksums, then one run, as the timer would start it.
+    const dir = `${mountpoint}/replica-check`;
+    const written = await run(
+      source,
+      `install -d ${dir}
+for i in 1 2 3; do head -c $((i * 100000)) /dev/urandom > ${dir}/file-$i; done
+cd ${dir} && sha256sum file-* | sort`,
+    );
+    await run(source, `systemctl start ${service}`);
+    const status = await run(source, `cat ${files.status}`);
+    expect(status).toMatch(/^result=ok$/m);
+    const newest = /^replicated=(.+)$/m.exec(status)?.[1] as string;
+    expect(Number(/^bytes=(\d+)$/m.exec(status)?.[1])).toBeGreaterThan(300000);
+    // The replica: read-only, never mounted, and its newest snapshot holds the same files.
+    const props = await run(
+      target,
+      `zfs get -H -o property,value readonly,canmount,mounted ${replica.target}`,
+    );
+    expect(props).toBe("readonly\ton\ncanmount\tnoauto\nmounted\tno\n");
+    const copy = await run(
+      target,
+      `d=$(mktemp -d); mount -t zfs ${replica.target}@${newest} "$d"
+(cd "$d/replica-check" && sha256sum file-* | sort); umount "$d"; rmdir "$d"`,
+    );
+    expect(copy).toBe(written);
+    // The base of the next send is held on both sides, and only it.
+    const heldOn = async (host: string, dataset: string) =>
+      (await run(host, `zfs list -H -t snapshot -o name -d 1 ${dataset} | xargs -r zfs holds -H | cut -f1,2`))
+        .trim()
+        .split("\n")
+        .filter((l) => l.includes("swarm-replica"));
+    expect(await heldOn(source, replica.source.dataset)).toEqual([
+      `${replica.source.dataset}@${newest}\t${holdTag(target)}`,
+    ]);
+    expect(await heldOn(target, replica.target)).toEqual([`${replica.target}@${newest}\tswarm-replica-base`]);
+
+    // The sender's key, as the sender uses it: the receive program and nothing else.
+    const targetMesh = plan.byName.get(target)!.meshAddress;
+    const ssh = (extra: string) =>
+      `ssh -F /dev/null -i ${files.key} -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile=${files.knownHosts} ` +
+      `-o HostKeyAlias=${target} -o StrictHostKeyChecking=yes -o ConnectTimeout=5 ${extra} ${user}@${targetMesh}`;
+    const ask = (what: string) => onHost(source, `${ssh("")} ${what} 2>&1`, { allowFail: true });
+    const state = await ask("state");
+    expect(state.code).toBe(0);
+    expect(state.stdout).toContain(`snap\t${newest}\t`);
+    for (const attempt of [
+      "zfs destroy -r " + replica.target,
+      "id",
+      "sh -c id",
+      "receive; id",
+      "state && id",
+    ]) {
+      const refused = await ask(quote(attempt));
+      expect({ attempt, code: refused.code }).toEqual({ attempt, code: 2 });
+      expect(refused.stdout).toContain("zfs-replica-recv: refused");
+    }
+    const plan1 = await ask("prune-plan");
+    expect(plan1.code).toBe(0);
+    expect(plan1.stdout).toMatch(/^keep\t/m);
+    const forward = await onHost(source, `timeout 15 ${ssh("-W 127.0.0.1:22")} </dev/null 2>&1`, {
+      allowFail: true,
+    });
+    expect(forward.code).not.toBe(124);
+    expect(forward.code).not.toBe(0);
+    expect(forward.stdout).not.toMatch(/^SSH-2\.0/m);
+    // The same key from another mesh host, and from outside the mesh: refused by sshd.
+    const other = plan.hosts.find((h) => h.name !== source && h.name !== target)!.name;
+    const key = await run(source, `cat ${files.key}`);
+    const pinned = await run(source, `cat ${files.knownHosts}`);
+    await run(
+      other,
+      `install -m 0600 /dev/null /root/stolen.key\ncat > /root/stolen.key <<'EOF'\n${key.trim()}\nEOF\ncat > /root/stolen.kh <<'EOF'\n${pinned.trim()}\nEOF`,
+    );
+    try {
+      const stolen = await onHost(
+        other,
+        `ssh -F /dev/null -i /root/stolen.key -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile=/root/stolen.kh ` +
+          `-o HostKeyAlias=${target} -o StrictHostKeyChecking=yes -o ConnectTimeout=5 ${user}@${targetMesh} state 2>&1`,
+        { allowFail: true },
+      );
+      expect(stolen.code).not.toBe(0);
+      expect(stolen.stdout).toMatch(/Permission denied/);
+    } finally {
+      await run(other, "rm -f /root/stolen.key /root/stolen.kh");
+    }
+    const underlay = config.hosts.find((h) => h.name === target)!.existing!.address;
+    const outside = await onHost(source, `${ssh("").replace(`@${targetMesh}`, `@${underlay}`)} state 2>&1`, {
+      allowFail: true,
+    });
+    expect(outside.code).not.toBe(0);
+    expect(outside.stdout).toMatch(/Permission denied/);
+
+    // A snapshot taken on the replica makes it diverge: the next run sends nothing and rolls nothing back.
+    await run(target, `zfs snapshot ${replica.target}@taken-by-hand`);
+    const diverged = await onHost(source, `systemctl start ${service}`, { allowFail: true });
+    expect(diverged.code).not.toBe(0);
+    const divergedStatus = await run(source, `cat ${files.status}`);
+    expect(divergedStatus).toMatch(/^result=diverged$/m);
+    expect(divergedStatus).toMatch(/taken-by-hand is not a snapshot of/);
+    expect(divergedStatus).toContain(`replicated=${newest}\n`);
+    expect(await run(target, `zfs list -H -o name -t snapshot -d 1 ${replica.target}`)).toContain(
+      "@taken-by-hand",
+    );
+    const warned = parseHostReport(await run(source, `${HEALTH_PROGRAM_PATH} json`));
+    expect(warned.replicas).toEqual([
+      expect.objectContaining({
+        export: replica.exportName,
+        host: target,
+        result: "diverged",
+        level: "WARN",
+      }),
+    ]);
+    // Lag past maxLag fails the gate, naming the replica (the status file aged by hand).
+    const aged = Math.floor(Date.now() / 1000) - replica.maxLag - 600;
+    await run(source, `sed -i 's/^replicated_at=.*/replicated_at=${aged}/' ${files.status}`);
+    const gate = await onHost(source, `${HEALTH_PROGRAM_PATH} gate`, { allowFail: true });
+    expect(gate.code).not.toBe(0);
+    expect(`${gate.stdout}${gate.stderr}`).toMatch(
+      new RegExp(
+        `FAIL ${source} replica ${replica.exportName} on ${target}: the replica on ${target} is .* behind`,
+      ),
+    );
+    const metrics = await run(
+      source,
+      `${HEALTH_PROGRAM_PATH} metrics && cat ${config.health.textfileDir}/swarm.prom`,
+    );
+    expect(metrics).toMatch(
+      new RegExp(`swarm_replica_lag_seconds\\{export="${replica.exportName}",replica="${target}"\\} \\d+`),
+    );
+    expect(metrics).toContain(
+      `swarm_replica_last_run_success{export="${replica.exportName}",replica="${target}"} 0`,
+    );
+
+    // Undone by hand, the next run catches up.
+    await run(target, `zfs destroy ${replica.target}@taken-by-hand`);
+    await run(source, `systemctl start ${service}`);
+    expect(await run(source, `cat ${files.status}`)).toMatch(/^result=ok$/m);
+    const healthy = parseHostReport(await run(source, `${HEALTH_PROGRAM_PATH} json`));
+    expect(healthy.replicas).toEqual([expect.objectContaining({ result: "ok", level: "ok" })]);
+    await run(source, `rm -rf ${dir}`);
+  } finally {
+    await run(source, `systemctl start ${timer}`);
+  }
+  phase("check replication");
 });
 
 test("3. first access mounts the export through the automount unit", async () => {
