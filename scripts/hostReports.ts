@@ -135,7 +135,7 @@ export interface ReplicaReport {
   readonly result: string;
   readonly bytes: number | null;
   readonly finished: number | null;
-  readonly level: string;
+  readonly level: Level;
   readonly detail: string;
 }
 

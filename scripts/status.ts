@@ -108,6 +108,31 @@ function scrubCell(report: HostReport): Cell {
   };
 }
 
+/**
+ * Each replica of the host's exports: `hetzner-native 4m behind`, `hetzner-native 2h behind diverged`,
+ * `hetzner-native pending` before the first run; `?` from a host with datasets whose swarm-health
+ * predates replicas.
+ */
+function replicaCell(report: HostReport): Cell {
+  const replicas = report.replicas;
+  if (replicas === undefined) {
+    return report.datasets.length === 0 ? NONE : { text: "?", tone: "plain" };
+  }
+  if (replicas.length === 0) {
+    return NONE;
+  }
+  return {
+    text: replicas
+      .map((r) => {
+        const lag = r.lagSeconds === null ? "pending" : `${formatAge(r.lagSeconds)} behind`;
+        const result = r.result === "" || r.result === "ok" ? "" : ` ${r.result}`;
+        return `${r.host} ${lag}${result}`;
+      })
+      .join(", "),
+    tone: toneOf(replicas.map((r) => r.level)),
+  };
+}
+
 /** `0`, `3 (file 2, unit 1)`, or `?` from a host whose swarm-health could not say. */
 function driftCell(drift: readonly DriftItem[] | undefined): Cell {
   if (drift === undefined) {
@@ -180,6 +205,7 @@ function cellsOf(report: HostReport): Cell[] {
           tone: toneOf(report.datasets.map((d) => d.level)),
         },
     scrubCell(report),
+    replicaCell(report),
     driftCell(report.drift),
   ];
 }
@@ -193,6 +219,7 @@ const HEADERS = [
   "CONFLICTS",
   "DATASET",
   "SCRUB",
+  "REPLICA",
   "DRIFT",
   "STATE",
 ];

@@ -9,6 +9,7 @@ import * as path from "node:path";
 import {
   DriftItem,
   HostReport,
+  ReplicaReport,
   StatusRow,
   askHost,
   parseHostReport,
@@ -103,7 +104,7 @@ describe("formatStatusTable", () => {
       },
     );
     expect(table.split("\n")[1]).toMatch(
-      /^hetzner-native {2}1\/2 +never +\/mnt\/meshfs up +wiki 25s ago +0 +- +- +0 +FAIL$/,
+      /^hetzner-native {2}1\/2 +never +\/mnt\/meshfs up +wiki 25s ago +0 +- +- +- +0 +FAIL$/,
     );
   });
 });
@@ -112,7 +113,7 @@ describe("the SCRUB column", () => {
   const column = (table: string, host: string) => {
     const lines = table.split("\n");
     const start = lines[0].indexOf("SCRUB");
-    const end = lines[0].indexOf("DRIFT");
+    const end = lines[0].indexOf("REPLICA");
     return (lines.find((l) => l.startsWith(`${host} `)) ?? "").slice(start, end).trim();
   };
   const scrubOf = (scenario?: string, edit: (r: HostReport) => HostReport = (r) => r) =>
@@ -624,5 +625,45 @@ describe("askHost", () => {
     expect((await askHost(target, { ssh: slow }, 200)).error).toBe(
       "root@127.0.0.1:22 did not answer within 0.2s",
     );
+  });
+});
+
+describe("the REPLICA column", () => {
+  const replica = (over: Partial<ReplicaReport>): ReplicaReport => ({
+    export: "meshfs",
+    host: "hetzner-native",
+    lagSeconds: 240,
+    maxLagSeconds: 3600,
+    result: "ok",
+    bytes: 1024,
+    finished: 1,
+    level: "ok",
+    detail: "",
+    ...over,
+  });
+  const replicaOf = (replicas: readonly ReplicaReport[] | undefined) => {
+    const base = report("anchor");
+    const edited = Object.fromEntries(
+      Object.entries({ ...base, replicas }).filter(
+        ([key, value]) => key !== "replicas" || value !== undefined,
+      ),
+    ) as unknown as HostReport;
+    const lines = formatStatusTable([{ host: "anchor", report: edited }], { color: false }).split("\n");
+    const start = lines[0].indexOf("REPLICA");
+    const end = lines[0].indexOf("DRIFT");
+    return (lines.find((l) => l.startsWith("anchor ")) ?? "").slice(start, end).trim();
+  };
+
+  test("each replica's lag, and a run that did not succeed", () => {
+    expect(replicaOf([replica({})])).toBe("hetzner-native 4m behind");
+    expect(replicaOf([replica({ result: "diverged", lagSeconds: 7200, level: "FAIL" })])).toBe(
+      "hetzner-native 2h behind diverged",
+    );
+    expect(replicaOf([replica({ result: "", lagSeconds: null })])).toBe("hetzner-native pending");
+  });
+
+  test("- without replicas; ? from an export host whose swarm-health predates replicas", () => {
+    expect(replicaOf([])).toBe("-");
+    expect(replicaOf(undefined)).toBe("?");
   });
 });

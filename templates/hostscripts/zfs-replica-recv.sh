@@ -8,6 +8,7 @@
 #   receive       zfs receive -s -u the stream on stdin into the replica, hold the snapshot received
 #                 last (where the next send starts) and release the one held before, then prune the
 #                 replica's swarm snapshots to its retention (never a held one)
+#   abort-resume  zfs receive -A: discards a cut-off receive that can no longer resume
 #   prune-plan    what the next prune would destroy (zfs-snapshot --dry-run --no-snapshot)
 # Anything else is refused: the dataset, the retention and the zfs options come from
 # CONF_DIR/EXPORT.conf, which root owns, never from the sender.
@@ -21,7 +22,8 @@ HOLD_TAG=swarm-replica-base
 
 refuse() {
   echo "zfs-replica-recv: refused: $*" >&2
-  logger -t swarm-replica -p auth.warning "refused from ${SSH_CLIENT%% *}: $*" 2>/dev/null || true
+  local client=${SSH_CLIENT:-}
+  logger -t swarm-replica -p auth.warning "refused from ${client%% *}: $*" 2>/dev/null || true
   exit 2
 }
 
@@ -71,17 +73,22 @@ case $request in
     zfs list -H -t snapshot -o name -d 1 "$TARGET" | xargs -r zfs holds -H |
       while IFS=$'\t' read -r name tag _; do
         if [ "$tag" = "$HOLD_TAG" ] && [ "$name" != "$newest" ]; then
-          zfs release "$HOLD_TAG" "$name"
+          zfs release "$HOLD_TAG" "$name" || echo "zfs-replica-recv: zfs release $HOLD_TAG $name failed" >&2
         fi
       done
     # shellcheck disable=SC2086 # RETENTION is TIER=N words
     "$SNAPSHOT_PROGRAM" --no-snapshot "$TARGET" $RETENTION | grep -v '^swarm: kept' || true
+    ;;
+  abort-resume)
+    # A cut-off receive whose stream cannot resume (its source snapshot is gone): discard what it left.
+    zfs receive -A "$TARGET"
+    echo "zfs-replica-recv: discarded the cut-off receive into $TARGET"
     ;;
   prune-plan)
     # shellcheck disable=SC2086 # RETENTION is TIER=N words
     "$SNAPSHOT_PROGRAM" --dry-run --no-snapshot "$TARGET" $RETENTION
     ;;
   *)
-    refuse "'${request:0:80}' is not a request of this key (state, receive or prune-plan)"
+    refuse "'${request:0:80}' is not a request of this key (state, receive, abort-resume or prune-plan)"
     ;;
 esac

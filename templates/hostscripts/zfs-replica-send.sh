@@ -76,18 +76,22 @@ replica() {
     "$LOGIN@$ADDRESS" "$@"
 }
 
-# send_stream ZFS-SEND-ARGS...: zfs send | (count bytes) | the replica's receive.
-send_stream() {
-  local counted
-  if ! zfs send "$@" 2>"$work/send.err" | dd bs=1M iflag=fullblock 2>"$work/dd.err" |
-    replica receive >"$work/recv.out" 2>"$work/recv.err"; then
-    counted=$(sed -n 's/^\([0-9]*\) bytes.*/\1/p' "$work/dd.err" | tail -n 1)
-    bytes=$((bytes + ${counted:-0}))
-    finish failed "zfs send $* failed: $(cat "$work/send.err" "$work/recv.err" | tail -n 3)"
-  fi
+# try_stream ZFS-SEND-ARGS...: zfs send | (count bytes) | the replica's receive; on failure, false with
+# the reason in $stream_error.
+try_stream() {
+  local counted rc=0
+  zfs send "$@" 2>"$work/send.err" | dd bs=1M iflag=fullblock 2>"$work/dd.err" |
+    replica receive >"$work/recv.out" 2>"$work/recv.err" || rc=$?
   counted=$(sed -n 's/^\([0-9]*\) bytes.*/\1/p' "$work/dd.err" | tail -n 1)
   bytes=$((bytes + ${counted:-0}))
   sed 's/^/replica: /' "$work/recv.out"
+  stream_error="zfs send $* failed: $(cat "$work/send.err" "$work/recv.err" | tail -n 3)"
+  return "$rc"
+}
+
+# send_stream ZFS-SEND-ARGS...: try_stream, or the run fails.
+send_stream() {
+  try_stream "$@" || finish failed "$stream_error"
 }
 
 # ask_state: the replica's state into $token, $exists and the arrays replica_snaps (names) and
@@ -122,7 +126,13 @@ zfs list -H -o name "$DATASET@$newest" >/dev/null 2>&1 || zfs snapshot "$DATASET
 ask_state
 if [ "$token" != - ]; then
   echo "swarm: resuming the receive $REPLICA had cut off"
-  send_stream -t "$token"
+  if ! try_stream -t "$token"; then
+    # The stream cannot go on (its snapshot was pruned here, say): the replica discards the partial
+    # receive and this run sends again from the replica's newest snapshot.
+    echo "swarm: the cut-off receive cannot resume ($stream_error); $REPLICA discards it"
+    replica abort-resume >/dev/null 2>"$work/abort.err" ||
+      finish failed "$REPLICA cannot discard the cut-off receive: $(tail -n 2 "$work/abort.err")"
+  fi
   ask_state
 fi
 
