@@ -384,6 +384,18 @@ describe("zfs-replica-send with zfs-replica-recv", () => {
     });
     expect(run.stderr).toContain("zfs-replica-send: meshfs → vault: failed: cannot ask vault (10.8.0.2)");
   });
+
+  test("a run that stops where nothing expected it (the source dataset gone) still records a failure", () => {
+    sandbox.state("datasets", "");
+    const run = send(T0);
+    expect(run.exit).toBe(1);
+    expect(sends(run.zfs)).toEqual([]);
+    expect(run.status).toMatchObject({
+      result: "failed",
+      message: "stopped unexpectedly (exit 1): see journalctl -u swarm-replicate-meshfs-to-vault",
+      first_attempt: String(T0),
+    });
+  });
 });
 
 describe("zfs-replica-recv, the forced command", () => {

@@ -33,7 +33,18 @@ done
 
 started=$(date +%s)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+finished=0
+# A run that stops anywhere else (a zfs or a shell error) still says so in STATUS.
+# shellcheck disable=SC2317 # run by the EXIT trap
+on_exit() {
+  local rc=$?
+  rm -rf "$work"
+  if [ "$finished" = 0 ]; then
+    finished=1
+    finish failed "stopped unexpectedly (exit $rc): see journalctl -u swarm-replicate-$EXPORT-to-$REPLICA"
+  fi
+}
+trap on_exit EXIT
 
 # What the last good run left, kept through failures so that the lag keeps growing.
 replicated='' replicated_at='' first_attempt=$started
@@ -48,6 +59,7 @@ bytes=0
 # finish RESULT MESSAGE: writes STATUS and exits (0 for ok).
 finish() {
   local result=$1 message=$2 tmp
+  finished=1
   tmp=$(mktemp "$STATUS.XXXXXX")
   {
     printf 'result=%s\n' "$result"
