@@ -280,8 +280,9 @@ export function replicateService(plan: ReplicaPlan, wireguardUnit: string): stri
       settings: [
         ["Type", "oneshot"],
         ["ExecStart", execLine("", SEND_PROGRAM, senderFiles(plan.exportName, plan.host).conf)],
-        // A first send of a large dataset takes long; a resumed one goes on where it stopped.
-        ["TimeoutStartSec", "infinity"],
+        // A first send of a large dataset takes long, but a run that hangs must not hold the timer
+        // for ever: one cut off here resumes where it stopped (zfs receive -s).
+        ["TimeoutStartSec", "12h"],
         ["Nice", "10"],
         ["IOSchedulingClass", "idle"],
       ],
