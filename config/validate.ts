@@ -1226,9 +1226,12 @@ class FleetIndex {
       : `${JSON.stringify(name)} is not a host: use one of ${names.join(", ")}, or declare it in swarm:hosts`;
   }
 
-  /** Whether the mesh topology gives `a` and `b` a tunnel to each other. */
+  /**
+   * Whether `a` and `b` reach each other over the mesh: a tunnel of their own (a full mesh, or one
+   * of them is the hub), or two spokes through the hub when it routes between them (hubRouting).
+   */
   adjacent(a: string, b: string): boolean {
-    if (this.mesh.topology !== "hub" || !this.has(this.mesh.hub)) {
+    if (this.mesh.topology !== "hub" || !this.has(this.mesh.hub) || this.mesh.hubRouting !== false) {
       return true;
     }
     return a === this.mesh.hub || b === this.mesh.hub;
@@ -1605,7 +1608,7 @@ function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors
       } else if (fleet.has(e.host) && fleet.has(client.name) && !fleet.adjacent(client.name, e.host)) {
         errors.push({
           path: client.path,
-          message: `under topology hub ${client.name} peers only with ${fleet.mesh.hub}, so it cannot reach ${e.host} over the mesh: serve the export from the hub, or use topology full`,
+          message: `under topology hub without hub routing ${client.name} peers only with ${fleet.mesh.hub}, so it cannot reach ${e.host} over the mesh: serve the export from the hub, set mesh.hubRouting to true (the hub forwards between spokes), or use topology full`,
         });
       }
       seen.add(client.name);
@@ -1686,7 +1689,7 @@ function checkReplicas(fleet: FleetIndex, exports: readonly ExportDraft[], error
       if (e.host !== undefined && fleet.has(e.host) && !fleet.adjacent(host, e.host)) {
         errors.push({
           path: at("host"),
-          message: `under topology hub ${host} peers only with ${fleet.mesh.hub}, so ${e.host} cannot send to it over the mesh: keep the replica on the hub, or use topology full`,
+          message: `under topology hub without hub routing ${host} peers only with ${fleet.mesh.hub}, so ${e.host} cannot send to it over the mesh: keep the replica on the hub, set mesh.hubRouting to true (the hub forwards between spokes), or use topology full`,
         });
       }
       pushIf(errors, at("pool.devices"), volumeProblem(fleet.byName.get(host), replica.pool));

@@ -940,10 +940,11 @@ const rows: Row[] = [
     message: "satellite is listed twice",
   },
   {
-    what: "client without a tunnel to the export host under hub topology",
-    changes: { "mesh.hub": "satellite" },
+    what: "client without a tunnel to the export host under hub topology without hub routing",
+    changes: { "mesh.hub": "satellite", "mesh.hubRouting": false },
     path: "swarm:exports[0].clients[1]",
-    message: "under topology hub hetzner-native peers only with satellite, so it cannot reach anchor",
+    message:
+      "under topology hub without hub routing hetzner-native peers only with satellite, so it cannot reach anchor over the mesh: serve the export from the hub, set mesh.hubRouting to true",
   },
   {
     what: "export user root",
@@ -2535,7 +2536,36 @@ describe("replicas", () => {
     });
   });
 
+  it("accepts, through a hub that routes, a spoke mounting another spoke's export and a replica on a third spoke", () => {
+    const raw = withChanges({ "mesh.hub": "satellite" }, withReplica);
+    const { config, errors } = validateFleetConfig(raw);
+    expect(errors).toEqual([]);
+    const plan = planFleet(config as FleetConfig);
+    // hetzner-native reaches anchor's export through satellite: its one peer carries the mesh block.
+    expect(plan.byName.get("hetzner-native")?.peers).toEqual([
+      { name: "satellite", allowedIps: ["10.8.0.0/24"] },
+    ]);
+    expect(stepsOf(plan.steps, "mount").map((m) => [m.host, m.server.name])).toEqual([
+      ["satellite", "anchor"],
+      ["hetzner-native", "anchor"],
+    ]);
+  });
+
   rejectsEach([
+    {
+      what: "a replica on a spoke the export host has no tunnel to, the hub not routing",
+      from: withReplica,
+      changes: {
+        "mesh.hub": "satellite",
+        "mesh.hubRouting": false,
+        "exports[0].clients": ["satellite"],
+        mounts: [{ host: "satellite", export: "meshfs", path: "/mnt/meshfs" }],
+        syncs: [],
+      },
+      path: "swarm:exports[0].replicas[0].host",
+      message:
+        "under topology hub without hub routing hetzner-native peers only with satellite, so anchor cannot send to it over the mesh",
+    },
     {
       what: "a replica on the export's own host",
       from: withReplica,
