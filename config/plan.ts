@@ -18,7 +18,7 @@ import { isInside, normalizePath } from "../templates/systemd";
 import type { RemoteRoot, SyncPlan } from "../templates/unison";
 import type { SnapshotPlan, ZfsPlan } from "../templates/zfs";
 import type { ScrubPlan } from "../templates/scrub";
-import { replicaMaxLag, type ReplicaPlan } from "../templates/replica";
+import { replicaMaxLag, replicaRetention, type ReplicaPlan } from "../templates/replica";
 import type { HealthConfig } from "./health";
 import type { PeerPlan } from "./model";
 import type {
@@ -498,7 +498,7 @@ export function planSteps(
           },
           target: r.dataset,
           interval,
-          retention: r.retention ?? exported.snapshots.retention,
+          retention: replicaRetention(exported, r),
           maxLag: replicaMaxLag(r),
           ...(r.pool.scrub === "off" ? {} : { scrub: { pool: r.pool.name, schedule: r.pool.scrub } }),
         },

@@ -150,6 +150,31 @@ function isReplicaReport(value: unknown): value is ReplicaReport {
   );
 }
 
+/** What the next prune of one dataset of the host would destroy (`zfs-snapshot --dry-run`). */
+export interface PruneReport {
+  readonly dataset: string;
+  /** null when the dry run failed (`error` says why). */
+  readonly destroy: readonly { readonly snapshot: string; readonly why: string }[] | null;
+  readonly error?: string;
+}
+
+function isPruneReport(value: unknown): value is PruneReport {
+  const p = value as Record<string, unknown> | null;
+  if (typeof p !== "object" || p === null || typeof p.dataset !== "string") {
+    return false;
+  }
+  if (p.destroy === null) {
+    return typeof p.error === "string";
+  }
+  return (
+    Array.isArray(p.destroy) &&
+    p.destroy.every(
+      (d: Record<string, unknown> | null) =>
+        typeof d === "object" && d !== null && typeof d.snapshot === "string" && typeof d.why === "string",
+    )
+  );
+}
+
 /** What `swarm-health json` prints. */
 export interface HostReport {
   readonly host: string;
@@ -163,6 +188,8 @@ export interface HostReport {
   readonly datasets: readonly DatasetReport[];
   /** Scrubbed pools; absent from hosts whose health program predates scrubs. */
   readonly pools?: readonly PoolReport[];
+  /** The next prune of each dataset; absent from hosts whose health program predates it. */
+  readonly prunes?: readonly PruneReport[];
   /** Replicas of the host's exports; absent from hosts whose health program predates replicas. */
   readonly replicas?: readonly ReplicaReport[];
   readonly checks: readonly CheckReport[];
@@ -202,6 +229,11 @@ export function parseHostReport(text: string): HostReport {
   if (report.pools !== undefined && !(Array.isArray(report.pools) && report.pools.every(isPoolReport))) {
     throw new Error(
       "swarm-health printed a pool list whose items are not {name, lastScrub, scrubErrors, scrubRepairedBytes (each a count or null), level, detail}",
+    );
+  }
+  if (report.prunes !== undefined && !(Array.isArray(report.prunes) && report.prunes.every(isPruneReport))) {
+    throw new Error(
+      "swarm-health printed a prune list whose items are not {dataset, destroy: [{snapshot, why}] or null with an error}",
     );
   }
   if (

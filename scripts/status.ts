@@ -1,11 +1,11 @@
 /**
- * `npm run status -- <stack> [--drift] [--key FILE] [--known-hosts FILE]`:
+ * `npm run status -- <stack> [--drift] [--prune] [--key FILE] [--known-hosts FILE]`:
  * asks every host of a stack for its health over SSH (`swarm-health json`,
  * in parallel) and prints one table, host by host: mesh peers up and the
  * worst handshake age, mounts, last sync, conflicts, dataset usage, each
- * pool's last scrub, and how many things differ from what swarm installed
- * (drift); `--drift` lists
- * each of them. Exits 1 when a check failed or a host could not be asked
+ * pool's last scrub, each replica's lag, and how many things differ from what
+ * swarm installed (drift); `--drift` lists each of them, `--prune` what the
+ * next prune of every dataset would destroy. Exits 1 when a check failed or a host could not be asked
  * (drift is a warning).
  *
  * Addresses: existing hosts from the stack's config, Hetzner hosts from the
@@ -242,11 +242,36 @@ export function driftLines(rows: readonly StatusRow[]): string[] {
   );
 }
 
+/**
+ * What the next prune of each dataset would destroy, host by host (sorted):
+ * `anchor  tank/meshfs/state  destroy swarm-20261130T100000Z: no tier keeps it`, a line saying
+ * nothing would go, or why the host could not say. Pure.
+ */
+export function pruneLines(rows: readonly StatusRow[]): string[] {
+  const entries = [...rows]
+    .sort(byHost)
+    .flatMap((row) => (row.report?.prunes ?? []).map((p) => ({ host: row.host, ...p })));
+  const hostWidth = Math.max(0, ...entries.map((e) => e.host.length));
+  const datasetWidth = Math.max(0, ...entries.map((e) => e.dataset.length));
+  return entries.flatMap((e) => {
+    const lead = `${e.host.padEnd(hostWidth)}  ${e.dataset.padEnd(datasetWidth)}  `;
+    if (e.destroy === null) {
+      return [`${lead}unknown: ${e.error ?? "the dry run failed"}`];
+    }
+    if (e.destroy.length === 0) {
+      return [`${lead}destroys nothing`];
+    }
+    return e.destroy.map((d) => `${lead}destroy ${d.snapshot.slice(d.snapshot.indexOf("@") + 1)}: ${d.why}`);
+  });
+}
+
 export interface TableOptions {
   /** ANSI colour. */
   readonly color: boolean;
   /** List every drifted item below the table (`--drift`), instead of one line per host that has drift. */
   readonly drift?: boolean;
+  /** List what the next prune of every dataset would destroy (`--prune`). */
+  readonly prune?: boolean;
   /** The stack, for the commands the table suggests; `<stack>` when not given. */
   readonly stack?: string;
 }
@@ -323,6 +348,20 @@ export function formatStatusTable(rows: readonly StatusRow[], opts: TableOptions
       ),
     );
   }
+  if (opts.prune) {
+    const lines = pruneLines(sorted);
+    const unknown = sorted.filter((r) => r.report !== undefined && r.report.prunes === undefined);
+    out.push(
+      "",
+      ...(lines.length > 0
+        ? ["next prune (each snapshot timer's next run; held snapshots and other names never go):", ...lines]
+        : ["no dataset is pruned"]),
+      ...unknown.map(
+        (r) =>
+          `${r.host}: next prune unknown: its swarm-health predates the prune preview (pulumi up installs it)`,
+      ),
+    );
+  }
   const healthy = sorted.filter(rowHealthy).length;
   out.push("", `${healthy}/${sorted.length} hosts healthy`);
   return `${out.join("\n")}\n`;
@@ -334,21 +373,34 @@ export interface Arguments {
   readonly knownHosts?: string;
   /** List every drifted item below the table. */
   readonly drift: boolean;
+  /** List what the next prune of every dataset would destroy. */
+  readonly prune: boolean;
 }
 
-/** Parses `<stack> [--drift] [--key FILE] [--known-hosts FILE]`; throws a UsageError on anything else. */
+/** Parses `<stack> [--drift] [--prune] [--key FILE] [--known-hosts FILE]`; throws a UsageError on anything else. */
 export function parseArguments(argv: readonly string[], env: NodeJS.ProcessEnv): Arguments {
   const { values, positionals } = parseCommandLine(argv, {
-    options: { key: { type: "string" }, "known-hosts": { type: "string" }, drift: { type: "boolean" } },
+    options: {
+      key: { type: "string" },
+      "known-hosts": { type: "string" },
+      drift: { type: "boolean" },
+      prune: { type: "boolean" },
+    },
     allowPositionals: true,
   });
   const [stack] = positionalsAs(positionals, ["stack"]);
   const key = values.key ?? (env.SWARM_SSH_KEY === "" ? undefined : env.SWARM_SSH_KEY);
-  return { stack, key, knownHosts: values["known-hosts"], drift: values.drift ?? false };
+  return {
+    stack,
+    key,
+    knownHosts: values["known-hosts"],
+    drift: values.drift ?? false,
+    prune: values.prune ?? false,
+  };
 }
 
 export const USAGE =
-  "usage: npm run status -- <stack> [--drift] [--key FILE] [--known-hosts FILE]  (key also from SWARM_SSH_KEY)";
+  "usage: npm run status -- <stack> [--drift] [--prune] [--key FILE] [--known-hosts FILE]  (key also from SWARM_SSH_KEY)";
 
 /**
  * Asks every host; resolves to the exit code: 0 every host healthy, 1 a
@@ -377,7 +429,12 @@ export async function main(
     throw e;
   }
   const color = io === processIo && process.stdout.isTTY === true && !env.NO_COLOR;
-  io.out(formatStatusTable(rows, { color, drift: args.drift, stack: args.stack }).replace(/\n$/, ""));
+  io.out(
+    formatStatusTable(rows, { color, drift: args.drift, prune: args.prune, stack: args.stack }).replace(
+      /\n$/,
+      "",
+    ),
+  );
   return rows.every(rowHealthy) ? EXIT.ok : EXIT.failed;
 }
 

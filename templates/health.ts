@@ -14,9 +14,16 @@ import { normalizePath, renderUnit, systemdEscapePath, timespan, unitHeader } fr
 import { hostScript, OWNED_DIR, script, shellQuote, writeFile } from "./shell";
 import { WG_INTERFACE, WG_UNIT } from "./wireguard";
 import { stateDir, statusPath, syncUnitNames } from "./unison";
-import { EXPORT_SENTINEL, failFunction, SNAPSHOT_PREFIX, snapshotUnitName } from "./zfs";
+import {
+  EXPORT_SENTINEL,
+  failFunction,
+  retentionArgs,
+  SNAPSHOT_PREFIX,
+  SNAPSHOT_SCRIPT,
+  snapshotUnitName,
+} from "./zfs";
 import { scrubPeriod, scrubStatusPath, scrubUnitName } from "./scrub";
-import { replicaMaxLag, replicateUnitName, senderFiles } from "./replica";
+import { replicaMaxLag, replicaRetention, replicateUnitName, senderFiles } from "./replica";
 
 export const HEALTH_PROGRAM_PATH = "/usr/local/lib/swarm/swarm-health";
 /** The program that compares the host with what swarm's steps recorded installing there; swarm-health runs it. */
@@ -67,6 +74,13 @@ export interface HealthPool {
   readonly statusFile: string;
 }
 
+/** A dataset of the host that a timer prunes: the export's, or a replica kept here. */
+export interface HealthPrune {
+  readonly dataset: string;
+  /** The arguments of `zfs-snapshot` that print what its next run would do. */
+  readonly dryRunArgs: readonly string[];
+}
+
 /** A replica of one of the host's exports on another host. */
 export interface HealthReplica {
   readonly exportName: string;
@@ -108,6 +122,8 @@ export interface HealthExpectations {
   readonly pools: readonly HealthPool[];
   /** Replicas of the host's exports, sorted by export, then host. */
   readonly replicas: readonly HealthReplica[];
+  /** Datasets whose next prune `swarm-health json` shows, sorted by dataset. */
+  readonly prunes: readonly HealthPrune[];
 }
 
 function byKey<T>(key: (item: T) => string): (a: T, b: T) => number {
@@ -189,6 +205,20 @@ export function healthExpectations(
         })),
       )
       .sort(byKey((r) => `${r.exportName}\t${r.host}`)),
+    prunes: [
+      ...host.exports.map((e) => ({
+        dataset: e.dataset,
+        dryRunArgs: ["--dry-run", e.dataset, ...retentionArgs(e.snapshots.retention)],
+      })),
+      ...plan.config.exports.flatMap((e) =>
+        e.replicas
+          .filter((r) => r.host === host.name)
+          .map((r) => ({
+            dataset: r.dataset,
+            dryRunArgs: ["--dry-run", "--no-snapshot", r.dataset, ...retentionArgs(replicaRetention(e, r))],
+          })),
+      ),
+    ].sort(byKey((p) => p.dataset)),
   };
 }
 
@@ -330,6 +360,15 @@ export function renderHealthConfig(values: HealthExpectations): string {
       "REPLICA_MAX_LAGS",
       values.replicas.map((r) => String(r.maxLag)),
     ),
+    "# Pruned datasets: dataset, the arguments of zfs-snapshot that print its next prune.",
+    bashArray(
+      "PRUNE_DATASETS",
+      values.prunes.map((p) => p.dataset),
+    ),
+    bashArray(
+      "PRUNE_ARGS",
+      values.prunes.map((p) => p.dryRunArgs.join(" ")),
+    ),
   ].join("\n")}\n`;
 }
 
@@ -441,5 +480,6 @@ export function renderDriftProgram(): string {
 const HEALTH_PROGRAM = hostScript("swarm-health.sh", {
   HEALTH_PROGRAM: HEALTH_PROGRAM_PATH,
   DRIFT_PROGRAM: DRIFT_PROGRAM_PATH,
+  SNAPSHOT_PROGRAM: SNAPSHOT_SCRIPT,
 });
 const DRIFT_PROGRAM = hostScript("swarm-drift.sh", { OWNED_DIR });

@@ -53,6 +53,14 @@ export function replicaMaxLag(replica: { readonly interval: Seconds; readonly ma
   return replica.maxLag ?? 4 * replica.interval;
 }
 
+/** The tiers a replica keeps: its own `retention`, else its export's. */
+export function replicaRetention(
+  exported: { readonly snapshots: { readonly retention: Retention } },
+  replica: { readonly retention?: Retention },
+): Retention {
+  return replica.retention ?? exported.snapshots.retention;
+}
+
 /** The replica host's user for an export: it can receive into the replica's dataset and nothing else. */
 export function replicaUser(exportName: string): string {
   return `${exportName}-replica`;

@@ -1226,3 +1226,146 @@ describe("HealthGate", () => {
     );
   });
 });
+
+describe("replicas and the next prune", () => {
+  // The recorded fleet with a replica of meshfs on hetzner-native, sent every 15 min (maxLag 1h).
+  const replicated = planFleet(
+    fleetWith((raw) => {
+      const [meshfs] = raw.exports as Record<string, unknown>[];
+      meshfs.replicas = [
+        { host: "hetzner-native", pool: { name: "backup", devices: ["/dev/sdc"] }, dataset: "backup/meshfs" },
+      ];
+      return raw;
+    }),
+  );
+  const timer = "swarm-replicate-meshfs-to-hetzner-native.timer";
+  const recorded = (file: string) =>
+    fs.readFileSync(path.join(__dirname, "fixtures", "health", "anchor", file), "utf8");
+  const timerShown = (active: string) =>
+    `${recorded("systemctl-show")}\nId=${timer}\nLoadState=loaded\nActiveState=${active}\nSubState=waiting\nResult=success\n`;
+  const status = (edit: (lines: string) => string = (l) => l) =>
+    edit(recorded("replica/meshfs.to-hetzner-native"));
+  const anchor = (mode: string, files: Record<string, string> = {}) =>
+    runHealth("anchor", mode, {
+      plan: replicated,
+      files: { "systemctl-show": timerShown("active"), ...files },
+    });
+  const replicaCheck = (lines: readonly string[]) => lines.filter((l) => l.includes(" replica meshfs on "));
+
+  test("a replica that is current: ok, with its lag and the last run's bytes, in gate, json and metrics", () => {
+    const gate = anchor("gate");
+    expect(gate.code).toBe(0);
+    expect(replicaCheck(gate.lines)).toEqual([
+      "ok anchor replica meshfs on hetzner-native: hetzner-native has swarm-20251125T161500Z, 5min behind; the last run sent 51.2 KiB",
+    ]);
+    const report = parseHostReport(anchor("json").stdout);
+    expect(report.replicas).toEqual([
+      {
+        export: "meshfs",
+        host: "hetzner-native",
+        lagSeconds: 300,
+        maxLagSeconds: 3600,
+        result: "ok",
+        bytes: 52480,
+        finished: 1764089712,
+        level: "ok",
+        detail: expect.stringContaining("5min behind"),
+      },
+    ]);
+    const metrics = anchor("metrics");
+    const prom = fs.readFileSync(path.join(metrics.dir, "textfile", "swarm.prom"), "utf8");
+    expect(prom).toContain('swarm_replica_lag_seconds{export="meshfs",replica="hetzner-native"} 300\n');
+    expect(prom).toContain('swarm_replica_max_lag_seconds{export="meshfs",replica="hetzner-native"} 3600\n');
+    expect(prom).toContain('swarm_replica_last_run_success{export="meshfs",replica="hetzner-native"} 1\n');
+    expect(prom).toContain('swarm_replica_last_run_bytes{export="meshfs",replica="hetzner-native"} 52480\n');
+  });
+
+  test.each([
+    [
+      "behind more than maxLag",
+      status((s) => s.replace("replicated_at=1764089700", "replicated_at=1764080000")),
+      "FAIL",
+      "the replica on hetzner-native is 2h behind (newest there: swarm-20251125T161500Z), more than maxLag 60min",
+    ],
+    [
+      "never reached, trying for longer than maxLag",
+      status((s) => s.replace(/^replicated.*\n/gm, "").replace("result=ok", "result=failed")),
+      "FAIL",
+      "no snapshot has reached hetzner-native in",
+    ],
+    [
+      "diverged, within maxLag",
+      status((s) =>
+        s
+          .replace("result=ok", "result=diverged")
+          .replace(
+            /^message=.*$/m,
+            "message=the replica's newest snapshot x is not a snapshot of tank/meshfs/state",
+          ),
+      ),
+      "WARN",
+      "the last run diverged: the replica's newest snapshot x is not a snapshot",
+    ],
+  ])("a replica %s", (_, file, level, detail) => {
+    const gate = anchor("gate", { "replica/meshfs.to-hetzner-native": file });
+    expect(gate.code).toBe(level === "FAIL" ? 1 : 0);
+    expect(replicaCheck(gate.lines)).toEqual([
+      expect.stringContaining(`${level} anchor replica meshfs on hetzner-native: ${detail}`),
+    ]);
+  });
+
+  test("a replica whose timer stopped warns; one that never ran yet is fine", () => {
+    expect(replicaCheck(anchor("gate", { "systemctl-show": timerShown("inactive") }).lines)).toEqual([
+      expect.stringMatching(
+        /^WARN anchor replica meshfs on hetzner-native: replication timer \S+ is inactive/,
+      ),
+    ]);
+    const fresh = anchor("gate", { "replica/meshfs.to-hetzner-native": "" });
+    expect(replicaCheck(fresh.lines)).toEqual([
+      `ok anchor replica meshfs on hetzner-native: no run has finished yet: ${timer} starts the first`,
+    ]);
+  });
+
+  test("json carries what the next prune of each dataset would destroy, or why it cannot say", () => {
+    const report = parseHostReport(runHealth("anchor", "json").stdout);
+    expect(report.prunes).toEqual([
+      {
+        dataset: "tank/meshfs/state",
+        destroy: [{ snapshot: "tank/meshfs/state@swarm-20251123T150000Z", why: "no tier keeps it" }],
+      },
+    ]);
+    const failed = parseHostReport(
+      runHealth("anchor", "json", {
+        files: {
+          "prune/tank_meshfs_state": "cannot open 'tank/meshfs/state'\n",
+          "prune/tank_meshfs_state.rc": "1\n",
+        },
+      }).stdout,
+    );
+    expect(failed.prunes).toEqual([
+      {
+        dataset: "tank/meshfs/state",
+        destroy: null,
+        error: "zfs-snapshot --dry-run exited 1: cannot open 'tank/meshfs/state'",
+      },
+    ]);
+  });
+
+  test("the replica host prunes its replica without snapshotting it, and scrubs its pool", () => {
+    const expectations = healthExpectations(replicated, "hetzner-native", DEFAULT_HEALTH, PUBLIC_KEYS);
+    expect(expectations.prunes).toEqual([
+      { dataset: "backup/meshfs", dryRunArgs: ["--dry-run", "--no-snapshot", "backup/meshfs", "hourly=48"] },
+    ]);
+    expect(expectations.pools.map((p) => p.name)).toEqual(["backup"]);
+    expect(expectations.replicas).toEqual([]);
+    expect(healthExpectations(replicated, "anchor", DEFAULT_HEALTH, PUBLIC_KEYS).replicas).toEqual([
+      {
+        exportName: "meshfs",
+        host: "hetzner-native",
+        timerUnit: timer,
+        statusFile: "/var/lib/swarm/replication/meshfs.to-hetzner-native",
+        maxLag: 3600,
+      },
+    ]);
+  });
+});

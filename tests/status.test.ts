@@ -21,6 +21,7 @@ import {
 import {
   USAGE,
   driftLines,
+  pruneLines,
   formatAge,
   formatBytes,
   formatStatusTable,
@@ -522,7 +523,7 @@ describe("npm run status", () => {
 
   test("the usage line names every option", () => {
     expect(USAGE).toBe(
-      "usage: npm run status -- <stack> [--drift] [--key FILE] [--known-hosts FILE]  (key also from SWARM_SSH_KEY)",
+      "usage: npm run status -- <stack> [--drift] [--prune] [--key FILE] [--known-hosts FILE]  (key also from SWARM_SSH_KEY)",
     );
   });
 
@@ -665,5 +666,50 @@ describe("the REPLICA column", () => {
   test("- without replicas; ? from an export host whose swarm-health predates replicas", () => {
     expect(replicaOf([])).toBe("-");
     expect(replicaOf(undefined)).toBe("?");
+  });
+});
+
+describe("--prune", () => {
+  const withPrunes = (host: string, prunes: HostReport["prunes"]): StatusRow => ({
+    host,
+    report: { ...report(host === "anchor" ? "anchor" : "satellite"), host, prunes },
+  });
+
+  test("lists, host by host, what the next prune of each dataset would destroy, or why it cannot say", () => {
+    const rows = [
+      withPrunes("hetzner-native", [{ dataset: "backup/meshfs", destroy: [] }]),
+      withPrunes("anchor", [
+        {
+          dataset: "tank/meshfs/state",
+          destroy: [
+            { snapshot: "tank/meshfs/state@swarm-20251123T150000Z", why: "no tier keeps it" },
+            { snapshot: "tank/meshfs/state@swarm-20251123T140000Z", why: "no tier keeps it" },
+          ],
+        },
+      ]),
+      withPrunes("vault", [
+        { dataset: "vault/x", destroy: null, error: "zfs-snapshot --dry-run exited 1: no pool" },
+      ]),
+    ];
+    expect(pruneLines(rows)).toEqual([
+      "anchor          tank/meshfs/state  destroy swarm-20251123T150000Z: no tier keeps it",
+      "anchor          tank/meshfs/state  destroy swarm-20251123T140000Z: no tier keeps it",
+      "hetzner-native  backup/meshfs      destroys nothing",
+      "vault           vault/x            unknown: zfs-snapshot --dry-run exited 1: no pool",
+    ]);
+    const table = formatStatusTable(rows, { color: false, prune: true });
+    expect(table).toContain(
+      "\nnext prune (each snapshot timer's next run; held snapshots and other names never go):\nanchor ",
+    );
+    expect(formatStatusTable(rows, { color: false })).not.toContain("next prune");
+  });
+
+  test("says when a host's swarm-health predates the preview", () => {
+    const table = formatStatusTable([withPrunes("anchor", undefined)], { color: false, prune: true });
+    expect(table).toContain("anchor: next prune unknown: its swarm-health predates the prune preview");
+  });
+
+  test("is an option of the command line", () => {
+    expect(parseArguments(["lab", "--prune"], {})).toMatchObject({ stack: "lab", prune: true, drift: false });
   });
 });

@@ -6,7 +6,8 @@
 #                         scrub, report drift;
 #                         one line per check, exit 1 naming every broken thing
 #   swarm-health metrics  write Prometheus textfile metrics to $TEXTFILE_DIR/swarm.prom
-#   swarm-health json     one JSON object describing this host (for `npm run status`)
+#   swarm-health json     one JSON object describing this host (for `npm run status`), with
+#                         what the next prune of each dataset would destroy
 #
 # What to expect comes from /etc/swarm/health.conf (SWARM_HEALTH_CONFIG overrides it). What
 # differs from what swarm installed comes from swarm-drift (SWARM_DRIFT overrides its path): each
@@ -22,6 +23,7 @@ config=${SWARM_HEALTH_CONFIG:-/etc/swarm/health.conf}
 fixtures=${SWARM_HEALTH_FIXTURES:-}
 HEALTH_PROGRAM=/usr/local/lib/swarm/swarm-health
 DRIFT_PROGRAM=/usr/local/lib/swarm/swarm-drift
+SNAPSHOT_PROGRAM=/usr/local/lib/swarm/zfs-snapshot
 drift_program=${SWARM_DRIFT:-$DRIFT_PROGRAM}
 if [ ! -r "$config" ]; then
   echo "swarm-health: cannot read $config: converge this host with swarm (pulumi up) first" >&2
@@ -43,6 +45,7 @@ SYNC_NAMES=() SYNC_TIMERS=() SYNC_SERVICES=() SYNC_STATUS_FILES=() SYNC_LOGS=()
 DATASETS=() SNAPSHOT_TIMERS=()
 POOLS=() SCRUB_SCHEDULES=() SCRUB_PERIODS=() SCRUB_TIMERS=() SCRUB_SERVICES=() SCRUB_STATUS_FILES=()
 REPLICA_EXPORTS=() REPLICA_HOSTS=() REPLICA_TIMERS=() REPLICA_STATUS_FILES=() REPLICA_MAX_LAGS=()
+PRUNE_DATASETS=() PRUNE_ARGS=()
 SNAPSHOT_PREFIX=swarm-
 # shellcheck source=/dev/null
 . "$config"
@@ -198,6 +201,17 @@ src_replica() {
     return
   fi
   cat -- "$3"
+}
+
+# src_prune DATASET ARGS: what the next prune of DATASET would do (zfs-snapshot --dry-run ARGS:
+# ACTION<tab>SNAPSHOT<tab>WHY lines). Recorded as prune/DATASET with / as _.
+src_prune() {
+  if [ -n "$fixtures" ]; then
+    fixture "prune/${1//\//_}"
+    return
+  fi
+  # shellcheck disable=SC2086 # ARGS are words: options, the dataset and TIER=N
+  "$SNAPSHOT_PROGRAM" $2
 }
 
 # src_drift [gate]: swarm-drift's lines (step, kind, item, detail; tab-separated), exit 2 when it
@@ -803,7 +817,7 @@ json_number() {
 }
 
 mode_json() {
-  local now i name key address path unit timer service status_file ds sep pool
+  local now i name key address path unit timer service status_file ds sep pool plan destroy dsep action why rc
   read_all_units
   check_peers 0
   check_mounts 1
@@ -860,6 +874,25 @@ mode_json() {
       "$sep" "$(json_string "$pool")" "$(json_number "${scrub_ended[$pool]}")" \
       "$(json_number "${scrub_errors[$pool]}")" "$(json_number "${scrub_repaired[$pool]}")" \
       "$(json_string "${scrub_level[$pool]}")" "$(json_string "${scrub_detail[$pool]}")"
+    sep=,
+  done
+  printf '],"prunes":['
+  sep=""
+  for i in "${!PRUNE_DATASETS[@]}"; do
+    ds=${PRUNE_DATASETS[$i]}
+    destroy="" dsep="" rc=0
+    plan=$(src_prune "$ds" "${PRUNE_ARGS[$i]}" 2>&1) || rc=$?
+    if [ "$rc" != 0 ]; then
+      printf '%s{"dataset":%s,"destroy":null,"error":%s}' "$sep" "$(json_string "$ds")" \
+        "$(json_string "zfs-snapshot --dry-run exited $rc: $(tail -n 1 <<<"$plan")")"
+    else
+      while IFS=$'\t' read -r action name why; do
+        [ "$action" = destroy ] || continue
+        destroy+="$dsep{\"snapshot\":$(json_string "$name"),\"why\":$(json_string "$why")}"
+        dsep=,
+      done <<<"$plan"
+      printf '%s{"dataset":%s,"destroy":[%s]}' "$sep" "$(json_string "$ds")" "$destroy"
+    fi
     sep=,
   done
   printf '],"replicas":['
