@@ -357,11 +357,21 @@ for s in ${[...history.map(snap), taken, foreign].join(" ")}; do zfs destroy "$s
   phase("check snapshot retention");
 });
 
-/** Stops replication timers and waits for a run in progress to end. */
+/**
+ * Stops replication timers and waits for a run in progress to end: a oneshot service is
+ * `activating` while it runs (`systemctl is-active` is false then), and a `systemctl start` now
+ * would join that run instead of starting one.
+ */
 async function pauseReplication(host: string, timers: readonly string[]): Promise<void> {
   for (const timer of timers) {
     const service = timer.replace(/\.timer$/, ".service");
-    await run(host, `systemctl stop ${timer}\nwhile systemctl is-active -q ${service}; do sleep 1; done`);
+    await run(
+      host,
+      `systemctl stop ${timer}
+while case $(systemctl show -p ActiveState --value ${service}) in activating | active | deactivating | reloading) true ;; *) false ;; esac; do
+  sleep 1
+done`,
+    );
   }
 }
 
