@@ -46,13 +46,21 @@ export function main(argv: readonly string[], io: Io = processIo, dir = "."): nu
   return EXIT.ok;
 }
 
-/** e.g. `3 hosts, mesh 10.8.0.0/24 (hub anchor), 1 export, 2 mounts, 1 sync`. */
+/** e.g. `3 hosts, mesh 10.8.0.0/24 (hub anchor), 1 export, 1 replica, 2 mounts, 1 sync`. */
 export function summarize(config: FleetConfig): string {
   const topology = config.mesh.topology === "hub" ? `hub ${config.mesh.hub}` : "full";
   return [
     count(config.hosts.length, "host"),
     `mesh ${config.mesh.cidr} (${topology})`,
     count(config.exports.length, "export"),
+    ...(config.exports.some((e) => e.replicas.length > 0)
+      ? [
+          count(
+            config.exports.reduce((n, e) => n + e.replicas.length, 0),
+            "replica",
+          ),
+        ]
+      : []),
     count(config.mounts.length, "mount"),
     count(config.syncs.length, "sync"),
   ].join(", ");

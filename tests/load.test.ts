@@ -220,7 +220,7 @@ describe("npm run validate", () => {
     expect(run(["prod"], join(__dirname, ".."))).toEqual({
       code: 0,
       out: [
-        "Pulumi.prod.yaml: 3 hosts, mesh 10.8.0.0/24 (hub anchor), 1 export, 2 mounts, 1 sync: valid, with the 2 warnings above to fix before deploying",
+        "Pulumi.prod.yaml: 3 hosts, mesh 10.8.0.0/24 (hub anchor), 1 export, 1 replica, 2 mounts, 1 sync: valid, with the 2 warnings above to fix before deploying",
       ],
       err: [
         expect.stringMatching(/^warning: swarm:admin.sshPublicKey: is the example key/),
