@@ -527,6 +527,7 @@ cd ${dir} && sha256sum file-* | sort`,
     await run(target, `zfs destroy ${replica.target}@taken-by-hand`);
     await run(source, `systemctl start ${service}`);
     expect(await run(source, `cat ${files.status}`)).toMatch(/^result=ok$/m);
+    await run(source, `systemctl start ${timer}`);
     const healthy = parseHostReport(await run(source, `${HEALTH_PROGRAM_PATH} json`));
     expect(healthy.replicas).toEqual([expect.objectContaining({ result: "ok", level: "ok" })]);
     await run(source, `rm -rf ${dir}`);
