@@ -229,6 +229,11 @@ function bashArray(name: string, values: readonly string[]): string {
   return `${name}=(\n${values.map((v) => `  ${shellQuote(v)}`).join("\n")}\n)`;
 }
 
+/** A table as bash arrays, one per column, in the order given: `NAME=(...)` for each. */
+function bashColumns<T>(rows: readonly T[], columns: Readonly<Record<string, (row: T) => string>>): string[] {
+  return Object.entries(columns).map(([name, cell]) => bashArray(name, rows.map(cell)));
+}
+
 /**
  * The expectation file `swarm-health` sources: bash assignments, one array
  * per field so no value is ever split on spaces. Deterministic.
@@ -249,126 +254,52 @@ export function renderHealthConfig(values: HealthExpectations): string {
     `TEXTFILE_DIR=${shellQuote(t.textfileDir)}`,
     `SENTINEL=${shellQuote(EXPORT_SENTINEL)}`,
     `# Peers on ${WG_INTERFACE}: name, public key, mesh address.`,
-    bashArray(
-      "PEER_NAMES",
-      values.peers.map((p) => p.name),
-    ),
-    bashArray(
-      "PEER_KEYS",
-      values.peers.map((p) => p.publicKey),
-    ),
-    bashArray(
-      "PEER_ADDRESSES",
-      values.peers.map((p) => p.meshAddress),
-    ),
+    ...bashColumns(values.peers, {
+      PEER_NAMES: (p) => p.name,
+      PEER_KEYS: (p) => p.publicKey,
+      PEER_ADDRESSES: (p) => p.meshAddress,
+    }),
     "# Hosts reached through the hub: name, mesh address, hub.",
-    bashArray(
-      "ROUTED_NAMES",
-      values.routed.map((r) => r.name),
-    ),
-    bashArray(
-      "ROUTED_ADDRESSES",
-      values.routed.map((r) => r.meshAddress),
-    ),
-    bashArray(
-      "ROUTED_VIA",
-      values.routed.map((r) => r.via),
-    ),
+    ...bashColumns(values.routed, {
+      ROUTED_NAMES: (r) => r.name,
+      ROUTED_ADDRESSES: (r) => r.meshAddress,
+      ROUTED_VIA: (r) => r.via,
+    }),
     "# Automounted exports: mount path, automount unit.",
-    bashArray(
-      "MOUNT_PATHS",
-      values.mounts.map((m) => m.path),
-    ),
-    bashArray(
-      "MOUNT_UNITS",
-      values.mounts.map((m) => m.automountUnit),
-    ),
+    ...bashColumns(values.mounts, { MOUNT_PATHS: (m) => m.path, MOUNT_UNITS: (m) => m.automountUnit }),
     "# Syncs: name, timer, service, status file, unison log.",
-    bashArray(
-      "SYNC_NAMES",
-      values.syncs.map((s) => s.name),
-    ),
-    bashArray(
-      "SYNC_TIMERS",
-      values.syncs.map((s) => s.timerUnit),
-    ),
-    bashArray(
-      "SYNC_SERVICES",
-      values.syncs.map((s) => s.serviceUnit),
-    ),
-    bashArray(
-      "SYNC_STATUS_FILES",
-      values.syncs.map((s) => s.statusFile),
-    ),
-    bashArray(
-      "SYNC_LOGS",
-      values.syncs.map((s) => s.log),
-    ),
+    ...bashColumns(values.syncs, {
+      SYNC_NAMES: (s) => s.name,
+      SYNC_TIMERS: (s) => s.timerUnit,
+      SYNC_SERVICES: (s) => s.serviceUnit,
+      SYNC_STATUS_FILES: (s) => s.statusFile,
+      SYNC_LOGS: (s) => s.log,
+    }),
     "# Exports of this host: ZFS dataset, snapshot timer.",
-    bashArray(
-      "DATASETS",
-      values.exports.map((e) => e.dataset),
-    ),
-    bashArray(
-      "SNAPSHOT_TIMERS",
-      values.exports.map((e) => e.snapshotTimer),
-    ),
+    ...bashColumns(values.exports, { DATASETS: (e) => e.dataset, SNAPSHOT_TIMERS: (e) => e.snapshotTimer }),
     `SNAPSHOT_PREFIX=${shellQuote(SNAPSHOT_PREFIX)}`,
     "# Scrubbed pools: name, schedule, its longest period in seconds, timer, service, status file.",
-    bashArray(
-      "POOLS",
-      values.pools.map((p) => p.name),
-    ),
-    bashArray(
-      "SCRUB_SCHEDULES",
-      values.pools.map((p) => p.schedule),
-    ),
-    bashArray(
-      "SCRUB_PERIODS",
-      values.pools.map((p) => String(p.period)),
-    ),
-    bashArray(
-      "SCRUB_TIMERS",
-      values.pools.map((p) => p.timerUnit),
-    ),
-    bashArray(
-      "SCRUB_SERVICES",
-      values.pools.map((p) => p.serviceUnit),
-    ),
-    bashArray(
-      "SCRUB_STATUS_FILES",
-      values.pools.map((p) => p.statusFile),
-    ),
+    ...bashColumns(values.pools, {
+      POOLS: (p) => p.name,
+      SCRUB_SCHEDULES: (p) => p.schedule,
+      SCRUB_PERIODS: (p) => String(p.period),
+      SCRUB_TIMERS: (p) => p.timerUnit,
+      SCRUB_SERVICES: (p) => p.serviceUnit,
+      SCRUB_STATUS_FILES: (p) => p.statusFile,
+    }),
     "# Replicas of this host's exports: export, replica host, timer, status file, maxLag in seconds.",
-    bashArray(
-      "REPLICA_EXPORTS",
-      values.replicas.map((r) => r.exportName),
-    ),
-    bashArray(
-      "REPLICA_HOSTS",
-      values.replicas.map((r) => r.host),
-    ),
-    bashArray(
-      "REPLICA_TIMERS",
-      values.replicas.map((r) => r.timerUnit),
-    ),
-    bashArray(
-      "REPLICA_STATUS_FILES",
-      values.replicas.map((r) => r.statusFile),
-    ),
-    bashArray(
-      "REPLICA_MAX_LAGS",
-      values.replicas.map((r) => String(r.maxLag)),
-    ),
+    ...bashColumns(values.replicas, {
+      REPLICA_EXPORTS: (r) => r.exportName,
+      REPLICA_HOSTS: (r) => r.host,
+      REPLICA_TIMERS: (r) => r.timerUnit,
+      REPLICA_STATUS_FILES: (r) => r.statusFile,
+      REPLICA_MAX_LAGS: (r) => String(r.maxLag),
+    }),
     "# Pruned datasets: dataset, the arguments of zfs-snapshot that print its next prune.",
-    bashArray(
-      "PRUNE_DATASETS",
-      values.prunes.map((p) => p.dataset),
-    ),
-    bashArray(
-      "PRUNE_ARGS",
-      values.prunes.map((p) => p.dryRunArgs.join(" ")),
-    ),
+    ...bashColumns(values.prunes, {
+      PRUNE_DATASETS: (p) => p.dataset,
+      PRUNE_ARGS: (p) => p.dryRunArgs.join(" "),
+    }),
   ].join("\n")}\n`;
 }
 

@@ -78,9 +78,10 @@ finish() {
   exit 1
 }
 
-# The replica's sshd, its key pinned, over the mesh; the key can do nothing but the forced command.
+# The replica's sshd, its key pinned, over the mesh, nothing read from ssh_config; the key can do
+# nothing but the forced command.
 replica() {
-  ssh -i "$KEY" -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
+  ssh -F none -i "$KEY" -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
     -o UserKnownHostsFile="$KNOWN_HOSTS" -o GlobalKnownHostsFile=/dev/null \
     -o StrictHostKeyChecking=yes -o HostKeyAlgorithms=ssh-ed25519 -o HostKeyAlias="$REPLICA" \
     -o ConnectTimeout=20 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 \
