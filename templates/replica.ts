@@ -7,7 +7,14 @@
  */
 import { Seconds } from "../config/types";
 import { ScrubPlan, scrubInstallPart, scrubTeardownPart } from "./scrub";
-import { AUTHORIZED_KEYS_DIR, ed25519Key, LOCKED_SESSION, SSHD_DROPIN_DIR, sshdWord } from "./sftp";
+import {
+  AUTHORIZED_KEYS_DIR,
+  ed25519Key,
+  LOCKED_SESSION,
+  SSHD_DROPIN_DIR,
+  sshdDropinParts,
+  sshdWord,
+} from "./sftp";
 import { hostScript, script, shellQuote, writeFile } from "./shell";
 import { execLine, renderUnit, timespan, unitHeader } from "./systemd";
 import {
@@ -169,6 +176,7 @@ export function receiveScript(plan: ReplicaPlan, senderKey: string, record: stri
   const parent = parentOf(plan.target);
   const dropin = replicaDropinPath(plan.exportName);
   const owner = { exportName: `${plan.exportName} (its replica)` };
+  const dropinParts = sshdDropinParts(dropin, replicaDropin(plan));
   return script(
     failFunction(plan.host),
     modulePart(owner),
@@ -212,24 +220,8 @@ zfs allow -d -u "$user" create,destroy,hold,mount,readonly,receive,release,canmo
       content: replicaAuthorizedKeys(plan, senderKey),
       mode: "0644",
     }),
-    `previous=$(mktemp)
-had_previous=0
-if [ -f ${q(dropin)} ]; then
-  cp -p ${q(dropin)} "$previous"
-  had_previous=1
-fi
-`,
-    writeFile({ path: dropin, content: replicaDropin(plan), mode: "0644" }),
-    `if swarm_changed ${q(dropin)}; then
-  if ! checked=$(sshd -t 2>&1); then
-    if [ "$had_previous" = 1 ]; then mv -f "$previous" ${q(dropin)}; else rm -f ${q(dropin)} "$previous"; fi
-    fail "sshd rejects ${dropin}, put back as it was: $checked"
-  fi
-  systemctl reload ssh.service || fail "reloading ssh.service failed: see journalctl -u ssh.service"
-  echo "swarm: reloaded ssh.service"
-fi
-rm -f "$previous"
-effective=$(sshd -T -C ${q(`user=${user},host=${plan.source.host},addr=${plan.source.meshAddress},laddr=${plan.meshAddress},lport=22`)})
+    ...dropinParts.slice(0, 2),
+    `${dropinParts[2]}effective=$(sshd -T -C ${q(`user=${user},host=${plan.source.host},addr=${plan.source.meshAddress},laddr=${plan.meshAddress},lport=22`)})
 grep -qx ${q(`forcecommand ${receiveCommand(plan.exportName)}`)} <<<"$effective" ||
   fail "sshd does not apply ${dropin}: make /etc/ssh/sshd_config Include ${SSHD_DROPIN_DIR}/*.conf at its top"
 `,

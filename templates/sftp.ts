@@ -258,6 +258,7 @@ outside=$(sshd -T -C ${q(`user=${plan.user},host=outside,addr=192.0.2.1,laddr=${
 grep -qx 'denyusers \\*' <<<"$outside" ||
   fail "sshd would let ${plan.user} in from outside the mesh: check ${dropin}"
 `;
+  const dropinParts = sshdDropinParts(dropin, sshdDropin(plan));
   return script(
     failFunction(plan.host),
     `user=${q(plan.user)}
@@ -307,6 +308,18 @@ fi
 ${[...directories, ...unisonRoots].join("\n")}
 `,
     writeFile({ path: authorizedKeysPath(plan.user), content: authorizedKeys(plan), mode: "0644" }),
+    ...dropinParts.slice(0, 2),
+    `${dropinParts[2]}${verify}`,
+  );
+}
+
+/**
+ * Script parts that install an sshd drop-in: written only when it differs, checked with `sshd -t`,
+ * put back as it was when sshd rejects it, and sshd reloaded only when it changed.
+ */
+export function sshdDropinParts(dropin: string, content: string): [string, string, string] {
+  const q = shellQuote;
+  return [
     `previous=$(mktemp)
 had_previous=0
 if [ -f ${q(dropin)} ]; then
@@ -314,7 +327,7 @@ if [ -f ${q(dropin)} ]; then
   had_previous=1
 fi
 `,
-    writeFile({ path: dropin, content: sshdDropin(plan), mode: "0644" }),
+    writeFile({ path: dropin, content, mode: "0644" }),
     `if swarm_changed ${q(dropin)}; then
   if ! checked=$(sshd -t 2>&1); then
     if [ "$had_previous" = 1 ]; then mv -f "$previous" ${q(dropin)}; else rm -f ${q(dropin)} "$previous"; fi
@@ -324,8 +337,8 @@ fi
   echo "swarm: reloaded ssh.service"
 fi
 rm -f "$previous"
-${verify}`,
-  );
+`,
+  ];
 }
 
 /** Removes the drop-in and the keys (the user and the data stay) and reloads sshd. */
