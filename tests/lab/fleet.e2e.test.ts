@@ -44,7 +44,14 @@ import { DRIFT_KINDS, askFleet, parseHostReport } from "../../scripts/hostReport
 import { DEBIAN_SCRUB_PROPERTY, scrubStatusPath, scrubUnitName } from "../../templates/scrub";
 import { repairEdits } from "../../scripts/repair";
 import { reveal } from "../../offline/mockRuntime";
-import { holdTag, replicateUnitName, replicaUser, senderFiles } from "../../templates/replica";
+import {
+  holdTag,
+  replicaDropinPath,
+  replicaKeysPath,
+  replicateUnitName,
+  replicaUser,
+  senderFiles,
+} from "../../templates/replica";
 
 const phases: [string, number][] = [];
 let phaseStart = Date.now();
@@ -535,6 +542,74 @@ cd ${dir} && sha256sum file-* | sort`,
     await run(source, `systemctl start ${timer}`);
   }
   phase("check replication");
+});
+
+test("2e. a replica taken out of the config: the sender stops and lets go of its hold, the replica host forgets the key and keeps the data; put back, replication goes on", async () => {
+  const [step] = stepsOf(plan.steps, "replica");
+  const { replica } = step;
+  const source = step.server.name;
+  const target = step.host;
+  const timer = replicateUnitName(replica.exportName, target, "timer");
+  const service = replicateUnitName(replica.exportName, target, "service");
+  const files = senderFiles(replica.exportName, target);
+  const commands = [`${step.name}-receive`, `${step.name}-key`, `${step.name}-send`];
+  const tagged = async () =>
+    (
+      await run(
+        source,
+        `zfs list -H -t snapshot -o name -d 1 ${replica.source.dataset} | xargs -r zfs holds -H | cut -f2`,
+      )
+    )
+      .split("\n")
+      .filter((tag) => tag === holdTag(target));
+  expect(await tagged()).toHaveLength(1);
+  const kept = await run(target, `zfs list -H -t snapshot -o name -d 1 ${replica.target}`);
+
+  const without: FleetConfig = { ...config, exports: config.exports.map((e) => ({ ...e, replicas: [] })) };
+  const removed = await engine.converge(without, adminKey);
+  expect(removed.deleted).toEqual(expect.arrayContaining(commands));
+  expect(await isActive(source, timer)).not.toBe("active");
+  expect(
+    await run(
+      source,
+      `for f in ${files.conf} ${files.key} ${files.knownHosts} ${files.status}; do test ! -e $f; done; echo gone`,
+    ),
+  ).toBe("gone\n");
+  expect(await tagged()).toEqual([]);
+  expect(
+    await run(
+      target,
+      `test ! -e ${replicaDropinPath(replica.exportName)}; test ! -e ${replicaKeysPath(replica.exportName)}; echo gone`,
+    ),
+  ).toBe("gone\n");
+  // The data and the user stay: removing a replica from the config never destroys it.
+  expect(await run(target, `zfs list -H -t snapshot -o name -d 1 ${replica.target}`)).toBe(kept);
+  await run(target, `getent passwd ${replicaUser(replica.exportName)} >/dev/null`);
+
+  const back = await engine.converge(config, adminKey);
+  expect(back.created).toEqual(expect.arrayContaining(commands));
+  await pauseReplication(source, [timer]);
+  try {
+    const log = await run(
+      source,
+      `since=$(date +%s); systemctl start ${service}; journalctl -u ${service} -o cat --no-pager --since "@$since"`,
+    );
+    const status = await run(source, `cat ${files.status}`);
+    expect(status).toMatch(/^result=ok$/m);
+    // It went on from what the replica had: an incremental send, not a second whole copy.
+    expect(log).toContain("received into");
+    const newest = /^replicated=(.+)$/m.exec(status)?.[1] as string;
+    expect(await run(target, `zfs list -H -t snapshot -o name -d 1 ${replica.target}`)).toContain(
+      `@${newest}`,
+    );
+    expect(await run(source, `journalctl -u ${service} -o cat --no-pager -n 20`)).not.toMatch(
+      /has no replica yet/,
+    );
+    expect(await tagged()).toHaveLength(1);
+  } finally {
+    await run(source, `systemctl start ${timer}`);
+  }
+  phase("replica removed and put back");
 });
 
 test("3. first access mounts the export through the automount unit", async () => {
