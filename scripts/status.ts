@@ -83,54 +83,44 @@ function driftCounts(drift: readonly DriftItem[]): string {
 }
 
 /**
- * Each scrubbed pool's last scrub: `tank 24d ago`, `tank 5d ago 3 errors`, `tank never`; `?` from a
- * host with datasets whose swarm-health predates scrubs.
+ * A column of things an export host lists: `-` when there are none, `?` from a host with datasets
+ * whose swarm-health predates the list, else each item's text, coloured by the worst level.
  */
-function scrubCell(report: HostReport): Cell {
-  const pools = report.pools;
-  if (pools === undefined) {
+function listCell<T extends { readonly level: Level }>(
+  report: HostReport,
+  items: readonly T[] | undefined,
+  text: (item: T) => string,
+): Cell {
+  if (items === undefined) {
     return report.datasets.length === 0 ? NONE : { text: "?", tone: "plain" };
   }
-  if (pools.length === 0) {
+  if (items.length === 0) {
     return NONE;
   }
-  return {
-    text: pools
-      .map((p) => {
-        if (p.lastScrub === null) {
-          return `${p.name} never`;
-        }
-        const errors = p.scrubErrors !== null && p.scrubErrors > 0 ? ` ${p.scrubErrors} errors` : "";
-        return `${p.name} ${formatAge(report.time - p.lastScrub)} ago${errors}`;
-      })
-      .join(", "),
-    tone: toneOf(pools.map((p) => p.level)),
-  };
+  return { text: items.map(text).join(", "), tone: toneOf(items.map((item) => item.level)) };
+}
+
+/** Each scrubbed pool's last scrub: `tank 24d ago`, `tank 5d ago 3 errors`, `tank never`. */
+function scrubCell(report: HostReport): Cell {
+  return listCell(report, report.pools, (p) => {
+    if (p.lastScrub === null) {
+      return `${p.name} never`;
+    }
+    const errors = p.scrubErrors !== null && p.scrubErrors > 0 ? ` ${p.scrubErrors} errors` : "";
+    return `${p.name} ${formatAge(report.time - p.lastScrub)} ago${errors}`;
+  });
 }
 
 /**
  * Each replica of the host's exports: `hetzner-native 4m behind`, `hetzner-native 2h behind diverged`,
- * `hetzner-native pending` before the first run; `?` from a host with datasets whose swarm-health
- * predates replicas.
+ * `hetzner-native pending` before the first run.
  */
 function replicaCell(report: HostReport): Cell {
-  const replicas = report.replicas;
-  if (replicas === undefined) {
-    return report.datasets.length === 0 ? NONE : { text: "?", tone: "plain" };
-  }
-  if (replicas.length === 0) {
-    return NONE;
-  }
-  return {
-    text: replicas
-      .map((r) => {
-        const lag = r.lagSeconds === null ? "pending" : `${formatAge(r.lagSeconds)} behind`;
-        const result = r.result === "" || r.result === "ok" ? "" : ` ${r.result}`;
-        return `${r.host} ${lag}${result}`;
-      })
-      .join(", "),
-    tone: toneOf(replicas.map((r) => r.level)),
-  };
+  return listCell(report, report.replicas, (r) => {
+    const lag = r.lagSeconds === null ? "pending" : `${formatAge(r.lagSeconds)} behind`;
+    const result = r.result === "" || r.result === "ok" ? "" : ` ${r.result}`;
+    return `${r.host} ${lag}${result}`;
+  });
 }
 
 /** `0`, `3 (file 2, unit 1)`, or `?` from a host whose swarm-health could not say. */
