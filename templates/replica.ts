@@ -347,7 +347,9 @@ export function sendTeardownScript(plan: Pick<ReplicaPlan, "exportName" | "host"
   const timer = replicateUnitName(plan.exportName, plan.host, "timer");
   const service = replicateUnitName(plan.exportName, plan.host, "service");
   const tag = holdTag(plan.host);
+  // The service too: a run in progress would write its status and move the hold after they are gone.
   return `systemctl disable --now ${q(timer)} 2>/dev/null || true
+systemctl stop ${q(service)} 2>/dev/null || true
 rm -f ${q(`${UNIT_DIR}/${timer}`)} ${q(`${UNIT_DIR}/${service}`)} ${q(files.conf)} ${q(files.key)} ${q(files.knownHosts)} ${q(files.status)}
 systemctl daemon-reload
 if zfs list -H -o name ${q(plan.source.dataset)} >/dev/null 2>&1; then
