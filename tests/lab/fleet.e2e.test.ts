@@ -562,6 +562,8 @@ test("2e. a replica taken out of the config: the sender stops and lets go of its
     )
       .split("\n")
       .filter((tag) => tag === holdTag(target));
+  // No run in progress: one holds the new snapshot a moment before it releases the old one.
+  await pauseReplication(source, [timer]);
   expect(await tagged()).toHaveLength(1);
   const kept = await run(target, `zfs list -H -t snapshot -o name -d 1 ${replica.target}`);
 
