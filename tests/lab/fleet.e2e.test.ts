@@ -1383,7 +1383,8 @@ test("16. failover: the export host loses its pool, the replica is promoted by a
   const stamp = Date.now();
   const sha = (dir: string) => `cd ${dir} && find . -type f -print0 | sort -z | xargs -0r sha256sum`;
   const statusOf = async () => {
-    const text = await run(oldHost, `cat ${files.status}`);
+    // No file before the first run has ended.
+    const text = await run(oldHost, `cat ${files.status} 2>/dev/null || true`);
     return { replicated: /^replicated=(.*)$/m.exec(text)?.[1] ?? "", text };
   };
 
