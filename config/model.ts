@@ -159,11 +159,12 @@ export function hostPackages(
   }
   if (roles.syncs.length > 0) {
     packages.add("unison");
-    if (roles.syncs.some((s) => s.remote.export !== undefined)) {
+    if (roles.syncs.some((s) => s.remote.export !== undefined || s.watch)) {
       packages.add("openssh-client");
     }
     if (roles.syncs.some((s) => s.watch)) {
-      // unison-watch waits for local changes with inotifywait.
+      // unison-watch waits for local changes with inotifywait; unison-remote-watch follows the
+      // export host over ssh.
       packages.add("inotify-tools");
     }
   }

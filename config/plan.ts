@@ -434,6 +434,7 @@ export function planSteps(
               remoteWatch: {
                 login: watchUser(resolved.export.name),
                 serverMeshAddress: server.meshAddress,
+                directory: normalizePath(`${resolved.export.mountpoint}/${resolved.path}`),
                 hostKeyAlias: hostKeyAlias(resolved.export.name),
                 knownHosts,
                 wireguardUnit: WIREGUARD_UNIT,
@@ -455,14 +456,8 @@ export function planSteps(
         : [],
     );
     const watchers = syncs.flatMap((s): ExportWatcher[] =>
-      s.sync.watch && s.remote.export.name === exported.name
-        ? [
-            {
-              ...ref(s.host),
-              sync: s.sync.name,
-              directory: normalizePath(`${exported.mountpoint}/${s.remote.path}`),
-            },
-          ]
+      s.units.remoteWatch !== undefined && s.remote.export.name === exported.name
+        ? [{ ...ref(s.host), sync: s.sync.name, directory: s.units.remoteWatch.directory }]
         : [],
     );
     // The remote roots of syncs through mounts; ssh:// roots are not listed: the sftp step creates and

@@ -72,6 +72,8 @@ export interface RemoteWatch {
   /** The export's watch user, `<export>-watch`. */
   readonly login: string;
   readonly serverMeshAddress: string;
+  /** The remote root on the export host, absolute: what the export host watches. */
+  readonly directory: string;
   /** The name the export host's key is pinned under. */
   readonly hostKeyAlias: string;
   /** The pinned known_hosts file. */
@@ -323,7 +325,8 @@ export function watchService(plan: SyncPlan): string {
   const units = syncUnitNames(plan.name);
   return renderUnit(
     unitHeader(
-      `Starts sync ${plan.name} as soon as ${plan.local} changes; ${units.remoteWatch} follows the remote root.`,
+      `Starts sync ${plan.name} as soon as ${plan.local} changes;`,
+      `${units.remoteWatch} does the same for the remote root.`,
     ),
     [
       {
@@ -394,8 +397,8 @@ export function remoteWatchService(plan: SyncPlan): string {
   const watch = requireRemoteWatch(plan);
   return renderUnit(
     unitHeader(
-      `Starts sync ${plan.name} as soon as ${remoteRoot(plan.remote)} changes on ${watch.serverMeshAddress};`,
-      "the timer still runs it when this cannot connect.",
+      `Starts sync ${plan.name} as soon as ${watch.directory} changes on ${watch.serverMeshAddress}, which`,
+      "reports each change; the timer still runs it when this cannot connect.",
     ),
     [
       {
