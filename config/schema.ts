@@ -329,7 +329,7 @@ export const exportSchema = z.object({
   }),
   properties: field(
     z.record(z.string(), z.string()).default(DEFAULT_ZFS_PROPERTIES),
-    "ZFS properties, each overridable; those that differ are set in one `zfs set` (the mountpoint in one of its own)",
+    "ZFS properties, each overridable (`readonly` is `off` unless set here; `mountpoint` and `canmount` are the export's own); those that differ are set in one `zfs set` (the mountpoint in one of its own)",
     { custom: true, defaultText: "`compression: lz4`, `atime: off`, `snapdir: hidden`" },
   ),
   snapshots: field(

@@ -1106,6 +1106,13 @@ function readProperties(r: Section<ExportFields>, errors: ConfigError[]): Record
         });
         continue;
       }
+      if (name === "canmount") {
+        errors.push({
+          path: at,
+          message: "is set by the export itself (an export is always mounted): remove it from properties",
+        });
+        continue;
+      }
       const text = typeof value === "number" && Number.isFinite(value) ? String(value) : value;
       if (typeof text !== "string" || !ZFS_VALUE.test(text)) {
         errors.push({

@@ -326,8 +326,9 @@ device_args() { # NAME PATH...
 # is for (the kernel is shared, and has the module): no /sys/module, and an
 # `ip` that fails `ip link add ... type wireguard` as such a kernel does, in
 # place of /usr/bin/ip (wg-quick puts its own directory first on PATH).
-# wg-quick then falls back to WG_QUICK_USERSPACE_IMPLEMENTATION. Prints the
-# nspawn arguments.
+# wg-quick then falls back to WG_QUICK_USERSPACE_IMPLEMENTATION. The modules
+# of OpenZFS stay visible (libzfs looks for /sys/module/zfs before it opens
+# /dev/zfs), so such a host can still keep a pool. Prints the nspawn arguments.
 without_kernel_wireguard() { # MERGED_ROOT
     install -d -m 0755 "$1/usr/local/lib/swarm-lab"
     cp -p "$1/usr/bin/ip" "$1/usr/local/lib/swarm-lab/ip"
@@ -347,6 +348,11 @@ IP
     chmod 0755 "$1/usr/bin/ip.swarm-lab"
     mv -f "$1/usr/bin/ip.swarm-lab" "$1/usr/bin/ip"
     printf -- '--tmpfs=/sys/module\n'
+    # nspawn mounts in the order of their paths: these go on top of the tmpfs.
+    local module
+    for module in spl zfs; do
+        [[ ! -d /sys/module/$module ]] || printf -- '--bind-ro=/sys/module/%s\n' "$module"
+    done
 }
 
 # Create everything for one host and start it. Prints nothing on stdout.

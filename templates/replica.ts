@@ -110,9 +110,13 @@ export function holdTag(host: string): string {
   return `swarm-replica-${host}`;
 }
 
+/** The replica host's hold on its newest snapshot, the base of the next send (zfs-replica-recv). */
+export const BASE_HOLD_TAG = "swarm-replica-base";
+
 const RECEIVE_TEXT = hostScript("zfs-replica-recv.sh", {
   CONF_DIR: REPLICA_CONF_DIR,
   SNAPSHOT_PROGRAM: SNAPSHOT_SCRIPT,
+  HOLD_TAG: BASE_HOLD_TAG,
 });
 const SEND_TEXT = hostScript("zfs-replica-send.sh");
 
@@ -205,6 +209,13 @@ swarm_own user "$user" "$home" /bin/sh
 [ -d "$home" ] || install -d -m 0700 -o "$user" -g "$(id -gn "$user")" "$home"
 # What a receive and a prune need, on the parent (to create the replica) and below it; the forced
 # command narrows it to the replica's own dataset and its swarm snapshots.
+# A writable dataset there is not a replica swarm received (each receive sets readonly=on): most
+# likely this host's own export before a failover, with what was written on it since the last
+# replication. A receive would fail on it, or with -F destroy it: it is left alone, and said so.
+if zfs list -H -o name ${q(plan.target)} >/dev/null 2>&1 &&
+  [ "$(zfs get -H -o value readonly ${q(plan.target)})" != on ]; then
+  fail "${plan.target} exists and is writable, so it is not a replica of export ${plan.exportName} but a dataset of its own (this host's old export, after a failover?): keep what was written on it (docs/replicas.md, Failover), then rename it away (zfs rename ${plan.target} ${parent}/<a new name>) or point replicas[].dataset elsewhere"
+fi
 zfs allow -l -u "$user" create,mount,receive,readonly,canmount ${q(parent)}
 zfs allow -d -u "$user" create,destroy,hold,mount,readonly,receive,release,canmount ${q(parent)}
 `,
@@ -230,9 +241,22 @@ grep -qx ${q(`forcecommand ${receiveCommand(plan.exportName)}`)} <<<"$effective"
 }
 
 /** Takes the replica host's side away: the key, the drop-in and the settings. The replica's data stays. */
-export function receiveTeardownScript(plan: Pick<ReplicaPlan, "exportName">, record: string): string {
+export function receiveTeardownScript(
+  plan: Pick<ReplicaPlan, "exportName" | "target">,
+  record: string,
+): string {
   const q = shellQuote;
-  return `rm -f ${q(replicaDropinPath(plan.exportName))} ${q(replicaKeysPath(plan.exportName))} ${q(`${REPLICA_CONF_DIR}/${plan.exportName}.conf`)}
+  const target = q(plan.target);
+  return `# The hold kept the base of the next send; without a sender it would only keep a snapshot forever
+# (and make zfs destroy of the dataset fail).
+if zfs list -H -o name ${target} >/dev/null 2>&1; then
+  zfs list -H -t snapshot -o name -d 1 ${target} | xargs -r zfs holds -H |
+    awk -F '\t' '$2 == "${BASE_HOLD_TAG}" { print $1 }' | while read -r snapshot; do
+      zfs release ${BASE_HOLD_TAG} "$snapshot"
+      echo "swarm: released $snapshot"
+    done
+fi
+rm -f ${q(replicaDropinPath(plan.exportName))} ${q(replicaKeysPath(plan.exportName))} ${q(`${REPLICA_CONF_DIR}/${plan.exportName}.conf`)}
 sshd -t && systemctl reload ssh.service
 echo "swarm: no longer receives export ${plan.exportName}; user ${replicaUser(plan.exportName)} and the replica's dataset are kept"
 ${scrubTeardownPart(record)}`;

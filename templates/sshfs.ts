@@ -204,7 +204,8 @@ fi
 # The first access mounts the export; its sentinel proves it is the right one and is really there.
 seen=$(timeout 60 cat ${q(`${where}/${EXPORT_SENTINEL}`)} 2>&1) ||
   fail "${where} does not show export ${plan.exportName} ($seen): see journalctl -u ${units.mount}"
-[ "$seen" = ${q(plan.exportName)} ] || fail "${where} shows export '$seen', not ${plan.exportName}"
+# Its first line names the export; the second names the dataset behind it.
+[ "\${seen%%$'\\n'*}" = ${q(plan.exportName)} ] || fail "${where} shows export '\${seen%%$'\\n'*}', not ${plan.exportName}"
 `,
   );
 }

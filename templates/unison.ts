@@ -209,14 +209,17 @@ export function unisonProfile(plan: SyncPlan): string {
 }
 
 /**
- * `unison-guard [--init --state DIR] [--mount PATH --export NAME] --sentinel FILE ROOT...`
+ * `unison-guard [--init] [--state DIR] [--mount PATH --export NAME] --sentinel FILE ROOT...`
  *
  * Exits non-zero, saying why, unless the mount (when given) is an sshfs mount
  * showing the export, and every root is a directory holding the sentinel.
  * With `--init` it creates missing roots and sentinels, but only while DIR
  * holds no unison archive: before the first sync, a fresh root is harmless
  * (unison merges both sides); afterwards it could be an unmounted directory
- * whose emptiness unison would faithfully mirror.
+ * whose emptiness unison would faithfully mirror. When the mount shows
+ * another dataset of the export than the last run saw (a failover to a
+ * replica), it moves unison's archives in DIR aside, so the run merges
+ * instead of deleting what the replica never received.
  */
 export function guardScript(): string {
   return GUARD_PROGRAM;
@@ -255,7 +258,7 @@ function guardArgs(plan: SyncPlan): string[] {
       ? ["--mount", plan.remote.mountPath, "--export", plan.remote.exportName]
       : [];
   const roots = plan.remote.kind === "mount" ? [plan.local, plan.remote.path] : [plan.local];
-  return [...mount, "--sentinel", syncSentinel(plan.name), ...roots];
+  return ["--state", stateDir(plan.name), ...mount, "--sentinel", syncSentinel(plan.name), ...roots];
 }
 
 export function syncService(plan: SyncPlan): string {
@@ -527,7 +530,7 @@ fi
       : "",
     `swarm_reload
 # Before the first sync, missing roots and sentinels are created; after it, the guard only checks.
-runuser -u "$user" -- ${[GUARD, "--init", "--state", state, ...guardArgs(plan)].map(q).join(" ")} ||
+runuser -u "$user" -- ${[GUARD, "--init", ...guardArgs(plan)].map(q).join(" ")} ||
   fail "sync ${plan.name} cannot start: see the message above"
 swarm_activate ${q(units.timer)} ${q(`${UNIT_DIR}/${units.timer}`)}
 ${watch}`,

@@ -140,8 +140,12 @@ const ZFS_CONVERGE = hostScript("zfs-converge.sh");
 function datasetPart(plan: ZfsPlan): string {
   const q = shellQuote;
   const ds = q(plan.dataset);
-  const pairs = propertyOrder(Object.keys(plan.properties).filter((k) => k !== "mountpoint"))
-    .map((k) => q(`${k}=${plan.properties[k]}`))
+  // An export is mounted and, unless its properties say otherwise, writable. Both are set here
+  // because a replica promoted to the export (docs/replicas.md, Failover) arrives with
+  // canmount=noauto and readonly=on, as every receive leaves it.
+  const properties: Record<string, string> = { readonly: "off", ...plan.properties, canmount: "on" };
+  const pairs = propertyOrder(Object.keys(properties).filter((k) => k !== "mountpoint"))
+    .map((k) => q(`${k}=${properties[k]}`))
     .join(" ");
   const propertiesHint = `fix properties of export ${plan.exportName} (zfs names the one it refused above)`;
   const mountpointHint = `ZFS unmounts ${plan.dataset} to move it, which fails while it is in use: stop the clients of export ${plan.exportName}, or fix its mountpoint`;
@@ -159,8 +163,12 @@ if [ "$(zfs get -H -o value mounted ${ds})" != yes ]; then
   echo "swarm: mounted ${plan.dataset} at ${plan.mountpoint}"
 fi
 mountpoint -q ${q(plan.mountpoint)} || fail "${plan.mountpoint} is not a mount point although ${plan.dataset} says it is mounted"
-# The sentinel is what clients and syncs look for before they trust the directory.
-${writeFile({ path: `${plan.mountpoint}/${EXPORT_SENTINEL}`, content: plan.exportName, mode: "0644" })}`;
+# The sentinel is what clients and syncs look for before they trust the directory: the export's name,
+# then the dataset and its guid, which no other dataset has (a replica received from it neither), so a
+# sync can tell when the directory it knows is now another copy (unison-guard).
+guid=$(zfs get -H -o value guid ${ds}) || fail "cannot read the guid of ${plan.dataset}"
+swarm_write ${q(`${plan.mountpoint}/${EXPORT_SENTINEL}`)} 0644 root:root < <(printf '%s\\n' ${q(plan.exportName)} "dataset ${plan.dataset} guid $guid")
+`;
 }
 
 /** Converges pool, dataset, properties, mount and sentinel. Idempotent; prints each change. */

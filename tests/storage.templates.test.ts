@@ -19,7 +19,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import {
   authorizedKeys,
   checkClientSets,
@@ -53,6 +53,7 @@ import {
   watchService,
 } from "../templates/unison";
 import {
+  EXPORT_SENTINEL,
   snapshotScript,
   snapshotService,
   snapshotsInstallScript,
@@ -575,6 +576,94 @@ describe("sync guard and profile, for real", () => {
     expect(result.stderr).toMatch(message);
   });
 
+  describe("after a failover, when the mount shows another copy of the export", () => {
+    // The sync's remote root inside a directory the guard takes for the sshfs mount: a findmnt on
+    // the PATH answers fuse.sshfs, and the export's sentinel sits at its top.
+    function mounted() {
+      const s = fresh();
+      const mount = dirname(s.remote);
+      const bin = join(mount, "bin");
+      mkdirSync(bin);
+      writeFileSync(join(bin, "findmnt"), "#!/bin/sh\necho fuse.sshfs\n", { mode: 0o755 });
+      const env = { PATH: `${bin}:${process.env.PATH}` };
+      const sentinelOf = (text: string) => writeFileSync(join(mount, EXPORT_SENTINEL), text);
+      const check = (...extra: string[]) =>
+        run(
+          guard,
+          [
+            ...extra,
+            "--state",
+            s.state,
+            "--mount",
+            mount,
+            "--export",
+            "meshfs",
+            "--sentinel",
+            sentinel,
+            s.local,
+            s.remote,
+          ],
+          env,
+        );
+      const aside = () => readdirSync(s.state).filter((f) => f.startsWith("replaced-archives-"));
+      return { s, check, sentinelOf, aside };
+    }
+
+    function failover() {
+      const m = mounted();
+      const { s, check, sentinelOf } = m;
+      sentinelOf("meshfs\ndataset tank/meshfs/state guid 1\n");
+      writeFileSync(join(s.local, "old.md"), "replicated long ago\n");
+      expect(check("--init").status).toBe(0);
+      expect(s.unison().status).toBe(0);
+      // Written on the client and synced to the export after the replica's last snapshot.
+      writeFileSync(join(s.local, "late.md"), "newest\n");
+      expect(check().status).toBe(0);
+      expect(s.unison().status).toBe(0);
+      expect(readFileSync(join(s.remote, "late.md"), "utf8")).toBe("newest\n");
+      // The export host is lost; the mount now shows the replica, which never received late.md.
+      rmSync(join(s.remote, "late.md"));
+      sentinelOf("meshfs\ndataset backup/meshfs guid 2\n");
+      return m;
+    }
+
+    it("moves unison's archives aside, so the next run copies the client's newer files back", () => {
+      const { s, check, aside } = failover();
+      const result = check();
+      expect(result.status).toBe(0);
+      expect(result.stdout).toContain(
+        "shows another copy of export meshfs (dataset backup/meshfs guid 2; it was dataset tank/meshfs/state guid 1)",
+      );
+      expect(aside()).toHaveLength(1);
+      expect(s.unison().status).toBe(0);
+      expect(readFileSync(join(s.local, "late.md"), "utf8")).toBe("newest\n");
+      expect(readFileSync(join(s.remote, "late.md"), "utf8")).toBe("newest\n");
+      // Once: the next check finds the copy it knows.
+      expect(check().stdout).toBe("");
+      expect(aside()).toHaveLength(1);
+    });
+
+    it("without that, unison would delete the client's newest file: the danger is real", () => {
+      const { s } = failover();
+      expect(s.unison().status).toBe(0);
+      expect(existsSync(join(s.local, "late.md"))).toBe(false);
+    });
+
+    it("takes an export whose sentinel names no dataset yet as it is, and records the first one it sees", () => {
+      const { s, check, sentinelOf, aside } = mounted();
+      sentinelOf("meshfs\n");
+      expect(check("--init").status).toBe(0);
+      expect(existsSync(join(s.state, "export-dataset"))).toBe(false);
+      expect(s.unison().status).toBe(0);
+      sentinelOf("meshfs\ndataset tank/meshfs/state guid 1\n");
+      expect(check().stdout).toBe("");
+      expect(aside()).toEqual([]);
+      expect(readFileSync(join(s.state, "export-dataset"), "utf8")).toBe(
+        "dataset tank/meshfs/state guid 1\n",
+      );
+    });
+  });
+
   it("records each outcome in the status file and rotates a large log", () => {
     const file = join(dir, "t.status");
     const log = join(dir, "unison.log");
@@ -631,7 +720,7 @@ case $1 in
   get)
     IFS=, read -ra names <<<"$5"
     for name in "\${names[@]}"; do
-      case $name in compress) name=compression ;; mounted) echo yes; continue ;; esac
+      case $name in compress) name=compression ;; mounted) echo yes; continue ;; guid) echo 4242; continue ;; esac
       grep -q "^$name=" "$db" || { echo "bad property list: invalid property '$name'" >&2; exit 2; }
       grep -m1 "^$name=" "$db" | cut -d= -f2-
     done ;;
@@ -652,7 +741,9 @@ esac`,
   // The production plan, mounted where the sandbox can shadow a directory of this machine.
   const plan: ZfsPlan = { ...PROD_ZFS, mountpoint: "/mnt/meshfs" };
   let sandbox: Sandbox;
-  const properties = (...lines: string[]) => sandbox.state("properties", `${lines.join("\n")}\n`);
+  // What every dataset has: mounted by zfs mount -a, writable.
+  const properties = (...lines: string[]) =>
+    sandbox.state("properties", `${["canmount=on", ...lines, "readonly=off"].join("\n")}\n`);
   const zfsSets = () => sandbox.calls().filter((c) => c.startsWith("zfs set "));
   beforeEach(() => {
     sandbox = new Sandbox(["/mnt"], stubs);
@@ -670,12 +761,32 @@ esac`,
       "swarm: set refquota=100G on tank/meshfs/state (was none)",
       "swarm: set atime=off on tank/meshfs/state (was on)",
     ]);
-    expect(sandbox.read("/mnt/meshfs/.swarm-meshfs")).toBe("meshfs\n");
+    expect(sandbox.read("/mnt/meshfs/.swarm-meshfs")).toBe("meshfs\ndataset tank/meshfs/state guid 4242\n");
 
     const second = sandbox.run(zfsScript(plan));
     expect(second.status).toBe(0);
     expect(second.stdout).toBe("");
     expect(zfsSets()).toEqual([]);
+  });
+
+  it("makes a received replica an export: mounted at boot and writable, in the same zfs set", () => {
+    // What zfs receive -o readonly=on -o canmount=noauto leaves, on a replica being promoted.
+    sandbox.state(
+      "properties",
+      "canmount=noauto\nmountpoint=/mnt/meshfs\natime=off\ncompression=lz4\nrefquota=100G\nsnapdir=hidden\nreadonly=on\n",
+    );
+    const result = sandbox.run(zfsScript(plan));
+    expect(result.stderr).toBe("");
+    expect(zfsSets()).toEqual(["zfs set canmount=on readonly=off tank/meshfs/state"]);
+    expect(result.stdout).toContain("swarm: set canmount=on on tank/meshfs/state (was noauto)\n");
+    expect(result.stdout).toContain("swarm: set readonly=off on tank/meshfs/state (was on)\n");
+  });
+
+  it("keeps an export read-only when its properties say so", () => {
+    properties("mountpoint=/mnt/meshfs", "atime=off", "compression=lz4", "refquota=100G", "snapdir=hidden");
+    const result = sandbox.run(zfsScript({ ...plan, properties: { ...plan.properties, readonly: "on" } }));
+    expect(result.status).toBe(0);
+    expect(zfsSets()).toEqual(["zfs set readonly=on tank/meshfs/state"]);
   });
 
   it("moves the dataset with a zfs set of its own", () => {
@@ -721,7 +832,7 @@ esac`,
     const result = sandbox.run(zfsScript({ ...plan, properties: { ...plan.properties, recordsze: "1M" } }));
     expect(result.status).toBe(1);
     expect(result.stderr).toContain(
-      "cannot read compression recordsze refquota snapdir atime of tank/meshfs/state: fix properties of export meshfs",
+      "cannot read canmount compression recordsze refquota snapdir atime readonly of tank/meshfs/state: fix properties of export meshfs",
     );
     expect(zfsSets()).toEqual([]);
   });
@@ -740,6 +851,8 @@ describe("the sync service's hold on its roots", () => {
     expect(unit).not.toMatch(/^RequiresMountsFor=.*\/mnt\/meshfs/m);
     expect(unit).toMatch(/^Wants=mnt-meshfs\.automount$/m);
     expect(unit).toMatch(/^After=mnt-meshfs\.automount mnt-meshfs\.mount$/m);
-    expect(unit).toMatch(/^ExecStartPre=\/usr\/local\/lib\/swarm\/unison-guard --mount \/mnt\/meshfs /m);
+    expect(unit).toMatch(
+      /^ExecStartPre=\/usr\/local\/lib\/swarm\/unison-guard --state \S+ --mount \/mnt\/meshfs /m,
+    );
   });
 });

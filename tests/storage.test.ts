@@ -191,7 +191,10 @@ describe("the production storage layout", () => {
     const converge = zfs.split("\n").filter((l) => l.startsWith("zfs_converge "));
     expect(converge).toHaveLength(2);
     expect(converge[0]).toMatch(/ 'mountpoint=\/tank\/meshfs\/state'$/);
-    expect(converge[1]).toMatch(/ 'compression=lz4' 'refquota=100G' 'snapdir=hidden' 'atime=off'$/);
+    // canmount and readonly too: what makes a promoted replica (received unmounted, read-only) an export.
+    expect(converge[1]).toMatch(
+      / 'canmount=on' 'compression=lz4' 'refquota=100G' 'snapdir=hidden' 'atime=off' 'readonly=off'$/,
+    );
     for (const [property, value] of Object.entries(STORAGE_FLEET.exports[0].properties)) {
       expect(converge[1]).toContain(` '${property}=${value}'`);
     }

@@ -841,6 +841,12 @@ const rows: Row[] = [
     message: "use swarm:exports[].mountpoint",
   },
   {
+    what: "ZFS canmount property",
+    changes: { "exports[0].properties": { canmount: "noauto" } },
+    path: "swarm:exports[0].properties.canmount",
+    message: "an export is always mounted",
+  },
+  {
     what: "ZFS property value with spaces",
     changes: { "exports[0].properties": { refquota: "100 G" } },
     path: "swarm:exports[0].properties.refquota",

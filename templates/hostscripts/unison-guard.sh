@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -z "$sentinel" ] || [ $# -eq 0 ]; then
-  echo "usage: unison-guard [--init --state DIR] [--mount PATH --export NAME] --sentinel FILE ROOT..." >&2
+  echo "usage: unison-guard [--init] [--state DIR] [--mount PATH --export NAME] --sentinel FILE ROOT..." >&2
   exit 2
 fi
 refuse() {
@@ -30,7 +30,7 @@ refuse() {
   exit 1
 }
 has_archive() {
-  [ -n "$state" ] && compgen -G "$state/ar*" >/dev/null
+  [ -n "$state" ] && compgen -G "$state/ar[0-9a-f]*" >/dev/null
 }
 if [ -n "$mount" ]; then
   # Reading the directory is what makes an automount mount it.
@@ -40,9 +40,10 @@ if [ -n "$mount" ]; then
     *,fuse.sshfs,*) ;;
     *) refuse "$mount is not an sshfs mount (found: ${types:-no mount at all})" ;;
   esac
+  # The sentinel's first line names the export, its second the dataset behind it and its guid.
   seen=$(cat "$mount/$EXPORT_SENTINEL" 2>/dev/null) || refuse "$mount has no $EXPORT_SENTINEL: the export's dataset is not mounted on its host"
-  if [ -n "$export_name" ] && [ "$seen" != "$export_name" ]; then
-    refuse "$mount shows export '$seen', not $export_name"
+  if [ -n "$export_name" ] && [ "${seen%%$'\n'*}" != "$export_name" ]; then
+    refuse "$mount shows export '${seen%%$'\n'*}', not $export_name"
   fi
 fi
 for root in "$@"; do
@@ -63,3 +64,30 @@ for root in "$@"; do
     fi
   fi
 done
+# unison's archive says what both roots held after the last run, and a file the archive knows that a
+# root lacks is a deletion to propagate. When the mount shows another dataset than last time (the
+# export failed over to a replica, which lacks what was written after its last snapshot), that
+# would delete, on this side, the newest files: the archives of the old dataset are moved aside, so
+# this run merges both sides (a file only one side has is copied, none is deleted, files that
+# differ are conflicts, each side keeps its own).
+dataset_line() {
+  case $1 in
+    *$'\n'dataset\ *) printf '%s\n' "${1#*$'\n'}" ;;
+  esac
+}
+if [ -n "$mount" ] && [ -n "$state" ]; then
+  known=$(cat "$state/export-dataset" 2>/dev/null) || known=
+  now=$(dataset_line "$seen")
+  if [ -n "$now" ] && [ "$now" != "$known" ]; then
+    if [ -n "$known" ] && has_archive; then
+      aside="$state/replaced-archives-$(date -u +%Y%m%dT%H%M%SZ)"
+      mkdir -p "$aside"
+      shopt -s nullglob
+      mv -- "$state"/ar[0-9a-f]* "$state"/fp[0-9a-f]* "$aside"/
+      shopt -u nullglob
+      echo "swarm: $mount shows another copy of export ${seen%%$'\n'*} ($now; it was $known): unison's archives moved to $aside, so this run merges both sides and deletes nothing"
+    fi
+    printf '%s\n' "$now" >"$state/export-dataset.new"
+    mv -f "$state/export-dataset.new" "$state/export-dataset"
+  fi
+fi

@@ -1446,3 +1446,253 @@ printf '%s\\n' 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHandAddedKeyThatSwarmDidNot
   phase("drift repaired");
   // Three askFleet rounds, status, metrics on three hosts, a repair converge and a no-op one.
 }, 600_000);
+
+/**
+ * What the failover runbook (docs/replicas.md) asks of an operator, as config: the export moves to
+ * the replica's host, onto the replica's pool and dataset; that host's own mount of it goes (an
+ * export host reads its dataset directly), and so does the replica.
+ */
+function promote(from: FleetConfig, exportName: string, replicaHost: string): FleetConfig {
+  return {
+    ...from,
+    exports: from.exports.map((x) => {
+      if (x.name !== exportName) {
+        return x;
+      }
+      const replica = x.replicas.find((r) => r.host === replicaHost)!;
+      return {
+        ...x,
+        host: replica.host,
+        pool: replica.pool,
+        dataset: replica.dataset,
+        clients: x.clients.filter((c) => c !== replica.host),
+        replicas: x.replicas.filter((r) => r !== replica),
+      };
+    }),
+    mounts: from.mounts.filter((m) => !(m.host === replicaHost && m.export === exportName)),
+  };
+}
+
+test("16. failover: the export host loses its pool, the replica is promoted by a config change, every replicated file is intact, the sync deletes nothing and resumes, and the old host comes back as the new replica", async () => {
+  const [step] = stepsOf(plan.steps, "replica");
+  const { replica } = step;
+  const e = exported();
+  const oldHost = step.server.name;
+  const newHost = step.host;
+  const sync = wikiStep();
+  const s = sync.sync;
+  if (sync.remote.server.name !== oldHost || s.host === newHost || replica.exportName !== e.name) {
+    throw new Error("the lab needs its sync on a third host, through a mount of the replicated export");
+  }
+  const replicaConfig = e.replicas.find((r) => r.host === newHost)!;
+  const files = senderFiles(e.name, newHost);
+  const syncService = syncUnitNames(s.name).service;
+  const syncTimer = syncUnitNames(s.name).timer;
+  const remoteRoot = normalizePath(`${e.mountpoint}/${sync.remote.path}`);
+  const stamp = Date.now();
+  const sha = (dir: string) => `cd ${dir} && find . -type f -print0 | sort -z | xargs -0r sha256sum`;
+  const statusOf = async () => {
+    const text = await run(oldHost, `cat ${files.status}`);
+    return { replicated: /^replicated=(.*)$/m.exec(text)?.[1] ?? "", text };
+  };
+
+  // Files with known checksums in meshfs, and a page written on the sync's client.
+  const dir = `${e.mountpoint}/failover-check`;
+  const written = await run(
+    oldHost,
+    `install -d ${dir}
+for i in 1 2 3 4 5; do head -c $((i * 70000)) /dev/urandom > ${dir}/file-$i; done
+${sha(dir)}`,
+  );
+  const clientPage = `failover-client-${stamp}.md`;
+  await run(
+    s.host,
+    `echo client-${stamp} > ${s.local}/${clientPage} && chown ${s.user}: ${s.local}/${clientPage}`,
+  );
+  await waitFor(`${clientPage} on ${oldHost}`, 2 * s.interval + 30, async () => {
+    return (await onHost(oldHost, `test -f ${remoteRoot}/${clientPage}`, { allowFail: true })).code === 0;
+  });
+
+  // Writes every second until the loss, each logged outside the pool when it succeeded.
+  const writerUnit = `swarm-lab-writer-${stamp}`;
+  const seqDir = `${e.mountpoint}/failover-seq`;
+  const writerLog = `/var/tmp/${writerUnit}.log`;
+  await run(
+    oldHost,
+    `install -d ${seqDir}
+systemd-run --quiet --unit ${writerUnit} bash -c 'while :; do t=$(date +%s%3N); echo $t > ${seqDir}/$t && echo $t >> ${writerLog}; sleep 1; done'`,
+  );
+  let lateStatus = "";
+  const latePage = `failover-late-${stamp}.md`;
+  try {
+    // A run ends; right after it a page is written in meshfs, and the loss comes once the client has
+    // synced it, before the next run: what only the client still has after the loss.
+    const before = (await statusOf()).replicated;
+    await waitFor(
+      "a replication run",
+      replica.interval + 120,
+      async () => (await statusOf()).replicated !== before,
+    );
+    const { replicated } = await statusOf();
+    await run(oldHost, `echo late-${stamp} > ${remoteRoot}/${latePage}`);
+    await waitFor(`${latePage} on ${s.host}`, 2 * s.interval + 30, async () => {
+      return (await onHost(s.host, `test -f ${s.local}/${latePage}`, { allowFail: true })).code === 0;
+    });
+    lateStatus = (await statusOf()).replicated;
+    expect({ replicatedSince: lateStatus !== replicated }).toEqual({ replicatedSince: false });
+  } finally {
+    // The export host's side of the loss: the pool goes (its sftp sessions with it), the writer stops.
+    const pids = (await onHost(oldHost, `pgrep -u ${e.user} || true`, { allowFail: true })).stdout.trim();
+    await run(
+      oldHost,
+      `${pids === "" ? "" : `kill ${pids.split(/\s+/).join(" ")} || true\n`}date +%s%3N > /var/tmp/${writerUnit}.lost
+zpool destroy -f ${e.pool.name}
+systemctl stop ${writerUnit}`,
+    );
+  }
+  const lostAt = Number(await run(oldHost, `cat /var/tmp/${writerUnit}.lost`));
+  const lossStarted = Date.now();
+  phase("failover: written, replicated, pool lost");
+
+  // While the export is gone the sync refuses to run, and the client keeps every file.
+  const localBefore = (await run(s.host, `cd ${s.local} && find . -type f | sort`)).split("\n");
+  const refused = await onHost(s.host, `systemctl start ${syncService}`, { allowFail: true });
+  expect(refused.code).not.toBe(0);
+  expect(await run(s.host, `cd ${s.local} && find . -type f | sort`)).toBe(localBefore.join("\n"));
+
+  // The promotion: a config change and a converge.
+  const promoted = promote(config, e.name, newHost);
+  const t0 = Date.now();
+  const result = await engine.converge(promoted, adminKey);
+  const convergeSeconds = (Date.now() - t0) / 1000;
+  config = promoted;
+  plan = planFleet(config);
+  process.stdout.write(
+    `failover converge: ${convergeSeconds.toFixed(0)}s, created ${result.created.length}, updated ${result.updated.length}, deleted ${result.deleted.length}\n`,
+  );
+
+  // The replica is the export now: mounted, writable, with every replicated file as written.
+  expect(await run(newHost, `zfs get -H -o property,value canmount,readonly,mounted ${replica.target}`)).toBe(
+    "canmount\ton\nreadonly\toff\nmounted\tyes\n",
+  );
+  expect(await run(newHost, `${sha(dir)}`)).toBe(written);
+  expect(await run(newHost, `cat ${e.mountpoint}/${EXPORT_SENTINEL}`)).toMatch(
+    new RegExp(`^${e.name}\\ndataset ${replica.target} guid \\d+\\n$`),
+  );
+  // Its receive step is gone and let go of its hold: the snapshots are the export's to prune.
+  expect(
+    await run(
+      newHost,
+      `zfs list -H -t snapshot -o name -d 1 ${replica.target} | xargs -r zfs holds -H | cut -f2`,
+    ),
+  ).toBe("");
+
+  // The data lost: what was written after the newest snapshot the replica had, measured.
+  const kept = (await run(newHost, `ls ${seqDir}`)).split("\n").filter(Boolean).map(Number);
+  const logged = (await run(oldHost, `cat ${writerLog}`)).split("\n").filter(Boolean).map(Number);
+  const newestKept = Math.max(...kept);
+  const lost = logged.filter((t) => t > newestKept);
+  const lossSeconds = (lostAt - newestKept) / 1000;
+  process.stdout.write(
+    `failover: ${logged.length} writes, ${kept.length} on the replica, ${lost.length} lost: the last ${lossSeconds.toFixed(1)}s before the loss (interval ${replica.interval}s); promoted ${((Date.now() - lossStarted) / 1000).toFixed(0)}s after the loss\n`,
+  );
+  expect(kept.every((t) => logged.includes(t))).toBe(true);
+  expect(lossSeconds).toBeLessThanOrEqual(replica.interval + 30);
+
+  // The client's mount follows the export; the next sync merges instead of deleting, and brings back
+  // the page the replica never got.
+  expect(await run(s.host, `cat ${sync.remote.mount.mount.path}/${EXPORT_SENTINEL}`)).toContain(
+    `dataset ${replica.target} guid`,
+  );
+  const since = await run(s.host, "date +%s");
+  await run(s.host, `systemctl start ${syncService}`);
+  expect(
+    await run(s.host, `journalctl -u ${syncService} -o cat --no-pager --since @${since.trim()}`),
+  ).toContain(`shows another copy of export ${e.name}`);
+  expect(await run(s.host, `cd ${s.local} && find . -type f | sort`)).toBe(localBefore.join("\n"));
+  const newRoot = normalizePath(`${e.mountpoint}/${sync.remote.path}`);
+  expect(await run(newHost, `cat ${newRoot}/${latePage} ${newRoot}/${clientPage}`)).toBe(
+    `late-${stamp}\nclient-${stamp}\n`,
+  );
+  // And it goes on both ways on its timer.
+  expect(await isActive(s.host, syncTimer)).toBe("active");
+  await run(newHost, `echo after-${stamp} > ${newRoot}/failover-after-${stamp}.md`);
+  await run(
+    s.host,
+    `echo local-after-${stamp} > ${s.local}/failover-local-after-${stamp}.md && chown ${s.user}: ${s.local}/failover-local-after-${stamp}.md`,
+  );
+  await waitFor("the sync both ways after the failover", 2 * s.interval + 30, async () => {
+    const there = await onHost(newHost, `cat ${newRoot}/failover-local-after-${stamp}.md`, {
+      allowFail: true,
+    });
+    const here = await onHost(s.host, `cat ${s.local}/failover-after-${stamp}.md`, { allowFail: true });
+    return there.stdout === `local-after-${stamp}\n` && here.stdout === `after-${stamp}\n`;
+  });
+  for (const host of [newHost, s.host]) {
+    const gate = await onHost(host, `${HEALTH_PROGRAM_PATH} gate`, { allowFail: true });
+    expect({ host, gate: gate.code, out: gate.code === 0 ? "" : `${gate.stdout}${gate.stderr}` }).toEqual({
+      host,
+      gate: 0,
+      out: "",
+    });
+  }
+  phase("failover: promoted");
+
+  // The old host comes back with its pool (here: the destroyed pool imported again), holding what was
+  // written after the last replication. Declared as the new replica over it, swarm refuses.
+  await run(oldHost, `zpool import -D -f ${e.pool.name} >/dev/null`);
+  expect(await run(oldHost, `cat ${remoteRoot}/${latePage}`)).toBe(`late-${stamp}\n`);
+  const back = (from: FleetConfig): FleetConfig => ({
+    ...from,
+    exports: from.exports.map((x) =>
+      x.name !== e.name
+        ? x
+        : {
+            ...x,
+            replicas: [{ ...replicaConfig, host: oldHost, pool: e.pool, dataset: e.dataset }],
+          },
+    ),
+  });
+  // The runbook keeps the writes first: the files changed since the newest snapshot both sides
+  // have, copied into the new export beside the live ones.
+  const changed = await run(
+    oldHost,
+    `zfs diff -H -F ${e.dataset}@${lateStatus} ${e.dataset} | awk -F '\\t' '($1 == "+" || $1 == "M") && $2 == "F" { print $3 }' | sort`,
+  );
+  expect(changed).toContain(`${remoteRoot}/${latePage}`);
+  expect(changed.split("\n").filter((l) => l.startsWith(`${seqDir}/`)).length).toBe(lost.length);
+  const rescued = `${e.mountpoint}/recovered-${stamp}`;
+  const archive = await run(
+    oldHost,
+    `zfs diff -H -F ${e.dataset}@${lateStatus} ${e.dataset} | awk -F '\\t' '($1 == "+" || $1 == "M") && $2 == "F" { print $3 }' |
+  sed 's|^${e.mountpoint}/||' | tar -C ${e.mountpoint} -czf - -T - | base64 -w0`,
+  );
+  await run(
+    newHost,
+    `install -d ${rescued} && echo ${archive.trim()} | base64 -d | tar -C ${rescued} -xzf -`,
+  );
+  expect(await run(newHost, `ls ${rescued}/${seqDir.slice(e.mountpoint.length + 1)} | wc -l`)).toBe(
+    `${lost.length}\n`,
+  );
+  await expect(engine.converge(back(config), adminKey)).rejects.toThrow(
+    new RegExp(`${e.dataset} exists and is writable, so it is not a replica of export ${e.name}`),
+  );
+  // Then renamed away, kept, and the converge makes the old host the new replica.
+  await run(oldHost, `zfs rename ${e.dataset} ${e.dataset}-before-failover-${stamp}`);
+  const withReplica = back(config);
+  await engine.converge(withReplica, adminKey);
+  config = withReplica;
+  plan = planFleet(config);
+  await run(newHost, `systemctl start ${replicateUnitName(e.name, oldHost, "service")}`);
+  const status = await run(newHost, `cat ${senderFiles(e.name, oldHost).status}`);
+  expect(status).toMatch(/^result=ok$/m);
+  const newest = /^replicated=(.+)$/m.exec(status)?.[1] as string;
+  const copy = await run(
+    oldHost,
+    `d=$(mktemp -d); mount -t zfs ${e.dataset}@${newest} "$d"
+(${sha(`"$d"/failover-check`)}); test -f "$d/recovered-${stamp}/${sync.remote.path}/${latePage}" && echo rescued
+umount "$d"; rmdir "$d"`,
+  );
+  expect(copy).toBe(`${written}rescued\n`);
+  phase("failover: old host is the new replica");
+}, 1_200_000);
