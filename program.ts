@@ -10,7 +10,7 @@ import * as command from "@pulumi/command";
 import { commandChanges, HealthGate } from "./components/healthGate";
 import { adminSshKey, requireCloudCatalogue } from "./components/hcloudProject";
 import { HetznerHost } from "./components/hetznerHost";
-import { MeshfsExport } from "./components/meshfsExport";
+import { exportWatcherId, MeshfsExport } from "./components/meshfsExport";
 import { SshfsAutomount } from "./components/sshfsAutomount";
 import { SshKeypair } from "./components/sshKeypair";
 import { UnisonSync } from "./components/unisonSync";
@@ -19,6 +19,7 @@ import { ZfsReplica } from "./components/zfsReplica";
 import { MeshMember, WireGuardMesh } from "./components/wireguardMesh";
 import { MountStep } from "./config/plan";
 import { renderMermaid } from "./templates/topology";
+import { watchKeyComment } from "./templates/meshfsWatch";
 
 export interface HostOutputs {
   readonly meshAddress: string;
@@ -55,6 +56,7 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
   const exportsByName = new Map<string, MeshfsExport>();
   const automounts = new Map<MountStep, SshfsAutomount>();
   const clientKeys = new Map<string, SshKeypair>();
+  const watchKeys = new Map<string, SshKeypair>();
   let mesh: WireGuardMesh | undefined;
   // Every command that runs on a host, for that host's health gate.
   const onHost = new Map<string, command.remote.Command[]>(plan.hosts.map((h) => [h.name, []]));
@@ -77,6 +79,17 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
     if (!key) {
       key = new SshKeypair(`${id}-client`, { comment: `swarm-${exportName}@${host}` });
       clientKeys.set(id, key);
+    }
+    return key;
+  };
+
+  // One watch key per sync in watch mode: the export authorizes its public half, the sync host holds it.
+  const watchKey = (host: string, sync: string): SshKeypair => {
+    const id = `${host}-${sync}`;
+    let key = watchKeys.get(id);
+    if (!key) {
+      key = new SshKeypair(`${id}-watch`, { comment: watchKeyComment(host, sync) });
+      watchKeys.set(id, key);
     }
     return key;
   };
@@ -114,8 +127,11 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
       case "export": {
         const hosts = [...step.clients, ...step.syncServers].map((c) => c.name);
         const keys = new Map(hosts.map((h) => [h, clientKey(step.export.name, h).publicKey]));
+        const watched = new Map(
+          step.watchers.map((w) => [exportWatcherId(w), watchKey(w.name, w.sync).publicKey]),
+        );
         const volumeDevice = machines.get(step.host)?.volumeDevice;
-        const args = { step, clientKeys: keys, ...on(step.host), volumeDevice };
+        const args = { step, clientKeys: keys, watchKeys: watched, ...on(step.host), volumeDevice };
         const dependsOn = [meshReady(step.host)];
         exportsByName.set(
           step.export.name,
@@ -169,7 +185,11 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
         dependsOn.push(
           remote.kind === "mount" ? (automounts.get(remote.mount) as SshfsAutomount).ready : server.ready,
         );
-        runsOn(step.host, new UnisonSync(step.name, { step, ssh, ...on(step.host) }, { dependsOn }));
+        const watch = step.sync.watch ? watchKey(step.host, step.sync.name) : undefined;
+        runsOn(
+          step.host,
+          new UnisonSync(step.name, { step, ssh, watchKey: watch, ...on(step.host) }, { dependsOn }),
+        );
         break;
       }
       case "health": {

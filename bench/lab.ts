@@ -454,7 +454,7 @@ async function syncBench(opts: SyncOptions): Promise<SyncBench> {
     await onHost(
       config,
       BENCH_SYNCS.timer.host,
-      `systemctl stop swarm-sync-${BENCH_SYNCS.watch.name}-watch.service swarm-sync-${BENCH_SYNCS.watch.name}.timer swarm-sync-${BENCH_SYNCS.timer.name}.timer`,
+      `systemctl stop swarm-sync-${BENCH_SYNCS.watch.name}-watch.service swarm-sync-${BENCH_SYNCS.watch.name}-remote-watch.service swarm-sync-${BENCH_SYNCS.watch.name}.timer swarm-sync-${BENCH_SYNCS.timer.name}.timer`,
     );
     const runs: BulkRun[] = [];
     for (let run = 1; run <= opts.runs; run++) {

@@ -1,6 +1,7 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { ExportStep } from "../config/plan";
+import { ExportStep, ExportWatcher } from "../config/plan";
+import { watchInstallScript, watchTeardownScript } from "../templates/meshfsWatch";
 import { ed25519Key, sftpScript, sftpTeardownScript } from "../templates/sftp";
 import { sha256, shellQuote } from "../templates/shell";
 import { snapshotsInstallScript, snapshotsTeardownScript, zfsScript } from "../templates/zfs";
@@ -12,6 +13,8 @@ export interface MeshfsExportArgs {
   readonly step: ExportStep;
   /** Each client's and sync server's key for this export (`ssh-ed25519 AAAA...`), by host name. */
   readonly clientKeys: ReadonlyMap<string, pulumi.Input<string>>;
+  /** Each watched sync's watch key (`ssh-ed25519 AAAA...`), by `exportWatcherId` of the step's watchers. */
+  readonly watchKeys?: ReadonlyMap<string, pulumi.Input<string>>;
   readonly connection: pulumi.Input<SshConnection>;
   /** SSH user of the connection; scripts run through sudo unless it is root. */
   readonly user: string;
@@ -30,6 +33,22 @@ export function exportSftpScript(step: ExportStep, keys: Readonly<Record<string,
   });
 }
 
+/** A watched sync's key among an export's watch keys: its host and name. */
+export function exportWatcherId(watcher: Pick<ExportWatcher, "name" | "sync">): string {
+  return `${watcher.name}/${watcher.sync}`;
+}
+
+/** The watch step's script, from the export step and the watched syncs' public keys by `exportWatcherId`. */
+export function exportWatchScript(step: ExportStep, keys: Readonly<Record<string, string>>): string {
+  return watchInstallScript({
+    host: step.host,
+    exportName: step.export.name,
+    meshAddress: step.server.meshAddress,
+    mountpoint: step.export.mountpoint,
+    clients: step.watchers.map((w) => ({ ...w, publicKey: keys[exportWatcherId(w)] })),
+  });
+}
+
 const HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub";
 
 /** Prints the export host's ed25519 host key, which clients pin. */
@@ -44,9 +63,10 @@ cut -d' ' -f1,2 ${shellQuote(HOST_KEY_FILE)}
  * A ZFS (OpenZFS) dataset on its host, served to the mesh over sftp: pool and
  * dataset converged (the properties that differ in one `zfs set`), a
  * sentinel at the dataset root, a snapshot timer that prunes only its own
- * snapshots, a scrub timer for the pool, and an export user whose keys work
+ * snapshots, a scrub timer for the pool, an export user whose keys work
  * only from the clients' mesh addresses, only over the mesh, and only for
- * sftp inside the dataset.
+ * sftp inside the dataset, and, while syncs in watch mode follow it, a watch
+ * user whose keys can only report that something changed in their directory.
  */
 export class MeshfsExport extends pulumi.ComponentResource {
   /** The export host's SSH host key, `ssh-ed25519 AAAA...`: clients pin it. */
@@ -90,6 +110,29 @@ export class MeshfsExport extends pulumi.ComponentResource {
       { parent: this, dependsOn: [zfsCommand] },
     );
 
+    // Watched syncs follow the dataset through a user of their own; the command exists while one does,
+    // and its teardown takes the keys and the drop-in away when the last one goes.
+    const watchCommands: command.remote.Command[] = [];
+    if (step.watchers.length > 0) {
+      const ids = step.watchers.map(exportWatcherId);
+      const watch = pulumi
+        .all(Object.fromEntries(ids.map((id) => [id, args.watchKeys?.get(id) as pulumi.Input<string>])))
+        .apply((keys) => exportWatchScript(step, keys));
+      watchCommands.push(
+        hostCommand(
+          `${name}-watch`,
+          {
+            ...common,
+            script: watch,
+            teardown: watchTeardownScript(step.export.name),
+            ownerHash: watch.apply(sha256),
+          },
+          // The watched directories are the sftp step's.
+          { parent: this, dependsOn: [sftpCommand] },
+        ),
+      );
+    }
+
     // The pool's scrub rides along: it is the pool's upkeep as the snapshots are the dataset's, and
     // both are timers whose teardown must go with the export.
     const snapshotsName = `${name}-snapshots`;
@@ -110,13 +153,13 @@ export class MeshfsExport extends pulumi.ComponentResource {
     const hostKeyCommand: command.remote.Command = hostCommand(
       `${name}-hostkey`,
       { ...common, script: readHostKey, ownerHash: sha256(readHostKey) },
-      { parent: this, dependsOn: [sftpCommand, snapshotsCommand] },
+      { parent: this, dependsOn: [sftpCommand, ...watchCommands, snapshotsCommand] },
     );
     this.hostKey = hostKeyCommand.stdout.apply((out) =>
       ed25519Key(out, `the host key of ${step.host} (${HOST_KEY_FILE})`),
     );
     this.ready = hostKeyCommand;
-    this.commands = [zfsCommand, sftpCommand, snapshotsCommand, hostKeyCommand];
+    this.commands = [zfsCommand, sftpCommand, ...watchCommands, snapshotsCommand, hostKeyCommand];
     this.registerOutputs({ hostKey: this.hostKey });
   }
 }

@@ -2,7 +2,14 @@ import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { SyncStep } from "../config/plan";
 import { sha256 } from "../templates/shell";
-import { syncInstallScript, syncKeyScript, syncTeardownScript, syncUnitNames } from "../templates/unison";
+import {
+  syncInstallScript,
+  syncKeyScript,
+  syncTeardownScript,
+  syncUnitNames,
+  syncWatchKeyScript,
+  syncWatchKeyTeardownScript,
+} from "../templates/unison";
 import { hostCommand, SshConnection } from "./remote";
 import { SshKeypair } from "./sshKeypair";
 
@@ -14,6 +21,8 @@ export interface UnisonSyncArgs {
     readonly serverHostKey: pulumi.Input<string>;
     readonly clientKey: SshKeypair;
   };
+  /** In watch mode: the key that follows the remote root on the export host, which authorizes its public half. */
+  readonly watchKey?: SshKeypair;
   readonly connection: pulumi.Input<SshConnection>;
   /** SSH user of the connection; scripts run through sudo unless it is root. */
   readonly user: string;
@@ -23,8 +32,8 @@ export interface UnisonSyncArgs {
 
 /**
  * A two-way unison sync on a host: a profile, a guarded oneshot service and
- * a timer (and, in watch mode, a watcher that starts the service on local
- * changes). Conflicts are skipped and recorded, never resolved by
+ * a timer (and, in watch mode, watchers that start the service on changes to
+ * the local root and, through the export host, to the remote root). Conflicts are skipped and recorded, never resolved by
  * overwriting; a root that is missing, unmounted or replaced stops the sync.
  */
 export class UnisonSync extends pulumi.ComponentResource {
@@ -58,6 +67,25 @@ export class UnisonSync extends pulumi.ComponentResource {
         { parent: this },
       );
       dependsOn.push(key);
+    }
+    if (args.watchKey !== undefined) {
+      const watchKey = args.watchKey;
+      const keyScript = syncWatchKeyScript(sync.name);
+      dependsOn.push(
+        hostCommand(
+          `${name}-watch-key`,
+          {
+            ...common,
+            script: keyScript,
+            stdin: watchKey.privateKey,
+            teardown: syncWatchKeyTeardownScript(sync.name),
+            // The public key changes exactly when the private key does, and reveals nothing about it.
+            ownerHash: watchKey.publicKey.apply((publicKey) => sha256(`${keyScript}\n${publicKey}`)),
+            secret: true,
+          },
+          { parent: this },
+        ),
+      );
     }
 
     const script =

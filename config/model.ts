@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { healthExpectations } from "../templates/health";
 import { Cidr, formatAddress, hostRange, parseAddress, parseCidr } from "./ipv4";
-import { FleetStep, HostStep, planSteps } from "./plan";
+import { FleetStep, HostStep, planSteps, resolveSyncRemote } from "./plan";
 import { ExportConfig, FleetConfig, HostConfig, MountConfig, ReplicaConfig, SyncConfig } from "./types";
 
 /** What one host's WireGuard interface says about one peer. */
@@ -41,6 +41,8 @@ export interface HostPlan {
   readonly syncs: readonly SyncConfig[];
   /** Replicas of exports kept on this host. */
   readonly replicas: readonly ReplicaConfig[];
+  /** Syncs in watch mode (on any host) whose remote root is on an export of this host. */
+  readonly watchedBy: readonly SyncConfig[];
   /** Debian packages the host's roles need, sorted. */
   readonly packages: readonly string[];
   /** What the host runs, in order, every reference resolved (see config/plan.ts). */
@@ -131,6 +133,8 @@ export function hostPackages(
     mounts: readonly MountConfig[];
     syncs: readonly SyncConfig[];
     replicas?: readonly ReplicaConfig[];
+    /** Syncs in watch mode, on any host, whose remote root is on one of this host's exports. */
+    watchedBy?: readonly SyncConfig[];
   },
   forwards = false,
 ): string[] {
@@ -146,16 +150,21 @@ export function hostPackages(
   if (roles.exports.length > 0 || (roles.replicas?.length ?? 0) > 0) {
     packages.add("zfsutils-linux");
   }
+  if ((roles.watchedBy?.length ?? 0) > 0) {
+    // meshfs-watch follows the watched syncs' directories with inotifywait.
+    packages.add("inotify-tools");
+  }
   if (roles.mounts.length > 0) {
     packages.add("sshfs");
   }
   if (roles.syncs.length > 0) {
     packages.add("unison");
-    if (roles.syncs.some((s) => s.remote.export !== undefined)) {
+    if (roles.syncs.some((s) => s.remote.export !== undefined || s.watch)) {
       packages.add("openssh-client");
     }
     if (roles.syncs.some((s) => s.watch)) {
-      // unison-watch waits for local changes with inotifywait.
+      // unison-watch waits for local changes with inotifywait; unison-remote-watch follows the
+      // export host over ssh.
       packages.add("inotify-tools");
     }
   }
@@ -173,6 +182,9 @@ export function planFleet(config: FleetConfig): FleetPlan {
       mounts: config.mounts.filter((m) => m.host === host.name),
       syncs: config.syncs.filter((s) => s.host === host.name),
       replicas: config.exports.flatMap((e) => e.replicas.filter((r) => r.host === host.name)),
+      watchedBy: config.syncs.filter(
+        (s) => s.watch && resolveSyncRemote(config, s)?.export.host === host.name,
+      ),
     };
     const routedVia = hub !== undefined && host.name !== hub ? hub : undefined;
     const peers = peerNames(config, host.name).map((name) => ({

@@ -15,7 +15,9 @@ import type { HealthExpectations } from "../templates/health";
 import type { SftpPlan } from "../templates/sftp";
 import type { MountPlan } from "../templates/sshfs";
 import { isInside, normalizePath } from "../templates/systemd";
-import type { RemoteRoot, SyncPlan } from "../templates/unison";
+import { hostKeyAlias, knownHostsPath } from "../templates/sshfs";
+import { syncKnownHostsPath, type RemoteRoot, type SyncPlan } from "../templates/unison";
+import { watchUser } from "../templates/meshfsWatch";
 import type { SnapshotPlan, ZfsPlan } from "../templates/zfs";
 import type { ScrubPlan } from "../templates/scrub";
 import { replicaMaxLag, replicaRetention, type ReplicaPlan } from "../templates/replica";
@@ -108,6 +110,14 @@ export interface ExportSyncServer extends HostRef {
   readonly path: string;
 }
 
+/** A sync in watch mode whose remote root is on an export: its host follows changes there. */
+export interface ExportWatcher extends HostRef {
+  /** The sync's name on that host. */
+  readonly sync: string;
+  /** The sync's remote root on the export host, absolute and normalized. */
+  readonly directory: string;
+}
+
 /** A ZFS dataset served to the mesh over sftp. */
 export interface ExportStep {
   readonly kind: "export";
@@ -131,6 +141,8 @@ export interface ExportStep {
   readonly clients: readonly HostRef[];
   /** Hosts that sync with it over ssh://, in config order. */
   readonly syncServers: readonly ExportSyncServer[];
+  /** Syncs in watch mode with their remote root on it (through a mount or ssh://), in config order. */
+  readonly watchers: readonly ExportWatcher[];
 }
 
 /** A replica of an export on another host: received there, sent by the export host. */
@@ -379,6 +391,8 @@ export function planSteps(
     const server = ref(resolved.export.host);
     let remote: SyncRemote;
     let root: RemoteRoot;
+    // The watcher trusts the export host's key where the sync already pins it.
+    let knownHosts: string;
     if (resolved.kind === "mount") {
       const mount = mounts[config.mounts.indexOf(resolved.mount)];
       remote = { kind: "mount", mount, export: resolved.export, server, path: resolved.path };
@@ -388,6 +402,7 @@ export function planSteps(
         mountPath: mount.units.path,
         exportName: resolved.export.name,
       };
+      knownHosts = knownHostsPath(resolved.export.name);
     } else {
       remote = { kind: "ssh", export: resolved.export, server, path: resolved.path };
       root = {
@@ -397,6 +412,7 @@ export function planSteps(
         serverMeshAddress: server.meshAddress,
         serverPath: normalizePath(`${resolved.export.mountpoint}/${resolved.path}`),
       };
+      knownHosts = syncKnownHostsPath(sync.name);
     }
     return {
       kind: "sync",
@@ -413,6 +429,18 @@ export function planSteps(
         timeout: sync.timeout,
         ignore: sync.ignore,
         watch: sync.watch,
+        ...(sync.watch
+          ? {
+              remoteWatch: {
+                login: watchUser(resolved.export.name),
+                serverMeshAddress: server.meshAddress,
+                directory: normalizePath(`${resolved.export.mountpoint}/${resolved.path}`),
+                hostKeyAlias: hostKeyAlias(resolved.export.name),
+                knownHosts,
+                wireguardUnit: WIREGUARD_UNIT,
+              },
+            }
+          : {}),
       },
     };
   });
@@ -425,6 +453,11 @@ export function planSteps(
     const syncServers = syncs.flatMap((s): ExportSyncServer[] =>
       s.remote.kind === "ssh" && s.remote.export.name === exported.name
         ? [{ ...ref(s.host), sync: s.sync.name, path: s.remote.path }]
+        : [],
+    );
+    const watchers = syncs.flatMap((s): ExportWatcher[] =>
+      s.units.remoteWatch !== undefined && s.remote.export.name === exported.name
+        ? [{ ...ref(s.host), sync: s.sync.name, directory: s.units.remoteWatch.directory }]
         : [],
     );
     // The remote roots of syncs through mounts; ssh:// roots are not listed: the sftp step creates and
@@ -470,6 +503,7 @@ export function planSteps(
       },
       clients,
       syncServers,
+      watchers,
     };
   });
 
@@ -556,14 +590,22 @@ export function stepCommandNames(step: FleetStep): string[] {
     case "mesh":
       return step.hosts.flatMap((h) => [`${step.name}-${h.host}-key`, `${step.name}-${h.host}-config`]);
     case "export":
-      return ["zfs", "sftp", "snapshots", "hostkey"].map((role) => `${step.name}-${role}`);
+      // The watch step exists while a sync in watch mode follows the export.
+      return ["zfs", "sftp", ...(step.watchers.length > 0 ? ["watch"] : []), "snapshots", "hostkey"].map(
+        (role) => `${step.name}-${role}`,
+      );
     case "replica":
       return [`${step.name}-receive`, `${step.name}-key`, `${step.name}-send`];
     case "mount":
       return [`${step.name}-key`, `${step.name}-units`];
     case "sync":
-      // Only ssh:// mode installs a key of its own: through a mount, the mount's key is used.
-      return [...(step.remote.kind === "ssh" ? [`${step.name}-key`] : []), `${step.name}-units`];
+      // Only ssh:// mode installs a key of its own: through a mount, the mount's key is used. Watch
+      // mode adds the key that follows the remote root.
+      return [
+        ...(step.remote.kind === "ssh" ? [`${step.name}-key`] : []),
+        ...(step.sync.watch ? [`${step.name}-watch-key`] : []),
+        `${step.name}-units`,
+      ];
     case "health":
       // One command installs the health program and then runs the gate.
       return [`${step.name}-install`];

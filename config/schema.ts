@@ -418,7 +418,7 @@ export const syncSchema = z.object({
   ),
   watch: field(
     boolean().default(false),
-    "also start a run within seconds of a local change (needs `inotify-tools`), the timer as fallback",
+    "also start a run within seconds of a change on either side, the timer as fallback: `inotifywait` watches the local root, and the host follows the remote root over ssh as the export's `<export>-watch` user, with a key of the sync's own that can only report that something changed there (`inotify-tools` is installed on both hosts)",
   ),
   timeout: field(duration(10, 86400).default(600), "a run that takes longer is stopped (10s–1d)"),
 });

@@ -47,6 +47,7 @@ import {
 import { Item, Section, describe, formatDuration, readSection, typoDistance, unwrap } from "./schemaKit";
 import { isInside } from "../templates/systemd";
 import { replicaUser } from "../templates/replica";
+import { watchUser } from "../templates/meshfsWatch";
 import { RETENTION_TIERS, Retention, RetentionTier, retentionArgs } from "../templates/zfs";
 import {
   AdminConfig,
@@ -1941,6 +1942,18 @@ function checkSyncs(
           });
         }
       }
+    }
+    const watched =
+      s.fields.watch === true
+        ? remote?.mountPath !== undefined
+          ? syncMount(s, hostMounts)?.export
+          : remote?.export
+        : undefined;
+    if (watched !== undefined && watchUser(watched).length > 32) {
+      errors.push({
+        path: `${s.path}.watch`,
+        message: `export ${watched} has too long a name for a sync in watch mode: ${host} follows it on the export host as user ${watchUser(watched)}, and a user name has at most 32 characters; shorten the export's name to ${32 - "-watch".length} characters or fewer, or set watch: false`,
+      });
     }
   });
 }

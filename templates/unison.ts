@@ -16,6 +16,7 @@
 import { Seconds } from "../config/types";
 import { hostScript, script, shellQuote, writeFile } from "./shell";
 import { syncSentinel } from "./sftp";
+import { WATCH_TOKEN } from "./meshfsWatch";
 import { hostKeyAlias, knownHosts } from "./sshfs";
 import { execLine, renderUnit, systemdEscapePath, timespan, unitHeader } from "./systemd";
 import { EXPORT_SENTINEL, failFunction, LIB_DIR, UNIT_DIR } from "./zfs";
@@ -25,6 +26,7 @@ export const STATE_DIR = "/var/lib/swarm/unison";
 export const GUARD = `${LIB_DIR}/unison-guard`;
 export const STATUS = `${LIB_DIR}/unison-status`;
 export const WATCH = `${LIB_DIR}/unison-watch`;
+export const REMOTE_WATCH = `${LIB_DIR}/unison-remote-watch`;
 
 /** Where the sync's remote root is: inside an sshfs mount of this host, or on the export host over ssh://. */
 export type RemoteRoot =
@@ -57,6 +59,27 @@ export interface SyncPlan {
   /** Unison ignore patterns, e.g. `Name *.tmp`. */
   readonly ignore: readonly string[];
   readonly watch: boolean;
+  /** In watch mode: how the sync host follows its remote root on the export host. */
+  readonly remoteWatch?: RemoteWatch;
+}
+
+/**
+ * The export host as a watched sync follows it: `ssh <login>@<address> watch`
+ * with the sync's own key and the export host's key pinned in the file the
+ * sync already trusts (the mount's, or the ssh:// profile's).
+ */
+export interface RemoteWatch {
+  /** The export's watch user, `<export>-watch`. */
+  readonly login: string;
+  readonly serverMeshAddress: string;
+  /** The remote root on the export host, absolute: what the export host watches. */
+  readonly directory: string;
+  /** The name the export host's key is pinned under. */
+  readonly hostKeyAlias: string;
+  /** The pinned known_hosts file. */
+  readonly knownHosts: string;
+  /** The WireGuard unit the connection rides on, e.g. `wg-quick@wg0.service`. */
+  readonly wireguardUnit: string;
 }
 
 export function stateDir(sync: string): string {
@@ -79,11 +102,22 @@ export function syncKnownHostsPath(sync: string): string {
   return `${PROFILE_DIR}/${sync}.known_hosts`;
 }
 
-export function syncUnitNames(sync: string): { service: string; timer: string; watch: string } {
+/** The key a watched sync follows its remote root with, readable by root only. */
+export function syncWatchKeyPath(sync: string): string {
+  return `${PROFILE_DIR}/${sync}.watch.key`;
+}
+
+export function syncUnitNames(sync: string): {
+  service: string;
+  timer: string;
+  watch: string;
+  remoteWatch: string;
+} {
   return {
     service: `swarm-sync-${sync}.service`,
     timer: `swarm-sync-${sync}.timer`,
     watch: `swarm-sync-${sync}-watch.service`,
+    remoteWatch: `swarm-sync-${sync}-remote-watch.service`,
   };
 }
 
@@ -199,14 +233,24 @@ export function statusScript(): string {
   return STATUS_PROGRAM;
 }
 
-/** `unison-watch UNIT ROOT`: starts UNIT whenever something changes below ROOT, bursts coalesced. */
+/**
+ * `unison-watch UNIT ROOT`: starts UNIT whenever something changes below
+ * ROOT, bursts coalesced; `unison-watch UNIT -` does the same for each line
+ * on standard input.
+ */
 export function watchScript(): string {
   return WATCH_PROGRAM;
+}
+
+/** `unison-remote-watch UNIT SSH_ARGUMENT...`: starts UNIT whenever the export host reports a change. */
+export function remoteWatchScript(): string {
+  return REMOTE_WATCH_PROGRAM;
 }
 
 const GUARD_PROGRAM = hostScript("unison-guard.sh", { EXPORT_SENTINEL });
 const STATUS_PROGRAM = hostScript("unison-status.sh");
 const WATCH_PROGRAM = hostScript("unison-watch.sh");
+const REMOTE_WATCH_PROGRAM = hostScript("unison-remote-watch.sh", { WATCH, TOKEN: WATCH_TOKEN });
 
 function guardArgs(plan: SyncPlan): string[] {
   const mount =
@@ -284,7 +328,8 @@ export function watchService(plan: SyncPlan): string {
   const units = syncUnitNames(plan.name);
   return renderUnit(
     unitHeader(
-      `Starts sync ${plan.name} as soon as ${plan.local} changes; the timer still catches remote changes.`,
+      `Starts sync ${plan.name} as soon as ${plan.local} changes;`,
+      `${units.remoteWatch} does the same for the remote root.`,
     ),
     [
       {
@@ -305,6 +350,93 @@ export function watchService(plan: SyncPlan): string {
       { name: "Install", settings: [["WantedBy", "multi-user.target"]] },
     ],
   );
+}
+
+function requireRemoteWatch(plan: SyncPlan): RemoteWatch {
+  if (plan.remoteWatch === undefined) {
+    throw new Error(`sync ${plan.name} is not in watch mode: it follows no remote root`);
+  }
+  return plan.remoteWatch;
+}
+
+/**
+ * The ssh command line of the remote watcher: the sync's own watch key,
+ * nothing from ssh_config, the export host's key pinned (never trusted on
+ * first use), and a dead tunnel noticed within 15 s.
+ */
+export function remoteWatchSshArgs(plan: SyncPlan): string[] {
+  const watch = requireRemoteWatch(plan);
+  return [
+    "-F",
+    "/dev/null",
+    "-i",
+    syncWatchKeyPath(plan.name),
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    `UserKnownHostsFile=${watch.knownHosts}`,
+    "-o",
+    "GlobalKnownHostsFile=/dev/null",
+    "-o",
+    `HostKeyAlias=${watch.hostKeyAlias}`,
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "ConnectTimeout=5",
+    "-o",
+    "ServerAliveInterval=5",
+    "-o",
+    "ServerAliveCountMax=3",
+    `${watch.login}@${watch.serverMeshAddress}`,
+    "watch",
+  ];
+}
+
+/** Follows the remote root on the export host and starts the sync on each change there. */
+export function remoteWatchService(plan: SyncPlan): string {
+  const units = syncUnitNames(plan.name);
+  const watch = requireRemoteWatch(plan);
+  return renderUnit(
+    unitHeader(
+      `Starts sync ${plan.name} as soon as ${watch.directory} changes on ${watch.serverMeshAddress}, which`,
+      "reports each change; the timer still runs it when this cannot connect.",
+    ),
+    [
+      {
+        name: "Unit",
+        settings: [
+          ["Description", `Follow the remote root of sync ${plan.name} on ${watch.serverMeshAddress}`],
+          ["After", `${units.timer} ${watch.wireguardUnit}`],
+          ["Wants", watch.wireguardUnit],
+        ],
+      },
+      {
+        name: "Service",
+        settings: [
+          ["ExecStart", execLine("", REMOTE_WATCH, units.service, ...remoteWatchSshArgs(plan))],
+          // A connection that drops (the tunnel, the export host) is made again: every 5 s stays
+          // under systemd's start limit (5 starts in 10 s), so it never gives up.
+          ["Restart", "always"],
+          ["RestartSec", "5s"],
+        ],
+      },
+      { name: "Install", settings: [["WantedBy", "multi-user.target"]] },
+    ],
+  );
+}
+
+/** Writes the sync's watch key from standard input, readable by root (the remote watcher) only. */
+export function syncWatchKeyScript(sync: string): string {
+  return script(`install -d -m 0755 ${PROFILE_DIR}
+swarm_write ${shellQuote(syncWatchKeyPath(sync))} 0600 root:root
+`);
+}
+
+/** Removes the sync's watch key. */
+export function syncWatchKeyTeardownScript(sync: string): string {
+  return `rm -f ${shellQuote(syncWatchKeyPath(sync))}\necho "swarm: removed the watch key of sync ${sync}"\n`;
 }
 
 /** Writes the sync's ssh:// key from standard input, readable by the sync user only. */
@@ -342,14 +474,23 @@ export function syncInstallScript(host: string, plan: SyncPlan, hostKey?: string
           }),
         ]
       : [];
-  const watch = plan.watch
-    ? `swarm_activate ${q(units.watch)} ${q(`${UNIT_DIR}/${units.watch}`)} ${q(WATCH)}\n`
-    : `if [ -e ${q(`${UNIT_DIR}/${units.watch}`)} ]; then
-  systemctl disable --now ${units.watch} 2>/dev/null || true
-  rm -f ${q(`${UNIT_DIR}/${units.watch}`)}
-  systemctl daemon-reload
-  echo "swarm: removed ${units.watch}"
-fi
+  const remoteWatch = plan.watch ? requireRemoteWatch(plan) : undefined;
+  const watchUnits = [units.watch, units.remoteWatch];
+  const watch =
+    remoteWatch !== undefined
+      ? `swarm_activate ${q(units.watch)} ${q(`${UNIT_DIR}/${units.watch}`)} ${q(WATCH)}
+[ -s ${q(syncWatchKeyPath(plan.name))} ] || fail "the watch key of sync ${plan.name} (${syncWatchKeyPath(plan.name)}) is missing"
+[ -s ${q(remoteWatch.knownHosts)} ] || fail "${remoteWatch.knownHosts}, the pinned key of the export host, is missing"
+swarm_activate ${q(units.remoteWatch)} ${[`${UNIT_DIR}/${units.remoteWatch}`, REMOTE_WATCH, WATCH].map(q).join(" ")}
+`
+      : `for unit in ${watchUnits.join(" ")}; do
+  if [ -e "${UNIT_DIR}/$unit" ]; then
+    systemctl disable --now "$unit" 2>/dev/null || true
+    rm -f "${UNIT_DIR}/$unit"
+    systemctl daemon-reload
+    echo "swarm: removed $unit"
+  fi
+done
 `;
   return script(
     failFunction(host),
@@ -357,7 +498,7 @@ fi
 user=${q(plan.user)}
 id -u "$user" >/dev/null 2>&1 || fail "sync ${plan.name} runs as ${plan.user}, who does not exist here: create the user or set syncs[].user"
 command -v unison >/dev/null || fail "unison is missing: install unison"
-${plan.watch ? `command -v inotifywait >/dev/null || fail "watch mode of sync ${plan.name} needs inotifywait: install inotify-tools"\n` : ""}install -d -m 0755 ${PROFILE_DIR} ${STATE_DIR}
+${plan.watch ? `command -v inotifywait >/dev/null || fail "watch mode of sync ${plan.name} needs inotifywait: install inotify-tools"\ncommand -v ssh >/dev/null || fail "watch mode of sync ${plan.name} follows the export host over ssh: install openssh-client"\n` : ""}install -d -m 0755 ${PROFILE_DIR} ${STATE_DIR}
 if [ "$(stat -c %U:%a ${q(state)} 2>/dev/null)" != "$user:700" ]; then
   install -d -m 0700 -o "$user" -g "$(id -gn "$user")" ${q(state)}
   echo "swarm: ${state} belongs to $user"
@@ -374,10 +515,18 @@ fi
     writeFile({ path: GUARD, content: guardScript(), mode: "0755" }),
     writeFile({ path: STATUS, content: statusScript(), mode: "0755" }),
     plan.watch ? writeFile({ path: WATCH, content: watchScript(), mode: "0755" }) : "",
+    plan.watch ? writeFile({ path: REMOTE_WATCH, content: remoteWatchScript(), mode: "0755" }) : "",
     writeFile({ path: `${UNIT_DIR}/${units.service}`, content: syncService(plan), mode: "0644" }),
     writeFile({ path: `${UNIT_DIR}/${units.timer}`, content: syncTimer(plan), mode: "0644" }),
     plan.watch
       ? writeFile({ path: `${UNIT_DIR}/${units.watch}`, content: watchService(plan), mode: "0644" })
+      : "",
+    plan.watch
+      ? writeFile({
+          path: `${UNIT_DIR}/${units.remoteWatch}`,
+          content: remoteWatchService(plan),
+          mode: "0644",
+        })
       : "",
     `swarm_reload
 # Before the first sync, missing roots and sentinels are created; after it, the guard only checks.
@@ -392,9 +541,9 @@ ${watch}`,
 export function syncTeardownScript(sync: string): string {
   const q = shellQuote;
   const units = syncUnitNames(sync);
-  return `systemctl disable --now ${units.timer} ${units.watch} 2>/dev/null || true
-rm -f ${[units.service, units.timer, units.watch].map((u) => q(`${UNIT_DIR}/${u}`)).join(" ")}
-rm -f ${q(profilePath(sync))} ${q(`${stateDir(sync)}/${sync}.prf`)} ${q(syncKnownHostsPath(sync))} ${q(syncKeyPath(sync))}
+  return `systemctl disable --now ${units.timer} ${units.watch} ${units.remoteWatch} 2>/dev/null || true
+rm -f ${[units.service, units.timer, units.watch, units.remoteWatch].map((u) => q(`${UNIT_DIR}/${u}`)).join(" ")}
+rm -f ${q(profilePath(sync))} ${q(`${stateDir(sync)}/${sync}.prf`)} ${q(syncKnownHostsPath(sync))} ${q(syncKeyPath(sync))} ${q(syncWatchKeyPath(sync))}
 systemctl daemon-reload
 echo "swarm: removed sync ${sync}; ${stateDir(sync)} (archives, backups) and both roots are kept"
 `;

@@ -4,7 +4,7 @@ import { hostPackages, planFleet } from "../config/model";
 import { APT_FUNCTIONS, bootstrapScript } from "../templates/bootstrap";
 import { HUB_FLEET } from "./meshFixtures";
 import { Sandbox } from "./sandbox";
-import { PROD_SYNC } from "./storageFixtures";
+import { PROD_SYNC, STORAGE_FLEET } from "./storageFixtures";
 
 /** Holds a lock on `path` for `seconds` from another process, as a running apt would; resolves once it is held. */
 async function holdLock(path: string, seconds: number): Promise<ChildProcess> {
@@ -48,6 +48,23 @@ describe("bootstrapScript", () => {
     const roles = (watch: boolean) => ({ exports: [], mounts: [], syncs: [{ ...PROD_SYNC, watch }] });
     expect(hostPackages(host, roles(true))).toContain("inotify-tools");
     expect(hostPackages(host, roles(false))).not.toContain("inotify-tools");
+    // The remote watcher follows the export host over ssh.
+    expect(hostPackages(host, roles(true))).toContain("openssh-client");
+    expect(hostPackages(host, roles(false))).not.toContain("openssh-client");
+  });
+
+  it("installs inotify-tools on an export host exactly while a sync in watch mode follows one of its exports", () => {
+    const withWatch = (watch: boolean) =>
+      planFleet({ ...STORAGE_FLEET, syncs: STORAGE_FLEET.syncs.map((s) => ({ ...s, watch })) });
+    const exportHost = STORAGE_FLEET.exports[0].host;
+    expect(withWatch(true).byName.get(exportHost)?.packages).toContain("inotify-tools");
+    expect(withWatch(false).byName.get(exportHost)?.packages).not.toContain("inotify-tools");
+    // A host that neither syncs nor serves a watched export gets none.
+    const bystander = STORAGE_FLEET.hosts.find(
+      (h) => h.name !== exportHost && !STORAGE_FLEET.syncs.some((s) => s.host === h.name),
+    );
+    expect(bystander).toBeDefined();
+    expect(withWatch(true).byName.get(bystander?.name ?? "")?.packages).not.toContain("inotify-tools");
   });
 
   it("only mentions contrib and DKMS when the host needs OpenZFS", () => {

@@ -2,7 +2,7 @@
  * planFleet's steps: every reference resolved once, from validated config.
  */
 import { planFleet } from "../config/model";
-import { mountHolding, resolveSyncRemote, stepsOf } from "../config/plan";
+import { mountHolding, resolveSyncRemote, stepCommandNames, stepsOf, SyncStep } from "../config/plan";
 import { FleetConfig } from "../config/types";
 import { SSH_FLEET, STORAGE_FLEET, storageFleet, withSshSync } from "./storageFixtures";
 
@@ -73,6 +73,51 @@ describe("planFleet's steps", () => {
     ]);
     expect(exported.sftp.directories).toEqual(["wiki"]);
     expect(exported.usesVolume).toBe(true);
+  });
+
+  it("gives the export the syncs that watch it, and each watched sync how to follow its remote root", () => {
+    // SSH_FLEET's wiki-copy (archive, ssh://) is watched; the mount's wiki is not.
+    const [exported] = stepsOf(plan.steps, "export");
+    expect(exported.watchers).toEqual([
+      { name: "archive", meshAddress: "10.8.0.4", sync: "wiki-copy", directory: "/tank/meshfs/state/wiki" },
+    ]);
+    const syncs = stepsOf(plan.steps, "sync");
+    expect(syncs.find((s) => s.sync.name === "wiki")?.units.remoteWatch).toBeUndefined();
+    expect(syncs.find((s) => s.sync.name === "wiki-copy")?.units.remoteWatch).toEqual({
+      login: "meshfs-watch",
+      serverMeshAddress: "10.8.0.1",
+      directory: "/tank/meshfs/state/wiki",
+      hostKeyAlias: "swarm-meshfs",
+      knownHosts: "/etc/swarm/unison/wiki-copy.known_hosts",
+      wireguardUnit: "wg-quick@wg0.service",
+    });
+    expect(stepCommandNames(exported)).toEqual([
+      "meshfs-zfs",
+      "meshfs-sftp",
+      "meshfs-watch",
+      "meshfs-snapshots",
+      "meshfs-hostkey",
+    ]);
+    expect(stepCommandNames(syncs.find((s) => s.sync.name === "wiki-copy") as SyncStep)).toEqual([
+      "archive-wiki-copy-sync-key",
+      "archive-wiki-copy-sync-watch-key",
+      "archive-wiki-copy-sync-units",
+    ]);
+  });
+
+  it("gives a watched sync through a mount the mount's pinned host key, and an unwatched export no watch step", () => {
+    const watched = planFleet(
+      storageFleet((raw) => ({
+        ...raw,
+        syncs: (raw.syncs as { watch?: boolean }[]).map((s) => ({ ...s, watch: true })),
+      })),
+    );
+    const [sync] = stepsOf(watched.steps, "sync");
+    expect(sync.units.remoteWatch?.knownHosts).toBe("/etc/swarm/meshfs/meshfs.known_hosts");
+    expect(sync.units.remoteWatch?.directory).toBe("/tank/meshfs/state/wiki");
+    const [unwatched] = stepsOf(planFleet(STORAGE_FLEET).steps, "export");
+    expect(unwatched.watchers).toEqual([]);
+    expect(stepCommandNames(unwatched)).not.toContain("meshfs-watch");
   });
 
   it("leaves the peers' keys to the health component", () => {

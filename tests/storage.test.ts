@@ -4,13 +4,14 @@
  * they carry, and what stays secret.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { MeshfsExport } from "../components/meshfsExport";
+import { exportWatcherId, MeshfsExport } from "../components/meshfsExport";
 import { SshfsAutomount } from "../components/sshfsAutomount";
 import { SshKeypair } from "../components/sshKeypair";
 import { UnisonSync } from "../components/unisonSync";
 import { planFleet } from "../config/model";
 import { stepsOf } from "../config/plan";
 import { FleetConfig } from "../config/types";
+import { unwrapRootCommand } from "../templates/shell";
 import { automountUnit, mountUnit } from "../templates/sshfs";
 import { syncService, syncTimer, unisonProfile } from "../templates/unison";
 import { installMocks, MockFleet, offlineRunner, promiseOf, RecordedResource } from "../offline/mockRuntime";
@@ -27,6 +28,7 @@ import {
   onLabDisk,
   onSparseFiles,
   storageFleet,
+  withSshSync,
 } from "./storageFixtures";
 
 const SECRET_SIG = "4dabf18193072939515e22adb298388d";
@@ -81,12 +83,20 @@ async function build(config: FleetConfig = STORAGE_FLEET): Promise<Built> {
     }
     return keys.get(id) as SshKeypair;
   };
+  const watchKeyOf = (host: string, sync: string) => {
+    const id = `${host}-${sync}-watch`;
+    if (!keys.has(id)) {
+      keys.set(id, new SshKeypair(id, { comment: `swarm-watch-${sync}@${host}` }));
+    }
+    return keys.get(id) as SshKeypair;
+  };
   const [step] = stepsOf(plan.steps, "export");
   const exported = new MeshfsExport(step.name, {
     step,
     clientKeys: new Map(
       [...step.clients, ...step.syncServers].map((c) => [c.name, keyOf(step.export.name, c.name).publicKey]),
     ),
+    watchKeys: new Map(step.watchers.map((w) => [exportWatcherId(w), watchKeyOf(w.name, w.sync).publicKey])),
     connection: connection(step.host),
     user: "root",
     volumeDevice: pulumi.output(VOLUME_DEVICE),
@@ -114,9 +124,10 @@ async function build(config: FleetConfig = STORAGE_FLEET): Promise<Built> {
       remote.kind === "ssh"
         ? { serverHostKey: exported.hostKey, clientKey: keyOf(remote.export.name, s.host) }
         : undefined;
+    const watchKey = s.sync.watch ? watchKeyOf(s.host, s.sync.name) : undefined;
     return new UnisonSync(
       s.name,
-      { step: s, ssh, connection: connection(s.host), user: "root" },
+      { step: s, ssh, watchKey, connection: connection(s.host), user: "root" },
       { dependsOn },
     );
   });
@@ -368,5 +379,58 @@ describe("a sync over ssh://", () => {
     expect(units).toContain(unisonProfile(SSH_SYNC_PLAN));
     expect(units).toContain("root = ssh://meshfs@10.8.0.1//tank/meshfs/state/wiki\n");
     expect(units).not.toContain("PRIVATE KEY");
+  });
+});
+
+describe("a sync in watch mode", () => {
+  it("is followed on the export host by a watch step of its own, with its key as a secret on the sync host", async () => {
+    // SSH_FLEET's wiki-copy (archive, ssh://) is watched; prod's wiki (hetzner-native, mount) is made so too.
+    const config = storageFleet((raw) =>
+      withSshSync({
+        ...raw,
+        syncs: (raw.syncs as Raw[]).map((s) => ({ ...s, watch: true })),
+      }),
+    );
+    const { mocks, keys } = await build(config);
+    const names = mocks.ofType("command:remote:Command").map((c) => c.name);
+    const before = (a: string, b: string) => expect(names.indexOf(a)).toBeLessThan(names.indexOf(b));
+    before("meshfs-sftp", "meshfs-watch");
+    before("meshfs-watch", "meshfs-hostkey");
+    const watch = createOf(mocks.named("meshfs-watch"));
+    const lines = watch.split("\n").filter((l) => l.startsWith("restrict,"));
+    expect(lines).toHaveLength(2);
+    for (const [host, sync, address] of [
+      ["archive", "wiki-copy", "10.8.0.4"],
+      ["hetzner-native", "wiki", "10.8.0.3"],
+    ]) {
+      const publicKey = await promiseOf(keys.get(`${host}-${sync}-watch`)!.publicKey);
+      expect(lines).toContain(
+        `restrict,from="${address}/32",command="/usr/local/lib/swarm/meshfs-watch /tank/meshfs/state/wiki" ${publicKey.split(" ").slice(0, 2).join(" ")} swarm-watch-${sync}@${host}`,
+      );
+      const key = mocks.named(`${host}-${sync}-sync-watch-key`);
+      expect(isSecretInput(key.inputs.stdin)).toBe(true);
+      expect(plain(key.inputs.stdin)).toBe(await promiseOf(keys.get(`${host}-${sync}-watch`)!.privateKey));
+      expect(String(plain(key.inputs.delete))).toContain(`/etc/swarm/unison/${sync}.watch.key`);
+      const units = createOf(mocks.named(`${host}-${sync}-sync-units`));
+      expect(units).toContain(`swarm_activate 'swarm-sync-${sync}-remote-watch.service'`);
+      expect(units).not.toContain("PRIVATE KEY");
+      expect(units).not.toContain("StrictHostKeyChecking=no");
+    }
+    // The mount's pinned key for the mount, the ssh:// profile's for the ssh:// sync.
+    expect(createOf(mocks.named("hetzner-native-wiki-sync-units"))).toContain(
+      "UserKnownHostsFile=/etc/swarm/meshfs/meshfs.known_hosts",
+    );
+    expect(createOf(mocks.named("archive-wiki-copy-sync-units"))).toContain(
+      "UserKnownHostsFile=/etc/swarm/unison/wiki-copy.known_hosts",
+    );
+    expect(unwrapRootCommand(String(plain(mocks.named("meshfs-watch").inputs.delete)))).toContain(
+      "rm -f '/etc/ssh/sshd_config.d/swarm-watch-meshfs.conf' '/etc/ssh/swarm-authorized-keys/meshfs-watch'",
+    );
+  });
+
+  it("has no watch step on the export host, and no watch key, when no sync watches", async () => {
+    const { mocks } = await build(STORAGE_FLEET);
+    const names = mocks.ofType("command:remote:Command").map((c) => c.name);
+    expect(names.filter((n) => n.includes("watch"))).toEqual([]);
   });
 });

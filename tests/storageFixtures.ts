@@ -10,6 +10,7 @@ import { planFleet } from "../config/model";
 import { ExportStep, MountStep, SyncStep, stepsOf } from "../config/plan";
 import { loadStack } from "../config/load";
 import { FleetConfig, SyncConfig } from "../config/types";
+import { WatchPlan } from "../templates/meshfsWatch";
 import { SftpPlan } from "../templates/sftp";
 import { MountPlan } from "../templates/sshfs";
 import { SyncPlan } from "../templates/unison";
@@ -150,3 +151,26 @@ export const PROD_SYNC_PLAN: SyncPlan = syncStep(PROD, "wiki").units;
 export const SSH_SYNC_PLAN: SyncPlan = syncStep(SSH, "wiki-copy").units;
 
 export const HOST_KEY = fakePublicKey("anchor-host-key", "root@anchor");
+
+/** Prod's wiki (through the mount) and archive's wiki-copy (ssh://), both in watch mode. */
+export const WATCHED_FLEET: FleetConfig = storageFleet((raw) =>
+  withSshSync({ ...raw, syncs: (raw.syncs as Raw[]).map((s) => ({ ...s, watch: true })) }),
+);
+
+const WATCHED = planFleet(WATCHED_FLEET).steps;
+const [WATCHED_EXPORT_STEP]: ExportStep[] = stepsOf(WATCHED, "export");
+
+/** The export step's watch plan with each watched sync's key, as the export component fills them in. */
+export const WATCH_PLAN: WatchPlan = {
+  host: WATCHED_EXPORT_STEP.host,
+  exportName: WATCHED_EXPORT_STEP.export.name,
+  meshAddress: WATCHED_EXPORT_STEP.server.meshAddress,
+  mountpoint: WATCHED_EXPORT_STEP.export.mountpoint,
+  clients: WATCHED_EXPORT_STEP.watchers.map((w) => ({
+    ...w,
+    publicKey: fakePublicKey(`${w.name}-${w.sync}-watch`),
+  })),
+};
+
+/** Prod's wiki sync in watch mode: its remote root is through the mount. */
+export const WATCHED_SYNC_PLAN: SyncPlan = syncStep(WATCHED, "wiki").units;

@@ -1298,6 +1298,18 @@ const rows: Row[] = [
     message: "must be true or false",
   },
   {
+    what: "a watched sync of an export whose watch user's name is too long",
+    changes: {
+      "exports[0].name": "meshfs-of-the-whole-company",
+      "mounts[0].export": "meshfs-of-the-whole-company",
+      "mounts[1].export": "meshfs-of-the-whole-company",
+      "syncs[0].watch": true,
+    },
+    path: "swarm:syncs[0].watch",
+    message:
+      "hetzner-native follows it on the export host as user meshfs-of-the-whole-company-watch, and a user name has at most 32 characters; shorten the export's name to 26 characters or fewer, or set watch: false",
+  },
+  {
     what: "unknown sync key",
     changes: { "syncs[0].intervall": "60s" },
     path: "swarm:syncs[0].intervall",

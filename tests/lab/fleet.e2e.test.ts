@@ -642,6 +642,17 @@ function remoteRootOnServer(): { host: string; dir: string } {
 /** The sync's unit name without its suffix (`.service`, `.timer` are appended where used). */
 const syncUnit = () => syncUnitNames(wiki().name).service.replace(/\.service$/, "");
 
+/** The units that start the sync's runs on their own: its timer and, in watch mode, both watchers. */
+function runStarters(): string {
+  const units = syncUnitNames(wiki().name);
+  return [units.timer, ...(wiki().watch ? [units.watch, units.remoteWatch] : [])].join(" ");
+}
+
+/** Nearest-rank percentile of a sorted list. */
+function percentile(sorted: readonly number[], q: number): number {
+  return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)];
+}
+
 test("4. the sync converges both ways within two timer intervals", async () => {
   const s = wiki();
   const remote = remoteRootOnServer();
@@ -667,7 +678,8 @@ test("5. a file edited on both sides keeps both versions and logs the conflict",
   const s = wiki();
   const remote = remoteRootOnServer();
   const file = `conflict-${Date.now()}.md`;
-  await run(s.host, `systemctl stop ${syncUnit()}.timer`);
+  // The watchers too: a run started by the first edit would carry it over before the second.
+  await run(s.host, `systemctl stop ${runStarters()}`);
   try {
     await run(s.host, `echo base > ${s.local}/${file} && chown ${s.user}: ${s.local}/${file}`);
     await run(s.host, `systemctl start ${syncUnit()}.service`);
@@ -690,9 +702,100 @@ test("5. a file edited on both sides keeps both versions and logs the conflict",
       ),
     );
   } finally {
-    await run(s.host, `systemctl start ${syncUnit()}.timer`);
+    await run(s.host, `systemctl start ${runStarters()}`);
   }
   phase("check conflict");
+});
+
+test("5b. a watched sync follows changes on both sides within seconds", async () => {
+  const s = wiki();
+  expect(s.watch).toBe(true);
+  const remote = remoteRootOnServer();
+  const units = syncUnitNames(s.name);
+  const WRITES = 20;
+  const SPACING_MS = 4000;
+  const GIVE_UP_S = 30;
+  // The remote watcher may be reconnecting after an earlier check: wait for its session.
+  await waitFor(`${units.watch} and ${units.remoteWatch} on ${s.host}`, 60, async () => {
+    const states = await Promise.all([isActive(s.host, units.watch), isActive(s.host, units.remoteWatch)]);
+    return states.every((state) => state === "active");
+  });
+  /**
+   * One write and its arrival: `poll` loops on the receiving host until the file holds `content`
+   * and prints that host's clock in ns; `write` writes it and prints the writing host's clock just
+   * before. The VM's hosts share one kernel clock. A file that never arrives counts as GIVE_UP_S.
+   */
+  const measure = async (
+    from: { host: string; dir: string; chown: string },
+    to: { host: string; dir: string },
+    name: string,
+  ): Promise<number> => {
+    const content = `${name}-content`;
+    const poller = onHost(
+      to.host,
+      `f=${quote(`${to.dir}/${name}`)}
+end=$(($(date +%s) + ${GIVE_UP_S}))
+while [ "$(cat "$f" 2>/dev/null)" != ${quote(content)} ]; do
+  [ "$(date +%s)" -lt "$end" ] || exit 3
+  sleep 0.1
+done
+date +%s%N`,
+      { allowFail: true },
+    );
+    const written = await run(
+      from.host,
+      `t=$(date +%s%N)
+printf '%s\n' ${quote(content)} >${quote(`${from.dir}/${name}`)}
+${from.chown}
+echo "$t"`,
+    );
+    const seen = await poller;
+    if (seen.code !== 0) {
+      return GIVE_UP_S * 1000;
+    }
+    return Number((BigInt(seen.stdout.trim()) - BigInt(written.trim())) / 1_000_000n);
+  };
+  const series = async (direction: string, one: (i: number) => Promise<number>) => {
+    const latencies: number[] = [];
+    for (let i = 0; i < WRITES; i++) {
+      const started = Date.now();
+      latencies.push(await one(i));
+      await new Promise((r) => setTimeout(r, Math.max(0, SPACING_MS - (Date.now() - started))));
+    }
+    const sorted = [...latencies].sort((a, b) => a - b);
+    const result = { direction, writes: WRITES, p50: percentile(sorted, 0.5), p95: percentile(sorted, 0.95) };
+    process.stdout.write(
+      `watched sync ${s.name}, ${direction}: ${WRITES} writes, p50 ${result.p50} ms, p95 ${result.p95} ms, ` +
+        `max ${sorted[sorted.length - 1]} ms (all: ${latencies.join(" ")})\n`,
+    );
+    return result;
+  };
+  const stamp = Date.now();
+  // Only the watchers start runs meanwhile.
+  await run(s.host, `systemctl stop ${units.timer}`);
+  try {
+    const toRemote = await series("local → remote", (i) =>
+      measure(
+        {
+          host: s.host,
+          dir: s.local,
+          chown: `chown ${s.user}: ${quote(`${s.local}/watch-l-${stamp}-${i}.md`)}`,
+        },
+        remote,
+        `watch-l-${stamp}-${i}.md`,
+      ),
+    );
+    const toLocal = await series("remote → local", (i) =>
+      measure({ ...remote, chown: "" }, { host: s.host, dir: s.local }, `watch-r-${stamp}-${i}.md`),
+    );
+    expect([toRemote, toLocal].map((r) => ({ direction: r.direction, p95Within3s: r.p95 <= 3000 }))).toEqual([
+      { direction: "local → remote", p95Within3s: true },
+      { direction: "remote → local", p95Within3s: true },
+    ]);
+  } finally {
+    await run(s.host, `systemctl start ${units.timer}`);
+  }
+  phase("check watched sync latency");
 });
 
 test("6. with the tunnel blocked, a sync run deletes nothing and fails", async () => {
@@ -703,7 +806,7 @@ test("6. with the tunnel blocked, a sync run deletes nothing and fails", async (
   const mountUnit = mountUnitNames(mount.path).mount;
   const listLocal = `cd ${s.local} && find . -path ./.unison -prune -o -print | sort`;
   const listRemote = `cd ${remote.dir} && find . -print | sort`;
-  await run(s.host, `systemctl stop ${syncUnit()}.timer; systemctl stop ${mountUnit} || true`);
+  await run(s.host, `systemctl stop ${runStarters()}; systemctl stop ${mountUnit} || true`);
   const before = [await run(s.host, listLocal), await run(remote.host, listRemote)];
   await run(s.host, `ip rule add to ${server} prohibit priority 100`);
   try {
@@ -716,7 +819,7 @@ test("6. with the tunnel blocked, a sync run deletes nothing and fails", async (
   }
   const after = [await run(s.host, listLocal), await run(remote.host, listRemote)];
   expect(after).toEqual(before);
-  await run(s.host, `systemctl reset-failed ${syncUnit()}.service; systemctl start ${syncUnit()}.timer`);
+  await run(s.host, `systemctl reset-failed ${syncUnit()}.service; systemctl start ${runStarters()}`);
   phase("check blocked tunnel");
 });
 
@@ -883,7 +986,7 @@ test("10. a restarted client host gets its automount, sync timer and metrics tim
   const listLocal = `cd ${s.local} && find . -path ./.unison -prune -o -type f -print | sort`;
   const listRemote = `cd ${remote.dir} && find . -type f -print | sort`;
   // Changes on both sides that no sync has seen yet when the host goes down.
-  await run(s.host, `systemctl stop ${syncUnit()}.timer`);
+  await run(s.host, `systemctl stop ${runStarters()}`);
   await run(
     s.host,
     `echo before-reboot > ${s.local}/local-${stamp}.md && chown ${s.user}: ${s.local}/local-${stamp}.md`,
@@ -891,7 +994,13 @@ test("10. a restarted client host gets its automount, sync timer and metrics tim
   await run(remote.host, `echo before-reboot > ${remote.dir}/remote-${stamp}.md`);
   const before = { local: await run(s.host, listLocal), remote: await run(remote.host, listRemote) };
   await reboot(s.host);
-  const units = [mountUnitNames(mount.path).automount, `${syncUnit()}.timer`, `${METRICS_UNIT}.timer`];
+  const watchers = s.watch ? [syncUnitNames(s.name).watch] : [];
+  const units = [
+    mountUnitNames(mount.path).automount,
+    `${syncUnit()}.timer`,
+    ...watchers,
+    `${METRICS_UNIT}.timer`,
+  ];
   const states = await Promise.all(units.map((u) => isActive(s.host, u)));
   expect(Object.fromEntries(units.map((u, i) => [u, states[i]]))).toEqual(
     Object.fromEntries(units.map((u) => [u, "active"])),
