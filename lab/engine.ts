@@ -72,7 +72,8 @@
  * SetEnv, which an sshd without a matching AcceptEnv drops silently, where
  * the Go provider fails on `environment` and warns on PULUMI_COMMAND_*.
  * Every delete runs in turn, where Pulumi runs each antichain of the
- * dependency graph in parallel.
+ * dependency graph in parallel. A dial that fails is tried again as the
+ * provider does (`sshRun`), except after a host key mismatch.
  *
  * Failures. After a failed create or update no other command starts
  * (pkg/resource/deploy/step_executor.go `cancelDueToError`: no new step
@@ -225,12 +226,53 @@ function setEnvOption(env: Readonly<Record<string, string>>): string[] {
 const PINNED = "swarm-pinned-host";
 
 /**
+ * What OpenSSH prints when it could not reach the host or open a session
+ * there, before any command ran: a dial that failed.
+ */
+const DIAL_FAILURE =
+  /^(ssh: connect to host .*|kex_exchange_identification: .*|Connection (closed|reset) by .*|Connection timed out during banner exchange|Stdio forwarding request failed: .*|channel \d+: open failed: .*)$/m;
+
+/**
+ * The provider dials up to `dialErrorLimit` times (10 by default), waiting
+ * 100 ms before the second attempt and 1.5 times longer before each next one,
+ * at most 5 s (provider/pkg/provider/remote/connection.go `dialWithRetry`,
+ * sdk/go/common/util/retry `Until`); it never runs a command twice. Here a
+ * run is tried again only when ssh exits 255 having printed nothing but a
+ * dial failure. Unlike the provider, a host key mismatch is not dialled
+ * again: it would fail the same way ten times.
+ */
+export const DIAL_ATTEMPTS = 10;
+function dialDelay(attempt: number): number {
+  return Math.min(100 * 1.5 ** (attempt - 1), 5000);
+}
+
+/**
  * Runs `command` on a host over SSH with the connection's key; `stdin` goes
  * to its standard input. The host must offer exactly `connection.hostKey`,
  * with that key's algorithm only, as the provider checks it; a connection
- * without one is refused where the provider would trust any key.
+ * without one is refused where the provider would trust any key. A dial
+ * that fails is tried again as the provider does (`DIAL_ATTEMPTS`).
  */
 export async function sshRun(
+  connection: Connection,
+  command: string,
+  stdin: string | undefined,
+  sshConfig = "/dev/null",
+  env: Readonly<Record<string, string>> = {},
+): Promise<RunResult> {
+  for (let attempt = 1; ; attempt++) {
+    const result = await sshRunOnce(connection, command, stdin, sshConfig, env);
+    const dialFailed = result.code === 255 && result.stdout === "" && DIAL_FAILURE.test(result.stderr);
+    if (!dialFailed || attempt >= DIAL_ATTEMPTS) {
+      return attempt > 1 && dialFailed
+        ? { ...result, stderr: `after ${attempt} failed attempts: ${result.stderr}` }
+        : result;
+    }
+    await new Promise((r) => setTimeout(r, dialDelay(attempt)));
+  }
+}
+
+async function sshRunOnce(
   connection: Connection,
   command: string,
   stdin: string | undefined,

@@ -129,4 +129,45 @@ describeAsRoot("against sshd on loopback", () => {
     expect(result.stderr).toContain("ssh-keyscan -t ed25519");
     expect(sshFingerprint(hostKey)).not.toBe(sshFingerprint(otherKey));
   });
+
+  test("dials again after connections that close before the handshake, as the provider does, and runs the command once", async () => {
+    // A front that hangs up on the first two connections and hands the rest to sshd.
+    let accepted = 0;
+    const front = net.createServer((socket) => {
+      accepted += 1;
+      if (accepted <= 2) {
+        socket.destroy();
+        return;
+      }
+      const upstream = net.connect(port, "127.0.0.1");
+      socket.pipe(upstream).pipe(socket);
+      upstream.on("error", () => socket.destroy());
+      socket.on("error", () => upstream.destroy());
+    });
+    const frontPort = await new Promise<number>((resolve) =>
+      front.listen(0, "127.0.0.1", () => resolve((front.address() as net.AddressInfo).port)),
+    );
+    try {
+      const marker = path.join(dir, "runs");
+      const result = await sshRun(
+        { ...connection(), port: frontPort, hostKey },
+        `echo run >> ${marker}; echo dialled`,
+        "",
+      );
+      expect(result).toMatchObject({ code: 0, stdout: "dialled\n" });
+      expect(accepted).toBe(3);
+      expect(fs.readFileSync(marker, "utf8")).toBe("run\n");
+    } finally {
+      front.close();
+    }
+  });
+
+  test("gives up after the provider's ten dials, saying so", async () => {
+    const closed = await freePort();
+    const result = await sshRun({ ...connection(), port: closed, hostKey }, "true", "");
+    expect(result.code).toBe(255);
+    expect(result.stderr).toMatch(
+      /^after 10 failed attempts: ssh: connect to host 127\.0\.0\.1 port \d+: Connection refused/,
+    );
+  }, 30_000);
 });
