@@ -363,6 +363,13 @@ export function planSteps(
     forwards: h.forwards,
   }));
 
+  // The mounts a watched sync goes through, by the resolved mount.
+  const watchedMounts = new Set(
+    config.syncs.flatMap((sync) => {
+      const resolved = sync.watch ? resolveSyncRemote(config, sync) : undefined;
+      return resolved?.kind === "mount" ? [resolved.mount] : [];
+    }),
+  );
   const mounts = config.mounts.map((mount): MountStep => {
     const exported = exportNamed(config.exports, mount.export) ?? unresolved(`export ${mount.export}`);
     const server = ref(exported.host);
@@ -381,6 +388,7 @@ export function planSteps(
         idleTimeout: mount.idleTimeout,
         owner: mount.owner,
         wireguardUnit: WIREGUARD_UNIT,
+        watched: watchedMounts.has(mount),
       },
     };
   });

@@ -45,6 +45,11 @@ export interface MountPlan {
   readonly owner: string;
   /** The WireGuard unit the mount rides on, e.g. `wg-quick@wg0.service`. */
   readonly wireguardUnit: string;
+  /**
+   * A watched sync goes through it: sshfs keeps what it read only within the second it read it,
+   * not for its 20 s default, so a run a watcher starts sees a change made on the export host.
+   */
+  readonly watched: boolean;
 }
 
 /** The pinned host key of the export host, under its alias. */
@@ -78,6 +83,10 @@ export function mountOptions(plan: MountPlan, uid: string, gid: string): string 
     "idmap=user",
     `uid=${uid}`,
     `gid=${gid}`,
+    // sshfs's cache (cache.c) holds an entry while time() <= when it was read + the timeout: with
+    // 0, until the second it was read in ends. The kernel's own attribute cache (libfuse's 1 s
+    // default) adds at most a second; the remote watcher waits that long before it starts a run.
+    ...(plan.watched ? ["dcache_timeout=0"] : []),
   ];
   for (const option of options) {
     if (/[,\s]/.test(option)) {

@@ -63,6 +63,9 @@ import {
   zfsScript,
   ZfsPlan,
 } from "../templates/zfs";
+import { labConfig, UNBOOTED } from "../lab/fleet";
+import { planFleet } from "../config/model";
+import { stepsOf } from "../config/plan";
 import { Sandbox } from "./sandbox";
 import {
   FILE_ZFS,
@@ -259,6 +262,19 @@ describe("mount options", () => {
         "gid=1001",
       ]),
     );
+  });
+
+  it("keep sshfs's 20 s cache, unless a watched sync goes through the mount", () => {
+    expect(options.filter((o) => o.startsWith("dcache_") || o.startsWith("cache"))).toEqual([]);
+    expect(mountOptions({ ...NATIVE_MOUNT, watched: true }, "1000", "1001").split(",")).toContain(
+      "dcache_timeout=0",
+    );
+    // In the lab stack the wiki sync is watched: hetzner-native's mount follows the export host.
+    const lab = planFleet(labConfig("lab", UNBOOTED));
+    expect(stepsOf(lab.steps, "mount").map((m) => [m.host, m.units.watched])).toEqual([
+      ["satellite", false],
+      ["hetzner-native", true],
+    ]);
   });
 
   it("never turn host key checking off, in any rendered file", () => {

@@ -10,4 +10,6 @@ TOKEN=change
 unit=$1
 shift
 # Only the token counts: nothing the export host sends can become an argument or a command here.
-ssh "$@" </dev/null | grep --line-buffered -x -F -e "$TOKEN" | "$WATCH" "$unit" -
+# A run waits a second after the last change, so that a mount's caches (sshfs's dcache_timeout=0
+# and the kernel's 1 s attribute cache) no longer hold what the export host had before it.
+ssh "$@" </dev/null | grep --line-buffered -x -F -e "$TOKEN" | SWARM_WATCH_SETTLE=1 "$WATCH" "$unit" -

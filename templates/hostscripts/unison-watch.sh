@@ -9,7 +9,8 @@ root=$2
 # A burst of changes (an editor's write, rename and chmod; a copy of many files) starts one run:
 # the run starts after SETTLE seconds without a change, or MAX_SETTLE seconds into a steady stream.
 # SETTLE is short because each second of it is latency: a run is wanted within 3 s of a change.
-SETTLE=0.5
+# The remote watcher asks for a longer one (SWARM_WATCH_SETTLE): see unison-remote-watch.
+SETTLE=${SWARM_WATCH_SETTLE:-0.5}
 MAX_SETTLE=5
 
 start_run() {
