@@ -220,9 +220,9 @@ esac`,
     expect(last).toBeGreaterThanOrEqual(1700 + 1500 + 1200);
   });
 
-  test("waits for a run in progress to end before it starts the next, so no change is lost", () => {
+  test("waits for a run in progress, its status recorded too, before it starts the next, so no change is lost", () => {
     setUp(["change"], 0);
-    sandbox.state("states", "activating\nactivating\nactivating\ninactive\n");
+    sandbox.state("states", "activating\nactivating\ndeactivating\ninactive\n");
     const run = follow();
     expect(run.status).toBe(0);
     expect(run.calls.filter((c) => c.startsWith("systemctl "))).toEqual([

@@ -15,8 +15,9 @@ MAX_SETTLE=5
 
 start_run() {
   # A start while a run is in progress joins that run's job, and the run may have looked at the
-  # root before this change: wait for it to end, then start another.
-  while [ "$(systemctl is-active "$unit" 2>/dev/null || true)" = activating ]; do
+  # root before this change; one while the run's status is recorded (deactivating) can end with
+  # it, unrun. Wait until the unit is at rest, then start another.
+  while case $(systemctl is-active "$unit" 2>/dev/null || true) in activating | deactivating | reloading) true ;; *) false ;; esac; do
     sleep 0.2
   done
   systemctl start --no-block "$unit"

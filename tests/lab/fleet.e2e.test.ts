@@ -721,7 +721,10 @@ test("5b. a watched sync follows changes on both sides within seconds", async ()
     return states.every((state) => state === "active");
   });
   interface Sample {
-    /** From the write to the start of the first sync run after it: what the watchers do. */
+    /**
+     * From the write to the start of the first sync run after it: what the watchers do (0 when a
+     * run already in progress carried the file).
+     */
     readonly reaction: number;
     /** From the write to the file's arrival on the other side: that, plus the run itself. */
     readonly arrival: number;
@@ -773,7 +776,14 @@ echo "$t"`,
       .filter(Boolean)
       .map((t) => Math.round(Number(t) * 1000))
       .find((t) => t >= writtenMs);
-    const reaction = started === undefined ? GIVE_UP_S * 1000 : started - writtenMs;
+    const arrivedMs = seen.code === 0 ? Number(BigInt(seen.stdout.trim()) / 1_000_000n) : undefined;
+    // A file that arrived before any run started after it was carried by the run then in progress.
+    const reaction =
+      arrivedMs !== undefined && (started === undefined || started > arrivedMs)
+        ? 0
+        : started === undefined
+          ? GIVE_UP_S * 1000
+          : started - writtenMs;
     if (seen.code !== 0) {
       const journal = await run(
         s.host,
