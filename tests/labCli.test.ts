@@ -16,7 +16,7 @@ describe("what the lab boots for a stack", () => {
       "--disk",
       "anchor=swarm-tank",
       "--disk",
-      "hetzner-native=swarm-backup",
+      "satellite=swarm-backup",
       "--no-kernel-wireguard",
       "satellite",
       "--router",
