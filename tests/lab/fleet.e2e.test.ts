@@ -1517,7 +1517,11 @@ test("16. failover: the export host loses its pool, the replica is promoted by a
   const statusOf = async () => {
     // No file before the first run has ended.
     const text = await run(oldHost, `cat ${files.status} 2>/dev/null || true`);
-    return { replicated: /^replicated=(.*)$/m.exec(text)?.[1] ?? "", text };
+    return {
+      replicated: /^replicated=(.*)$/m.exec(text)?.[1] ?? "",
+      at: Number(/^replicated_at=(\d+)$/m.exec(text)?.[1] ?? 0),
+      text,
+    };
   };
 
   // Files with known checksums in meshfs, and a page written on the sync's client.
@@ -1551,11 +1555,13 @@ systemd-run --quiet --unit ${writerUnit} bash -c 'while :; do t=$(date +%s%3N); 
   try {
     // A run ends; right after it a page is written in meshfs, and the loss comes once the client has
     // synced it, before the next run: what only the client still has after the loss.
-    const before = (await statusOf()).replicated;
+    // A run that took its snapshot after everything above was written (a run already going when
+    // the files were written ends with a snapshot that lacks them).
+    const writtenBy = Number(await run(oldHost, "date +%s")) + 1;
     await waitFor(
-      "a replication run",
-      replica.interval + 120,
-      async () => (await statusOf()).replicated !== before,
+      "a replication run that took its snapshot after the files were written",
+      2 * replica.interval + 180,
+      async () => (await statusOf()).at > writtenBy,
     );
     const { replicated } = await statusOf();
     await run(oldHost, `echo late-${stamp} > ${remoteRoot}/${latePage}`);
