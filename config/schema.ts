@@ -288,7 +288,7 @@ export const replicaSchema = z.object({
   ),
   interval: field(
     duration(60, 86400).default(900),
-    "how often the export host snapshots the dataset and sends the replica what it lacks (1min–1d): the most data a loss of the export host can take",
+    "how often the export host snapshots the dataset and sends the replica what it lacks (1min–1d), counted from the start of one run to the next: a loss of the export host between runs takes at most this much of its writes",
   ),
   retention: field(
     retentionSchema.optional(),

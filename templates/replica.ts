@@ -326,7 +326,11 @@ export function replicateTimer(plan: ReplicaPlan): string {
       name: "Timer",
       settings: [
         ["OnActiveSec", "30s"],
-        ["OnUnitInactiveSec", timespan(plan.interval)],
+        // Counted from the start of the previous run (systemd's timer_enter_waiting: the base is the
+        // service's inactive_exit_timestamp), so a snapshot is taken every interval however long the
+        // sends take: a loss between runs loses at most one interval of writes. A run longer than
+        // the interval is not doubled: the next starts one interval after the timer elapsed.
+        ["OnUnitActiveSec", timespan(plan.interval)],
         ["AccuracySec", "1s"],
       ],
     },

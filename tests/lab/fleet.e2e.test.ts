@@ -904,7 +904,10 @@ test("health: the gate passes on every host and status shows a healthy fleet", a
 test("health: with the hub's WireGuard stopped, the gate fails naming host and peer, and status shows it", async () => {
   const hub = plan.byName.get(config.mesh.hub ?? plan.hosts[0].name)!;
   const spoke = plan.hosts.find((h) => h.peers.some((p) => p.name === hub.name))!;
-  await run(hub.name, "systemctl stop wg-quick@wg0");
+  // Masked for the check, as an operator stops it for maintenance: units that need the mesh want
+  // wg-quick@wg0 (the replication service on this export host does), and a run starting would
+  // bring it back up in the middle of the check.
+  await run(hub.name, "systemctl mask --runtime --quiet wg-quick@wg0\nsystemctl stop wg-quick@wg0");
   try {
     const gate = await onHost(spoke.name, `${HEALTH_PROGRAM_PATH} gate`, { allowFail: true });
     expect(gate.code).not.toBe(0);
@@ -915,7 +918,7 @@ test("health: with the hub's WireGuard stopped, the gate fails naming host and p
     process.stdout.write(`\nnpm run status -- lab (${hub.name} WireGuard stopped):\n${broken.out}\n`);
     expect(broken.code).not.toBe(0);
   } finally {
-    await run(hub.name, "systemctl start wg-quick@wg0");
+    await run(hub.name, "systemctl unmask --runtime --quiet wg-quick@wg0\nsystemctl start wg-quick@wg0");
   }
   // The tunnels come back on their own: every spoke answers again within the gate's wait.
   for (const host of plan.hosts) {
@@ -1467,8 +1470,9 @@ printf '%s\\n' 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHandAddedKeyThatSwarmDidNot
   const again = await engine.converge(config, adminKey);
   expect([...again.created, ...again.updated, ...again.deleted]).toEqual([]);
   phase("drift repaired");
-  // Three askFleet rounds, status, metrics on three hosts, a repair converge and a no-op one.
-}, 600_000);
+  // Three askFleet rounds, status, metrics on three hosts, a repair converge and a no-op one: 10 to
+  // 11 minutes on a loaded machine.
+}, 1_200_000);
 
 /**
  * What the failover runbook (docs/replicas.md) asks of an operator, as config: the export moves to
@@ -1550,36 +1554,57 @@ ${sha(dir)}`,
     `install -d ${seqDir}
 systemd-run --quiet --unit ${writerUnit} bash -c 'while :; do t=$(date +%s%3N); echo $t > ${seqDir}/$t && echo $t >> ${writerLog}; sleep 1; done'`,
   );
+  // Runs start one interval apart (OnUnitActiveSec), each with its snapshot. The worst loss between
+  // runs comes just before the next one starts, with a page written in meshfs after the last
+  // snapshot that only the sync's client has by then. A round whose page reaches the client too late
+  // for that, or while a run is going, is tried again with the next run.
+  const replicateService = replicateUnitName(e.name, newHost, "service");
+  const untilNextRun = `$(( $(date -d "$(systemctl show -P InactiveExitTimestamp ${replicateService})" +%s) + ${replica.interval} - $(date +%s) ))`;
   let lateStatus = "";
-  const latePage = `failover-late-${stamp}.md`;
+  let latePage = "";
   try {
-    // A run ends; right after it a page is written in meshfs, and the loss comes once the client has
-    // synced it, before the next run: what only the client still has after the loss.
     // A run that took its snapshot after everything above was written (a run already going when
     // the files were written ends with a snapshot that lacks them).
-    const writtenBy = Number(await run(oldHost, "date +%s")) + 1;
-    await waitFor(
-      "a replication run that took its snapshot after the files were written",
-      2 * replica.interval + 180,
-      async () => (await statusOf()).at > writtenBy,
-    );
-    const { replicated } = await statusOf();
-    await run(oldHost, `echo late-${stamp} > ${remoteRoot}/${latePage}`);
-    await waitFor(`${latePage} on ${s.host}`, 2 * s.interval + 30, async () => {
-      return (await onHost(s.host, `test -f ${s.local}/${latePage}`, { allowFail: true })).code === 0;
-    });
-    lateStatus = (await statusOf()).replicated;
-    expect({ replicatedSince: lateStatus !== replicated }).toEqual({ replicatedSince: false });
+    let after = Number(await run(oldHost, "date +%s")) + 1;
+    for (let round = 1; lateStatus === ""; round++) {
+      await waitFor(
+        "a replication run that took its snapshot after the files were written",
+        2 * replica.interval + 180,
+        async () => (await statusOf()).at > after,
+      );
+      const { replicated, at } = await statusOf();
+      after = at;
+      latePage = `failover-late-${stamp}-${round}.md`;
+      await run(oldHost, `echo late-${stamp} > ${remoteRoot}/${latePage}`);
+      await waitFor(`${latePage} on ${s.host}`, 2 * s.interval + 30, async () => {
+        return (await onHost(s.host, `test -f ${s.local}/${latePage}`, { allowFail: true })).code === 0;
+      });
+      const [state, left] = (
+        await run(oldHost, `systemctl is-active ${replicateService} || true; echo ${untilNextRun}`)
+      ).split("\n");
+      if (state === "inactive" && Number(left) >= 8 && (await statusOf()).replicated === replicated) {
+        lateStatus = replicated;
+      } else if (round === 3) {
+        throw new Error(
+          `three times the page reached ${s.host} only as the next replication run started (${state}, ${left}s to go)`,
+        );
+      }
+    }
   } finally {
-    // The export host's side of the loss: the pool goes (its sftp sessions with it), the writer stops.
+    // The export host's side of the loss, a few seconds before the next run would start: the pool
+    // goes (its sftp sessions with it), the writer stops.
     const pids = (await onHost(oldHost, `pgrep -u ${e.user} || true`, { allowFail: true })).stdout.trim();
     await run(
       oldHost,
-      `${pids === "" ? "" : `kill ${pids.split(/\s+/).join(" ")} || true\n`}date +%s%3N > /var/tmp/${writerUnit}.lost
+      `left=${untilNextRun}
+if [ "$left" -gt 4 ] && [ "$left" -le ${replica.interval} ]; then sleep $((left - 4)); fi
+${pids === "" ? "" : `kill ${pids.split(/\s+/).join(" ")} || true\n`}date +%s%3N > /var/tmp/${writerUnit}.lost
 zpool destroy -f ${e.pool.name}
 systemctl stop ${writerUnit}`,
     );
   }
+  // No run ended between the late page and the loss: the replica never got it.
+  expect((await statusOf()).replicated).toBe(lateStatus);
   const lostAt = Number(await run(oldHost, `cat /var/tmp/${writerUnit}.lost`));
   const lossStarted = Date.now();
   phase("failover: written, replicated, pool lost");
@@ -1627,7 +1652,7 @@ systemctl stop ${writerUnit}`,
     `failover: ${logged.length} writes, ${kept.length} on the replica, ${lost.length} lost: the last ${lossSeconds.toFixed(1)}s before the loss (interval ${replica.interval}s); promoted ${((Date.now() - lossStarted) / 1000).toFixed(0)}s after the loss\n`,
   );
   expect(kept.every((t) => logged.includes(t))).toBe(true);
-  expect(lossSeconds).toBeLessThanOrEqual(replica.interval + 30);
+  expect(lossSeconds).toBeLessThanOrEqual(replica.interval);
 
   // The client's mount follows the export; the next sync merges instead of deleting, and brings back
   // the page the replica never got.
