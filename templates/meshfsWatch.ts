@@ -16,8 +16,11 @@
  */
 import {
   authorizedKeysPath,
+  dropinHeader,
   ed25519Key,
+  forcedCommandUserPart,
   LOCKED_SESSION,
+  meshOnlyMatch,
   SSHD_DROPIN_DIR,
   sshdDropinParts,
   sshdWord,
@@ -123,15 +126,8 @@ export function watchDropin(plan: WatchPlan): string {
   const user = watchUser(plan.exportName);
   const addresses = [...new Set(plan.clients.map((c) => `${c.meshAddress}/32`))].sort();
   return [
-    `# Installed by swarm for the watched syncs of export ${plan.exportName}; sshd -t checked it before the reload.`,
-    "# sshd takes the first value it meets for each keyword, so the refusals come first.",
-    "",
-    "# Refused unless it comes from a host with a watched sync of the export ...",
-    `Match User ${user} Address ${addresses.map((a) => `!${a}`).join(",")},*`,
-    "\tDenyUsers *",
-    "# ... and arrives over the mesh.",
-    `Match User ${user} LocalAddress !${plan.meshAddress},*`,
-    "\tDenyUsers *",
+    ...dropinHeader(`the watched syncs of export ${plan.exportName}`),
+    ...meshOnlyMatch(user, "a host with a watched sync of the export", addresses, plan.meshAddress),
     "# The watchers: a key from the swarm file, whose command= follows one directory; nothing else.",
     `Match User ${user}`,
     `\tAuthorizedKeysFile ${sshdWord(watchKeysPath(plan.exportName))}`,
@@ -178,24 +174,7 @@ export function watchInstallScript(plan: WatchPlan): string {
     failFunction(plan.host),
     `command -v sshd >/dev/null || fail "sshd is missing: install openssh-server"
 command -v inotifywait >/dev/null || fail "watched syncs of export ${plan.exportName} need inotifywait here: install inotify-tools"
-user=${q(user)}
-home=${q(watchHome(plan.exportName))}
-if ! getent passwd "$user" >/dev/null; then
-  useradd --system --user-group --home-dir "$home" --no-create-home --shell /bin/sh "$user"
-  echo "swarm: created user $user"
-fi
-# sshd refuses keys of a locked account ('!') when it runs without PAM; '*' means no password, not locked.
-if [ "$(getent shadow "$user" | cut -d: -f2)" != '*' ]; then
-  usermod -p '*' "$user"
-fi
-# sshd runs the forced command through the login shell.
-if [ "$(getent passwd "$user" | cut -d: -f6-7)" != "$home:/bin/sh" ]; then
-  usermod -d "$home" -s /bin/sh "$user"
-  echo "swarm: $user has home $home and shell /bin/sh"
-fi
-swarm_own user "$user" "$home" /bin/sh
-[ -d "$home" ] || install -d -m 0700 -o "$user" -g "$(id -gn "$user")" "$home"
-${readable}
+${forcedCommandUserPart(user, watchHome(plan.exportName))}${readable}
 `,
     writeFile({ path: MESHFS_WATCH_PROGRAM, content: meshfsWatchProgram(), mode: "0755" }),
     writeFile({ path: watchConfPath(plan.exportName), content: watchConf(plan), mode: "0644" }),

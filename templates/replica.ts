@@ -9,8 +9,11 @@ import { Seconds } from "../config/types";
 import { ScrubPlan, scrubInstallPart, scrubTeardownPart } from "./scrub";
 import {
   AUTHORIZED_KEYS_DIR,
+  dropinHeader,
   ed25519Key,
+  forcedCommandUserPart,
   LOCKED_SESSION,
+  meshOnlyMatch,
   SSHD_DROPIN_DIR,
   sshdDropinParts,
   sshdWord,
@@ -149,15 +152,13 @@ export function replicaAuthorizedKeys(plan: ReplicaPlan, senderKey: string): str
 export function replicaDropin(plan: ReplicaPlan): string {
   const user = replicaUser(plan.exportName);
   return [
-    `# Installed by swarm for the replica of export ${plan.exportName}; sshd -t checked it before the reload.`,
-    "# sshd takes the first value it meets for each keyword, so the refusals come first.",
-    "",
-    `# Refused unless it comes from the export host ${plan.source.host} ...`,
-    `Match User ${user} Address !${plan.source.meshAddress}/32,*`,
-    "\tDenyUsers *",
-    "# ... and arrives over the mesh.",
-    `Match User ${user} LocalAddress !${plan.meshAddress},*`,
-    "\tDenyUsers *",
+    ...dropinHeader(`the replica of export ${plan.exportName}`),
+    ...meshOnlyMatch(
+      user,
+      `the export host ${plan.source.host}`,
+      [`${plan.source.meshAddress}/32`],
+      plan.meshAddress,
+    ),
     "# The sender: a key from the swarm file, nothing but the receive.",
     `Match User ${user}`,
     `\tAuthorizedKeysFile ${sshdWord(replicaKeysPath(plan.exportName))}`,
@@ -190,24 +191,7 @@ if ! zfs list -H -o name ${q(parent)} >/dev/null 2>&1; then
   zfs create -p -o canmount=off ${q(parent)} || fail "zfs create -p ${parent} failed"
   echo "swarm: created ${parent}, the parent of the replica"
 fi
-user=${q(user)}
-home=${q(home)}
-if ! getent passwd "$user" >/dev/null; then
-  useradd --system --user-group --home-dir "$home" --no-create-home --shell /bin/sh "$user"
-  echo "swarm: created user $user"
-fi
-# sshd refuses keys of a locked account ('!') when it runs without PAM; '*' means no password, not locked.
-if [ "$(getent shadow "$user" | cut -d: -f2)" != '*' ]; then
-  usermod -p '*' "$user"
-fi
-# sshd runs the forced command through the login shell.
-if [ "$(getent passwd "$user" | cut -d: -f6-7)" != "$home:/bin/sh" ]; then
-  usermod -d "$home" -s /bin/sh "$user"
-  echo "swarm: $user has home $home and shell /bin/sh"
-fi
-swarm_own user "$user" "$home" /bin/sh
-[ -d "$home" ] || install -d -m 0700 -o "$user" -g "$(id -gn "$user")" "$home"
-# What a receive and a prune need, on the parent (to create the replica) and below it; the forced
+${forcedCommandUserPart(user, home)}# What a receive and a prune need, on the parent (to create the replica) and below it; the forced
 # command narrows it to the replica's own dataset and its swarm snapshots.
 # A writable dataset there is not a replica swarm received (each receive sets readonly=on): most
 # likely this host's own export before a failover, with what was written on it since the last

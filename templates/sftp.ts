@@ -145,6 +145,62 @@ export const LOCKED_SESSION: readonly string[] = [
   "\tPermitUserRC no",
 ];
 
+/** The lines every swarm sshd drop-in starts with; `what` completes "Installed by swarm for ...". */
+export function dropinHeader(what: string): string[] {
+  return [
+    `# Installed by swarm for ${what}; sshd -t checked it before the reload.`,
+    "# sshd takes the first value it meets for each keyword, so the refusals come first.",
+    "",
+  ];
+}
+
+/**
+ * The refusals a drop-in starts with for a user the mesh alone may reach: not from one of `from`
+ * (CIDRs), or not arriving at this host's `meshAddress`. `who` completes "Refused unless it comes
+ * from ...".
+ */
+export function meshOnlyMatch(
+  user: string,
+  who: string,
+  from: readonly string[],
+  meshAddress: string,
+): string[] {
+  return [
+    `# Refused unless it comes from ${who} ...`,
+    `Match User ${user} Address ${from.map((a) => `!${a}`).join(",")},*`,
+    "\tDenyUsers *",
+    "# ... and arrives over the mesh.",
+    `Match User ${user} LocalAddress !${meshAddress},*`,
+    "\tDenyUsers *",
+  ];
+}
+
+/**
+ * Converges the system user of a forced command (`$user`, home `$home`): made if missing, with
+ * password `*` (not locked: sshd without PAM refuses keys of a locked account) and /bin/sh (sshd
+ * runs the forced command through the login shell), recorded as swarm's, its home 0700.
+ */
+export function forcedCommandUserPart(user: string, home: string): string {
+  return `user=${shellQuote(user)}
+home=${shellQuote(home)}
+if ! getent passwd "$user" >/dev/null; then
+  useradd --system --user-group --home-dir "$home" --no-create-home --shell /bin/sh "$user"
+  echo "swarm: created user $user"
+fi
+# sshd refuses keys of a locked account ('!') when it runs without PAM; '*' means no password, not locked.
+if [ "$(getent shadow "$user" | cut -d: -f2)" != '*' ]; then
+  usermod -p '*' "$user"
+fi
+# sshd runs the forced command through the login shell.
+if [ "$(getent passwd "$user" | cut -d: -f6-7)" != "$home:/bin/sh" ]; then
+  usermod -d "$home" -s /bin/sh "$user"
+  echo "swarm: $user has home $home and shell /bin/sh"
+fi
+swarm_own user "$user" "$home" /bin/sh
+[ -d "$home" ] || install -d -m 0700 -o "$user" -g "$(id -gn "$user")" "$home"
+`;
+}
+
 /** The sshd drop-in for the export user. */
 export function sshdDropin(plan: SftpPlan): string {
   checkClientSets(plan);
@@ -153,11 +209,7 @@ export function sshdDropin(plan: SftpPlan): string {
   const sftp = cidrs(plan.clients);
   const unison = cidrs(plan.unisonClients);
   const allowed = [...sftp, ...unison];
-  const lines = [
-    `# Installed by swarm for export ${plan.exportName}; sshd -t checked it before the reload.`,
-    "# sshd takes the first value it meets for each keyword, so the refusals come first.",
-    "",
-  ];
+  const lines = dropinHeader(`export ${plan.exportName}`);
   if (allowed.length === 0) {
     lines.push(
       "# No host uses the export: the user is refused everywhere.",
@@ -165,14 +217,7 @@ export function sshdDropin(plan: SftpPlan): string {
       "\tDenyUsers *",
     );
   } else {
-    lines.push(
-      "# Refused unless it comes from a host that uses the export ...",
-      `Match User ${user} Address ${allowed.map((a) => `!${a}`).join(",")},*`,
-      "\tDenyUsers *",
-      "# ... and arrives over the mesh.",
-      `Match User ${user} LocalAddress !${plan.meshAddress},*`,
-      "\tDenyUsers *",
-    );
+    lines.push(...meshOnlyMatch(user, "a host that uses the export", allowed, plan.meshAddress));
   }
   if (sftp.length > 0) {
     lines.push(

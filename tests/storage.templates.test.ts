@@ -20,6 +20,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { SshdHarness } from "./sshdHarness";
 import {
   authorizedKeys,
   checkClientSets,
@@ -330,47 +331,23 @@ describe("authorized_keys", () => {
 
 /** sshd's effective settings for one connection, from the drop-in under a stock Debian sshd_config. */
 describe("sshd drop-in", () => {
-  let dir: string;
-  let config: string;
+  let sshd: SshdHarness;
 
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), "swarm-sshd-"));
-    mkdirSync(join(dir, "sshd_config.d"));
-    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "host_key")]);
-    // sshd -t and -T want their privilege separation directory.
-    mkdirSync("/run/sshd", { recursive: true });
-    config = join(dir, "sshd_config");
-    const stock = existsSync("/etc/ssh/sshd_config")
-      ? readFileSync("/etc/ssh/sshd_config", "utf8").replace(/^Include .*$/m, "")
-      : "KbdInteractiveAuthentication no\nUsePAM yes\nX11Forwarding yes\n";
-    // Debian's sshd_config includes the drop-ins first, before its own settings.
-    writeFileSync(config, `Include ${dir}/sshd_config.d/*.conf\nHostKey ${dir}/host_key\n${stock}`);
+    sshd = new SshdHarness("swarm-sshd-");
   });
 
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  afterAll(() => sshd.remove());
 
   function effective(dropin: string, connection: string): Map<string, string> {
-    writeFileSync(join(dir, "sshd_config.d", "swarm-meshfs.conf"), dropin);
-    const text = execFileSync("sshd", ["-T", "-f", config, "-C", `${connection},host=h,lport=22`], {
-      encoding: "utf8",
-    });
-    return new Map(
-      text
-        .trim()
-        .split("\n")
-        .map((line) => {
-          const cut = line.indexOf(" ");
-          return [line.slice(0, cut), line.slice(cut + 1)] as [string, string];
-        }),
-    );
+    sshd.dropin("swarm-meshfs.conf", dropin);
+    return sshd.effective(connection);
   }
 
   it("passes sshd -t", () => {
     for (const plan of [PROD_SFTP, SSH_SFTP, { ...PROD_SFTP, clients: [] }]) {
-      writeFileSync(join(dir, "sshd_config.d", "swarm-meshfs.conf"), sshdDropin(plan));
-      const result = spawnSync("sshd", ["-t", "-f", config], { encoding: "utf8" });
-      expect(result.stderr).toBe("");
-      expect(result.status).toBe(0);
+      sshd.dropin("swarm-meshfs.conf", sshdDropin(plan));
+      expect(sshd.check()).toEqual({ status: 0, stderr: "" });
     }
   });
 

@@ -6,10 +6,11 @@
  * programs run in watchScripts.test.ts; the whole path runs in the lab
  * (check 5b).
  */
-import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { SshdHarness } from "./sshdHarness";
 import {
   meshfsWatchProgram,
   watchAuthorizedKeys,
@@ -115,37 +116,20 @@ describe("golden files", () => {
 });
 
 describe("the watch user's sshd drop-in, through sshd", () => {
-  let dir: string;
-  let config: string;
+  let sshd: SshdHarness;
   const exportMesh = WATCH_PLAN.meshAddress;
 
   beforeAll(() => {
-    dir = mkdtempSync(path.join(tmpdir(), "swarm-watch-sshd-"));
-    mkdirSync(path.join(dir, "sshd_config.d"));
-    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", path.join(dir, "host_key")]);
-    mkdirSync("/run/sshd", { recursive: true });
-    config = path.join(dir, "sshd_config");
-    const stock = existsSync("/etc/ssh/sshd_config")
-      ? readFileSync("/etc/ssh/sshd_config", "utf8").replace(/^Include .*$/m, "")
-      : "KbdInteractiveAuthentication no\nUsePAM yes\nX11Forwarding yes\n";
-    writeFileSync(config, `Include ${dir}/sshd_config.d/*.conf\nHostKey ${dir}/host_key\n${stock}`);
-    writeFileSync(path.join(dir, "sshd_config.d", "swarm-watch-meshfs.conf"), watchDropin(WATCH_PLAN));
+    sshd = new SshdHarness("swarm-watch-sshd-");
+    sshd.dropin("swarm-watch-meshfs.conf", watchDropin(WATCH_PLAN));
   });
 
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  afterAll(() => sshd.remove());
 
-  const effective = (connection: string) =>
-    new Map(
-      execFileSync("sshd", ["-T", "-f", config, "-C", `${connection},host=h,lport=22`], { encoding: "utf8" })
-        .trim()
-        .split("\n")
-        .map((line) => [line.slice(0, line.indexOf(" ")), line.slice(line.indexOf(" ") + 1)] as const),
-    );
+  const effective = (connection: string) => sshd.effective(connection);
 
   test("passes sshd -t", () => {
-    const result = spawnSync("sshd", ["-t", "-f", config], { encoding: "utf8" });
-    expect(result.stderr).toBe("");
-    expect(result.status).toBe(0);
+    expect(sshd.check()).toEqual({ status: 0, stderr: "" });
   });
 
   test.each(["10.8.0.3", "10.8.0.4"])(

@@ -364,6 +364,25 @@ for s in ${[...history.map(snap), taken, foreign].join(" ")}; do zfs destroy "$s
   phase("check snapshot retention");
 });
 
+/** The lab's replica: its step, the hosts at both ends, and the sender's units and files there. */
+function labReplica() {
+  const [step] = stepsOf(plan.steps, "replica");
+  if (step === undefined) {
+    throw new Error("the lab stack declares no replica");
+  }
+  const { replica } = step;
+  const target = step.host;
+  return {
+    step,
+    replica,
+    source: step.server.name,
+    target,
+    service: replicateUnitName(replica.exportName, target, "service"),
+    timer: replicateUnitName(replica.exportName, target, "timer"),
+    files: senderFiles(replica.exportName, target),
+  };
+}
+
 /**
  * Stops replication timers and waits for a run in progress to end: a oneshot service is
  * `activating` while it runs (`systemctl is-active` is false then), and a `systemctl start` now
@@ -383,14 +402,7 @@ done`,
 }
 
 test("2d. replication: the replica gets every file, only the sender's key can reach it and only to receive, a diverged replica stops it, and health sees the lag", async () => {
-  const [step] = stepsOf(plan.steps, "replica");
-  expect(step).toBeDefined();
-  const { replica } = step;
-  const source = step.server.name;
-  const target = step.host;
-  const service = replicateUnitName(replica.exportName, target, "service");
-  const timer = replicateUnitName(replica.exportName, target, "timer");
-  const files = senderFiles(replica.exportName, target);
+  const { replica, source, target, service, timer, files } = labReplica();
   const user = replicaUser(replica.exportName);
   const mountpoint = exported().mountpoint;
   // The timer is running from the first converge: the replica exists already.
@@ -545,13 +557,7 @@ cd ${dir} && sha256sum file-* | sort`,
 });
 
 test("2e. a replica taken out of the config: the sender stops and lets go of its hold, the replica host forgets the key and keeps the data; put back, replication goes on", async () => {
-  const [step] = stepsOf(plan.steps, "replica");
-  const { replica } = step;
-  const source = step.server.name;
-  const target = step.host;
-  const timer = replicateUnitName(replica.exportName, target, "timer");
-  const service = replicateUnitName(replica.exportName, target, "service");
-  const files = senderFiles(replica.exportName, target);
+  const { step, replica, source, target, service, timer, files } = labReplica();
   const commands = [`${step.name}-receive`, `${step.name}-key`, `${step.name}-send`];
   const tagged = async () =>
     (
@@ -1501,18 +1507,14 @@ function promote(from: FleetConfig, exportName: string, replicaHost: string): Fl
 }
 
 test("16. failover: the export host loses its pool, the replica is promoted by a config change, every replicated file is intact, the sync deletes nothing and resumes, and the old host comes back as the new replica", async () => {
-  const [step] = stepsOf(plan.steps, "replica");
-  const { replica } = step;
+  const { replica, source: oldHost, target: newHost, service: replicateService, files } = labReplica();
   const e = exported();
-  const oldHost = step.server.name;
-  const newHost = step.host;
   const sync = wikiStep();
   const s = sync.sync;
   if (sync.remote.server.name !== oldHost || s.host === newHost || replica.exportName !== e.name) {
     throw new Error("the lab needs its sync on a third host, through a mount of the replicated export");
   }
   const replicaConfig = e.replicas.find((r) => r.host === newHost)!;
-  const files = senderFiles(e.name, newHost);
   const syncService = syncUnitNames(s.name).service;
   const syncTimer = syncUnitNames(s.name).timer;
   const remoteRoot = normalizePath(`${e.mountpoint}/${sync.remote.path}`);
@@ -1558,7 +1560,6 @@ systemd-run --quiet --unit ${writerUnit} bash -c 'while :; do t=$(date +%s%3N); 
   // runs comes just before the next one starts, with a page written in meshfs after the last
   // snapshot that only the sync's client has by then. A round whose page reaches the client too late
   // for that, or while a run is going, is tried again with the next run.
-  const replicateService = replicateUnitName(e.name, newHost, "service");
   const untilNextRun = `$(( $(date -d "$(systemctl show -P InactiveExitTimestamp ${replicateService})" +%s) + ${replica.interval} - $(date +%s) ))`;
   let lateStatus = "";
   let latePage = "";
