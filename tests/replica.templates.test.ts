@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { SshdHarness } from "./sshdHarness";
+import { LOCKED_SETTINGS, lockedSessionOf, SshdHarness } from "./sshdHarness";
 import { loadStack } from "../config/load";
 import { planFleet } from "../config/model";
 import { stepsOf } from "../config/plan";
@@ -116,12 +116,7 @@ describe("the replica's sshd drop-in, through sshd", () => {
     expect(settings.get("denyusers")).toBeUndefined();
     expect(settings.get("forcecommand")).toBe("/usr/local/lib/swarm/zfs-replica-recv meshfs");
     expect(settings.get("authorizedkeysfile")).toBe("/etc/ssh/swarm-authorized-keys/meshfs-replica");
-    expect(settings.get("authenticationmethods")).toBe("publickey");
-    expect(settings.get("passwordauthentication")).toBe("no");
-    expect(settings.get("allowtcpforwarding")).toBe("no");
-    expect(settings.get("allowagentforwarding")).toBe("no");
-    expect(settings.get("permittty")).toBe("no");
-    expect(settings.get("permittunnel")).toBe("no");
+    expect(lockedSessionOf(settings)).toEqual(LOCKED_SETTINGS);
   });
 
   test.each([

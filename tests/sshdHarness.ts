@@ -59,3 +59,28 @@ export class SshdHarness {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * What `sshd -T` shows for a user given swarm's locked session: keys only, no forwarding of any
+ * kind, no tty, no rc file. Written out here rather than derived from the lines it checks.
+ */
+export const LOCKED_SETTINGS: Readonly<Record<string, string>> = {
+  authenticationmethods: "publickey",
+  pubkeyauthentication: "yes",
+  passwordauthentication: "no",
+  kbdinteractiveauthentication: "no",
+  hostbasedauthentication: "no",
+  disableforwarding: "yes",
+  allowtcpforwarding: "no",
+  allowagentforwarding: "no",
+  allowstreamlocalforwarding: "no",
+  x11forwarding: "no",
+  permittty: "no",
+  permittunnel: "no",
+  permituserrc: "no",
+};
+
+/** The settings of `LOCKED_SETTINGS` as sshd applies them to one connection. */
+export function lockedSessionOf(settings: ReadonlyMap<string, string>): Record<string, string | undefined> {
+  return Object.fromEntries(Object.keys(LOCKED_SETTINGS).map((k) => [k, settings.get(k)]));
+}

@@ -20,7 +20,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { SshdHarness } from "./sshdHarness";
+import { LOCKED_SETTINGS, lockedSessionOf, SshdHarness } from "./sshdHarness";
 import {
   authorizedKeys,
   checkClientSets,
@@ -360,14 +360,7 @@ describe("sshd drop-in", () => {
     expect(settings.get("chrootdirectory")).toBe("/tank/meshfs/state");
     expect(settings.get("forcecommand")).toBe("internal-sftp");
     expect(settings.get("authorizedkeysfile")).toBe("/etc/ssh/swarm-authorized-keys/meshfs");
-    expect(settings.get("authenticationmethods")).toBe("publickey");
-    expect(settings.get("passwordauthentication")).toBe("no");
-    expect(settings.get("kbdinteractiveauthentication")).toBe("no");
-    expect(settings.get("permittty")).toBe("no");
-    expect(settings.get("x11forwarding")).toBe("no");
-    expect(settings.get("allowtcpforwarding")).toBe("no");
-    expect(settings.get("allowagentforwarding")).toBe("no");
-    expect(settings.get("permittunnel")).toBe("no");
+    expect(lockedSessionOf(settings)).toEqual(LOCKED_SETTINGS);
   });
 
   it.each([

@@ -10,7 +10,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { SshdHarness } from "./sshdHarness";
+import { LOCKED_SETTINGS, lockedSessionOf, SshdHarness } from "./sshdHarness";
 import {
   meshfsWatchProgram,
   watchAuthorizedKeys,
@@ -138,18 +138,7 @@ describe("the watch user's sshd drop-in, through sshd", () => {
       const settings = effective(`user=meshfs-watch,addr=${address},laddr=${exportMesh}`);
       expect(settings.get("denyusers")).toBeUndefined();
       expect(settings.get("authorizedkeysfile")).toBe("/etc/ssh/swarm-authorized-keys/meshfs-watch");
-      expect(settings.get("authenticationmethods")).toBe("publickey");
-      expect(settings.get("passwordauthentication")).toBe("no");
-      expect(settings.get("kbdinteractiveauthentication")).toBe("no");
-      expect(settings.get("hostbasedauthentication")).toBe("no");
-      expect(settings.get("disableforwarding")).toBe("yes");
-      expect(settings.get("allowtcpforwarding")).toBe("no");
-      expect(settings.get("allowagentforwarding")).toBe("no");
-      expect(settings.get("allowstreamlocalforwarding")).toBe("no");
-      expect(settings.get("x11forwarding")).toBe("no");
-      expect(settings.get("permittty")).toBe("no");
-      expect(settings.get("permittunnel")).toBe("no");
-      expect(settings.get("permituserrc")).toBe("no");
+      expect(lockedSessionOf(settings)).toEqual(LOCKED_SETTINGS);
       // The key's command= forces the command: a ForceCommand here would override every key's directory.
       expect(settings.get("forcecommand")).toBe("none");
     },
