@@ -554,7 +554,8 @@ cd ${dir} && sha256sum file-* | sort`,
     await run(source, `systemctl start ${timer}`);
   }
   phase("check replication");
-});
+  // 4 to 5 minutes on a loaded machine.
+}, 600_000);
 
 test("2e. a replica taken out of the config: the sender stops and lets go of its hold, the replica host forgets the key and keeps the data; put back, replication goes on", async () => {
   const { step, replica, source, target, service, timer, files } = labReplica();
@@ -618,7 +619,8 @@ test("2e. a replica taken out of the config: the sender stops and lets go of its
     await run(source, `systemctl start ${timer}`);
   }
   phase("replica removed and put back");
-});
+  // 4 to 5 minutes on a loaded machine.
+}, 600_000);
 
 test("3. first access mounts the export through the automount unit", async () => {
   const e = exported();
@@ -1008,7 +1010,8 @@ test("9. a fourth host joins the mesh over kernel WireGuard while existing tunne
     throw new Error(`lost packets while edge joined:\n${lost.join("\n")}`);
   }
   phase("add a fourth host");
-});
+  // 3 to 4 minutes on a loaded machine.
+}, 600_000);
 
 test("10. a restarted client host gets its automount, sync timer and metrics timer back, and the next sync loses nothing", async () => {
   const s = wiki();
