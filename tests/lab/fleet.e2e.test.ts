@@ -912,10 +912,16 @@ test("health: the gate passes on every host and status shows a healthy fleet", a
 test("health: with the hub's WireGuard stopped, the gate fails naming host and peer, and status shows it", async () => {
   const hub = plan.byName.get(config.mesh.hub ?? plan.hosts[0].name)!;
   const spoke = plan.hosts.find((h) => h.peers.some((p) => p.name === hub.name))!;
-  // Masked for the check, as an operator stops it for maintenance: units that need the mesh want
-  // wg-quick@wg0 (the replication service on this export host does), and a run starting would
-  // bring it back up in the middle of the check.
-  await run(hub.name, "systemctl mask --runtime --quiet wg-quick@wg0\nsystemctl stop wg-quick@wg0");
+  // Stopped, then masked for the check, as an operator stops it for maintenance: units that need
+  // the mesh want wg-quick@wg0 (the replication service on this export host does), and a run
+  // starting would bring it back up in the middle of the check. (Masked first, it would have no
+  // ExecStop left to take the interface down.)
+  await run(
+    hub.name,
+    `systemctl stop wg-quick@wg0
+systemctl mask --runtime --quiet wg-quick@wg0
+! ip link show ${WG_INTERFACE} >/dev/null 2>&1`,
+  );
   try {
     const gate = await onHost(spoke.name, `${HEALTH_PROGRAM_PATH} gate`, { allowFail: true });
     expect(gate.code).not.toBe(0);
