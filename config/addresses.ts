@@ -4,6 +4,7 @@
  * belong: in the mesh, a route, an endpoint or the admin's SSH sources.
  */
 import { Cidr, broadcast, contains, overlaps, parseCidr } from "./ipv4";
+import { Cidr6, formatCidr6, overlaps6, parsePrefixed6 } from "./ipv6";
 
 export interface SpecialRange {
   readonly cidr: Cidr;
@@ -110,4 +111,53 @@ export function unionSize(cidrs: readonly Cidr[]): number {
 export function describeSize(addresses: number): string {
   const power = Math.log2(addresses);
   return Number.isInteger(power) ? `${addresses} addresses (2^${power})` : `${addresses} addresses`;
+}
+
+/** An IPv6 range with a special meaning (RFC 6890's IPv6 table, RFC 4193, RFC 3849). */
+export interface SpecialRange6 {
+  readonly cidr: Cidr6;
+  readonly name: string;
+  readonly why: string;
+}
+
+function range6(text: string, name: string, why: string): SpecialRange6 {
+  const parsed = parsePrefixed6(text);
+  if (parsed === undefined || formatCidr6({ network: parsed.address, prefix: parsed.prefix }) !== text) {
+    throw new Error(`${text} is not an IPv6 CIDR in RFC 5952 form`);
+  }
+  return { cidr: { network: parsed.address, prefix: parsed.prefix }, name: `the ${name} ${text}`, why };
+}
+
+/** IPv6 addresses that never name a remote host, as NON_UNICAST_RANGES for IPv4. */
+export const NON_UNICAST_RANGES6: readonly SpecialRange6[] = [
+  range6("::/128", "unspecified address", "means this machine, not a remote one"),
+  range6("::1/128", "loopback address", "is the machine that runs pulumi itself"),
+  range6(
+    "::ffff:0:0/96",
+    "IPv4-mapped range",
+    "is how an IPv4 address looks to an IPv6 socket (write its IPv4 CIDR instead)",
+  ),
+  range6("fe80::/10", "link-local range", "reaches only the same network segment"),
+  range6("ff00::/8", "multicast range", "is a group address, not a host's"),
+];
+
+/** RFC 3849: IPv6 addresses for examples. */
+export const DOCUMENTATION_RANGES6: readonly SpecialRange6[] = [
+  range6("2001:db8::/32", "documentation range", "is reserved for examples (RFC 3849)"),
+];
+
+/** Unique local addresses (RFC 4193): IPv6's private space. */
+export const PRIVATE_RANGES6: readonly SpecialRange6[] = [
+  range6("fc00::/7", "unique local range", "is private (RFC 4193)"),
+];
+
+/**
+ * The shortest IPv6 prefix an SSH source may have: a /32 is what a provider is allocated, and an
+ * admin's site gets a /48 or a /56 from it; anything shorter is a good part of the IPv6 internet.
+ */
+export const WIDEST_PREFIX6 = 32;
+
+/** The first range of `ranges` that `cidr` overlaps. */
+export function overlappedRange6(cidr: Cidr6, ranges: readonly SpecialRange6[]): SpecialRange6 | undefined {
+  return ranges.find((r) => overlaps6(cidr, r.cidr));
 }

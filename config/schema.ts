@@ -164,9 +164,12 @@ export const adminSchema = z.object({
   ),
   sshSourceCidrs: field(
     list(
-      text({ notString: (v) => `must be a CIDR string such as 203.0.113.7/32, got ${describe(v)}` }),
+      text({
+        notString: (v) =>
+          `must be a CIDR string such as 203.0.113.7/32 or 2001:db8:1234::/48, got ${describe(v)}`,
+      }),
     ).default([]),
-    "public IPv4 CIDRs the Hetzner firewall lets reach SSH: none wider than a /8, no private or special-purpose range, none overlapping the mesh or a route",
+    "public IPv4 or IPv6 CIDRs the Hetzner firewall lets reach SSH: none wider than a /8 (IPv6: a /32), no private or special-purpose range, none overlapping the mesh or a route; IPv6 written as RFC 5952 prints it (2001:db8:1234::/48), the form Hetzner stores",
     { defaultText: "required with hcloud" },
   ),
 });

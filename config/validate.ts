@@ -22,16 +22,30 @@ import {
 } from "./ipv4";
 import {
   DOCUMENTATION_RANGES,
+  DOCUMENTATION_RANGES6,
   HETZNER_GATEWAY,
   NON_UNICAST_RANGES,
+  NON_UNICAST_RANGES6,
   PRIVATE_RANGES,
+  PRIVATE_RANGES6,
   WIDEST_PREFIX,
+  WIDEST_PREFIX6,
   WIDEST_UNION,
   describeSize,
   overlappedRange,
+  overlappedRange6,
   rangeOf,
   unionSize,
 } from "./addresses";
+import {
+  Cidr6,
+  formatAddress6,
+  formatCidr6,
+  networkOf6,
+  overlaps6,
+  parseAddress6,
+  parsePrefixed6,
+} from "./ipv6";
 import { planFleet } from "./model";
 import { exportNamed, mountHolding, remoteCommandNames } from "./plan";
 import {
@@ -415,8 +429,19 @@ function placeholderFindings(hosts: readonly HostDraft[], admin: AdminDraft | un
         "is the example key from the repository's stack files: the Hetzner servers would trust it and not your key; put the .pub line of your admin key pair here, and its private half in pulumi config set --secret swarm:sshPrivateKey",
     });
   }
-  for (const source of onHetzner ? (admin?.sources ?? []) : []) {
-    const range = overlappedRange(source.cidr, DOCUMENTATION_RANGES);
+  const documentation = onHetzner
+    ? [
+        ...(admin?.sources ?? []).map((s) => ({
+          ...s,
+          range: overlappedRange(s.cidr, DOCUMENTATION_RANGES),
+        })),
+        ...(admin?.sources6 ?? []).map((s) => ({
+          ...s,
+          range: overlappedRange6(s.cidr, DOCUMENTATION_RANGES6),
+        })),
+      ]
+    : [];
+  for (const { range, ...source } of documentation) {
     if (range) {
       found.push({
         path: source.path,
@@ -721,12 +746,20 @@ interface SshSource {
   readonly path: string;
 }
 
+/** An IPv6 entry of `admin.sshSourceCidrs`: it can overlap no IPv4 mesh or route, only special ranges. */
+interface SshSource6 {
+  readonly text: string;
+  readonly cidr: Cidr6;
+  readonly path: string;
+}
+
 interface AdminDraft {
   /** Present when the section is valid. */
   readonly config?: AdminConfig;
   /** The trimmed public key, when it is one. */
   readonly sshPublicKey?: string;
   readonly sources: readonly SshSource[];
+  readonly sources6: readonly SshSource6[];
 }
 
 function readAdmin(r: Section<AdminFields>, hosts: readonly HostDraft[], errors: ConfigError[]): AdminDraft {
@@ -749,7 +782,15 @@ function readAdmin(r: Section<AdminFields>, hosts: readonly HostDraft[], errors:
     );
   }
   const sources: SshSource[] = [];
+  const sources6: SshSource6[] = [];
   for (const { value: item, path } of r.elements("sshSourceCidrs")) {
+    if (item.includes(":")) {
+      const six = readSshSource6(item, path, needsCidrs, errors);
+      if (six !== undefined) {
+        sources6.push(six);
+      }
+      continue;
+    }
     if (parseAddress(item) !== undefined) {
       errors.push({
         path,
@@ -757,7 +798,10 @@ function readAdmin(r: Section<AdminFields>, hosts: readonly HostDraft[], errors:
       });
       continue;
     }
-    const cidr = readCidr(item, path, errors, { example: "203.0.113.7/32" });
+    const cidr = readCidr(item, path, errors, {
+      example: "203.0.113.7/32 or 2001:db8:1234::/48",
+      family: "IPv4 or IPv6",
+    });
     if (cidr === undefined) {
       continue;
     }
@@ -784,10 +828,72 @@ function readAdmin(r: Section<AdminFields>, hosts: readonly HostDraft[], errors:
   const sshPublicKey = key !== undefined && keyProblem === undefined ? key.trim() : undefined;
   const wrong = errors.some((e) => e.path === r.path || e.path.startsWith(`${r.path}.`));
   if (wrong || r.value.sshPublicKey === undefined) {
-    return { sshPublicKey, sources };
+    return { sshPublicKey, sources, sources6 };
   }
   const config = { ...r.value, sshPublicKey: r.value.sshPublicKey.trim() } as AdminConfig;
-  return { config, sshPublicKey, sources };
+  return { config, sshPublicKey, sources, sources6 };
+}
+
+/**
+ * Reads an IPv6 SSH source: a network address and prefix, no wider than a provider's /32, in no
+ * special-purpose range (nor, behind the Hetzner firewall, the unique local one), and written as
+ * RFC 5952 prints it, the form Hetzner's API stores (any other would show as a change on every run).
+ */
+function readSshSource6(
+  text: string,
+  path: string,
+  firewalled: boolean,
+  errors: ConfigError[],
+): SshSource6 | undefined {
+  const fail = (message: string) => {
+    errors.push({ path, message });
+    return undefined;
+  };
+  const bare = parseAddress6(text);
+  if (bare !== undefined) {
+    return fail(
+      `${JSON.stringify(text)} is an address, not a CIDR: did you mean ${formatAddress6(bare)}/128?`,
+    );
+  }
+  const parsed = parsePrefixed6(text);
+  if (parsed === undefined) {
+    return fail(
+      `${JSON.stringify(text)} is not an IPv6 CIDR: write a network address and prefix such as 2001:db8:1234::/48`,
+    );
+  }
+  const cidr: Cidr6 = { network: networkOf6(parsed.address, parsed.prefix), prefix: parsed.prefix };
+  if (cidr.network !== parsed.address) {
+    return fail(`${text} has host bits set: did you mean ${formatCidr6(cidr)}?`);
+  }
+  if (cidr.prefix === 0) {
+    return fail(
+      `${text} opens SSH to the whole IPv6 internet: list only the networks the admin connects from, e.g. 2001:db8:1234::/48`,
+    );
+  }
+  if (cidr.prefix < WIDEST_PREFIX6) {
+    return fail(
+      `${text} opens SSH to a large part of the IPv6 internet (a provider is allocated a /${WIDEST_PREFIX6}, a site a /48 or a /56): list only the networks the admin connects from, e.g. 2001:db8:1234::/48`,
+    );
+  }
+  const special = overlappedRange6(cidr, NON_UNICAST_RANGES6);
+  if (special) {
+    return fail(
+      `${text} overlaps ${special.name}, which ${special.why}: no SSH connection comes from there; list the public addresses the admin connects from`,
+    );
+  }
+  const inside = PRIVATE_RANGES6.find((p) => p.cidr.prefix <= cidr.prefix && overlaps6(p.cidr, cidr));
+  if (firewalled && inside) {
+    return fail(
+      `${text} is inside ${inside.name}, which ${inside.why}: the Hetzner firewall filters the servers' public addresses, which see the admin's public address, never a private one; list that public address`,
+    );
+  }
+  const canonical = formatCidr6(cidr);
+  if (canonical !== text) {
+    return fail(
+      `${text} is not written as Hetzner stores it, so every run would show the firewall as changed: write ${canonical}`,
+    );
+  }
+  return { text, cidr, path };
 }
 
 /**
@@ -2034,7 +2140,7 @@ function readCidr(
   text: string,
   path: string,
   errors: ConfigError[],
-  opts: { example: string; maxPrefix?: number },
+  opts: { example: string; maxPrefix?: number; family?: string },
 ): Cidr | undefined {
   const match = /^([0-9.]+)\/(\d{1,2})$/.exec(text);
   const address = match ? parseAddress(match[1]) : undefined;
@@ -2042,7 +2148,7 @@ function readCidr(
   if (address === undefined || !(prefix >= 0 && prefix <= 32)) {
     errors.push({
       path,
-      message: `${JSON.stringify(text)} is not an IPv4 CIDR: write a network address and prefix such as ${opts.example}`,
+      message: `${JSON.stringify(text)} is not an ${opts.family ?? "IPv4"} CIDR: write a network address and prefix such as ${opts.example}`,
     });
     return undefined;
   }

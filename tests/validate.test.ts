@@ -650,7 +650,8 @@ const rows: Row[] = [
     what: "SSH source not a CIDR",
     changes: { "admin.sshSourceCidrs": ["office"] },
     path: "swarm:admin.sshSourceCidrs[0]",
-    message: "is not an IPv4 CIDR",
+    message:
+      "is not an IPv4 or IPv6 CIDR: write a network address and prefix such as 203.0.113.7/32 or 2001:db8:1234::/48",
   },
   {
     what: "no SSH sources for hcloud hosts",
@@ -1739,6 +1740,88 @@ describe("the admin's SSH sources", () => {
     },
   ]);
 
+  rejectsEach([
+    {
+      what: "IPv6 SSH source open to the whole internet",
+      changes: { "admin.sshSourceCidrs": ["::/0"] },
+      path: "swarm:admin.sshSourceCidrs[0]",
+      message: "::/0 opens SSH to the whole IPv6 internet",
+    },
+    ...["2000::/3", "2a00::/12", "2a01:4f8::/31"].map((cidr) => ({
+      what: `IPv6 SSH source ${cidr}, a large part of the internet`,
+      changes: { "admin.sshSourceCidrs": ["198.51.100.0/24", cidr] },
+      path: "swarm:admin.sshSourceCidrs[1]",
+      message: `${cidr} opens SSH to a large part of the IPv6 internet (a provider is allocated a /32`,
+    })),
+    {
+      what: "IPv6 SSH source given as an address",
+      changes: { "admin.sshSourceCidrs": ["2a01:4f8:c17:1::7"] },
+      path: "swarm:admin.sshSourceCidrs[0]",
+      message: "is an address, not a CIDR: did you mean 2a01:4f8:c17:1::7/128?",
+    },
+    ...["2a01:4f8:::/48", "2a01:4f8::/129", "2a01:4f8::g/64", "2a01:4f8::/", "1:2:3:4:5:6:7:8:9/128"].map(
+      (text) => ({
+        what: `IPv6 SSH source ${text}, not a CIDR`,
+        changes: { "admin.sshSourceCidrs": [text] },
+        path: "swarm:admin.sshSourceCidrs[0]",
+        message: "is not an IPv6 CIDR: write a network address and prefix such as 2001:db8:1234::/48",
+      }),
+    ),
+    {
+      what: "IPv6 SSH source with host bits set",
+      changes: { "admin.sshSourceCidrs": ["2a01:4f8:c17:1::7/64"] },
+      path: "swarm:admin.sshSourceCidrs[0]",
+      message: "2a01:4f8:c17:1::7/64 has host bits set: did you mean 2a01:4f8:c17:1::/64?",
+    },
+    ...[
+      ["::1/128", "loopback address"],
+      ["::/128", "unspecified address"],
+      ["::ffff:203.0.113.0/120", "IPv4-mapped range"],
+      ["fe80::/64", "link-local range"],
+      ["ff02::1/128", "multicast range"],
+    ].map(([cidr, name]) => ({
+      what: `IPv6 SSH source ${cidr} in the ${name}`,
+      changes: { "admin.sshSourceCidrs": [cidr] },
+      path: "swarm:admin.sshSourceCidrs[0]",
+      message: `overlaps the ${name}`,
+    })),
+    {
+      what: "unique local IPv6 SSH source behind the Hetzner firewall",
+      changes: { "admin.sshSourceCidrs": ["fd12:3456:789a::/48"] },
+      path: "swarm:admin.sshSourceCidrs[0]",
+      message:
+        "is inside the unique local range fc00::/7, which is private (RFC 4193): the Hetzner firewall filters",
+    },
+    ...[
+      ["2A01:4F8:C17::/48", "2a01:4f8:c17::/48"],
+      ["2a01:04f8:0c17:0000::/64", "2a01:4f8:c17::/64"],
+      ["2a01:0:0:1:0:0:0:0/64", "2a01:0:0:1::/64"],
+      ["2a01:0:0:1:2::3/128", "2a01::1:2:0:0:3/128"],
+    ].map(([text, canonical]) => ({
+      what: `IPv6 SSH source ${text}, not as Hetzner stores it`,
+      changes: { "admin.sshSourceCidrs": [text] },
+      path: "swarm:admin.sshSourceCidrs[0]",
+      message: `is not written as Hetzner stores it, so every run would show the firewall as changed: write ${canonical}`,
+    })),
+  ]);
+
+  it("accepts public IPv6 sources beside IPv4 ones, and unique local ones where no Hetzner firewall is involved", () => {
+    const raw = withChanges({
+      "admin.sshSourceCidrs": [
+        "185.12.64.7/32",
+        "2a01:4f8:c17:1::/64",
+        "2a01:4f8::/32",
+        "2a01:4f8:c17:1::7/128",
+      ],
+    });
+    expect(validateFleetConfig(raw).errors).toEqual([]);
+    const lan = withChanges(
+      { admin: { sshPublicKey: KEY, sshSourceCidrs: ["fd12:3456:789a::/48"] } },
+      lanFleet,
+    );
+    expect(validateFleetConfig(lan).errors).toEqual([]);
+  });
+
   it("accepts private SSH sources where no Hetzner firewall is involved, and 127 public /8s", () => {
     expect(validateFleetConfig(lanFleet()).errors).toEqual([]);
     const raw = withChanges({ "admin.sshSourceCidrs": HALF_THE_INTERNET.slice(1) });
@@ -2119,6 +2202,13 @@ describe("documentation placeholders", () => {
       path: "swarm:admin.sshSourceCidrs[0]",
       message:
         "which is reserved for examples (RFC 5737): no connection comes from it, so the Hetzner firewall would lock the admin out",
+    })),
+    ...["2001:db8::/32", "2001:db8:1234::/48", "2001:db8::7/128"].map((cidr) => ({
+      what: `IPv6 SSH source ${cidr} from the documentation range`,
+      changes: { "admin.sshSourceCidrs": [cidr] },
+      path: "swarm:admin.sshSourceCidrs[0]",
+      message:
+        "which is reserved for examples (RFC 3849): no connection comes from it, so the Hetzner firewall would lock the admin out",
     })),
     ...["192.0.2.10", "198.51.100.200", "203.0.113.5"].map((address) => ({
       what: `existing address ${address} from the documentation ranges`,
