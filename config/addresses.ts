@@ -6,21 +6,32 @@
 import { Cidr, broadcast, contains, overlaps, parseCidr } from "./ipv4";
 import { Cidr6, formatCidr6, overlaps6, parsePrefixed6 } from "./ipv6";
 
-export interface SpecialRange {
-  readonly cidr: Cidr;
+/** A range with a special meaning, of either family. */
+export interface Special<C> {
+  readonly cidr: C;
   /** What the range is, e.g. `the loopback range 127.0.0.0/8`. */
   readonly name: string;
   /** Why an address in it is not a host's, e.g. `is the machine that runs pulumi itself`. */
   readonly why: string;
 }
 
-function range(text: string, name: string, why: string): SpecialRange {
-  const cidr = parseCidr(text);
+export type SpecialRange = Special<Cidr>;
+
+/** `text` parsed by `parse` (which refuses anything but the canonical form) as a named range. */
+function special<C>(
+  parse: (text: string) => C | undefined,
+  text: string,
+  name: string,
+  why: string,
+): Special<C> {
+  const cidr = parse(text);
   if (cidr === undefined) {
-    throw new Error(`${text} is not a CIDR`);
+    throw new Error(`${text} is not a CIDR in canonical form`);
   }
   return { cidr, name: `the ${name} ${text}`, why };
 }
+
+const range = (text: string, name: string, why: string): SpecialRange => special(parseCidr, text, name, why);
 
 /**
  * Addresses that never name a remote host: nothing in them can be a peer's
@@ -114,19 +125,17 @@ export function describeSize(addresses: number): string {
 }
 
 /** An IPv6 range with a special meaning (RFC 6890's IPv6 table, RFC 4193, RFC 3849). */
-export interface SpecialRange6 {
-  readonly cidr: Cidr6;
-  readonly name: string;
-  readonly why: string;
+export type SpecialRange6 = Special<Cidr6>;
+
+/** An IPv6 CIDR written in RFC 5952 form, or undefined. */
+function parseCanonical6(text: string): Cidr6 | undefined {
+  const parsed = parsePrefixed6(text);
+  const cidr = parsed && { network: parsed.address, prefix: parsed.prefix };
+  return cidr && formatCidr6(cidr) === text ? cidr : undefined;
 }
 
-function range6(text: string, name: string, why: string): SpecialRange6 {
-  const parsed = parsePrefixed6(text);
-  if (parsed === undefined || formatCidr6({ network: parsed.address, prefix: parsed.prefix }) !== text) {
-    throw new Error(`${text} is not an IPv6 CIDR in RFC 5952 form`);
-  }
-  return { cidr: { network: parsed.address, prefix: parsed.prefix }, name: `the ${name} ${text}`, why };
-}
+const range6 = (text: string, name: string, why: string): SpecialRange6 =>
+  special(parseCanonical6, text, name, why);
 
 /** IPv6 addresses that never name a remote host, as NON_UNICAST_RANGES for IPv4. */
 export const NON_UNICAST_RANGES6: readonly SpecialRange6[] = [

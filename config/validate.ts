@@ -28,6 +28,7 @@ import {
   NON_UNICAST_RANGES6,
   PRIVATE_RANGES,
   PRIVATE_RANGES6,
+  Special,
   WIDEST_PREFIX,
   WIDEST_PREFIX6,
   WIDEST_UNION,
@@ -877,15 +878,11 @@ function readSshSource6(
   }
   const special = overlappedRange6(cidr, NON_UNICAST_RANGES6);
   if (special) {
-    return fail(
-      `${text} overlaps ${special.name}, which ${special.why}: no SSH connection comes from there; list the public addresses the admin connects from`,
-    );
+    return fail(sshFromSpecialRange(text, special));
   }
   const inside = PRIVATE_RANGES6.find((p) => p.cidr.prefix <= cidr.prefix && overlaps6(p.cidr, cidr));
   if (firewalled && inside) {
-    return fail(
-      `${text} is inside ${inside.name}, which ${inside.why}: the Hetzner firewall filters the servers' public addresses, which see the admin's public address, never a private one; list that public address`,
-    );
+    return fail(sshFromPrivateRange(text, inside, ""));
   }
   const canonical = formatCidr6(cidr);
   if (canonical !== text) {
@@ -910,13 +907,23 @@ function sshSourceProblem(text: string, cidr: Cidr, firewalled: boolean): string
   }
   const special = overlappedRange(cidr, NON_UNICAST_RANGES);
   if (special) {
-    return `${text} overlaps ${special.name}, which ${special.why}: no SSH connection comes from there; list the public addresses the admin connects from`;
+    return sshFromSpecialRange(text, special);
   }
   const inside = PRIVATE_RANGES.find((p) => p.cidr.prefix <= cidr.prefix && overlaps(p.cidr, cidr));
   if (firewalled && inside) {
-    return `${text} is inside ${inside.name}, which ${inside.why}: the Hetzner firewall filters the servers' public addresses, which see the admin's public address, never a private one; list that public address (the one your NAT or VPN exit has)`;
+    return sshFromPrivateRange(text, inside, " (the one your NAT or VPN exit has)");
   }
   return undefined;
+}
+
+/** An admin SSH source that overlaps a range no connection comes from, of either family. */
+function sshFromSpecialRange(text: string, special: Special<unknown>): string {
+  return `${text} overlaps ${special.name}, which ${special.why}: no SSH connection comes from there; list the public addresses the admin connects from`;
+}
+
+/** An admin SSH source inside a private range, which the Hetzner firewall never sees. */
+function sshFromPrivateRange(text: string, inside: Special<unknown>, hint: string): string {
+  return `${text} is inside ${inside.name}, which ${inside.why}: the Hetzner firewall filters the servers' public addresses, which see the admin's public address, never a private one; list that public address${hint}`;
 }
 
 function readExport(item: Item<ExportFields>, errors: ConfigError[]): ExportDraft {

@@ -266,8 +266,9 @@ function hubRoutingFiles(forwards: boolean): string {
 /**
  * Applies `wg0.conf` on a host without dropping other tunnels: brings the
  * interface up the first time, restarts it only when its address, MTU or
- * implementation changed, and otherwise updates peers in place with
- * `wg syncconf`. A new configuration that lacks a peer of the plan is
+ * implementation changed, and otherwise changes in place only the peers
+ * that differ (`swarm_wg_sync` in `hostscripts/wireguard-check.sh`: unlike
+ * `wg syncconf`, it leaves unchanged peers' AllowedIPs alone). A new configuration that lacks a peer of the plan is
  * refused before anything runs it; once applied, the running interface is
  * compared with the plan (public key, peers, AllowedIPs, endpoints), and on
  * any difference the previous configuration is put back and the command
@@ -371,9 +372,9 @@ while read -r wg_peer wg_endpoint; do
   wg_endpoint_now[$wg_peer]=$wg_endpoint
 done < <(swarm_wg_file_endpoints ${WG_PUBLIC_CONF_PATH})
 
-# wg syncconf replaces the whole peer set and wg-quick starts with whatever the file holds: a
-# truncated or empty configuration (a rendering or delivery fault) would drop every tunnel at
-# once. What wg would read must name every peer of the plan before anything reads it.
+# An update removes the running peers the file lacks, and wg-quick starts with whatever the file
+# holds: a truncated or empty configuration (a rendering or delivery fault) would drop every tunnel
+# at once. What wg would read must name every peer of the plan before anything reads it.
 if ! wg_stripped=$(wg-quick strip ${WG_INTERFACE}); then
   swarm_wg_restore_files
   fail "wg-quick cannot read the new ${WG_CONF_PATH} (above); ${WG_INTERFACE} keeps its running configuration and the previous files are back"
@@ -392,7 +393,7 @@ if [ \${#wg_missing[@]} -gt 0 ]; then
 fi
 
 ${implementation}${hubRoutingFiles(values.forwards)}
-# wg syncconf applies peers and the listen port; address and MTU need the interface recreated.
+# Peers, the key and the listen port change in place; address and MTU need the interface recreated.
 swarm_wg_interface_matches() {
   local addresses
   addresses=$(ip -4 -o address show dev ${WG_INTERFACE})
@@ -424,10 +425,10 @@ elif swarm_changed ${WG_CONF_PATH} || ! swarm_wg_live_as_planned; then
       wg_rx_before[$wg_peer]=\${wg_live_rx[$wg_peer]}
     done
   fi
-  if wg syncconf ${WG_INTERFACE} <(printf '%s\\n' "$wg_stripped"); then
-    echo "swarm: $swarm_host: updated ${WG_INTERFACE} in place with wg syncconf"
+  if swarm_wg_sync "$wg_stripped"; then
+    echo "swarm: $swarm_host: updated ${WG_INTERFACE} in place ($wg_sync_done)"
   else
-    wg_failed="wg syncconf refused the new ${WG_CONF_PATH}"
+    wg_failed="wg refused a change the new ${WG_CONF_PATH} makes (above)"
   fi
 fi
 

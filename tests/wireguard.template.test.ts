@@ -34,6 +34,9 @@ import {
 } from "./meshFixtures";
 import { Sandbox } from "./sandbox";
 
+/** `text` matched literally inside a RegExp. */
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
 function applyValues(config: FleetConfig, name: string): WireGuardApplyValues {
   const fleetPlan = plan(config);
   return {
@@ -193,6 +196,8 @@ describe("host scripts", () => {
  */
 describe("the scripts on a host", () => {
   const stubs = {
+    // A start or restart brings wg0 up with what wg0.conf holds: the running key, and the peers
+    // as wg show dump lines in $state/peers.
     systemctl: `state=$SANDBOX/state
 case " $* " in
 *" cat "*) exit 0 ;;
@@ -200,9 +205,16 @@ case " $* " in
 *" disable "*) ;;
 *" --now "* | *" restart "*)
   /usr/bin/wg pubkey </etc/wireguard/wg0.key >"$state/running-key"
-  cp /etc/wireguard/wg0.conf "$state/applied"
   sed -n 's/^Address = //p' /etc/wireguard/wg0.conf >"$state/address"
   sed -n 's/^MTU = //p' /etc/wireguard/wg0.conf >"$state/mtu"
+  awk '
+    function flush() { if (key != "") printf "%s\\t(none)\\t%s\\t%s\\t0\\t0\\t0\\t%s\\n", key, ep, ips, ka; key = "" }
+    /^\\[Peer\\]$/ { flush(); ep = "(none)"; ips = "(none)"; ka = "off" }
+    /^PublicKey = / { key = substr($0, 13) }
+    /^AllowedIPs = / { ips = substr($0, 14); gsub(/, */, ",", ips) }
+    /^Endpoint = / { ep = substr($0, 12) }
+    /^PersistentKeepalive = / { ka = substr($0, 23) }
+    END { flush() }' /etc/wireguard/wg0.conf >"$state/peers"
   touch "$state/up"
   ;;
 esac`,
@@ -214,30 +226,64 @@ case "$*" in
 "-4 -o address show dev wg0") echo "5: wg0    inet $(cat "$state/address") scope global wg0\\       valid_lft forever" ;;
 *) exit 2 ;;
 esac`,
-    // wg show wg0 dump: the state file live when a test sets it, else the configuration last
-    // applied, every peer having received $state/rx bytes (0 unless set).
+    // The running interface, changed by wg set as the kernel would be. A test sets $state/live to
+    // a whole dump for wg0 to run from then on, or $state/live-after-set for wg0 to run once the
+    // next wg set is done (a kernel that did not do what it was asked); every peer shows having
+    // received $state/rx bytes unless its line says otherwise.
     wg: `state=$SANDBOX/state
-case "$*" in
+adopt() {
+  local private key rest
+  IFS=$'\\t' read -r private key rest <"$1"
+  printf '%s\\n' "$key" >"$state/running-key"
+  tail -n +2 "$1" >"$state/peers"
+  rm -f "$1"
+}
+case "$1" in
 pubkey) exec /usr/bin/wg pubkey ;;
-"show wg0 dump")
+show)
+  [ "$*" = "show wg0 dump" ] || exit 2
   [ -e "$state/up" ] || exit 1
-  if [ -e "$state/live" ]; then exec cat "$state/live"; fi
-  printf '(private)\\t%s\\t51820\\toff\\n' "$(cat "$state/running-key")"
-  awk -v rx="$(cat "$state/rx" 2>/dev/null || echo 0)" '
-    function flush() { if (key != "") printf "%s\\t(none)\\t%s\\t%s\\t0\\t%s\\t0\\toff\\n", key, ep, ips, rx; key = ""; ep = "(none)"; ips = "(none)" }
-    BEGIN { ep = "(none)"; ips = "(none)" }
-    /^\\[Peer\\]$/ { flush() }
-    /^PublicKey = / { key = substr($0, 13) }
-    /^AllowedIPs = / { ips = substr($0, 14); gsub(/, */, ",", ips) }
-    /^Endpoint = / { ep = substr($0, 12) }
-    END { flush() }' "$state/applied"
+  if [ -e "$state/live" ]; then adopt "$state/live"; fi
+  printf '(private)\\t%s\\t%s\\toff\\n' "$(cat "$state/running-key")" "$(cat "$state/port" 2>/dev/null || echo 51820)"
+  awk -F'\\t' -v OFS='\\t' -v rx="$(cat "$state/rx" 2>/dev/null || echo 0)" '$6 == 0 { $6 = rx } { print }' "$state/peers"
   ;;
-"syncconf "*)
-  cat "$3" >"$state/synced"
-  cp "$state/synced" "$state/applied"
-  sed -n 's/^PrivateKey = //p' "$state/synced" | /usr/bin/wg pubkey >"$state/running-key"
-  rm -f "$state/live"
-  if [ -e "$state/live-after-sync" ]; then mv "$state/live-after-sync" "$state/live"; fi
+set)
+  [ "$2" = wg0 ] && [ -e "$state/up" ] || exit 1
+  if [ -e "$state/live" ]; then adopt "$state/live"; fi
+  shift 2
+  while [ $# -gt 0 ]; do
+    case $1 in
+    private-key) /usr/bin/wg pubkey <"$2" >"$state/running-key"; shift 2 ;;
+    listen-port) printf '%s\\n' "$2" >"$state/port"; shift 2 ;;
+    peer)
+      key=$2
+      shift 2
+      line=$(awk -F'\\t' -v k="$key" '$1 == k' "$state/peers")
+      if [ -n "$line" ]; then
+        IFS=$'\\t' read -r _ psk ep ips hs rx tx ka <<<"$line"
+      else
+        psk='(none)' ep='(none)' ips='(none)' hs=0 rx=0 tx=0 ka=off
+      fi
+      remove=0
+      while [ $# -gt 0 ] && [ "$1" != peer ]; do
+        case $1 in
+        remove) remove=1; shift ;;
+        allowed-ips) ips=$2; [ -n "$ips" ] || ips='(none)'; shift 2 ;;
+        endpoint) ep=$2; shift 2 ;;
+        persistent-keepalive) ka=$2; [ "$ka" != 0 ] || ka=off; shift 2 ;;
+        *) exit 2 ;;
+        esac
+      done
+      awk -F'\\t' -v k="$key" '$1 != k' "$state/peers" >"$state/peers.new"
+      if [ "$remove" = 0 ]; then
+        printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' "$key" "$psk" "$ep" "$ips" "$hs" "$rx" "$tx" "$ka" >>"$state/peers.new"
+      fi
+      mv "$state/peers.new" "$state/peers"
+      ;;
+    *) exit 2 ;;
+    esac
+  done
+  if [ -e "$state/live-after-set" ]; then adopt "$state/live-after-set"; fi
   ;;
 *) exit 2 ;;
 esac`,
@@ -335,7 +381,7 @@ esac`,
     ]);
   });
 
-  it("updates peers with wg syncconf, without restarting the interface", () => {
+  it("changes the one peer whose AllowedIPs changed with wg set, touching no other peer and not restarting", () => {
     installKey("anchor");
     expect(sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor"))).status).toBe(0);
     sandbox.calls();
@@ -346,16 +392,112 @@ esac`,
     const result = sandbox.run(wireguardApplyScript(applyValues(changed, "anchor")), "", true);
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
-    expect(result.stdout).toContain("swarm: anchor: updated wg0 in place with wg syncconf");
+    expect(result.stdout).toContain(
+      "swarm: anchor: updated wg0 in place (wg set: 0 peer(s) added, 1 changed, 0 removed)",
+    );
     const calls = sandbox.calls();
-    expect(calls).toContainEqual(expect.stringMatching(/^wg syncconf wg0 \/dev\/fd\/\d+$/));
+    // wg syncconf would hand every peer to the kernel with "replace AllowedIPs": one call, for satellite only.
+    expect(calls.filter((c) => c.startsWith("wg ") && !c.startsWith("wg show") && c !== "wg pubkey")).toEqual(
+      [
+        `wg set wg0 peer ${publicKeyOf("satellite")} allowed-ips 10.30.0.0/24,${plan(changed).byName.get("satellite")?.meshAddress}/32`,
+      ],
+    );
     expect(calls.some((c) => c.includes("restart") || c.includes("--now"))).toBe(false);
-    // What wg receives is wg-quick's stripped form: the key and peers, no wg-quick settings.
-    const synced = sandbox.state("synced") ?? "";
-    expect(synced).toContain(`PrivateKey = ${privateKeyOf("anchor")}`);
-    expect(synced).toContain("10.30.0.0/24");
-    expect(synced).not.toMatch(/^(Address|MTU) =/m);
     expect(result.exec).not.toContain(privateKeyOf("anchor"));
+  });
+
+  it("adds a joining peer with one wg set and touches no running peer", () => {
+    installKey("anchor");
+    expect(sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor"))).status).toBe(0);
+    const before = runningPeers();
+    sandbox.calls();
+    const grown: FleetConfig = {
+      ...HUB_FLEET,
+      hosts: [
+        ...HUB_FLEET.hosts,
+        {
+          ...(HUB_FLEET.hosts.find((h) => h.name === "satellite") as FleetConfig["hosts"][number]),
+          name: "edge",
+          meshAddress: undefined,
+        },
+      ],
+    };
+    const values = applyValues(grown, "anchor");
+    const edge = values.config.peers.find((p) => p.name === "edge");
+    expect(edge).toBeDefined();
+    const result = sandbox.run(wireguardApplyScript(values));
+    expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
+    expect(result.stdout).toContain("(wg set: 1 peer(s) added, 0 changed, 0 removed)");
+    const sets = sandbox.calls().filter((c) => c.startsWith("wg set"));
+    expect(sets).toHaveLength(1);
+    expect(sets[0]).toMatch(
+      new RegExp(`^wg set wg0 peer ${escapeRegExp(publicKeyOf("edge"))} allowed-ips \\S+ endpoint \\S+`),
+    );
+    // Every peer that ran before runs exactly as it did.
+    const after = runningPeers();
+    for (const line of before) {
+      expect(after).toContain(line);
+    }
+    expect(after).toHaveLength(before.length + 1);
+  });
+
+  it("moves AllowedIPs to a peer's new key before it removes the old key", () => {
+    const before = anchorRunning();
+    const rekeyed: WireGuardApplyValues = {
+      ...applyValues(HUB_FLEET, "anchor"),
+      config: {
+        ...applyValues(HUB_FLEET, "anchor").config,
+        peers: applyValues(HUB_FLEET, "anchor").config.peers.map((p) =>
+          p.name === "satellite" ? { ...p, publicKey: publicKeyOf("satellite-rekeyed") } : p,
+        ),
+      },
+    };
+    const result = sandbox.run(wireguardApplyScript(rekeyed));
+    expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
+    const sets = sandbox.calls().filter((c) => c.startsWith("wg set"));
+    expect(sets.map((c) => c.split(" ").slice(0, 7).join(" "))).toEqual([
+      `wg set wg0 peer ${publicKeyOf("satellite-rekeyed")} allowed-ips ${before.peers
+        .find((l) => l.startsWith(satellite))
+        ?.split("\t")[3]
+        .split(",")
+        .sort()
+        .join(",")}`,
+      `wg set wg0 peer ${satellite} remove`,
+    ]);
+  });
+
+  it("leaves a roamed endpoint alone when the plan did not move it, and sets a keepalive that changed", () => {
+    anchorRunning();
+    // satellite speaks from behind NAT: wg shows it at the address its packets came from.
+    sandbox.state(
+      "live",
+      dumpOf(
+        publicKeyOf("anchor"),
+        livePeersOf(applyValues(HUB_FLEET, "anchor")).map((p) =>
+          p.publicKey === satellite ? { ...p, endpoint: "198.51.100.200:40000", rx: 148 } : p,
+        ),
+      ),
+    );
+    const values = applyValues(ROUTED, "anchor");
+    const kept: WireGuardApplyValues = {
+      ...values,
+      config: {
+        ...values.config,
+        peers: values.config.peers.map((p) =>
+          p.name === "satellite" ? { ...p, persistentKeepalive: 17 } : p,
+        ),
+      },
+    };
+    const result = sandbox.run(wireguardApplyScript(kept));
+    expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
+    expect(sandbox.calls().filter((c) => c.startsWith("wg set"))).toEqual([
+      `wg set wg0 peer ${satellite} allowed-ips 10.30.0.0/24,${satelliteAddress}/32 persistent-keepalive 17`,
+    ]);
+    expect(
+      runningPeers()
+        .find((l) => l.startsWith(satellite))
+        ?.split("\t")[2],
+    ).toBe("198.51.100.200:40000");
   });
 
   it("restarts the interface when its address changes", () => {
@@ -387,19 +529,24 @@ esac`,
     ]);
   });
 
-  it("puts the planned key back with wg syncconf when wg0 runs another key (drift)", () => {
+  it("puts the planned key back with wg set, through a pipe, when wg0 runs another key (drift)", () => {
     installKey("anchor");
     const script = wireguardApplyScript(applyValues(HUB_FLEET, "anchor"));
     expect(sandbox.run(script).status).toBe(0);
     sandbox.calls();
     sandbox.state("running-key", `${publicKeyOf("intruder")}\n`);
-    const result = sandbox.run(script);
+    const result = sandbox.run(script, "", true);
     expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
-    expect(result.stdout).toContain("swarm: anchor: updated wg0 in place with wg syncconf");
+    expect(result.stdout).toContain(
+      "swarm: anchor: updated wg0 in place (wg set: 0 peer(s) added, 0 changed, 0 removed, its key or listen port set)",
+    );
     expect(sandbox.state("running-key")).toBe(`${publicKeyOf("anchor")}\n`);
-    expect(sandbox.calls().filter((c) => c.startsWith("systemctl"))).toEqual([
-      "systemctl enable --quiet wg-quick@wg0",
+    const calls = sandbox.calls();
+    expect(calls.filter((c) => c.startsWith("wg set"))).toEqual([
+      expect.stringMatching(/^wg set wg0 private-key \/dev\/fd\/\d+$/),
     ]);
+    expect(calls.filter((c) => c.startsWith("systemctl"))).toEqual(["systemctl enable --quiet wg-quick@wg0"]);
+    expect(result.exec).not.toContain(privateKeyOf("anchor"));
   });
 
   it("fails before touching wg0 when wg0.key is not the expected key", () => {
@@ -435,12 +582,17 @@ esac`,
     readonly endpoint: string;
     readonly allowedIps: string;
     readonly rx?: number;
+    /** PersistentKeepalive as the dump writes it: seconds, or "off". */
+    readonly keepalive?: string;
   }
   /** `wg show wg0 dump` of an interface running `publicKey` with `peers`. */
   const dumpOf = (publicKey: string, peers: readonly LivePeer[]) =>
     [
       `(private)\t${publicKey}\t51820\toff`,
-      ...peers.map((p) => `${p.publicKey}\t(none)\t${p.endpoint}\t${p.allowedIps}\t0\t${p.rx ?? 0}\t0\toff`),
+      ...peers.map(
+        (p) =>
+          `${p.publicKey}\t(none)\t${p.endpoint}\t${p.allowedIps}\t0\t${p.rx ?? 0}\t0\t${p.keepalive ?? "off"}`,
+      ),
     ].join("\n") + "\n";
   /** The peers `values` plans, as wg shows them running: AllowedIPs in the configuration's order. */
   const livePeersOf = (values: WireGuardApplyValues): LivePeer[] =>
@@ -448,6 +600,7 @@ esac`,
       publicKey: p.publicKey,
       endpoint: formatEndpoint(p.endpointAddress, p.endpointPort),
       allowedIps: p.allowedIps.join(","),
+      keepalive: p.persistentKeepalive ? String(p.persistentKeepalive) : "off",
     }));
 
   /** anchor up with HUB_FLEET's configuration, then the update that routes 10.30.0.0/24 to satellite. */
@@ -462,16 +615,29 @@ esac`,
     return {
       conf: sandbox.read(WG_CONF_PATH),
       publicConf: sandbox.read(WG_PUBLIC_CONF_PATH),
-      applied: sandbox.state("applied"),
+      peers: runningPeers(),
+      key: sandbox.state("running-key"),
     };
   };
+  /** The peers wg0 runs, as wg show dump lines with AllowedIPs in sort order (wg keeps no order), sorted. */
+  const runningPeers = () =>
+    (sandbox.state("peers") ?? "")
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) =>
+        l
+          .split("\t")
+          .map((field, i) => (i === 3 ? field.split(",").sort().join(",") : field))
+          .join("\t"),
+      )
+      .sort();
   const leftovers = () => readdirSync(sandbox.outside("/etc/wireguard")).filter((f) => f.startsWith("."));
 
   it.each([
     { keep: 0, missing: ["hetzner-native", "satellite"] },
     { keep: 1, missing: ["satellite"] },
   ])(
-    "refuses a new wg0.conf with $keep of the plan's 2 peers: no syncconf, the previous files back",
+    "refuses a new wg0.conf with $keep of the plan's 2 peers: no wg set, the previous files back",
     ({ keep, missing }) => {
       const before = anchorRunning();
       const result = sandbox.run(withWrittenPeers(wireguardApplyScript(applyValues(ROUTED, "anchor")), keep));
@@ -480,13 +646,11 @@ esac`,
       expect(result.stderr).toBe(
         `swarm: anchor: refused the new ${WG_CONF_PATH}: it holds ${keep} peer(s), the plan has 2; missing: ${named}. wg0 keeps its running configuration and the previous files are back; run pulumi up again\n`,
       );
-      expect(sandbox.calls().filter((c) => c.startsWith("systemctl") || c.startsWith("wg syncconf"))).toEqual(
-        [],
-      );
+      expect(sandbox.calls().filter((c) => c.startsWith("systemctl") || c.startsWith("wg set"))).toEqual([]);
       expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
       expect(sandbox.mode(WG_CONF_PATH)).toBe("600");
       expect(sandbox.read(WG_PUBLIC_CONF_PATH)).toBe(before.publicConf);
-      expect(sandbox.state("applied")).toBe(before.applied);
+      expect(runningPeers()).toEqual(before.peers);
       expect(leftovers()).toEqual([]);
     },
   );
@@ -530,25 +694,29 @@ esac`,
       message: `peer satellite (${satellite}) has no endpoint, the plan has ${satellitePlanned.endpoint}`,
     },
   ])(
-    "rolls back with wg syncconf and the previous configuration when wg0 runs $difference",
+    "rolls back with wg set to the previous configuration when wg0 runs $difference",
     ({ live, message }) => {
       const before = anchorRunning();
-      sandbox.state("live-after-sync", live);
-      const result = sandbox.run(wireguardApplyScript(routed));
+      sandbox.state("live-after-set", live);
+      const result = sandbox.run(wireguardApplyScript(routed), "", true);
       expect(result.status).toBe(1);
-      expect(result.stderr).toBe(
-        `swarm: anchor: ${message}\n` +
-          `swarm: anchor: rolled wg0 back to the previous ${WG_CONF_PATH} with wg syncconf\n` +
-          `swarm: anchor: wg0 did not run the new ${WG_CONF_PATH} as planned (above); the previous configuration is back\n`,
+      expect(result.stderr).toMatch(
+        new RegExp(
+          `^${escapeRegExp(`swarm: anchor: ${message}\n`)}` +
+            `${escapeRegExp(`swarm: anchor: rolled wg0 back to the previous ${WG_CONF_PATH} (wg set: `)}.*\\)\n` +
+            `${escapeRegExp(`swarm: anchor: wg0 did not run the new ${WG_CONF_PATH} as planned (above); the previous configuration is back\n`)}$`,
+        ),
       );
       const calls = sandbox.calls();
-      expect(calls.filter((c) => c.startsWith("wg syncconf"))).toHaveLength(2);
+      // The apply's one call; the rollback's change only what differs from the previous configuration.
+      expect(calls.filter((c) => c.startsWith("wg set"))[0]).toMatch(
+        /^wg set wg0 peer \S+ allowed-ips 10\.30\.0\.0\/24,/,
+      );
       expect(calls.some((c) => c.startsWith("systemctl"))).toBe(false);
-      // What wg received last is the previous configuration, stripped: the peers as they ran before.
-      const synced = sandbox.state("synced") ?? "";
-      expect(synced).toContain("10.20.0.0/24");
-      expect(synced).not.toContain("10.30.0.0/24");
-      expect(synced).toContain(`PrivateKey = ${privateKeyOf("anchor")}`);
+      // wg0 runs again exactly what it ran before: the key and every peer as it was.
+      expect(sandbox.state("running-key")).toBe(before.key);
+      expect(runningPeers()).toEqual(before.peers);
+      expect(result.exec).not.toContain(privateKeyOf("anchor"));
       expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
       expect(sandbox.mode(WG_CONF_PATH)).toBe("600");
       expect(sandbox.read(WG_PUBLIC_CONF_PATH)).toBe(before.publicConf);
@@ -559,12 +727,12 @@ esac`,
   it("accepts a running wg0 that matches the plan, whatever order wg lists AllowedIPs in", () => {
     anchorRunning();
     const reordered = planned.map((p) => ({ ...p, allowedIps: p.allowedIps.split(",").reverse().join(",") }));
-    sandbox.state("live-after-sync", dumpOf(publicKeyOf("anchor"), reordered));
+    sandbox.state("live-after-set", dumpOf(publicKeyOf("anchor"), reordered));
     const result = sandbox.run(wireguardApplyScript(routed));
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
     expect(result.stdout).toContain("swarm: anchor: wg0 is up with public key");
-    expect(sandbox.calls().filter((c) => c.startsWith("wg syncconf"))).toHaveLength(1);
+    expect(sandbox.calls().filter((c) => c.startsWith("wg set"))).toHaveLength(1);
     expect(sandbox.read(WG_PUBLIC_CONF_PATH)).toBe(renderWireGuardConfig(routed.config));
   });
 
@@ -575,6 +743,8 @@ esac`,
         ...livePeersOf(applyValues(HUB_FLEET, "anchor")),
         { publicKey: publicKeyOf("intruder"), endpoint: "(none)", allowedIps: "10.8.0.250/32" },
       ]),
+      set: `wg set wg0 peer ${publicKeyOf("intruder")} remove`,
+      done: "0 peer(s) added, 0 changed, 1 removed",
     },
     {
       drift: "AllowedIPs widened by hand",
@@ -584,16 +754,25 @@ esac`,
           p.publicKey === satellite ? { ...p, allowedIps: "10.8.0.0/24" } : p,
         ),
       ),
+      set: `wg set wg0 peer ${satellite} allowed-ips ${livePeersOf(applyValues(HUB_FLEET, "anchor"))
+        .find((p) => p.publicKey === satellite)
+        ?.allowedIps.split(",")
+        .sort()
+        .join(",")}`,
+      done: "0 peer(s) added, 1 changed, 0 removed",
     },
-  ])("with unchanged files, applies them again with wg syncconf when wg0 runs $drift", ({ live }) => {
+  ])("with unchanged files, undoes with one wg set a wg0 that runs $drift", ({ live, set, done }) => {
     const before = anchorRunning();
     sandbox.state("live", live);
     const result = sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor")));
     expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
-    expect(result.stdout).toContain("swarm: anchor: updated wg0 in place with wg syncconf");
+    expect(result.stdout).toContain(`swarm: anchor: updated wg0 in place (wg set: ${done})`);
     expect(result.stdout).not.toContain("swarm: wrote");
-    expect(sandbox.calls().filter((c) => c.startsWith("wg syncconf"))).toHaveLength(1);
+    expect(sandbox.calls().filter((c) => c.startsWith("wg set"))).toEqual([set]);
     expect(sandbox.state("live")).toBeUndefined();
+    expect(runningPeers().map((l) => l.split("\t").slice(0, 4).join("\t"))).toEqual(
+      before.peers.map((l) => l.split("\t").slice(0, 4).join("\t")),
+    );
     expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
   });
 
@@ -602,7 +781,7 @@ esac`,
     const result = sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor")));
     expect(result.status).toBe(0);
     expect(
-      sandbox.calls().filter((c) => c.startsWith("wg syncconf") || c.startsWith("systemctl restart")),
+      sandbox.calls().filter((c) => c.startsWith("wg set") || c.startsWith("systemctl restart")),
     ).toEqual([]);
   });
 
@@ -637,7 +816,7 @@ esac`,
     },
   ])("an endpoint other than the plan's, on $case: accepted $ok", ({ live, ok }) => {
     const before = anchorRunning();
-    sandbox.state("live-after-sync", live);
+    sandbox.state("live-after-set", live);
     const result = sandbox.run(wireguardApplyScript(moved));
     if (ok) {
       expect(result.stderr).toBe("");

@@ -21,28 +21,124 @@ swarm_wg_file_endpoints() {
 }
 # AllowedIPs as wg show dump writes them, sorted as the plan lists them.
 swarm_wg_sorted() {
-  tr ',' '\n' <<<"$1" | sort | paste -sd, -
+  tr -d ' ' <<<"$1" | tr ',' '\n' | sort | paste -sd, -
 }
 # swarm_wg_read_live: the running interface's public key and, per peer, AllowedIPs, endpoint and
 # bytes received; false when the interface is not up. The dump's first line holds the private key:
 # it stays in this function's variables.
-declare -A wg_live_allowed=() wg_live_endpoint=() wg_live_rx=()
+declare -A wg_live_allowed=() wg_live_endpoint=() wg_live_rx=() wg_live_keepalive=()
 wg_live_key=
+wg_live_port=
 swarm_wg_read_live() {
-  local first=1 key psk endpoint allowed rx rest
+  local first=1 key psk endpoint allowed rx keepalive
   wg_live_key=
-  wg_live_allowed=() wg_live_endpoint=() wg_live_rx=()
-  while IFS=$'\t' read -r key psk endpoint allowed _ rx rest; do
+  wg_live_port=
+  wg_live_allowed=() wg_live_endpoint=() wg_live_rx=() wg_live_keepalive=()
+  while IFS=$'\t' read -r key psk endpoint allowed _ rx _ keepalive; do
     if [ "$first" = 1 ]; then
+      # The interface's line: private key, public key, listen port, fwmark.
       first=0
       wg_live_key=$psk
+      wg_live_port=$endpoint
       continue
     fi
     wg_live_allowed[$key]=$(swarm_wg_sorted "$allowed")
     wg_live_endpoint[$key]=$endpoint
     wg_live_rx[$key]=$rx
+    wg_live_keepalive[$key]=$keepalive
   done < <(wg show ${wg_interface} dump 2>/dev/null)
   [ "$first" = 0 ]
+}
+# swarm_wg_sync TEXT: makes the running interface run TEXT (what wg-quick strip prints) by changing
+# only what differs, with wg set. wg syncconf hands the kernel every peer flagged "replace
+# AllowedIPs", and the kernel removes a peer's AllowedIPs before it adds them back: a packet sent in
+# between matches no peer and its sender gets "Destination Host Unreachable", on every tunnel, at
+# every peer update. Here a peer that stays as it is gets no call at all, and only a peer whose
+# AllowedIPs change has them replaced. Peers added or changed go first and peers removed last, so
+# AllowedIPs that move to another key never fall through. An Endpoint is set for a new peer, a peer
+# that has none, and a peer whose Endpoint the configuration moved (wg_endpoint_before/now);
+# otherwise a peer keeps the endpoint it roamed to. Sets wg_sync_done to what it did; false when
+# the interface is not up or wg refused a change.
+wg_sync_done=
+swarm_wg_sync() {
+  local line key value peer='' port='' private='' foreign='' ips set_interface=0
+  local -A allowed=() endpoint=() keepalive=()
+  local -a order=() args=()
+  local n_added=0 n_changed=0 n_removed=0
+  # Read as wg reads a configuration: no comments, no white space, keys in any case.
+  while IFS= read -r line; do
+    line=${line%%#*}
+    line=${line//[[:space:]]/}
+    [ -n "$line" ] || continue
+    key=${line%%=*}
+    key=${key,,}
+    value=${line#*=}
+    case $key in
+    "[interface]") ;;
+    "[peer]") peer='' ;;
+    privatekey) private=$value ;;
+    listenport) port=$value ;;
+    publickey)
+      peer=$value
+      order+=("$peer")
+      allowed[$peer]=''
+      endpoint[$peer]=''
+      keepalive[$peer]=off
+      ;;
+    allowedips) [ -z "$peer" ] || allowed[$peer]=$(swarm_wg_sorted "$value") ;;
+    endpoint) [ -z "$peer" ] || endpoint[$peer]=$value ;;
+    persistentkeepalive) [ -z "$peer" ] || [ "$value" = 0 ] || keepalive[$peer]=$value ;;
+    *) foreign=$key ;;
+    esac
+  done <<<"$1"
+  if [ -n "$foreign" ]; then
+    # Only the setting's name: its value may be a secret (a preshared key).
+    echo "swarm: $swarm_host: ${wg_interface} is not changed: the configuration sets $foreign, which swarm never writes" >&2
+    return 1
+  fi
+  swarm_wg_read_live || return 1
+  if [ -n "$private" ] && [ "$(wg pubkey <<<"$private")" != "$wg_live_key" ]; then
+    # The key reaches wg through a pipe, never as an argument.
+    wg set ${wg_interface} private-key <(printf '%s\n' "$private") || return 1
+    set_interface=1
+  fi
+  if [ -n "$port" ] && [ "$port" != "$wg_live_port" ]; then
+    wg set ${wg_interface} listen-port "$port" || return 1
+    set_interface=1
+  fi
+  for peer in "${order[@]}"; do
+    args=()
+    # wg show dump writes no AllowedIPs as "(none)".
+    ips=${allowed[$peer]:-(none)}
+    if [ -z "${wg_live_allowed[$peer]+set}" ]; then
+      args+=(allowed-ips "${allowed[$peer]}")
+      [ -z "${endpoint[$peer]}" ] || args+=(endpoint "${endpoint[$peer]}")
+      [ "${keepalive[$peer]}" = off ] || args+=(persistent-keepalive "${keepalive[$peer]}")
+      wg set ${wg_interface} peer "$peer" "${args[@]}" || return 1
+      n_added=$((n_added + 1))
+      continue
+    fi
+    [ "${wg_live_allowed[$peer]}" = "$ips" ] || args+=(allowed-ips "${allowed[$peer]}")
+    if [ -n "${endpoint[$peer]}" ] && [ "${wg_live_endpoint[$peer]}" != "${endpoint[$peer]}" ] &&
+      { [ "${wg_live_endpoint[$peer]}" = "(none)" ] ||
+        [ "${wg_endpoint_before[$peer]-}" != "${wg_endpoint_now[$peer]-}" ]; }; then
+      args+=(endpoint "${endpoint[$peer]}")
+    fi
+    [ "${wg_live_keepalive[$peer]}" = "${keepalive[$peer]}" ] ||
+      args+=(persistent-keepalive "${keepalive[$peer]}")
+    if [ ${#args[@]} -gt 0 ]; then
+      wg set ${wg_interface} peer "$peer" "${args[@]}" || return 1
+      n_changed=$((n_changed + 1))
+    fi
+  done
+  for peer in "${!wg_live_allowed[@]}"; do
+    if [ -z "${allowed[$peer]+set}" ]; then
+      wg set ${wg_interface} peer "$peer" remove || return 1
+      n_removed=$((n_removed + 1))
+    fi
+  done
+  wg_sync_done="wg set: $n_added peer(s) added, $n_changed changed, $n_removed removed"
+  [ "$set_interface" = 0 ] || wg_sync_done+=", its key or listen port set"
 }
 # swarm_wg_live_as_planned: true when the running interface has the planned public key and exactly
 # the planned peers with their AllowedIPs (a peer added with wg set, or AllowedIPs changed by hand,
@@ -75,11 +171,10 @@ swarm_wg_rollback() {
   swarm_wg_restore_files
   case $1 in
   sync)
-    if [ "$previous" = 1 ] && stripped=$(wg-quick strip ${wg_interface}) &&
-      wg syncconf ${wg_interface} <(printf '%s\n' "$stripped"); then
-      echo "swarm: $swarm_host: rolled ${wg_interface} back to the previous ${wg_conf_path} with wg syncconf" >&2
+    if [ "$previous" = 1 ] && stripped=$(wg-quick strip ${wg_interface}) && swarm_wg_sync "$stripped"; then
+      echo "swarm: $swarm_host: rolled ${wg_interface} back to the previous ${wg_conf_path} ($wg_sync_done)" >&2
     else
-      echo "swarm: $swarm_host: could not roll ${wg_interface} back: there is no previous ${wg_conf_path}, or wg syncconf refused it" >&2
+      echo "swarm: $swarm_host: could not roll ${wg_interface} back: there is no previous ${wg_conf_path}, or wg refused it" >&2
     fi
     ;;
   restart)

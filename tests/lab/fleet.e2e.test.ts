@@ -1189,7 +1189,7 @@ test("13. a broken WireGuard config fed through the apply script is refused and 
     }
 
     // A configuration wg accepts but the plan does not: the first peer carries an extra block.
-    // It is applied with wg syncconf, found to differ from the plan, and rolled back.
+    // It is applied with wg set (that peer only), found to differ from the plan, and rolled back.
     const [widenedPeer] = hub.peers;
     const widened = blocks.map((b) =>
       b.includes(`\n# ${widenedPeer.name}\n`) ? b.replace(/^(AllowedIPs = .*)$/m, "$1, 192.0.2.0/24") : b,
@@ -1201,7 +1201,7 @@ test("13. a broken WireGuard config fed through the apply script is refused and 
     );
     expect(rolledBack.code).toBe(1);
     expect(rolledBack.stdout).toContain(
-      `swarm: ${hub.name}: updated ${WG_INTERFACE} in place with wg syncconf`,
+      `swarm: ${hub.name}: updated ${WG_INTERFACE} in place (wg set: 0 peer(s) added, 1 changed, 0 removed)`,
     );
     expect(rolledBack.stderr).toMatch(
       new RegExp(
@@ -1209,7 +1209,7 @@ test("13. a broken WireGuard config fed through the apply script is refused and 
       ),
     );
     expect(rolledBack.stderr).toContain(
-      `swarm: ${hub.name}: rolled ${WG_INTERFACE} back to the previous ${WG_CONF_PATH} with wg syncconf`,
+      `swarm: ${hub.name}: rolled ${WG_INTERFACE} back to the previous ${WG_CONF_PATH} (wg set: 0 peer(s) added, 1 changed, 0 removed)`,
     );
     await unchanged("after the rollback");
 
@@ -1602,10 +1602,13 @@ systemd-run --quiet --unit ${writerUnit} bash -c 'while :; do t=$(date +%s%3N); 
     expect({ replicatedSince: lateStatus !== replicated }).toEqual({ replicatedSince: false });
   } finally {
     // The export host's side of the loss: the pool goes (its sftp sessions with it), the writer stops.
-    const pids = (await onHost(oldHost, `pgrep -u ${e.user} || true`, { allowFail: true })).stdout.trim();
+    // The sessions' PIDs are looked up and stopped in one script, so none can end and be reused in between.
     await run(
       oldHost,
-      `${pids === "" ? "" : `kill ${pids.split(/\s+/).join(" ")} || true\n`}date +%s%3N > /var/tmp/${writerUnit}.lost
+      `pids=$(pgrep -u ${e.user} || true)
+# shellcheck disable=SC2086 # one PID per word
+[ -z "$pids" ] || kill $pids || true
+date +%s%3N > /var/tmp/${writerUnit}.lost
 zpool destroy -f ${e.pool.name}
 systemctl stop ${writerUnit}`,
     );
