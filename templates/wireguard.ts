@@ -428,8 +428,12 @@ elif swarm_changed ${WG_CONF_PATH} || ! swarm_wg_live_as_planned; then
   if swarm_wg_sync "$wg_stripped"; then
     echo "swarm: $swarm_host: updated ${WG_INTERFACE} in place ($wg_sync_done)"
   else
-    wg_failed="wg refused a change the new ${WG_CONF_PATH} makes (above)"
+    wg_failed="wg or ip refused a change the new ${WG_CONF_PATH} makes (above)"
   fi
+elif ! swarm_wg_routes "" "\${wg_plan_allowed[*]}"; then
+  # Nothing to change on the interface; a route wg-quick would have set up is missing (a CIDR
+  # added to a peer in place by an earlier version) and could not be added.
+  wg_failed="a route through ${WG_INTERFACE} could not be added (above)"
 fi
 
 # The running interface against the plan. Endpoints: WireGuard moves a peer's endpoint to the

@@ -195,10 +195,24 @@ describe("host scripts", () => {
  * `wg pubkey` and `wg-quick strip` are the real ones.
  */
 describe("the scripts on a host", () => {
+  // IPv4 routes through wg0 in $state/routes, one CIDR a line (those wg-quick or the script added);
+  // the interface's own subnet ($state/address) is routed by the kernel.
+  const routing = `to_int() { local IFS=.; read -r a b c d <<<"$1"; echo $(((a << 24) | (b << 16) | (c << 8) | d)); }
+inside() {
+  local mask=$(((0xffffffff << (32 - \${2#*/})) & 0xffffffff))
+  [ "\${1#*/}" -ge "\${2#*/}" ] && [ $(($(to_int "\${1%/*}") & mask)) = $(($(to_int "\${2%/*}") & mask)) ]
+}
+covered() {
+  local route
+  inside "$1" "$(cat "$state/address")" && return 0
+  while read -r route; do inside "$1" "$route" && return 0; done <"$state/routes"
+  return 1
+}`;
   const stubs = {
     // A start or restart brings wg0 up with what wg0.conf holds: the running key, and the peers
     // as wg show dump lines in $state/peers.
     systemctl: `state=$SANDBOX/state
+${routing}
 case " $* " in
 *" cat "*) exit 0 ;;
 *" disable --now "* | *" stop "*) rm -f "$state/up" ;;
@@ -215,15 +229,25 @@ case " $* " in
     /^Endpoint = / { ep = substr($0, 12) }
     /^PersistentKeepalive = / { ka = substr($0, 23) }
     END { flush() }' /etc/wireguard/wg0.conf >"$state/peers"
+  # wg-quick routes each AllowedIPs CIDR no route through wg0 covers yet.
+  : >"$state/routes"
+  for cidr in $(cut -f4 "$state/peers" | tr ',' ' '); do
+    covered "$cidr" || echo "$cidr" >>"$state/routes"
+  done
   touch "$state/up"
   ;;
 esac`,
     ip: `state=$SANDBOX/state
+${routing}
 [ -e "$state/up" ] || exit 1
 mtu=$(cat "$state/mtu"); mtu=\${mtu:-1420}
 case "$*" in
 "link show dev wg0" | "-o link show dev wg0") echo "5: wg0: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu $mtu qdisc noqueue state UNKNOWN" ;;
 "-4 -o address show dev wg0") echo "5: wg0    inet $(cat "$state/address") scope global wg0\\       valid_lft forever" ;;
+"-4 route show dev wg0 match "*) if covered "$7"; then echo "$7 scope link"; fi ;;
+"-4 route show dev wg0 exact "*" proto boot") if grep -qxF "$7" "$state/routes"; then echo "$7 scope link"; fi ;;
+"-4 route add "*" dev wg0") echo "$4" >>"$state/routes" ;;
+"-4 route del "*" dev wg0") grep -vxF "$4" "$state/routes" >"$state/routes.new" || true; mv "$state/routes.new" "$state/routes" ;;
 *) exit 2 ;;
 esac`,
     // The running interface, changed by wg set as the kernel would be. A test sets $state/live to
@@ -527,6 +551,33 @@ esac`,
       "systemctl restart wg-quick@wg0",
       "systemctl enable --quiet wg-quick@wg0",
     ]);
+  });
+
+  it("routes a CIDR a peer gains in place through wg0 and stops routing the one it loses, as wg-quick does at start", () => {
+    anchorRunning();
+    // wg-quick routed satellite's extra CIDR at start; the mesh /32s are on wg0's subnet.
+    expect(sandbox.state("routes")).toBe("10.20.0.0/24\n");
+    const result = sandbox.run(wireguardApplyScript(routed));
+    expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
+    expect(result.stdout).toContain("swarm: anchor: routed 10.30.0.0/24 through wg0\n");
+    expect(result.stdout).toContain("swarm: anchor: no longer routes 10.20.0.0/24 through wg0\n");
+    expect(
+      sandbox.calls().filter((c) => c.startsWith("ip -4 route add") || c.startsWith("ip -4 route del")),
+    ).toEqual(["ip -4 route add 10.30.0.0/24 dev wg0", "ip -4 route del 10.20.0.0/24 dev wg0"]);
+    expect(sandbox.state("routes")).toBe("10.30.0.0/24\n");
+  });
+
+  it("adds a route wg-quick would have set up when it is missing, though wg0 runs as planned", () => {
+    anchorRunning();
+    sandbox.state("routes", "");
+    const result = sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor")));
+    expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
+    expect(result.stdout).toContain("swarm: anchor: routed 10.20.0.0/24 through wg0\n");
+    const calls = sandbox.calls();
+    expect(calls.filter((c) => c.startsWith("wg set") || c.startsWith("ip -4 route add"))).toEqual([
+      "ip -4 route add 10.20.0.0/24 dev wg0",
+    ]);
+    expect(sandbox.state("routes")).toBe("10.20.0.0/24\n");
   });
 
   it("puts the planned key back with wg set, through a pipe, when wg0 runs another key (drift)", () => {

@@ -97,6 +97,7 @@ swarm_wg_sync() {
     return 1
   fi
   swarm_wg_read_live || return 1
+  local routed_before="${wg_live_allowed[*]}"
   if [ -n "$private" ] && [ "$(wg pubkey <<<"$private")" != "$wg_live_key" ]; then
     # The key reaches wg through a pipe, never as an argument.
     wg set ${wg_interface} private-key <(printf '%s\n' "$private") || return 1
@@ -139,6 +140,45 @@ swarm_wg_sync() {
   done
   wg_sync_done="wg set: $n_added peer(s) added, $n_changed changed, $n_removed removed"
   [ "$set_interface" = 0 ] || wg_sync_done+=", its key or listen port set"
+  swarm_wg_routes "$routed_before" "${allowed[*]}"
+}
+# swarm_wg_routes BEFORE AFTER: the routes through the interface that wg-quick sets up when it
+# starts (one for each AllowedIPs CIDR that no route through the interface covers yet: the mesh's
+# own /32s are on the interface's subnet, a host's extra routes are not), kept true after a change
+# in place: wg set changes peers, never routes, so a CIDR added to a peer's AllowedIPs would never
+# enter the tunnel and one taken away would go on being sent into it. AFTER: the AllowedIPs now,
+# BEFORE: those the interface had (the routes it may have for them); lists of CIDRs separated by
+# commas or spaces. Only routes as wg-quick adds them (proto boot) are removed.
+swarm_wg_routes() {
+  local cidr
+  local -a list
+  local -A before=() after=()
+  read -ra list <<<"${1//,/ }"
+  for cidr in "${list[@]}"; do before[$cidr]=1; done
+  read -ra list <<<"${2//,/ }"
+  for cidr in "${list[@]}"; do after[$cidr]=1; done
+  unset 'before[(none)]' 'after[(none)]'
+  for cidr in "${!after[@]}"; do
+    if [ -z "$(swarm_wg_route "$cidr" show dev ${wg_interface} match "$cidr" 2>/dev/null)" ]; then
+      swarm_wg_route "$cidr" add "$cidr" dev ${wg_interface} || return 1
+      echo "swarm: $swarm_host: routed $cidr through ${wg_interface}"
+    fi
+  done
+  for cidr in "${!before[@]}"; do
+    if [ -z "${after[$cidr]-}" ] &&
+      [ -n "$(swarm_wg_route "$cidr" show dev ${wg_interface} exact "$cidr" proto boot 2>/dev/null)" ]; then
+      swarm_wg_route "$cidr" del "$cidr" dev ${wg_interface} || return 1
+      echo "swarm: $swarm_host: no longer routes $cidr through ${wg_interface}"
+    fi
+  done
+}
+# swarm_wg_route CIDR ARGS...: ip route ARGS in CIDR's address family.
+swarm_wg_route() {
+  if [[ $1 == *:* ]]; then
+    ip -6 route "${@:2}"
+  else
+    ip -4 route "${@:2}"
+  fi
 }
 # swarm_wg_live_as_planned: true when the running interface has the planned public key and exactly
 # the planned peers with their AllowedIPs (a peer added with wg set, or AllowedIPs changed by hand,

@@ -1336,6 +1336,70 @@ wg set ${WG_INTERFACE} peer ${hubKey} allowed-ips ${original}`,
   phase("spokes reach each other through the hub, which forwards nothing else");
 });
 
+test("14b. a route given to a spoke is routed through the hub's tunnel in place, and taken away is gone, while the hub's other tunnel loses no packet", async () => {
+  const hubName = config.mesh.hub;
+  if (hubName === undefined) {
+    throw new Error("the lab stack must name a hub");
+  }
+  const [spoke, other] = plan.hosts.filter((h) => h.name !== hubName);
+  // A network behind the spoke: a dummy interface holding 10.77.0.1.
+  const lan = "10.77.0.0/24";
+  const behind = "10.77.0.1";
+  const before = config;
+  const withRoute = (routes: readonly string[]): FleetConfig => ({
+    ...before,
+    hosts: before.hosts.map((h) => (h.name === spoke.name ? { ...h, routes: [...routes] } : h)),
+  });
+  const routeOnHub = () => run(hubName, `ip -4 route show dev ${WG_INTERFACE} exact ${lan}`);
+  expect(await routeOnHub()).toBe("");
+  await run(
+    spoke.name,
+    `ip link add swarm-lan0 type dummy && ip address add ${behind}/24 dev swarm-lan0 && ip link set swarm-lan0 up`,
+  );
+  await run(
+    hubName,
+    `rm -f /run/swarm-ping14b.*; nohup ping -i 0.2 ${other.meshAddress} > /run/swarm-ping14b.log 2>&1 & echo $! > /run/swarm-ping14b.pid`,
+  );
+  try {
+    config = withRoute([...(before.hosts.find((h) => h.name === spoke.name)?.routes ?? []), lan]);
+    const added = await engine.converge(config, adminKey);
+    process.stdout.write(`route ${lan} to ${spoke.name}: updated ${added.updated.join(", ")}\n`);
+    expect(added.created).toEqual([]);
+    expect(added.deleted).toEqual([]);
+    // No restart: the hub's interface changed in place, and wg-quick's route for the CIDR is there.
+    expect(await routeOnHub()).toMatch(new RegExp(`^${lan.replace(/\./g, "\\.")} `));
+    expect(await run(hubName, `ip -4 route get ${behind}`)).toContain(`dev ${WG_INTERFACE}`);
+    const reached = await onHost(hubName, `ping -n -q -c 3 -i 0.2 -W 2 ${behind}`, { allowFail: true });
+    process.stdout.write(`${hubName} → ${behind} (behind ${spoke.name}):\n${reached.stdout}`);
+    expect(reached.stdout).toMatch(/ 3 received/);
+
+    config = before;
+    const removed = await engine.converge(config, adminKey);
+    expect(removed.created).toEqual([]);
+    expect(removed.deleted).toEqual([]);
+    expect(await routeOnHub()).toBe("");
+    // Without the route the address goes to the hub's uplink, or nowhere: never into the tunnel.
+    const gone = await onHost(hubName, `ip -4 route get ${behind}`, { allowFail: true });
+    expect(`${gone.stdout}${gone.stderr}`).not.toContain(`dev ${WG_INTERFACE}`);
+  } finally {
+    if (config !== before) {
+      config = before;
+      await engine.converge(config, adminKey);
+    }
+    await run(hubName, `kill -INT "$(cat /run/swarm-ping14b.pid)"; sleep 1`);
+    await run(spoke.name, "ip link del swarm-lan0 || true");
+  }
+  const stats = await run(hubName, "cat /run/swarm-ping14b.log");
+  const match = /(\d+) packets transmitted, (\d+) received/.exec(stats);
+  process.stdout.write(
+    `${hubName} → ${other.name} while the route came and went: ${match?.[0] ?? "no summary"}\n`,
+  );
+  expect(match?.[1]).toBe(match?.[2]);
+  expect(stats.split("\n").filter((l) => /unreachable|prohibited|error/i.test(l))).toEqual([]);
+  await checkMesh();
+  phase("a route given to a spoke and taken away in place");
+}, 900_000);
+
 test("15. drift made by hand is reported by status and metrics, and a repair re-runs exactly the drifted steps", async () => {
   const root = `${__dirname}/../..`;
   const drifted = async () =>
