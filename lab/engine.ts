@@ -348,6 +348,13 @@ async function sshRunOnce(
           stderr: (code === 255 ? hostKeyMismatch(connection, stderr) : undefined) ?? stderr,
         });
       });
+      // ssh that exits before it reads its input (no connection, a refused key) closes the pipe:
+      // the write fails with EPIPE, and the exit code and stderr tell why.
+      child.stdin.on("error", (error: NodeJS.ErrnoException) => {
+        if (error.code !== "EPIPE") {
+          reject(error);
+        }
+      });
       child.stdin.end(stdin ?? "");
     });
   } finally {
