@@ -847,12 +847,13 @@ test("6. with the tunnel blocked, a sync run deletes nothing and fails", async (
     expect(attempt.code).not.toBe(0);
     const state = await run(s.host, `systemctl show -p ActiveState,Result ${syncUnit()}.service`);
     expect(state).toMatch(/ActiveState=failed|Result=(?!success)/);
+    const after = [await run(s.host, listLocal), await run(remote.host, listRemote)];
+    expect(after).toEqual(before);
   } finally {
+    // Whatever failed above, the tunnel and the run starters come back: later checks need them.
     await run(s.host, `ip rule del to ${server} prohibit priority 100`);
+    await run(s.host, `systemctl reset-failed ${syncUnit()}.service; systemctl start ${runStarters()}`);
   }
-  const after = [await run(s.host, listLocal), await run(remote.host, listRemote)];
-  expect(after).toEqual(before);
-  await run(s.host, `systemctl reset-failed ${syncUnit()}.service; systemctl start ${runStarters()}`);
   phase("check blocked tunnel");
 });
 
