@@ -414,6 +414,12 @@ create_host() { # NAME ADDR IMAGE [DEVICE...]
     ssh-keygen -q -A -f "$merged" >/dev/null
     install -d -m 0700 "$merged/root/.ssh"
     install -m 0600 "$KEY.pub" "$merged/root/.ssh/authorized_keys"
+    # Each SSH login of a user with no other session starts that user's systemd manager
+    # (pam_systemd) and stops it 10 s after the last one ends: microseconds on a real host, but
+    # about 4 s of the VM's emulated CPU per login, and the suite, the engine, sshfs and the
+    # replica's sender log in thousands of times. A lab host keeps a manager once started.
+    install -d -m 0755 "$merged/etc/systemd/logind.conf.d"
+    printf '[Login]\nUserStopDelaySec=infinity\n' >"$merged/etc/systemd/logind.conf.d/swarm-lab.conf"
 
     # Extra nspawn arguments of this host, one per line, read by its supervisor.
     : >"$dir/nspawn-args"

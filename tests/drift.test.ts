@@ -12,7 +12,7 @@ import { DRIFT_PROGRAM_PATH, HEALTH_PROGRAM_PATH, renderDriftProgram } from "../
 import { DriftItem, parseHostReport } from "../scripts/hostReports";
 import { runHealth } from "./fixtures/health/fleet";
 
-/** How systemctl answers for a unit: `is-enabled` and `is-active` output. */
+/** How systemctl answers for a unit: its UnitFileState (as `is-enabled` prints it) and ActiveState. */
 interface UnitState {
   readonly enabled: string;
   readonly active: string;
@@ -41,22 +41,23 @@ grep -E "^$3:" "$FAKE/passwd" || exit 2
 `,
   systemctl: `#!/bin/bash
 printf 'systemctl %s\\n' "$*" >>"$FAKE/calls"
-cmd=$1
-shift
+[ "$1 $2 $3" = "show -p LoadState,UnitFileState,ActiveState" ] || exit 64
+shift 3
 [ "$1" != -- ] || shift
-state=$(awk -F'\\t' -v u="$1" -v c="$cmd" '$1 == u { print (c == "is-enabled" ? $2 : $3) }' "$FAKE/units")
-case $cmd in
-  is-enabled)
-    # systemd 252 prints nothing on stdout for a unit it does not know.
-    [ -n "$state" ] || { echo "Failed to get unit file state for $1: No such file or directory" >&2; exit 1; }
-    echo "$state"
-    case $state in enabled | enabled-runtime | static | alias | indirect | generated | transient) exit 0 ;; esac
-    exit 1 ;;
-  is-active)
-    echo "\${state:-inactive}"
-    [ "$state" = active ] || exit 3 ;;
-  *) exit 64 ;;
-esac
+# As systemd 252 prints it: a block per unit in the order given, an empty line between blocks;
+# a unit it does not know is not-found, inactive, with no unit file state.
+sep=
+for unit in "$@"; do
+  printf '%s' "$sep"
+  sep=$'\\n'
+  line=$(awk -F'\\t' -v u="$unit" '$1 == u { print $2 "\\t" $3 }' "$FAKE/units")
+  if [ -z "$line" ]; then
+    printf 'LoadState=not-found\\nActiveState=inactive\\nUnitFileState=\\n'
+  else
+    case \${line%%$'\\t'*} in masked | masked-runtime) load=masked ;; *) load=loaded ;; esac
+    printf 'LoadState=%s\\nActiveState=%s\\nUnitFileState=%s\\n' "$load" "\${line#*$'\\t'}" "\${line%%$'\\t'*}"
+  fi
+done
 `,
   wg: `#!/bin/bash
 printf 'wg %s\\n' "$*" >>"$FAKE/calls"
@@ -252,10 +253,38 @@ describe("swarm-drift", () => {
     });
     expect([...run.calls].sort()).toEqual([
       "getent passwd -- meshfs",
-      "systemctl is-active -- swarm-sync-wiki.timer",
-      "systemctl is-enabled -- swarm-sync-wiki.timer",
+      "systemctl show -p LoadState,UnitFileState,ActiveState -- swarm-sync-wiki.timer",
       "wg show wg0 dump",
       "zfs get -H -o value compression tank/meshfs",
+    ]);
+  });
+
+  test("units of every record are asked in one systemctl call, and each answer goes to its own unit", () => {
+    const records = {
+      ...CONVERGED.records,
+      "satellite-wiki-sync-units": [
+        ["unit", "swarm-sync-notes.timer"],
+        ["unit", "swarm-gone.timer"],
+        ["unit", "swarm-sync-late.timer"],
+      ],
+    };
+    const run = runDrift(
+      convergedWith({
+        records,
+        units: {
+          ...CONVERGED.units,
+          "swarm-sync-notes.timer": { enabled: "disabled", active: "active" },
+          "swarm-sync-late.timer": { enabled: "enabled", active: "failed" },
+        },
+      }),
+    );
+    expect(run.calls.filter((c) => c.startsWith("systemctl"))).toEqual([
+      "systemctl show -p LoadState,UnitFileState,ActiveState -- swarm-sync-wiki.timer swarm-sync-notes.timer swarm-gone.timer swarm-sync-late.timer",
+    ]);
+    expect(run.items).toEqual([
+      ["satellite-wiki-sync-units", "unit", "swarm-gone.timer", "not installed, inactive"],
+      ["satellite-wiki-sync-units", "unit", "swarm-sync-late.timer", "inactive (failed)"],
+      ["satellite-wiki-sync-units", "unit", "swarm-sync-notes.timer", "disabled"],
     ]);
   });
 

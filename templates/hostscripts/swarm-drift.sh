@@ -32,27 +32,25 @@ skip_owner_of=${SWARM_DRIFT_SKIP_OWNER_OF:-}
 # Every look at the host goes through one of these, so a test can put fakes of systemctl, wg and
 # zfs on PATH.
 
-# src_sha256 PATH: the hex SHA-256 of the file's content.
-src_sha256() {
-  local sum
-  sum=$(sha256sum <"$1") || return 1
-  printf '%s\n' "${sum%% *}"
+# Files and units are looked at in one call each for the whole host, not one per record: a host
+# with many records then starts four processes, not four per record.
+
+# src_sha256s PATH...: per readable file, "SHA256  PATH" NUL-terminated (sha256sum -z: no escaping
+# of the name); nothing for a file that cannot be read.
+src_sha256s() {
+  sha256sum -z -- "$@" 2>/dev/null || true
 }
 
-# src_stat PATH: "MODE<TAB>USER:GROUP", the mode as stat's %a (no leading zero).
-src_stat() {
-  stat -c $'%a\t%U:%G' -- "$1"
+# src_stats PATH...: per file, "MODE<TAB>USER:GROUP<TAB>PATH" NUL-terminated, the mode as stat's
+# %a (no leading zero); nothing for a file that is gone.
+src_stats() {
+  stat --printf '%a\t%U:%G\t%n\0' -- "$@" 2>/dev/null || true
 }
 
-# src_is_enabled UNIT: `systemctl is-enabled`: its state on stdout, exit 0 when systemctl counts it
-# as enabled (enabled, static, alias, ...), which is also when swarm leaves it alone.
-src_is_enabled() {
-  systemctl is-enabled -- "$1" 2>/dev/null
-}
-
-# src_is_active UNIT: `systemctl is-active`: its state (active, inactive, failed, ...).
-src_is_active() {
-  systemctl is-active -- "$1" 2>/dev/null
+# src_units UNIT...: `systemctl show` of LoadState, UnitFileState and ActiveState, one block per
+# unit in the order given, blocks separated by an empty line.
+src_units() {
+  systemctl show -p LoadState,UnitFileState,ActiveState -- "$@" 2>/dev/null
 }
 
 # src_wg_dump INTERFACE: `wg show INTERFACE dump`; fails when the interface is down.
@@ -93,10 +91,10 @@ joined() {
   printf '%s' "$out"
 }
 
-# mode_of MODE: an octal mode without leading zeros, so 0600 and 600 compare equal.
+# mode_of MODE: an octal mode without leading zeros, so 0600 and 600 compare equal; in $mode.
 mode_of() {
-  local m=${1#"${1%%[!0]*}"}
-  printf '%s' "${m:-0}"
+  mode=${1#"${1%%[!0]*}"}
+  mode=${mode:-0}
 }
 
 # address_list LIST: AllowedIPs as a sorted, comma-separated list; "(none)", as wg prints an
@@ -108,47 +106,84 @@ address_list() {
 
 # ---------------------------------------------------------------- comparisons
 
-# check_file STEP PATH SHA256 MODE OWNER
-check_file() {
-  local step=$1 path=$2 sum=$3 mode=$4 owner=$5 now now_sum now_mode now_owner
-  local details=()
-  if [ ! -e "$path" ] && [ ! -L "$path" ]; then
-    found "$step" file "$path" missing
-    return
+# Records of files and units, collected from every record first and compared in one pass.
+file_steps=() file_paths=() file_sums=() file_modes=() file_owners=()
+unit_steps=() unit_names=()
+
+# check_files: every file record against the file.
+check_files() {
+  local i path rec sum now_mode now_owner expected_mode mode details
+  local -A sums=() stats=()
+  local readable=()
+  [ "${#file_paths[@]}" -gt 0 ] || return 0
+  for path in "${file_paths[@]}"; do
+    [ -L "$path" ] || [ ! -f "$path" ] || readable+=("$path")
+  done
+  if [ "${#readable[@]}" -gt 0 ]; then
+    while IFS= read -r -d '' rec; do
+      sums[${rec#*  }]=${rec%%  *}
+    done < <(src_sha256s "${readable[@]}")
+    while IFS= read -r -d '' rec; do
+      path=${rec#*$'\t'*$'\t'}
+      stats[$path]=${rec%$'\t'"$path"}
+    done < <(src_stats "${readable[@]}")
   fi
-  if [ -L "$path" ] || [ ! -f "$path" ]; then
-    found "$step" file "$path" "not a regular file"
-    return
-  fi
-  if ! now_sum=$(src_sha256 "$path") || ! now=$(src_stat "$path"); then
-    found "$step" file "$path" "unreadable"
-    return
-  fi
-  now_mode=${now%%$'\t'*} now_owner=${now#*$'\t'}
-  [ "$now_sum" = "$sum" ] || details+=("content changed")
-  [ "$(mode_of "$now_mode")" = "$(mode_of "$mode")" ] ||
-    details+=("mode $(mode_of "$now_mode"), expected $(mode_of "$mode")")
-  [ "$now_owner" = "$owner" ] || details+=("owner $now_owner, expected $owner")
-  [ "${#details[@]}" -eq 0 ] || found "$step" file "$path" "$(joined "; " "${details[@]}")"
+  for i in "${!file_paths[@]}"; do
+    path=${file_paths[$i]}
+    if [ ! -e "$path" ] && [ ! -L "$path" ]; then
+      found "${file_steps[$i]}" file "$path" missing
+      continue
+    fi
+    if [ -L "$path" ] || [ ! -f "$path" ]; then
+      found "${file_steps[$i]}" file "$path" "not a regular file"
+      continue
+    fi
+    if [ -z "${sums[$path]+set}" ] || [ -z "${stats[$path]+set}" ]; then
+      found "${file_steps[$i]}" file "$path" "unreadable"
+      continue
+    fi
+    details=()
+    now_mode=${stats[$path]%%$'\t'*} now_owner=${stats[$path]#*$'\t'}
+    sum=${sums[$path]}
+    [ "$sum" = "${file_sums[$i]}" ] || details+=("content changed")
+    mode_of "${file_modes[$i]}"
+    expected_mode=$mode
+    mode_of "$now_mode"
+    [ "$mode" = "$expected_mode" ] || details+=("mode $mode, expected $expected_mode")
+    [ "$now_owner" = "${file_owners[$i]}" ] || details+=("owner $now_owner, expected ${file_owners[$i]}")
+    [ "${#details[@]}" -eq 0 ] || found "${file_steps[$i]}" file "$path" "$(joined "; " "${details[@]}")"
+  done
 }
 
-# check_unit STEP UNIT: enabled, the way swarm left it, and active.
-check_unit() {
-  local step=$1 unit=$2 enabled active details=()
-  if ! enabled=$(src_is_enabled "$unit"); then
-    case $enabled in
-      "" | not-found) details+=("not installed") ;;
-      masked | masked-runtime) details+=(masked) ;;
-      *) details+=("$enabled") ;;
+# check_units: every unit record: enabled (in any state systemctl is-enabled counts as enabled:
+# enabled, static, alias, ...; swarm leaves those alone) and active.
+check_units() {
+  local i=0 line details
+  local load=() file=() active=()
+  [ "${#unit_names[@]}" -gt 0 ] || return 0
+  while IFS= read -r line; do
+    case $line in
+      "") i=$((i + 1)) ;;
+      LoadState=*) load[i]=${line#*=} ;;
+      UnitFileState=*) file[i]=${line#*=} ;;
+      ActiveState=*) active[i]=${line#*=} ;;
     esac
-  fi
-  active=$(src_is_active "$unit") || true
-  case $active in
-    active | reloading) ;;
-    inactive) details+=(inactive) ;;
-    *) details+=("inactive (${active:-unknown})") ;;
-  esac
-  [ "${#details[@]}" -eq 0 ] || found "$step" unit "$unit" "$(joined ", " "${details[@]}")"
+  done < <(src_units "${unit_names[@]}" || true)
+  for i in "${!unit_names[@]}"; do
+    details=()
+    case ${file[i]:-}/${load[i]:-} in
+      enabled/* | enabled-runtime/* | static/* | alias/* | indirect/* | generated/* | transient/*) ;;
+      /* | */not-found) details+=("not installed") ;;
+      masked/* | masked-runtime/*) details+=(masked) ;;
+      *) details+=("${file[i]}") ;;
+    esac
+    case ${active[i]:-} in
+      active | reloading) ;;
+      inactive) details+=(inactive) ;;
+      *) details+=("inactive (${active[i]:-unknown})") ;;
+    esac
+    [ "${#details[@]}" -eq 0 ] || found "${unit_steps[$i]}" unit "${unit_names[$i]}" "$(joined ", " "${details[@]}")"
+  done
 }
 
 # check_zfs STEP DATASET PROPERTY VALUE
@@ -182,7 +217,7 @@ declare -A interface_keys=() interface_key_steps=()
 
 # check_peers: every recorded peer against its interface, and every live peer against the records.
 check_peers() {
-  local interface i step dump key allowed line first
+  local interface i step dump key allowed now line first
   local -A interface_step=() planned=() live=()
   for i in "${!peer_interfaces[@]}"; do
     interface=${peer_interfaces[$i]}
@@ -218,20 +253,25 @@ check_peers() {
       fi
       IFS=$'\t' read -r key _ _ allowed _ <<<"$line"
       [ -n "$key" ] || continue
-      live[$key]=$(address_list "$allowed")
+      # As wg printed them; put in order only when they differ from the record's.
+      live[$key]=$allowed
       if [ -z "${planned[$interface/$key]:-}" ]; then
-        found "$step" peer "$interface peer $key" "not in the plan (AllowedIPs ${live[$key]:-(none)})"
+        found "$step" peer "$interface peer $key" "not in the plan (AllowedIPs $(address_list "$allowed" | grep . || echo "(none)"))"
       fi
     done <<<"$dump"
     for i in "${!peer_interfaces[@]}"; do
       [ "${peer_interfaces[$i]}" = "$interface" ] || continue
       key=${peer_keys[$i]}
-      allowed=$(address_list "${peer_addresses[$i]}")
       if [ -z "${live[$key]+set}" ]; then
         found "${peer_steps[$i]}" peer "$interface peer ${peer_names[$i]}" missing
-      elif [ "${live[$key]}" != "$allowed" ]; then
+        continue
+      fi
+      [ "${live[$key]}" != "${peer_addresses[$i]}" ] || continue
+      allowed=$(address_list "${peer_addresses[$i]}")
+      now=$(address_list "${live[$key]}")
+      if [ "$now" != "$allowed" ]; then
         found "${peer_steps[$i]}" peer "$interface peer ${peer_names[$i]}" \
-          "AllowedIPs ${live[$key]:-(none)}, expected ${allowed:-(none)}"
+          "AllowedIPs ${now:-(none)}, expected ${allowed:-(none)}"
       fi
     done
   done
@@ -252,7 +292,7 @@ for record in "$records"/*; do
   [ -e "$record" ] || [ -L "$record" ] || continue
   step=${record##*/}
   [ -f "$record" ] || cannot_read "$record" "not a regular file"
-  text=$(cat -- "$record" 2>/dev/null) || cannot_read "$record" "permission denied"
+  { text=$(<"$record"); } 2>/dev/null || cannot_read "$record" "permission denied"
   if [ -n "$skip_owner_of" ] && [[ $'\n'$text == *$'\nfile\t'"$skip_owner_of"$'\t'* ]]; then
     continue
   fi
@@ -262,8 +302,11 @@ for record in "$records"/*; do
     [ -n "$line" ] || continue
     IFS=$'\t' read -r -a fields <<<"$line"
     case ${fields[0]}/${#fields[@]} in
-      file/5) check_file "$step" "${fields[@]:1}" ;;
-      unit/2) check_unit "$step" "${fields[1]}" ;;
+      file/5)
+        file_steps+=("$step") file_paths+=("${fields[1]}") file_sums+=("${fields[2]}")
+        file_modes+=("${fields[3]}") file_owners+=("${fields[4]}")
+        ;;
+      unit/2) unit_steps+=("$step") unit_names+=("${fields[1]}") ;;
       zfs/4) check_zfs "$step" "${fields[@]:1}" ;;
       user/4) check_user "$step" "${fields[@]:1}" ;;
       interface/3)
@@ -279,6 +322,8 @@ for record in "$records"/*; do
     esac
   done <<<"$text"
 done
+check_files
+check_units
 check_peers
 
 [ "${#drift[@]}" -eq 0 ] || printf '%s\n' "${drift[@]}" | sort -u

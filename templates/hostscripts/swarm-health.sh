@@ -1050,11 +1050,19 @@ mode_metrics() {
   install -d -m 0755 "$TEXTFILE_DIR"
   # The collector reads only *.prom files, so the half-written file is invisible until the rename.
   tmp=$(mktemp "$TEXTFILE_DIR/.swarm.prom.XXXXXX")
+  # Samples sorted once and grouped by family; families in name order, each with its samples.
+  local -A family_samples=()
+  local line
+  if [ "${#metric_samples[@]}" -gt 0 ]; then
+    while IFS= read -r line; do
+      family_samples[${line%%\{*}]+=$line$'\n'
+    done < <(printf '%s\n' "${metric_samples[@]}" | sort)
+  fi
   {
     while IFS= read -r family; do
-      printf '%s\n' "${metric_samples[@]}" | grep -q "^$family{" || continue
-      printf '# HELP %s %s\n# TYPE %s %s\n' "$family" "${metric_help[$family]}" "$family" "${metric_type[$family]}"
-      printf '%s\n' "${metric_samples[@]}" | grep "^$family{" | sort
+      [ -n "${family_samples[$family]:-}" ] || continue
+      printf '# HELP %s %s\n# TYPE %s %s\n%s' "$family" "${metric_help[$family]}" "$family" \
+        "${metric_type[$family]}" "${family_samples[$family]}"
     done < <(printf '%s\n' "${!metric_type[@]}" | sort)
   } >"$tmp"
   chmod 0644 "$tmp"
