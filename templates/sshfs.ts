@@ -4,10 +4,13 @@
  * export on first access and unmounts it when idle; no daemon of ours runs.
  */
 import { Seconds } from "../config/types";
-import { script, shellQuote, writeFile } from "./shell";
+import { hostScript, script, shellQuote, writeFile } from "./shell";
 import { normalizePath, renderUnit, systemdEscapePath, timespan, unitHeader } from "./systemd";
 import { ed25519Key } from "./sftp";
 import { EXPORT_SENTINEL, failFunction, UNIT_DIR } from "./zfs";
+
+/** Functions of the install script (`hostscripts/sshfs-mount.sh`): move a mount, prove it shows the export. */
+const SSHFS_FUNCTIONS = hostScript("sshfs-mount.sh", { EXPORT_SENTINEL });
 
 export const CLIENT_DIR = "/etc/swarm/meshfs";
 /** Placeholders the install script replaces with the owner's numeric ids, which only the host knows. */
@@ -96,6 +99,11 @@ export function mountOptions(plan: MountPlan, uid: string, gid: string): string 
   return options.join(",");
 }
 
+/** What the mount unit mounts, as the mount table shows it: the sftp session is chrooted into the dataset, whose root the server sees as `/`. */
+export function mountSource(plan: Pick<MountPlan, "user" | "serverMeshAddress">): string {
+  return `${plan.user}@${plan.serverMeshAddress}:/`;
+}
+
 /** The `.mount` unit; `uid`/`gid` default to the placeholders the install script fills in. */
 export function mountUnit(plan: MountPlan, uid = OWNER_UID, gid = OWNER_GID): string {
   const where = normalizePath(plan.path);
@@ -117,8 +125,7 @@ export function mountUnit(plan: MountPlan, uid = OWNER_UID, gid = OWNER_GID): st
       {
         name: "Mount",
         settings: [
-          // The sftp session is chrooted into the dataset, whose root the server sees as `/`.
-          ["What", `${plan.user}@${plan.serverMeshAddress}:/`],
+          ["What", mountSource(plan)],
           ["Where", where],
           ["Type", "fuse.sshfs"],
           ["Options", mountOptions(plan, uid, gid)],
@@ -167,8 +174,10 @@ function writeSubstituted(path: string, content: string, sed: string): string {
 /**
  * Installs the pinned host key and the units, enables the automount and
  * proves the mount works by reading the export's sentinel through it. A
- * changed mount unit takes effect at the next mount: an idle mount is
- * unmounted now, a busy one is left alone.
+ * mount of another server (the export moved) is unmounted now, detached if
+ * busy; other changed settings take effect at the next mount: an idle mount
+ * is unmounted now, a busy one is left alone. A mount that does not answer is
+ * mounted again once before the check fails.
  */
 export function automountScript(host: string, plan: MountPlan, hostKey: string): string {
   const q = shellQuote;
@@ -194,8 +203,29 @@ owner_gid=$(id -g ${q(plan.owner)})
       `-e "s/${OWNER_UID}/$owner_uid/g" -e "s/${OWNER_GID}/$owner_gid/g"`,
     ),
     writeFile({ path: automountFile, content: automountUnit(plan), mode: "0644" }),
-    `swarm_reload
-if swarm_changed ${q(mountFile)} && systemctl is-active --quiet ${q(units.mount)}; then
+    automountActivation(plan),
+  );
+}
+
+/**
+ * The end of the install script, after the files are written: moves a mount
+ * whose server changed, activates the automount and proves the mount shows
+ * the export.
+ */
+export function automountActivation(plan: MountPlan): string {
+  const q = shellQuote;
+  const where = normalizePath(plan.path);
+  const units = mountUnitNames(where);
+  const mountFile = `${UNIT_DIR}/${units.mount}`;
+  const automountFile = `${UNIT_DIR}/${units.automount}`;
+  return `${SSHFS_FUNCTIONS}
+swarm_reload
+live=$(swarm_sshfs_source ${q(where)})
+if [ -n "$live" ] && [ "$live" != ${q(mountSource(plan))} ]; then
+  # The export moved: nothing may go on reading or writing the old host's copy.
+  swarm_sshfs_unmount ${q(where)} ${q(units.mount)}
+  echo "swarm: unmounted ${where} from $live; the next access mounts ${mountSource(plan)}"
+elif swarm_changed ${q(mountFile)} && [ -n "$live" ]; then
   if systemctl stop ${q(units.mount)} 2>/dev/null; then
     echo "swarm: unmounted ${where}; the next access mounts it with the new settings"
   else
@@ -211,12 +241,8 @@ else
   swarm_activate ${q(units.automount)} ${q(automountFile)}
 fi
 # The first access mounts the export; its sentinel proves it is the right one and is really there.
-seen=$(timeout 60 cat ${q(`${where}/${EXPORT_SENTINEL}`)} 2>&1) ||
-  fail "${where} does not show export ${plan.exportName} ($seen): see journalctl -u ${units.mount}"
-# Its first line names the export; the second names the dataset behind it.
-[ "\${seen%%$'\\n'*}" = ${q(plan.exportName)} ] || fail "${where} shows export '\${seen%%$'\\n'*}', not ${plan.exportName}"
-`,
-  );
+swarm_sshfs_check ${q(where)} ${q(units.mount)} ${q(plan.exportName)}
+`;
 }
 
 /** Stops and removes the units and the pinned key; the client key goes with its own command. */

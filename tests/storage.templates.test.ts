@@ -30,16 +30,19 @@ import {
   syncSentinel,
 } from "../templates/sftp";
 import {
+  automountActivation,
   automountScript,
   automountTeardownScript,
   automountUnit,
   clientKeyScript,
   knownHosts,
   mountOptions,
+  mountSource,
   mountUnit,
   mountUnitNames,
 } from "../templates/sshfs";
 import { systemdEscapePath } from "../templates/systemd";
+import { script } from "../templates/shell";
 import {
   guardScript,
   statusScript,
@@ -678,6 +681,124 @@ describe("sync guard and profile, for real", () => {
       expect(existsSync(log)).toBe(false);
       expect(existsSync(`${log}.1`)).toBe(true);
     }
+  });
+});
+
+describe("a client's mount after its export moved or went silent, for real in a sandbox", () => {
+  // The mount table says what is mounted at /mnt/meshfs (state/source, absent: nothing); a stale
+  // mount answers EIO (state/stale, and state/dead keeps it so after a remount); a busy one refuses
+  // to stop (state/busy). Unmounting empties the mount table.
+  const stubs = {
+    findmnt: `[ "$*" = "-n -o SOURCE -t fuse.sshfs --mountpoint /mnt/meshfs" ] || exit 3
+[ -f "$SANDBOX/state/source" ] || exit 1
+cat "$SANDBOX/state/source"`,
+    umount: `[ "$*" = "-l /mnt/meshfs" ] || exit 3
+rm -f "$SANDBOX/state/source" "$SANDBOX/state/stale"`,
+    systemctl: `case $1 in
+  stop)
+    [ ! -f "$SANDBOX/state/busy" ] || exit 1
+    rm -f "$SANDBOX/state/source" "$SANDBOX/state/stale" ;;
+  is-active) [ "$3" = mnt-meshfs.automount ] || [ -f "$SANDBOX/state/source" ] ;;
+  is-enabled | reset-failed | start | daemon-reload | enable) exit 0 ;;
+  *) exit 3 ;;
+esac`,
+    timeout: `[ "$1" = 60 ] || exit 3
+shift
+if [ -f "$SANDBOX/state/stale" ] || [ -f "$SANDBOX/state/dead" ]; then
+  echo "cat: \${*: -1}: Input/output error" >&2
+  exit 1
+fi
+exec "$@"`,
+  };
+  const planned = mountSource(NATIVE_MOUNT);
+  const oldServer = mountSource({ ...NATIVE_MOUNT, serverMeshAddress: "10.8.0.9" });
+  let sandbox: Sandbox;
+  const run = () =>
+    sandbox.run(
+      script(`fail() { echo "swarm: hetzner-native: $*" >&2; exit 1; }`, automountActivation(NATIVE_MOUNT)),
+    );
+  const acts = () => sandbox.calls().filter((c) => /^(umount|systemctl (stop|reset-failed))/.test(c));
+  beforeEach(() => {
+    sandbox = new Sandbox(["/mnt"], stubs);
+    sandbox.write(
+      `/mnt/meshfs/${EXPORT_SENTINEL}`,
+      `${NATIVE_MOUNT.exportName}\ndataset tank/meshfs/state guid 1\n`,
+    );
+  });
+  afterEach(() => sandbox.dispose());
+
+  it("leaves a mount of the planned server that answers alone", () => {
+    sandbox.state("source", `${planned}\n`);
+    const result = run();
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.stdout).toBe("");
+    expect(acts()).toEqual([]);
+  });
+
+  it("unmounts a mount of the old server, so the next access mounts the new one", () => {
+    sandbox.state("source", `${oldServer}\n`);
+    const result = run();
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.stdout).toBe(
+      `swarm: unmounted /mnt/meshfs from ${oldServer}; the next access mounts ${planned}\n`,
+    );
+    expect(acts()).toEqual(["systemctl stop mnt-meshfs.mount", "systemctl reset-failed mnt-meshfs.mount"]);
+  });
+
+  it("detaches a busy mount of the old server instead of leaving it on the old copy", () => {
+    sandbox.state("source", `${oldServer}\n`);
+    sandbox.state("busy", "");
+    const result = run();
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain("swarm: detached /mnt/meshfs, which was busy");
+    expect(acts()).toEqual([
+      "systemctl stop mnt-meshfs.mount",
+      "umount -l /mnt/meshfs",
+      "systemctl reset-failed mnt-meshfs.mount",
+    ]);
+    expect(sandbox.state("source")).toBeUndefined();
+  });
+
+  it("mounts again a mount that answers EIO, once, and then passes", () => {
+    sandbox.state("source", `${planned}\n`);
+    sandbox.state("stale", "");
+    const result = run();
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.stdout).toBe(
+      `swarm: /mnt/meshfs, mounted from ${planned}, does not answer (cat: /mnt/meshfs/${EXPORT_SENTINEL}: Input/output error); mounting it again\n`,
+    );
+    expect(acts()).toEqual(["systemctl stop mnt-meshfs.mount", "systemctl reset-failed mnt-meshfs.mount"]);
+  });
+
+  it("fails naming the error when the mount still does not answer after one remount", () => {
+    sandbox.state("source", `${planned}\n`);
+    sandbox.state("dead", "");
+    const result = run();
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe(
+      `swarm: hetzner-native: /mnt/meshfs does not show export meshfs (cat: /mnt/meshfs/${EXPORT_SENTINEL}: Input/output error): see journalctl -u mnt-meshfs.mount\n`,
+    );
+    expect(sandbox.calls().filter((c) => c.startsWith("timeout "))).toHaveLength(2);
+  });
+
+  it("fails at once, unmounting nothing, when nothing is mounted and the export cannot be read", () => {
+    sandbox.state("dead", "");
+    const result = run();
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain("/mnt/meshfs does not show export meshfs");
+    expect(acts()).toEqual([]);
+  });
+
+  it("fails when the mount shows another export", () => {
+    sandbox.state("source", `${planned}\n`);
+    sandbox.write(`/mnt/meshfs/${EXPORT_SENTINEL}`, "scratch\ndataset tank/scratch guid 2\n");
+    const result = run();
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe("swarm: hetzner-native: /mnt/meshfs shows export 'scratch', not meshfs\n");
   });
 });
 

@@ -25,7 +25,13 @@ import {
   vmSh,
 } from "../../lab/fleet";
 import { HEALTH_PROGRAM_PATH, METRICS_UNIT } from "../../templates/health";
-import { clientKeyPath, hostKeyAlias, knownHostsPath, mountUnitNames } from "../../templates/sshfs";
+import {
+  clientKeyPath,
+  hostKeyAlias,
+  knownHostsPath,
+  mountSource,
+  mountUnitNames,
+} from "../../templates/sshfs";
 import { normalizePath } from "../../templates/systemd";
 import { stateDir, syncUnitNames } from "../../templates/unison";
 import { EXPORT_SENTINEL, SNAPSHOT_PREFIX, snapshotCommand } from "../../templates/zfs";
@@ -626,6 +632,9 @@ test("3. first access mounts the export through the automount unit", async () =>
   const e = exported();
   const probe = `probe-${Date.now()}`;
   await run(e.host, `echo hello-from-${e.host} > ${e.mountpoint}/${probe}`);
+  const sources = new Map(
+    stepsOf(plan.steps, "mount").map((m) => [`${m.host}:${m.mount.path}`, mountSource(m.units)]),
+  );
   for (const mount of config.mounts) {
     const unit = mountUnitNames(mount.path).automount;
     expect(await isActive(mount.host, unit)).toBe("active");
@@ -636,6 +645,10 @@ test("3. first access mounts the export through the automount unit", async () =>
     // The automount's autofs stays underneath; the sshfs mount sits on top of it.
     const stacked = await run(mount.host, `findmnt -n -o FSTYPE --mountpoint ${mount.path}`);
     expect(stacked.trim().split("\n")).toEqual(["autofs", "fuse.sshfs"]);
+    // The mount table names the source as the unit does: a converge moves a mount only when they differ.
+    expect(await run(mount.host, `findmnt -n -o SOURCE -t fuse.sshfs --mountpoint ${mount.path}`)).toBe(
+      `${sources.get(`${mount.host}:${mount.path}`)}\n`,
+    );
   }
   await run(e.host, `rm -f ${e.mountpoint}/${probe}`);
   phase("check automount");
