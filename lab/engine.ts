@@ -340,8 +340,11 @@ async function sshRunOnce(
       child.stdout.on("data", (d: Buffer) => out.push(d));
       child.stderr.on("data", (d: Buffer) => err.push(d));
       child.on("error", reject);
-      child.on("close", (code) => {
-        const stderr = Buffer.concat(err).toString();
+      child.on("close", (code, signal) => {
+        // Killed by a signal, ssh leaves no exit status: say so rather than pass for a dial failure.
+        const stderr =
+          Buffer.concat(err).toString() +
+          (code === null ? `ssh was killed by ${signal ?? "a signal"}\n` : "");
         resolve({
           code: code ?? 255,
           stdout: Buffer.concat(out).toString(),

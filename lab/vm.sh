@@ -547,6 +547,14 @@ cmd_status() {
         return 0
     fi
     printf 'VM: running, pid %s, kernel %s\n' "$(entries pid vm | awk '{ print $3; exit }')" "$(vm_ssh uname -r)"
+    # Load, memory and the kernel's latest warnings: what a slow or failing lab host is
+    # measured against (the missing wireless regulatory database is not a warning here).
+    # shellcheck disable=SC2016 # expanded in the VM
+    vm_ssh 'read -r one five fifteen _ </proc/loadavg
+        printf "VM: load %s %s %s, " "$one" "$five" "$fifteen"
+        free -m | awk '\''$1 == "Mem:" { printf "memory %s of %s MiB used, %s available\n", $3, $2, $7 }'\''
+        dmesg --level=emerg,alert,crit,err,warn | grep -v -e regulatory -e firmware | tail -n 8 |
+            sed "s/^/VM kernel: /"'
     vm_lab status
 }
 

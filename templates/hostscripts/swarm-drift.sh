@@ -217,7 +217,7 @@ declare -A interface_keys=() interface_key_steps=()
 
 # check_peers: every recorded peer against its interface, and every live peer against the records.
 check_peers() {
-  local interface i step dump key allowed now line first
+  local interface i step dump key allowed now line first unplanned
   local -A interface_step=() planned=() live=()
   for i in "${!peer_interfaces[@]}"; do
     interface=${peer_interfaces[$i]}
@@ -256,7 +256,8 @@ check_peers() {
       # As wg printed them; put in order only when they differ from the record's.
       live[$key]=$allowed
       if [ -z "${planned[$interface/$key]:-}" ]; then
-        found "$step" peer "$interface peer $key" "not in the plan (AllowedIPs $(address_list "$allowed" | grep . || echo "(none)"))"
+        unplanned=$(address_list "$allowed")
+        found "$step" peer "$interface peer $key" "not in the plan (AllowedIPs ${unplanned:-(none)})"
       fi
     done <<<"$dump"
     for i in "${!peer_interfaces[@]}"; do

@@ -200,6 +200,12 @@ beforeAll(async () => {
 
 afterAll(() => {
   try {
+    // The VM's load, memory and kernel warnings, and each host's state, as the suite left them.
+    process.stdout.write(`\nlab at the end:\n${vmSh("status")}`);
+  } catch (error) {
+    process.stdout.write(`\nlab at the end: ${String(error)}\n`);
+  }
+  try {
     vmSh("down");
   } finally {
     phase("lab down");
