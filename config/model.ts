@@ -187,14 +187,22 @@ export function planFleet(config: FleetConfig): FleetPlan {
       ),
     };
     const routedVia = hub !== undefined && host.name !== hub ? hub : undefined;
-    const peers = peerNames(config, host.name).map((name) => ({
-      name,
-      allowedIps: [
-        // wg-quick routes the whole block to the hub, which forwards to the other hosts.
-        name === routedVia ? config.mesh.cidr : `${addresses.get(name)}/32`,
-        ...[...(routesOf.get(name) ?? [])].sort(),
-      ],
-    }));
+    const peers = peerNames(config, host.name).map((name) =>
+      name === routedVia
+        ? {
+            name,
+            // wg-quick routes the whole block to the hub, which forwards to the other hosts, and
+            // with it the routes of the hub and of every other spoke: the hub forwards those too.
+            allowedIps: [
+              config.mesh.cidr,
+              ...config.hosts
+                .filter((h) => h.name !== host.name)
+                .flatMap((h) => h.routes)
+                .sort(),
+            ],
+          }
+        : { name, allowedIps: [`${addresses.get(name)}/32`, ...[...(routesOf.get(name) ?? [])].sort()] },
+    );
     const routed = config.hosts
       .filter((h) => routedVia !== undefined && h.name !== host.name && h.name !== routedVia)
       .map((h) => ({ name: h.name, meshAddress: addresses.get(h.name) as string, via: routedVia as string }))

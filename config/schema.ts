@@ -130,7 +130,7 @@ export const hostSchema = z.object({
     list(
       text({ notString: (v) => `must be a CIDR string such as 192.168.10.0/24, got ${describe(v)}` }),
     ).default([]),
-    "extra IPv4 CIDRs routed to this host through the mesh (added to its AllowedIPs on its peers)",
+    "extra IPv4 CIDRs routed to this host through the mesh (added to its AllowedIPs on its peers; with hub routing, to the hub's on every other spoke)",
   ),
 });
 
@@ -148,7 +148,7 @@ export const meshSchema = z.object({
   hub: field(text().optional(), "the hub host; required for `hub`"),
   hubRouting: field(
     boolean().default(true),
-    "with `hub`: the other hosts reach each other through the hub, which forwards between its WireGuard peers and nothing else; `false` keeps them apart",
+    "with `hub`: the other hosts reach each other, and each other's `routes`, through the hub, which forwards between its WireGuard peers and nothing else; `false` keeps them apart",
   ),
   mtu: field(integer(1280, 9000).optional(), "interface MTU, 1280–9000", { defaultText: "wg-quick" }),
   persistentKeepalive: field(duration(0, 65535).optional(), "e.g. `25s` for hosts behind NAT", {

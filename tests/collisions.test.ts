@@ -99,13 +99,17 @@ const ownedPlan = fc.record({
   ),
 });
 
-/** A validated hub fleet of `count` existing hosts, `hub` the index of the hub. */
-function hubFleet(count: number, hub: number, hubRouting: boolean) {
+/**
+ * A validated hub fleet of `count` existing hosts, `hub` the index of the hub; each host whose
+ * index is in `routed` gets the route `192.168.<index>.0/24`.
+ */
+function hubFleet(count: number, hub: number, hubRouting: boolean, routed: readonly number[] = []) {
   const names = Array.from({ length: count }, (_, i) => `h${i}`);
   const { config, errors } = validateFleetConfig({
     hosts: names.map((name, i) => ({
       name,
       existing: { address: `203.0.113.${i + 1}`, hostKey: fixtureHostKey(name) },
+      ...(routed.includes(i) ? { routes: [`192.168.${i}.0/24`] } : {}),
     })),
     mesh: { cidr: "10.8.0.0/24", topology: "hub", hub: names[hub], hubRouting },
   });
@@ -119,6 +123,15 @@ function hubFleet(count: number, hub: number, hubRouting: boolean) {
 const hubFleets = fc
   .integer({ min: 2, max: 7 })
   .chain((count) => fc.record({ count: fc.constant(count), hub: fc.integer({ min: 0, max: count - 1 }) }));
+
+/** Hub fleets where some hosts, the hub among them or not, have a route. */
+const routedHubFleets = hubFleets.chain(({ count, hub }) =>
+  fc.record({
+    count: fc.constant(count),
+    hub: fc.constant(hub),
+    routed: fc.subarray(Array.from({ length: count }, (_, i) => i)),
+  }),
+);
 
 describe("findAllowedIpCollisions", () => {
   it("finds exactly the pairs of peers whose AllowedIPs share an address (brute-force oracle)", () => {
@@ -172,14 +185,45 @@ describe("findAllowedIpCollisions", () => {
     );
   });
 
-  it("accepts a hub-routed fleet, whose hosts route the mesh block to the hub as their only peer", () => {
+  it("accepts a hub-routed fleet, whose hosts route the mesh block and every other host's routes to the hub as their only peer", () => {
     fc.assert(
-      fc.property(hubFleets, ({ count, hub }) => {
-        const { config, plan } = hubFleet(count, hub, true);
-        for (const host of plan.hosts.filter((h) => h.name !== config.mesh.hub)) {
-          expect(host.peers).toEqual([{ name: config.mesh.hub, allowedIps: ["10.8.0.0/24"] }]);
+      fc.property(routedHubFleets, ({ count, hub, routed }) => {
+        const { config, plan } = hubFleet(count, hub, true, routed);
+        const route = (i: number) => `192.168.${i}.0/24`;
+        for (const [i, host] of plan.hosts.entries()) {
+          if (i === hub) {
+            // The hub reaches each spoke, and the spoke's route, directly.
+            for (const peer of host.peers) {
+              const j = Number(peer.name.slice(1));
+              expect(peer.allowedIps).toEqual([
+                `${plan.byName.get(peer.name)!.meshAddress}/32`,
+                ...(routed.includes(j) ? [route(j)] : []),
+              ]);
+            }
+            continue;
+          }
+          const others = routed.filter((j) => j !== i).map(route);
+          expect(host.peers).toEqual([
+            { name: config.mesh.hub, allowedIps: ["10.8.0.0/24", ...others.sort()] },
+          ]);
         }
         expect(findAllowedIpCollisions({ hosts: plan.hosts, meshCidr: config.mesh.cidr })).toEqual([]);
+      }),
+      { numRuns: 80 },
+    );
+  });
+
+  it("without hub routing, a spoke's only peer carries the hub's routes and no other spoke's", () => {
+    fc.assert(
+      fc.property(routedHubFleets, ({ count, hub, routed }) => {
+        const { plan } = hubFleet(count, hub, false, routed);
+        for (const [i, host] of plan.hosts.entries()) {
+          if (i !== hub) {
+            expect(host.peers.flatMap((p) => p.allowedIps).filter((e) => e.startsWith("192.168."))).toEqual(
+              routed.includes(hub) ? [`192.168.${hub}.0/24`] : [],
+            );
+          }
+        }
       }),
       { numRuns: 50 },
     );

@@ -226,6 +226,12 @@ describe("a change to one host", () => {
     {
       fleet: "hub",
       config: HUB_FLEET,
+      // The hub peers with the satellite; the other spoke routes the satellite's networks to the hub.
+      changed: ["mesh-anchor-config", "mesh-hetzner-native-config"],
+    },
+    {
+      fleet: "hub without hub routing",
+      config: { ...HUB_FLEET, mesh: { ...HUB_FLEET.mesh, hubRouting: false } },
       // Only the hub peers with the satellite.
       changed: ["mesh-anchor-config"],
     },

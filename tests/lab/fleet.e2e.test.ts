@@ -1388,7 +1388,7 @@ wg set ${WG_INTERFACE} peer ${hubKey} allowed-ips ${original}`,
   phase("spokes reach each other through the hub, which forwards nothing else");
 });
 
-test("14b. a route given to a spoke is routed through the hub's tunnel in place, and taken away is gone, while the hub's other tunnel loses no packet", async () => {
+test("14b. a route given to a spoke is routed through the hub's tunnel in place, reached from the other spoke through the hub, and taken away is gone, while the hub's other tunnel loses no packet", async () => {
   const hubName = config.mesh.hub;
   if (hubName === undefined) {
     throw new Error("the lab stack must name a hub");
@@ -1430,14 +1430,27 @@ test("14b. a route given to a spoke is routed through the hub's tunnel in place,
     const reached = await onHost(hubName, `ping -n -q -c 3 -i 0.2 -W 2 ${behind}`, { allowFail: true });
     process.stdout.write(`${hubName} → ${behind} (behind ${spoke.name}):\n${reached.stdout}`);
     expect(reached.stdout).toMatch(/ 3 received/);
+    // The other spoke routes it to the hub, which forwards it to the spoke, and takes the replies
+    // from the hub: its only peer carries every other spoke's routes.
+    expect(await run(other.name, `ip -4 route get ${behind}`)).toContain(`dev ${WG_INTERFACE}`);
+    const across = await onHost(other.name, `ping -n -q -c 3 -i 0.2 -W 2 ${behind}`, { allowFail: true });
+    process.stdout.write(
+      `${other.name} → ${behind} (behind ${spoke.name}) through ${hubName}:\n${across.stdout}`,
+    );
+    expect(across.stdout).toMatch(/ 3 received/);
 
     config = before;
     const removed = await engine.converge(config, adminKey);
     replacedOnly(removed);
     expect(await routeOnHub()).toBe("");
-    // Without the route the address goes to the hub's uplink, or nowhere: never into the tunnel.
-    const gone = await onHost(hubName, `ip -4 route get ${behind}`, { allowFail: true });
-    expect(`${gone.stdout}${gone.stderr}`).not.toContain(`dev ${WG_INTERFACE}`);
+    // Without the route the address goes to the uplink, or nowhere: never into the tunnel.
+    for (const host of [hubName, other.name]) {
+      const gone = await onHost(host, `ip -4 route get ${behind}`, { allowFail: true });
+      expect({ host, route: `${gone.stdout}${gone.stderr}`.includes(`dev ${WG_INTERFACE}`) }).toEqual({
+        host,
+        route: false,
+      });
+    }
   } finally {
     if (config !== before) {
       config = before;
