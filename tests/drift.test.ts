@@ -27,6 +27,11 @@ interface Host {
   readonly units?: Readonly<Record<string, UnitState>>;
   /** `wg show <interface> dump` per interface; an interface not listed is down. */
   readonly wg?: Readonly<Record<string, string>>;
+  /**
+   * `ip -4 route show dev <interface>` per interface; an interface not listed has the route of the
+   * fixtures' mesh subnet that its address gives it.
+   */
+  readonly routes?: Readonly<Record<string, string>>;
   /** `zfs get -H -o value <property> <dataset>` per "<dataset> <property>"; one not listed cannot be read. */
   readonly zfs?: Readonly<Record<string, string>>;
   /** passwd lines `getent passwd` knows; any other user does not exist. */
@@ -67,6 +72,15 @@ if [ ! -e "$FAKE/wg-$2" ]; then
   exit 1
 fi
 cat "$FAKE/wg-$2"
+`,
+  ip: `#!/bin/bash
+printf 'ip %s\\n' "$*" >>"$FAKE/calls"
+[ "$1 $2 $3 $4" = "-4 route show dev" ] || exit 64
+if [ -e "$FAKE/routes-$5" ]; then
+  cat "$FAKE/routes-$5"
+else
+  echo "10.8.0.0/24 proto kernel scope link src 10.8.0.1 "
+fi
 `,
   zfs: `#!/bin/bash
 printf 'zfs %s\\n' "$*" >>"$FAKE/calls"
@@ -132,6 +146,9 @@ function runDrift(
     );
     for (const [iface, dump] of Object.entries(host.wg ?? {})) {
       fs.writeFileSync(path.join(fake, `wg-${iface}`), dump);
+    }
+    for (const [iface, routes] of Object.entries(host.routes ?? {})) {
+      fs.writeFileSync(path.join(fake, `routes-${iface}`), routes);
     }
     fs.writeFileSync(
       path.join(fake, "zfs"),
@@ -253,10 +270,21 @@ describe("swarm-drift", () => {
     });
     expect([...run.calls].sort()).toEqual([
       "getent passwd -- meshfs",
+      "ip -4 route show dev wg0",
       "systemctl show -p LoadState,UnitFileState,ActiveState -- swarm-sync-wiki.timer",
       "wg show wg0 dump",
       "zfs get -H -o value compression tank/meshfs",
     ]);
+  });
+
+  test.each([
+    ["the interface's own subnet", "10.8.0.0/24 proto kernel scope link src 10.8.0.1 \n"],
+    ["narrower routes and a bare address", "10.8.0.0/29 scope link \n10.8.0.12 scope link \n"],
+    ["a default route through the interface", "default scope link \n"],
+    ["a wider route, after routes of no concern", "10.9.0.0/24 scope link \n10.8.0.0/16 scope link \n"],
+  ])("every AllowedIPs block held by a route through the interface: %s", (_, routes) => {
+    const run = runDrift(convergedWith({ routes: { wg0: routes } }));
+    expect({ code: run.code, stdout: run.stdout }).toEqual({ code: 0, stdout: "" });
   });
 
   test("units of every record are asked in one systemctl call, and each answer goes to its own unit", () => {
@@ -418,6 +446,53 @@ describe("swarm-drift", () => {
           "peer",
           `wg0 peer ${KEYS.rogue}`,
           "not in the plan (AllowedIPs 10.8.0.250/32)",
+        ],
+      ],
+    ],
+    [
+      "the interface's routes deleted by hand: one item per block no route holds",
+      convergedWith({ routes: { wg0: "10.8.0.2 scope link \n" } }),
+      [
+        [
+          "mesh-anchor-config",
+          "peer",
+          "wg0 route 10.8.0.12/32",
+          "not routed through wg0 (AllowedIPs of peer satellite): its traffic goes elsewhere",
+        ],
+        [
+          "mesh-anchor-config",
+          "peer",
+          "wg0 route 10.8.0.3/32",
+          "not routed through wg0 (AllowedIPs of peer hetzner-native): its traffic goes elsewhere",
+        ],
+      ],
+    ],
+    [
+      "a route that holds only part of a block",
+      convergedWith({
+        records: {
+          ...CONVERGED.records,
+          "mesh-anchor-config": [
+            ["file", "$ROOT/etc/wireguard/wg0.conf.public", sha256(CONF), "644", OWNER],
+            ["peer", "wg0", "hetzner-native", "vna4Vz6u1qEAQNXk0ssd/C/8w5eygcm8iszffnLcSV8=", "10.8.0.3/32"],
+            ["peer", "wg0", "satellite", KEYS.satellite, "10.8.0.2/32,10.20.0.0/24"],
+            ["interface", "wg0", KEYS.anchor],
+          ],
+        },
+        wg: {
+          wg0: dump([
+            ["vna4Vz6u1qEAQNXk0ssd/C/8w5eygcm8iszffnLcSV8=", "10.8.0.3/32"],
+            [KEYS.satellite, "10.8.0.2/32,10.20.0.0/24"],
+          ]),
+        },
+        routes: { wg0: "10.8.0.0/24 proto kernel scope link src 10.8.0.1 \n10.20.0.0/25 scope link \n" },
+      }),
+      [
+        [
+          "mesh-anchor-config",
+          "peer",
+          "wg0 route 10.20.0.0/24",
+          "not routed through wg0 (AllowedIPs of peer satellite): its traffic goes elsewhere",
         ],
       ],
     ],

@@ -7,7 +7,9 @@
 #   file  PATH  SHA256  MODE  USER:GROUP     the file's content, mode (stat %a) and owner
 #   unit  UNIT                               enabled and active
 #   peer  INTERFACE  NAME  KEY  ALLOWED-IPS  a WireGuard peer (AllowedIPs comma-separated); a live
-#                                            peer on INTERFACE that no record names is drift too
+#                                            peer on INTERFACE that no record names is drift too,
+#                                            and so is an IPv4 block of ALLOWED-IPS that no route
+#                                            through INTERFACE holds
 #   interface  INTERFACE  KEY                the public key INTERFACE runs (reported as kind peer)
 #   zfs   DATASET  PROPERTY  VALUE           a dataset property, as `zfs get` prints it
 #   user  USER  HOME  SHELL                  a user swarm created, its home and login shell
@@ -58,6 +60,13 @@ src_wg_dump() {
   wg show "$1" dump 2>/dev/null
 }
 
+# src_routes INTERFACE: the IPv4 routes through INTERFACE in the main table, as `ip -4 route show
+# dev` prints them: the destination first (`10.8.0.0/24 proto kernel scope link src 10.8.0.1`,
+# `10.20.0.0/24 scope link`, `default via ...`).
+src_routes() {
+  ip -4 route show dev "$1" 2>/dev/null || true
+}
+
 # src_passwd USER: the user's passwd entry (getent); fails when there is none.
 src_passwd() {
   getent passwd -- "$1" 2>/dev/null
@@ -102,6 +111,21 @@ mode_of() {
 address_list() {
   [ "$1" != "(none)" ] || return 0
   printf '%s' "$1" | tr ',' '\n' | awk 'NF' | sort -uV | paste -sd, -
+}
+
+# ipv4_block CIDR: the first and last address of an IPv4 CIDR (a bare address is a /32, host bits
+# are masked, `default` is 0.0.0.0/0) as numbers, in $block_first and $block_last; fails on
+# anything else (an IPv6 block).
+ipv4_block() {
+  local cidr=$1 prefix=32 a b c d size
+  [ "$cidr" != default ] || cidr=0.0.0.0/0
+  [[ $cidr =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})(/([0-9]{1,2}))?$ ]] || return 1
+  a=${BASH_REMATCH[1]} b=${BASH_REMATCH[2]} c=${BASH_REMATCH[3]} d=${BASH_REMATCH[4]}
+  [ -z "${BASH_REMATCH[6]}" ] || prefix=$((10#${BASH_REMATCH[6]}))
+  [ "$prefix" -le 32 ] || return 1
+  size=$((1 << (32 - prefix)))
+  block_first=$((((10#$a << 24) | (10#$b << 16) | (10#$c << 8) | 10#$d) / size * size))
+  block_last=$((block_first + size - 1))
 }
 
 # ---------------------------------------------------------------- comparisons
@@ -275,7 +299,40 @@ check_peers() {
           "AllowedIPs ${now:-(none)}, expected ${allowed:-(none)}"
       fi
     done
+    check_routes "$interface"
   done
+}
+
+# check_routes INTERFACE: every IPv4 block of the recorded peers' AllowedIPs is routed through
+# INTERFACE, by a route for it or one that holds it (as wg-quick sets them up: the interface's own
+# subnet holds the mesh addresses, a host's extra routes get one each). Without it, what WireGuard
+# would carry to that peer goes wherever the rest of the routing table sends it.
+check_routes() {
+  local interface=$1 i line block
+  local -a blocks=() firsts=() lasts=()
+  while read -r line _; do
+    ! ipv4_block "$line" || firsts+=("$block_first") lasts+=("$block_last")
+  done < <(src_routes "$interface")
+  for i in "${!peer_interfaces[@]}"; do
+    [ "${peer_interfaces[$i]}" = "$interface" ] || continue
+    IFS=, read -ra blocks <<<"${peer_addresses[$i]}"
+    for block in "${blocks[@]}"; do
+      ipv4_block "$block" || continue
+      if ! routed_through "$block_first" "$block_last"; then
+        found "${peer_steps[$i]}" peer "$interface route $block" \
+          "not routed through $interface (AllowedIPs of peer ${peer_names[$i]}): its traffic goes elsewhere"
+      fi
+    done
+  done
+}
+
+# routed_through FIRST LAST: whether one of check_routes' routes holds the block FIRST..LAST.
+routed_through() {
+  local r
+  for r in "${!firsts[@]}"; do
+    [ "${firsts[$r]}" -gt "$1" ] || [ "${lasts[$r]}" -lt "$2" ] || return 0
+  done
+  return 1
 }
 
 # ---------------------------------------------------------------- main

@@ -24,7 +24,7 @@ import {
   seedHosts,
   vmSh,
 } from "../../lab/fleet";
-import { HEALTH_PROGRAM_PATH, METRICS_UNIT } from "../../templates/health";
+import { DRIFT_PROGRAM_PATH, HEALTH_PROGRAM_PATH, METRICS_UNIT } from "../../templates/health";
 import {
   clientKeyPath,
   hostKeyAlias,
@@ -1469,6 +1469,42 @@ test("14b. a route given to a spoke is routed through the hub's tunnel in place,
   await checkMesh();
   phase("a route given to a spoke and taken away in place");
 }, 900_000);
+
+test("14c. a route through the tunnel deleted by hand is drift of the host's WireGuard config, and gone once it is back", async () => {
+  const hubName = config.mesh.hub;
+  const spoke = plan.hosts.find((h) => h.name !== hubName);
+  if (spoke === undefined) {
+    throw new Error("the lab needs a host besides the hub");
+  }
+  // Whatever route through wg0 holds the spoke's first AllowedIPs block (the mesh block routed to the
+  // hub, held by the route the interface's address gives it).
+  const [block] = spoke.peers[0].allowedIps;
+  const route = (await run(spoke.name, `ip -4 route show dev ${WG_INTERFACE} match ${block}`))
+    .trim()
+    .split("\n")[0];
+  expect(route).toMatch(/^\S+ /);
+  const drift = async () =>
+    (await run(spoke.name, `${DRIFT_PROGRAM_PATH}`))
+      .split("\n")
+      .filter((l) => l.includes(`\t${WG_INTERFACE} route `));
+  expect(await drift()).toEqual([]);
+  const destination = route.split(" ")[0];
+  const rest = route.slice(destination.length).trim();
+  try {
+    await run(spoke.name, `ip -4 route del ${destination} dev ${WG_INTERFACE}`);
+    expect(await drift()).toEqual([
+      `mesh-${spoke.name}-config\tpeer\t${WG_INTERFACE} route ${block}\tnot routed through ${WG_INTERFACE} (AllowedIPs of peer ${spoke.peers[0].name}): its traffic goes elsewhere`,
+    ]);
+  } finally {
+    await run(
+      spoke.name,
+      `ip -4 route show dev ${WG_INTERFACE} exact ${destination} | grep -q . || ip -4 route add ${destination} dev ${WG_INTERFACE} ${rest}`,
+    );
+  }
+  expect(await drift()).toEqual([]);
+  await checkMesh();
+  phase("a route deleted by hand is drift");
+});
 
 test("15. drift made by hand is reported by status and metrics, and a repair re-runs exactly the drifted steps", async () => {
   const root = `${__dirname}/../..`;
