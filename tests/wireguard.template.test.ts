@@ -33,6 +33,8 @@ import {
   publicKeyOf,
 } from "./meshFixtures";
 import { Sandbox } from "./sandbox";
+import fc from "fast-check";
+import { hostScript } from "../templates/shell";
 
 /** `text` matched literally inside a RegExp. */
 const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -1026,5 +1028,47 @@ describe("the rendered configuration", () => {
         .trim();
       expect(publicKeyOf(name)).toBe(wg);
     }
+  });
+});
+
+describe("swarm_wg_sort, which orders a peer's AllowedIPs without starting a process", () => {
+  it("orders them as the plan does (byte order), whatever blanks and order wg prints them in", () => {
+    const octet = fc.integer({ min: 0, max: 255 });
+    const cidr = fc
+      .tuple(octet, octet, octet, octet, fc.integer({ min: 8, max: 32 }))
+      .map(([a, b, c, d, p]) => `${a}.${b}.${c}.${d}/${p}`);
+    const lists = fc.array(
+      fc.tuple(fc.array(cidr, { maxLength: 6 }), fc.boolean()).map(([items, blanks]) => ({
+        items,
+        written: items.join(blanks ? ", " : ","),
+      })),
+      { minLength: 50, maxLength: 50 },
+    );
+    fc.assert(
+      fc.property(lists, (cases) => {
+        // One bash for every case: LC_ALL=C as the prelude sets it.
+        const script = `export LC_ALL=C
+${hostScript("wireguard-check.sh")}
+while IFS= read -r line; do
+  swarm_wg_sort "$line"
+  printf '%s\\n' "$wg_sorted"
+done`;
+        const out = execFileSync("bash", ["-c", script], {
+          input: cases.map((c) => `${c.written}\n`).join(""),
+          encoding: "utf8",
+        });
+        expect(out.split("\n").slice(0, -1)).toEqual(cases.map((c) => [...c.items].sort().join(",")));
+      }),
+      { numRuns: 20 },
+    );
+  });
+
+  it("keeps wg's word for no AllowedIPs", () => {
+    const out = execFileSync(
+      "bash",
+      ["-c", `${hostScript("wireguard-check.sh")}\nswarm_wg_sort "(none)"; printf '%s' "$wg_sorted"`],
+      { encoding: "utf8" },
+    );
+    expect(out).toBe("(none)");
   });
 });

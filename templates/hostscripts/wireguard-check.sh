@@ -19,9 +19,24 @@ swarm_wg_file_endpoints() {
     esac
   done <"$1"
 }
-# AllowedIPs as wg show dump writes them, sorted as the plan lists them.
-swarm_wg_sorted() {
-  tr -d ' ' <<<"$1" | tr ',' '\n' | sort | paste -sd, -
+# swarm_wg_sort LIST: AllowedIPs as wg show dump (or wg-quick strip, with blanks) writes them,
+# sorted as the plan lists them (byte order: the prelude sets LC_ALL=C), in $wg_sorted. It runs once
+# per peer, so it starts no process: an insertion sort of the few entries a peer has.
+wg_sorted=
+swarm_wg_sort() {
+  local -a items=()
+  local item i j
+  IFS=, read -ra items <<<"${1// /}"
+  for ((i = 1; i < ${#items[@]}; i++)); do
+    item=${items[i]}
+    for ((j = i - 1; j >= 0; j--)); do
+      [[ ${items[j]} > $item ]] || break
+      items[j + 1]=${items[j]}
+    done
+    items[j + 1]=$item
+  done
+  local IFS=,
+  wg_sorted="${items[*]}"
 }
 # swarm_wg_read_live: the running interface's public key and, per peer, AllowedIPs, endpoint and
 # bytes received; false when the interface is not up. The dump's first line holds the private key:
@@ -42,7 +57,8 @@ swarm_wg_read_live() {
       wg_live_port=$endpoint
       continue
     fi
-    wg_live_allowed[$key]=$(swarm_wg_sorted "$allowed")
+    swarm_wg_sort "$allowed"
+    wg_live_allowed[$key]=$wg_sorted
     wg_live_endpoint[$key]=$endpoint
     wg_live_rx[$key]=$rx
     wg_live_keepalive[$key]=$keepalive
@@ -85,7 +101,12 @@ swarm_wg_sync() {
       endpoint[$peer]=''
       keepalive[$peer]=off
       ;;
-    allowedips) [ -z "$peer" ] || allowed[$peer]=$(swarm_wg_sorted "$value") ;;
+    allowedips)
+      if [ -n "$peer" ]; then
+        swarm_wg_sort "$value"
+        allowed[$peer]=$wg_sorted
+      fi
+      ;;
     endpoint) [ -z "$peer" ] || endpoint[$peer]=$value ;;
     persistentkeepalive) [ -z "$peer" ] || [ "$value" = 0 ] || keepalive[$peer]=$value ;;
     *) foreign=$key ;;
