@@ -19,6 +19,7 @@ import { ZfsReplica } from "./components/zfsReplica";
 import { MeshMember, WireGuardMesh } from "./components/wireguardMesh";
 import { MountStep } from "./config/plan";
 import { renderMermaid } from "./templates/topology";
+import { formatEndpoint } from "./templates/wireguard";
 import { watchKeyComment } from "./templates/meshfsWatch";
 
 export interface HostOutputs {
@@ -114,11 +115,9 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
       case "mesh": {
         const members = step.hosts.map((h): [string, MeshMember] => {
           const machine = machines.get(h.host) as HetznerHost;
-          const { bootstrap, publicAddress: endpoint } = machine;
-          return [
-            h.host,
-            { ...on(h.host), endpoint, bootstrap, keypair: keypairs.get(h.host) as WireGuardKeypair },
-          ];
+          const { bootstrap, publicAddress: endpoint, publicAddress6: endpoint6 } = machine;
+          const keypair = keypairs.get(h.host) as WireGuardKeypair;
+          return [h.host, { ...on(h.host), endpoint, endpoint6, bootstrap, keypair }];
         });
         mesh = new WireGuardMesh(step.name, { step, members: new Map(members) });
         step.hosts.forEach((h) => onHost.get(h.host)?.push(...(mesh?.commands.get(h.host) ?? [])));
@@ -215,8 +214,8 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
     outputs[host.name] = {
       meshAddress: host.meshAddress,
       publicKey: (keypairs.get(host.name) as WireGuardKeypair).publicKey,
-      endpoint: pulumi.interpolate`${h.publicAddress}:${config.mesh.listenPort}`,
-      ssh: pulumi.unsecret(h.connection.apply((c) => `${c.user}@${c.host}:${c.port}`)),
+      endpoint: h.publicAddress.apply((address) => formatEndpoint(address, config.mesh.listenPort)),
+      ssh: pulumi.unsecret(h.connection.apply((c) => `${c.user}@${formatEndpoint(c.host, c.port)}`)),
       hostKey: h.hostKey,
     };
   }

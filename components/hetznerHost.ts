@@ -31,6 +31,8 @@ interface Reachable {
   readonly user: string;
   readonly port: number;
   readonly publicAddress: pulumi.Input<string>;
+  /** The IPv6 address peers without IPv4 reach it at, when it has one beside an IPv4 address. */
+  readonly publicAddress6?: pulumi.Input<string>;
   readonly hostKey: pulumi.Input<string>;
   readonly volumeDevice?: pulumi.Output<string>;
   readonly ready: pulumi.Resource[];
@@ -80,14 +82,19 @@ export function cloudServer(
       // The firewall is attached by the FirewallAttachment below; without this
       // the server would try to detach it again on every update.
       ignoreRemoteFirewallIds: true,
+      // Without IPv4 the server has only its IPv6 /64. Hetzner creates both when this is absent,
+      // which is how every server created before the setting existed was made.
+      ...(cloud.ipv4 ? {} : { publicNets: [{ ipv4Enabled: false, ipv6Enabled: true }] }),
     },
     {
       parent,
       // Hetzner applies image, SSH keys and user data only when a server is
       // created, so a change to them would replace a running server and lose
       // its disk. They are ignored: rebuilding is a deliberate act (`pulumi up
-      // --replace <server urn>`), not a side effect of editing config.
-      ignoreChanges: ["image", "sshKeys", "userData"],
+      // --replace <server urn>`), not a side effect of editing config. The
+      // provider changes publicNets in place by powering the server off (a hard
+      // stop under a ZFS pool) to unassign or assign its primary IPs: the same.
+      ignoreChanges: ["image", "sshKeys", "userData", "publicNets"],
     },
   );
   const rules: hcloud.types.input.FirewallRule[] = [
@@ -136,7 +143,28 @@ export function cloudServer(
     ready.push(volume, volumeAttachment);
     volumeDevice = volume.linuxDevice;
   }
-  return { user: "root", port: 22, publicAddress: server.ipv4Address, hostKey, volumeDevice, ready };
+  // A server created with IPv4 and then set to ipv4: false keeps its IPv4 address (publicNets is
+  // ignored), and is reached at its IPv6 address from then on.
+  const publicAddress = cloud.ipv4
+    ? server.ipv4Address.apply((address: string | undefined) => serverIpv4(step.host, address))
+    : server.ipv6Address;
+  // Hetzner gives every server an IPv6 /64 unless told not to, so ipv6Address is set.
+  const publicAddress6 = cloud.ipv4 ? server.ipv6Address : undefined;
+  return { user: "root", port: 22, publicAddress, publicAddress6, hostKey, volumeDevice, ready };
+}
+
+/**
+ * The IPv4 address of a server that config says has one. A server created without IPv4 and then set
+ * to `ipv4: true` has none (publicNets is ignored once it exists, and the provider reads the address
+ * back as nil): fail with the fix rather than connect to no host. Exported for testing.
+ */
+export function serverIpv4(host: string, address: string | undefined): string {
+  if (address === undefined || address === "") {
+    throw new Error(
+      `${host} has no public IPv4 address: it was created with hcloud.ipv4: false, which is read only when the server is created; set it back to false, or replace the server (docs/ipv6.md)`,
+    );
+  }
+  return address;
 }
 
 /**
@@ -152,8 +180,10 @@ export class HetznerHost extends pulumi.ComponentResource {
   public readonly user: string;
   /** The host's SSH host key (`ssh-ed25519 AAAA...`), pinned on every connection. */
   public readonly hostKey: pulumi.Output<string>;
-  /** Public address: the server's IPv4 address, or the existing host's address. */
+  /** Public address: the server's IPv4 address (IPv6 without one), or the existing host's address. */
   public readonly publicAddress: pulumi.Output<string>;
+  /** The IPv6 address beside an IPv4 `publicAddress`, when the host has one: where peers without IPv4 reach it. */
+  public readonly publicAddress6?: pulumi.Output<string>;
   /** Linux device of the attached Hetzner volume, when the host has one. */
   public readonly volumeDevice?: pulumi.Output<string>;
   /** Installs the host's packages; everything else on the host runs after it. */
@@ -175,12 +205,15 @@ export class HetznerHost extends pulumi.ComponentResource {
             user: step.machine.config.user,
             port: step.machine.config.port,
             publicAddress: step.machine.config.address,
+            publicAddress6: step.machine.config.ipv6Address,
             hostKey: step.machine.config.hostKey,
             ready: [],
           };
     this.user = machine.user;
     this.hostKey = pulumi.output(machine.hostKey);
     this.publicAddress = pulumi.output(machine.publicAddress);
+    this.publicAddress6 =
+      machine.publicAddress6 !== undefined ? pulumi.output(machine.publicAddress6) : undefined;
     this.volumeDevice = machine.volumeDevice;
     this.connection = sshConnection(machine, args.sshPrivateKey);
     const body = bootstrapScript({ host: step.host, packages: step.packages });

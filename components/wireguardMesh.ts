@@ -3,6 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { MeshStep, WireGuardConfigStep } from "../config/plan";
 import { sha256 } from "../templates/shell";
 import {
+  dialledAddress,
   PeerIdentity,
   renderWireGuardConfig,
   wireguardApplyScript,
@@ -24,6 +25,8 @@ export interface MeshMember {
   readonly repairs?: Readonly<Record<string, number>>;
   /** Public address peers reach the host's WireGuard port at, without port. */
   readonly endpoint: pulumi.Input<string>;
+  /** The host's IPv6 address beside an IPv4 `endpoint`, for peers without IPv4. */
+  readonly endpoint6?: pulumi.Input<string>;
   readonly keypair: WireGuardKeypair;
   /** The host's bootstrap (packages): WireGuard is configured after it. */
   readonly bootstrap: pulumi.Resource;
@@ -49,7 +52,7 @@ export function wireguardValues(
       name: peer.name,
       publicKey: identities[peer.name].publicKey,
       allowedIps: peer.allowedIps,
-      endpointAddress: identities[peer.name].endpoint,
+      endpointAddress: dialledAddress(identities[peer.name], peer.endpointFamily),
       endpointPort: step.listenPort,
       persistentKeepalive: step.persistentKeepalive,
     })),
@@ -127,8 +130,12 @@ export class WireGuardMesh extends pulumi.ComponentResource {
       args.step.hosts.map((h) => [
         h.host,
         pulumi
-          .all([member(h.host).keypair.publicKey, member(h.host).endpoint])
-          .apply(([publicKey, endpoint]): PeerIdentity => ({ publicKey, endpoint })),
+          .all([member(h.host).keypair.publicKey, member(h.host).endpoint, member(h.host).endpoint6])
+          .apply(([publicKey, endpoint, endpoint6]): PeerIdentity => ({
+            publicKey,
+            endpoint,
+            ...(endpoint6 !== undefined ? { endpoint6 } : {}),
+          })),
       ]),
     );
     // Every host's identity, resolved once. A host that peers with every other host (a full mesh, or

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { EndpointFamily, endpointFamily } from "./endpoints";
 import { healthExpectations } from "../templates/health";
 import { Cidr, formatAddress, hostRange, parseAddress, parseCidr } from "./ipv4";
 import { FleetStep, HostStep, planSteps, resolveSyncRemote } from "./plan";
@@ -12,6 +13,11 @@ export interface PeerPlan {
    * routed through the hub, the hub's entry is the whole mesh block instead of its /32.
    */
   readonly allowedIps: readonly string[];
+  /**
+   * Which of the peer's public addresses this host dials: its IPv4 one when both hosts have IPv4,
+   * else its IPv6 one; `name` for a peer given by DNS name (config/endpoints.ts).
+   */
+  readonly endpointFamily: EndpointFamily;
 }
 
 /** Another host that `host` reaches through the hub rather than over a tunnel of its own. */
@@ -175,6 +181,7 @@ export function hostPackages(
 export function planFleet(config: FleetConfig): FleetPlan {
   const addresses = allocateMeshAddresses(config.hosts, config.mesh.cidr);
   const routesOf = new Map(config.hosts.map((h) => [h.name, h.routes]));
+  const configOf = new Map(config.hosts.map((h) => [h.name, h]));
   const hub = routingHub(config.mesh);
   const hosts = config.hosts.map((host): HostPlan => {
     const roles = {
@@ -187,10 +194,14 @@ export function planFleet(config: FleetConfig): FleetPlan {
       ),
     };
     const routedVia = hub !== undefined && host.name !== hub ? hub : undefined;
+    // Validation refuses peers without a family in common, so the fallback is never taken.
+    const dials = (name: string): EndpointFamily =>
+      endpointFamily(host, configOf.get(name) as HostConfig) ?? "IPv4";
     const peers = peerNames(config, host.name).map((name) =>
       name === routedVia
         ? {
             name,
+            endpointFamily: dials(name),
             // wg-quick routes the whole block to the hub, which forwards to the other hosts, and
             // with it the routes of the hub and of every other spoke: the hub forwards those too.
             allowedIps: [
@@ -201,7 +212,11 @@ export function planFleet(config: FleetConfig): FleetPlan {
                 .sort(),
             ],
           }
-        : { name, allowedIps: [`${addresses.get(name)}/32`, ...[...(routesOf.get(name) ?? [])].sort()] },
+        : {
+            name,
+            allowedIps: [`${addresses.get(name)}/32`, ...[...(routesOf.get(name) ?? [])].sort()],
+            endpointFamily: dials(name),
+          },
     );
     const routed = config.hosts
       .filter((h) => routedVia !== undefined && h.name !== host.name && h.name !== routedVia)

@@ -84,6 +84,10 @@ export const hcloudSchema = z.object({
       defaultText: "none",
     },
   ),
+  ipv4: field(
+    boolean().default(true),
+    "`false` creates the server without a public IPv4 address: it is reached (SSH, WireGuard) at the first address of its IPv6 /64, and peers only with hosts that have IPv6. Read when the server is created: to change it on a running server, replace the server (see [docs/ipv6.md](docs/ipv6.md))",
+  ),
   hostKey: field(
     text().optional(),
     "the server's `ssh-ed25519 AAAA...` host key, only for a server created before swarm generated host keys (see [docs/host-keys.md](docs/host-keys.md)); absent, the program generates it and pins it",
@@ -94,10 +98,15 @@ export const hcloudSchema = z.object({
 export const existingSchema = z.object({
   address: field(
     text(),
-    "IPv4 address or DNS name the admin reaches the host at over SSH, and peers its WireGuard port at",
+    "IPv4 or IPv6 address (IPv6 as RFC 5952 writes it, without brackets) or DNS name the admin reaches the host at over SSH, and peers its WireGuard port at",
     {
-      hint: "set the IPv4 address or DNS name the host is reached at",
+      hint: "set the IPv4 or IPv6 address or DNS name the host is reached at",
     },
+  ),
+  ipv6Address: field(
+    text().optional(),
+    "the host's IPv6 address beside an IPv4 `address`: peers without IPv4 reach its WireGuard port there (see [docs/ipv6.md](docs/ipv6.md))",
+    { defaultText: "none" },
   ),
   user: field(userName().default("root"), "SSH user: root, or one with passwordless sudo"),
   port: field(integer(1, 65535).default(22), "SSH port"),

@@ -47,6 +47,7 @@ import {
   parseAddress6,
   parsePrefixed6,
 } from "./ipv6";
+import { PublicAddressing, endpointFamily, publicFamilies } from "./endpoints";
 import { planFleet } from "./model";
 import { exportNamed, mountHolding, remoteCommandNames } from "./plan";
 import {
@@ -201,6 +202,10 @@ interface HostDraft {
   /** `hcloud.volumeSize` was given, even if out of range. */
   hasVolume: boolean;
   existingAddress?: string;
+  /** `existing.ipv6Address`, when valid. */
+  existingAddress6?: string;
+  /** What says which families the host's public addresses are in, from the fields that are valid. */
+  addressing?: PublicAddressing;
   /** The account swarm logs in with: root on Hetzner servers, `existing.user` (root) on existing hosts. */
   loginUser?: string;
   /** `existing.port` with its default, when valid. */
@@ -321,6 +326,7 @@ export function validateFleetConfig(
   const admin = adminDraft?.config;
   checkHosts(fleet, errors);
   checkMesh(fleet, adminDraft?.sources ?? [], errors);
+  checkPublicFamilies(fleet, adminDraft, errors);
   const meshIsClean = !errors.some((e) => isMeshPath(e.path));
   checkExports(fleet, exports, errors);
   checkReplicas(fleet, exports, errors);
@@ -451,16 +457,33 @@ function placeholderFindings(hosts: readonly HostDraft[], admin: AdminDraft | un
     }
   }
   for (const host of hosts) {
-    const address = host.existingAddress !== undefined ? parseAddress(host.existingAddress) : undefined;
-    const range = address !== undefined ? rangeOf(address, DOCUMENTATION_RANGES) : undefined;
-    if (range) {
-      found.push({
-        path: `${host.path}.existing.address`,
-        message: `${host.existingAddress} is in ${range.name}, which ${range.why}: no host answers there; write the address swarm reaches ${host.name ?? "the host"} at`,
-      });
+    const addresses = [
+      { field: "address", text: host.existingAddress },
+      { field: "ipv6Address", text: host.existingAddress6 },
+    ];
+    for (const { field, text } of addresses) {
+      const range = text !== undefined ? documentationRange(text) : undefined;
+      if (range) {
+        found.push({
+          path: `${host.path}.existing.${field}`,
+          message: `${text} is in ${range.name}, which ${range.why}: no host answers there; write the address swarm reaches ${host.name ?? "the host"} at`,
+        });
+      }
     }
   }
   return found;
+}
+
+/** The documentation range (RFC 5737, RFC 3849) an IPv4 or IPv6 address is in, if any. */
+function documentationRange(text: string): { readonly name: string; readonly why: string } | undefined {
+  const four = parseAddress(text);
+  if (four !== undefined) {
+    return rangeOf(four, DOCUMENTATION_RANGES);
+  }
+  const six = parseAddress6(text);
+  return six !== undefined
+    ? overlappedRange6({ network: six, prefix: 128 }, DOCUMENTATION_RANGES6)
+    : undefined;
 }
 
 /**
@@ -673,6 +696,7 @@ function readHost(item: Item<HostFields>, errors: ConfigError[]): HostDraft {
     draft.isHcloud = true;
     draft.loginUser = "root";
     draft.hasVolume = hcloud.has("volumeSize");
+    draft.addressing = { hcloud: { ipv4: hcloud.value.ipv4 } };
     checkHostKey(hcloud, false, "the server's address");
     if (hcloud.value.serverType !== undefined && hcloud.value.location !== undefined) {
       draft.hcloud = hcloud.value as HcloudHostConfig;
@@ -681,16 +705,32 @@ function readHost(item: Item<HostFields>, errors: ConfigError[]): HostDraft {
   const existing = r.sub("existing");
   if (existing) {
     draft.isExisting = true;
-    const { address, user, port } = existing.value;
-    const addressProblem =
-      address === undefined
-        ? undefined
-        : !isHostAddress(address)
-          ? `${JSON.stringify(address)} is neither an IPv4 address nor a DNS name: write e.g. 192.0.2.10 or host.example.org`
-          : unusableAddressProblem(address);
+    const { address, user, port, ipv6Address } = existing.value;
+    const addressProblem = address === undefined ? undefined : hostAddressProblem(address);
     if (addressProblem !== undefined) {
       existing.error("address", addressProblem);
       existing.drop("address");
+    }
+    if (ipv6Address !== undefined) {
+      const problem =
+        address === undefined || addressProblem !== undefined
+          ? undefined
+          : address.includes(":")
+            ? `goes only beside an IPv4 address, and address ${address} is IPv6 already: remove ipv6Address`
+            : parseAddress(address) === undefined
+              ? `goes only beside an IPv4 address, and address ${address} is a DNS name, which peers resolve to whatever its records say: give the name an AAAA record and remove ipv6Address, or write address as the host's IPv4 address`
+              : !ipv6Address.includes(":")
+                ? `${JSON.stringify(ipv6Address)} is not an IPv6 address: write the host's public or LAN IPv6 address, such as 2001:db8::10`
+                : address6Problem(ipv6Address);
+      if (problem !== undefined) {
+        existing.error("ipv6Address", problem);
+        existing.drop("ipv6Address");
+      } else {
+        draft.existingAddress6 = ipv6Address;
+      }
+    }
+    if (address !== undefined && addressProblem === undefined) {
+      draft.addressing = { existing: { address, ipv6Address: draft.existingAddress6 } };
     }
     const where = `${address !== undefined && addressProblem === undefined ? address : "ADDRESS"}${port !== undefined && port !== 22 ? ` -p ${port}` : ""}`;
     const hostKey = checkHostKey(existing, true, where);
@@ -1539,6 +1579,50 @@ function checkMesh(fleet: FleetIndex, sources: readonly SshSource[], errors: Con
 }
 
 /**
+ * Peers need a public address family in common, and the admin an SSH source in the family of each
+ * Hetzner server's address: a server without IPv4 is out of reach of IPv4 sources.
+ */
+function checkPublicFamilies(fleet: FleetIndex, admin: AdminDraft | undefined, errors: ConfigError[]): void {
+  const { mesh, hosts } = fleet;
+  const sixOnly = hosts.filter(
+    (h) => h.addressing && publicFamilies(h.addressing)?.includes("IPv4") === false,
+  );
+  if (sixOnly.length === 0) {
+    return;
+  }
+  const hub = mesh.topology === "hub" && !mesh.badHub ? mesh.hub : undefined;
+  const peers = (a: HostDraft, b: HostDraft) =>
+    a !== b && (hub === undefined ? mesh.topology !== "hub" : a.name === hub || b.name === hub);
+  for (const host of sixOnly) {
+    const apart = hosts.filter(
+      (other) =>
+        !mesh.badTopology &&
+        peers(host, other) &&
+        other.addressing !== undefined &&
+        endpointFamily(host.addressing as PublicAddressing, other.addressing) === undefined,
+    );
+    if (apart.length === 0) {
+      continue;
+    }
+    const names = apart.map((h) => h.name ?? h.path).join(", ");
+    const fix = host.isHcloud
+      ? `create ${host.name} with hcloud.ipv4: true`
+      : `reach ${host.name} at an IPv4 address`;
+    errors.push({
+      path: `${host.path}.${host.isHcloud ? "hcloud.ipv4" : "existing.address"}`,
+      message: `${host.name} has only an IPv6 address, and its peer${apart.length > 1 ? "s" : ""} ${names} only IPv4: WireGuard has no path between them; give ${apart.length > 1 ? "each of them" : names} an IPv6 address (existing.ipv6Address), or ${fix}`,
+    });
+  }
+  const servers = sixOnly.filter((h) => h.isHcloud);
+  if (servers.length > 0 && admin !== undefined && admin.sources.length > 0 && admin.sources6.length === 0) {
+    errors.push({
+      path: "swarm:admin.sshSourceCidrs",
+      message: `lists only IPv4 networks, and ${servers.map((h) => h.name ?? h.path).join(", ")} ${servers.length > 1 ? "have" : "has"} no IPv4 address (hcloud.ipv4: false): the Hetzner firewall would let no SSH reach ${servers.length > 1 ? "them" : "it"}; add the IPv6 network you run pulumi from, e.g. 2001:db8:1234::/48`,
+    });
+  }
+}
+
+/**
  * Why a block that every host routes into the tunnel (the mesh, or a route
  * to one host) would cut hosts off: it takes in a large part of the
  * internet, addresses the kernel or the cloud use locally, Hetzner's
@@ -2178,22 +2262,42 @@ function readCidr(
   return cidr;
 }
 
-function isHostAddress(text: string): boolean {
-  if (/^[0-9.]+$/.test(text)) {
-    return parseAddress(text) !== undefined;
-  }
-  return DNS_NAME.test(text);
-}
+const UNUSABLE_FIX = "use the public or LAN address swarm reaches the host at";
 
-/** Why a host's address (IPv4 or DNS name) cannot be where swarm reaches it, or undefined. */
-function unusableAddressProblem(text: string): string | undefined {
-  const fix = "use the public or LAN address swarm reaches the host at";
+/** Why a host's address (IPv4, IPv6 or DNS name) cannot be where swarm reaches it, or undefined. */
+function hostAddressProblem(text: string): string | undefined {
+  if (text.includes(":")) {
+    return address6Problem(text);
+  }
+  if (/^[0-9.]+$/.test(text) ? parseAddress(text) === undefined : !DNS_NAME.test(text)) {
+    return `${JSON.stringify(text)} is neither an IPv4 or IPv6 address nor a DNS name: write e.g. 192.0.2.10, 2001:db8::10 or host.example.org`;
+  }
   if (/^localhost\.?$|\.localhost\.?$/i.test(text)) {
-    return `${text} is the machine that runs pulumi itself: ${fix}`;
+    return `${text} is the machine that runs pulumi itself: ${UNUSABLE_FIX}`;
   }
   const address = parseAddress(text);
   const special = address !== undefined ? rangeOf(address, NON_UNICAST_RANGES) : undefined;
-  return special ? `${text} is in ${special.name}, which ${special.why}: ${fix}` : undefined;
+  return special ? `${text} is in ${special.name}, which ${special.why}: ${UNUSABLE_FIX}` : undefined;
+}
+
+/** Why `text` is not an IPv6 address a host can be reached at, written as RFC 5952 prints it; or undefined. */
+function address6Problem(text: string): string | undefined {
+  const bracketed = /^\[(.*)\](?::(\d+))?$/.exec(text);
+  if (bracketed) {
+    return `${JSON.stringify(text)} is bracketed${bracketed[2] !== undefined ? " with a port" : ""}: write the bare address, ${bracketed[1]}${bracketed[2] !== undefined ? `, and the SSH port in existing.port` : ""} (swarm brackets it where an endpoint needs it)`;
+  }
+  const value = parseAddress6(text);
+  if (value === undefined) {
+    return `${JSON.stringify(text)} is not an IPv6 address: write one such as 2001:db8::10`;
+  }
+  const special = overlappedRange6({ network: value, prefix: 128 }, NON_UNICAST_RANGES6);
+  if (special) {
+    return `${text} is in ${special.name}, which ${special.why}: ${UNUSABLE_FIX}`;
+  }
+  const canonical = formatAddress6(value);
+  return canonical !== text
+    ? `${text} is not written as RFC 5952 prints it, the form wg and ssh report it in: write ${canonical}`
+    : undefined;
 }
 
 /** Why `text` is not a clean absolute path, or undefined when it is one. */

@@ -48,6 +48,10 @@ SUITE=bookworm
 BRIDGE=swlab0
 BRIDGE_ADDR=10.231.0.1
 SUBNET_PREFIX=10.231.0. # the lab is 10.231.0.0/24
+# and fd31:a7c9:5e04::/64, a unique local prefix (RFC 4193) of its own: host 10.231.0.N has
+# fd31:a7c9:5e04::N beside it, and a host given fd31:a7c9:5e04::N has that address only.
+SUBNET6_PREFIX=fd31:a7c9:5e04::
+BRIDGE_ADDR6=${SUBNET6_PREFIX}1
 NETNS_PREFIX=swlab-
 CGROUP_DIR=swarm-lab # per-host cgroups live in <hierarchy>/swarm-lab/NAME
 
@@ -281,7 +285,9 @@ ensure_bridge() {
         die "a bridge $BRIDGE exists that this lab did not create; not touching it"
     [[ -z $(ip -o -4 addr show to "${SUBNET_PREFIX}0/24") ]] ||
         die "an interface already has an address in ${SUBNET_PREFIX}0/24; not creating $BRIDGE"
-    say "creating bridge $BRIDGE ${BRIDGE_ADDR}/24"
+    [[ -z $(ip -o -6 addr show to "${SUBNET6_PREFIX}/64") ]] ||
+        die "an interface already has an address in ${SUBNET6_PREFIX}/64; not creating $BRIDGE"
+    say "creating bridge $BRIDGE ${BRIDGE_ADDR}/24 ${BRIDGE_ADDR6}/64"
     record bridge - "$BRIDGE"
     ip link add "$BRIDGE" type bridge
     # If br_netfilter is loaded, bridged lab traffic would go through the
@@ -289,7 +295,19 @@ ensure_bridge() {
     # bridge (only) out.
     ip link set "$BRIDGE" type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0 2>/dev/null || true
     ip addr add "${BRIDGE_ADDR}/24" dev "$BRIDGE"
+    # nodad: no host of the lab can hold the address, and the 1-2 s of duplicate address detection
+    # would only delay the first connection.
+    ip -6 addr add "${BRIDGE_ADDR6}/64" dev "$BRIDGE" nodad
     ip link set "$BRIDGE" up
+}
+
+# The number N of a lab address, 10.231.0.N or fd31:a7c9:5e04::N; 0 when it is neither.
+addr_number() { # ADDR
+    if [[ $1 =~ ^10\.231\.0\.([1-9][0-9]{0,2})$ ]] || [[ $1 =~ ^fd31:a7c9:5e04::([1-9][0-9]{0,2})$ ]]; then
+        echo "${BASH_REMATCH[1]}"
+    else
+        echo 0
+    fi
 }
 
 veth_name() { printf 'swl%s\n' "$(printf '%s' "$1" | sha256sum | cut -c1-10)"; }
@@ -390,7 +408,13 @@ create_host() { # NAME ADDR IMAGE [DEVICE...]
     ip link add "$veth" type veth peer name eth0 netns "$ns"
     ip link set "$veth" master "$BRIDGE" up
     ip -n "$ns" link set lo up
-    ip -n "$ns" addr add "$addr/24" dev eth0
+    if [[ $addr == *:* ]]; then
+        # Reached over IPv6 only: no IPv4 address at all, so nothing can reach it another way.
+        ip -n "$ns" -6 addr add "$addr/64" dev eth0 nodad
+    else
+        ip -n "$ns" addr add "$addr/24" dev eth0
+        ip -n "$ns" -6 addr add "${SUBNET6_PREFIX}$(addr_number "$addr")/64" dev eth0 nodad
+    fi
     ip -n "$ns" link set eth0 up
     if [[ $ROUTERS == *" $name "* ]]; then
         # nspawn mounts /proc/sys/net read-only in a namespace it did not make
@@ -622,13 +646,14 @@ cmd_up() {
         addr=${arg#*=}
         [[ $name =~ ^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$ ]] ||
             die "up: host name '$name' must be lowercase letters, digits and '-' (max 32)"
-        n=0
-        [[ $addr =~ ^10\.231\.0\.([1-9][0-9]{0,2})$ ]] && n=${BASH_REMATCH[1]}
-        ((n >= 2 && n <= 254)) || die "up: address '$addr' for $name must be in ${SUBNET_PREFIX}2-254"
+        n=$(addr_number "$addr")
+        ((n >= 2 && n <= 254)) ||
+            die "up: address '$addr' for $name must be in ${SUBNET_PREFIX}2-254 or ${SUBNET6_PREFIX}2-254"
         [[ $seen != *" $name "* ]] || die "up: host $name given twice"
-        [[ $addrs != *" $addr "* ]] || die "up: address $addr given twice"
+        # 10.231.0.N and fd31:a7c9:5e04::N are one host's.
+        [[ $addrs != *" $n "* ]] || die "up: address $addr given twice (10.231.0.$n and ${SUBNET6_PREFIX}$n are one host's)"
         seen+="$name "
-        addrs+="$addr "
+        addrs+="$n "
     done
 
     img=$(cmd_image)
@@ -641,8 +666,8 @@ cmd_up() {
         addr=${arg#*=}
         local other
         for other in $(hosts_in_manifest); do
-            [[ $other != "$name" && $(host_addr "$other") == "$addr" ]] &&
-                die "up: $addr is already used by lab host $other"
+            [[ $other != "$name" && $(addr_number "$(host_addr "$other")") == "$(addr_number "$addr")" ]] &&
+                die "up: $addr is already used by lab host $other ($(host_addr "$other"))"
         done
         if host_running "$name"; then
             [[ $(host_addr "$name") == "$addr" ]] ||

@@ -258,7 +258,7 @@ Host swarm-lab-vm
   ServerAliveInterval 15
   ServerAliveCountMax 4
 
-Host 10.231.0.*
+Host 10.231.0.* fd31:a7c9:5e04:*
   User root
   IdentityFile $KEY
   UserKnownHostsFile $KNOWN_HOSTS

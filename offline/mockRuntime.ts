@@ -134,9 +134,15 @@ export class MockFleet implements pulumi.runtime.Mocks {
         break;
       }
       case "hcloud:index/server:Server": {
-        // TEST-NET-3 documentation addresses: never a real host.
+        // TEST-NET-3 and RFC 3849 documentation addresses: never a real host. A server created
+        // without IPv4 has no ipv4Address (the provider sets it to nil); its ipv6Address is the
+        // first address of its /64 (the provider appends "1" to the network's address).
         this.servers++;
-        state.ipv4Address = `203.0.113.${this.servers}`;
+        const nets = (args.inputs.publicNets ?? []) as { ipv4Enabled?: boolean }[];
+        if (!nets.some((n) => n.ipv4Enabled === false)) {
+          state.ipv4Address = `203.0.113.${this.servers}`;
+        }
+        state.ipv6Address = `2001:db8:0:${this.servers.toString(16)}::1`;
         state.status = "running";
         break;
       }

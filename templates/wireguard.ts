@@ -9,6 +9,7 @@
  */
 import { isIPv4, isIPv6 } from "node:net";
 import { FleetPlan } from "../config/model";
+import { EndpointFamily } from "../config/endpoints";
 import { WireGuardImplementation } from "../config/types";
 import { hostScript, script, shellQuote, writeFile } from "./shell";
 
@@ -61,8 +62,15 @@ export interface WireGuardConfigValues {
 /** What a host's configuration needs to know about each peer once the program has resolved it. */
 export interface PeerIdentity {
   readonly publicKey: string;
-  /** Public address, without port. */
+  /** Public address, without port: IPv4 when the host has it, else IPv6, or a DNS name. */
   readonly endpoint: string;
+  /** The host's IPv6 address beside an IPv4 `endpoint`, when it has one: peers without IPv4 dial it. */
+  readonly endpoint6?: string;
+}
+
+/** The address a host dials `identity`'s WireGuard port at, in the family the plan chose for the pair. */
+export function dialledAddress(identity: PeerIdentity, family: EndpointFamily): string {
+  return family === "IPv6" ? (identity.endpoint6 ?? identity.endpoint) : identity.endpoint;
 }
 
 /**
@@ -93,7 +101,7 @@ export function wireguardConfigValues(
         name: peer.name,
         publicKey: identity.publicKey,
         allowedIps: peer.allowedIps,
-        endpointAddress: identity.endpoint,
+        endpointAddress: dialledAddress(identity, peer.endpointFamily),
         endpointPort: mesh.listenPort,
         persistentKeepalive: mesh.persistentKeepalive,
       };

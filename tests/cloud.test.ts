@@ -27,7 +27,7 @@ const TODAY = catalogueOf(
 );
 
 const cloudHost = (serverType: string, location: string, name = "anchor"): HostConfig =>
-  host({ name, hcloud: { serverType, location, image: "debian-12" } });
+  host({ name, hcloud: { serverType, location, image: "debian-12", ipv4: true } });
 
 const existingHost = (name: string): HostConfig =>
   host({

@@ -242,7 +242,7 @@ describe("findAllowedIpCollisions", () => {
         const hosts = plan.hosts.map((h) => ({
           name: h.name,
           meshAddress: h.meshAddress,
-          peers: [...h.peers],
+          peers: h.peers.map(({ name, allowedIps }) => ({ name, allowedIps })),
         }));
         const hubHost = hosts[hub];
         const spokes = hosts.filter((h) => h !== hubHost);

@@ -52,6 +52,16 @@ test("only ssh's mismatch is rewritten", () => {
   ).toBeUndefined();
 });
 
+test("a mismatch at an IPv6 address names it in brackets, as ssh and the provider write it", () => {
+  const pinned = { host: "2001:db8::1", port: 22, hostKey: "ssh-ed25519 AAAA" };
+  const stderr =
+    "@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n" +
+    "The fingerprint for the ED25519 key sent by the remote host is\nSHA256:abc.\n";
+  expect(hostKeyMismatch(pinned, stderr)).toMatch(
+    /^host key mismatch at \[2001:db8::1\]:22: the host offered SHA256:abc/,
+  );
+});
+
 describeAsRoot("against sshd on loopback", () => {
   let dir: string;
   let sshd: ChildProcess;

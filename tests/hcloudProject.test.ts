@@ -52,8 +52,8 @@ describe("requireCloudCatalogue", () => {
       logged.push(message);
     });
     const config: FleetConfig = fleet([
-      host({ name: "a", hcloud: { serverType: "cx22", location: "nbg1", image: "debian-12" } }),
-      host({ name: "b", hcloud: { serverType: "cx23", location: "fra1", image: "debian-12" } }),
+      host({ name: "a", hcloud: { serverType: "cx22", location: "nbg1", image: "debian-12", ipv4: true } }),
+      host({ name: "b", hcloud: { serverType: "cx23", location: "fra1", image: "debian-12", ipv4: true } }),
     ]);
     const { error } = await outcome(requireCloudCatalogue(config));
     expect(error).toBeInstanceOf(pulumi.RunError);

@@ -1,6 +1,6 @@
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
-import { HetznerHost } from "../components/hetznerHost";
+import { HetznerHost, serverIpv4 } from "../components/hetznerHost";
 import { stepsOf } from "../config/plan";
 import { HostPlan } from "../config/model";
 import { FleetConfig } from "../config/types";
@@ -87,7 +87,13 @@ describe("a Hetzner Cloud host with a volume", () => {
       keepDisk: true,
       ignoreRemoteFirewallIds: true,
     });
-    expect(built.graph.named("anchor-server").opts.ignoreChanges).toEqual(["image", "sshKeys", "userData"]);
+    expect(server.publicNets).toBeUndefined();
+    expect(built.graph.named("anchor-server").opts.ignoreChanges).toEqual([
+      "image",
+      "sshKeys",
+      "userData",
+      "publicNets",
+    ]);
   });
 
   it("opens WireGuard to the world and SSH only to the admin networks", () => {
@@ -136,6 +142,10 @@ describe("a Hetzner Cloud host with a volume", () => {
     expect(await pulumi.isSecret(built.host.connection)).toBe(true);
     const address = await promiseOf(built.host.publicAddress);
     expect(address).toMatch(/^203\.0\.113\.\d+$/);
+    // Its IPv6 address is where peers without IPv4 reach it.
+    expect(await promiseOf(built.host.publicAddress6 as pulumi.Output<string>)).toMatch(
+      /^2001:db8:0:\w+::1$/,
+    );
     expect(await promiseOf(built.host.connection)).toEqual({
       host: address,
       port: 22,
@@ -210,5 +220,35 @@ describe("an existing host", () => {
     expect(host.user).toBe("admin");
     expect(await promiseOf(host.publicAddress)).toBe("198.51.100.7");
     expect(mocks.named("hetzner-native-bootstrap").inputs.create as string).toMatch(/^sudo -n bash -c '/);
+  });
+});
+
+describe("a Hetzner Cloud host without IPv4", () => {
+  const sixOnly: FleetConfig = {
+    ...HUB_FLEET,
+    hosts: HUB_FLEET.hosts.map((h) =>
+      h.name === "satellite" && h.hcloud !== undefined ? { ...h, hcloud: { ...h.hcloud, ipv4: false } } : h,
+    ),
+  };
+
+  it("is created with IPv6 only and reached at the first address of its /64", async () => {
+    const { mocks, host } = await build("satellite", sixOnly);
+    expect(mocks.named("satellite-server").inputs.publicNets).toEqual([
+      { ipv4Enabled: false, ipv6Enabled: true },
+    ]);
+    const address = await promiseOf(host.publicAddress);
+    expect(address).toMatch(/^2001:db8:0:\w+::1$/);
+    expect(host.publicAddress6).toBeUndefined();
+    expect((await promiseOf(host.connection)).host).toBe(address);
+  });
+
+  it("fails, naming the fix, when config asks for IPv4 the server was created without", () => {
+    // The provider reads a server without IPv4 back with no ipv4Address.
+    for (const address of [undefined, ""]) {
+      expect(() => serverIpv4("satellite", address)).toThrow(
+        "satellite has no public IPv4 address: it was created with hcloud.ipv4: false, which is read only when the server is created; set it back to false, or replace the server",
+      );
+    }
+    expect(serverIpv4("satellite", "203.0.113.9")).toBe("203.0.113.9");
   });
 });

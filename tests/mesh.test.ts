@@ -7,7 +7,12 @@ import { FleetPlan } from "../config/model";
 import { stepsOf } from "../config/plan";
 import { FleetConfig } from "../config/types";
 import { sha256 } from "../templates/shell";
-import { renderWireGuardConfig, wireguardApplyScript, wireguardConfigValues } from "../templates/wireguard";
+import {
+  PeerIdentity,
+  renderWireGuardConfig,
+  wireguardApplyScript,
+  wireguardConfigValues,
+} from "../templates/wireguard";
 import { GraphRecorder } from "./graph";
 import { FULL_FLEET, HUB_FLEET, plan } from "./meshFixtures";
 import { installMocks, MockFleet, promiseOf } from "../offline/mockRuntime";
@@ -63,6 +68,7 @@ async function evaluate(config: FleetConfig): Promise<Evaluation> {
       connection: machine.connection,
       user: machine.user,
       endpoint: machine.publicAddress,
+      endpoint6: machine.publicAddress6,
       keypair,
       bootstrap: machine.bootstrap,
     });
@@ -181,11 +187,12 @@ describe.each([
   });
 
   it("pushes the configuration rendered from the plan, resolved keys and public addresses", async () => {
-    const identities: Record<string, { publicKey: string; endpoint: string }> = {};
+    const identities: Record<string, PeerIdentity> = {};
     for (const [name, host] of ev.hosts) {
       identities[name] = {
         publicKey: ev.keys.get(name)?.publicKey as string,
         endpoint: await promiseOf(host.publicAddress),
+        endpoint6: host.publicAddress6 && (await promiseOf(host.publicAddress6)),
       };
     }
     for (const host of ev.plan.hosts) {
@@ -218,6 +225,41 @@ describe.each([
     const first = triggers(ev);
     const second = triggers(await evaluate(config));
     expect(second).toEqual(first);
+  });
+});
+
+describe("a Hetzner server without IPv4 in a hub", () => {
+  const sixOnly: FleetConfig = {
+    ...HUB_FLEET,
+    hosts: HUB_FLEET.hosts.map((h) =>
+      h.name === "satellite" && h.hcloud !== undefined ? { ...h, hcloud: { ...h.hcloud, ipv4: false } } : h,
+    ),
+  };
+  let ev: Evaluation;
+  beforeAll(async () => {
+    ev = await evaluate(sixOnly);
+  });
+  const endpointsIn = (host: string) =>
+    [...(ev.mocks.named(`mesh-${host}-config`).inputs.create as string).matchAll(/^Endpoint = (\S+)$/gm)].map(
+      (m) => m[1],
+    );
+
+  it("is dialled at its IPv6 address, in brackets, and dials the hub's IPv6 address", async () => {
+    const satellite = await promiseOf((ev.hosts.get("satellite") as HetznerHost).publicAddress);
+    const anchor = ev.hosts.get("anchor") as HetznerHost;
+    expect(satellite).toMatch(/^2001:db8:/);
+    expect(endpointsIn("anchor")).toContain(`[${satellite}]:51820`);
+    expect(endpointsIn("satellite")).toEqual([
+      `[${await promiseOf(anchor.publicAddress6 as pulumi.Output<string>)}]:51820`,
+    ]);
+  });
+
+  it("leaves the IPv4 endpoints of the other hosts as they were", async () => {
+    const anchor = await promiseOf((ev.hosts.get("anchor") as HetznerHost).publicAddress);
+    expect(anchor).toMatch(/^203\.0\.113\./);
+    for (const host of ev.plan.hosts.filter((h) => h.name !== "anchor" && h.name !== "satellite")) {
+      expect(endpointsIn(host.name)).toEqual([`${anchor}:51820`]);
+    }
   });
 });
 

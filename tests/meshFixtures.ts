@@ -5,12 +5,15 @@ import { DEFAULT_HEALTH } from "../config/health";
 import { FleetPlan, planFleet } from "../config/model";
 import { FleetConfig, HostConfig, MeshConfig } from "../config/types";
 import { fixtureHostKey } from "../offline/fixtureHostKeys";
+import { PeerIdentity } from "../templates/wireguard";
 
 type HostOverrides = Partial<HostConfig> & Pick<HostConfig, "name">;
 
 export function host(overrides: HostOverrides): HostConfig {
   return {
-    hcloud: overrides.existing ? undefined : { serverType: "cx23", location: "nbg1", image: "debian-12" },
+    hcloud: overrides.existing
+      ? undefined
+      : { serverType: "cx23", location: "nbg1", image: "debian-12", ipv4: true },
     wireguard: "kernel",
     keyRotation: "",
     routes: [],
@@ -40,7 +43,7 @@ export const HUB_FLEET: FleetConfig = fleet(
     host({
       name: "anchor",
       meshAddress: "10.8.0.1",
-      hcloud: { serverType: "cx33", location: "fsn1", image: "debian-12", volumeSize: 40 },
+      hcloud: { serverType: "cx33", location: "fsn1", image: "debian-12", ipv4: true, volumeSize: 40 },
     }),
     host({ name: "satellite", routes: ["10.20.0.0/24"] }),
     host({
@@ -63,7 +66,14 @@ export const FULL_FLEET: FleetConfig = fleet([
   host({ name: "satellite", routes: ["10.20.0.0/24", "10.21.0.0/24"] }),
   host({
     name: "hetzner-native",
-    existing: { address: "198.51.100.7", user: "root", port: 22, hostKey: fixtureHostKey("hetzner-native") },
+    existing: {
+      address: "198.51.100.7",
+      // lab-1 has only IPv6: it dials this host here, and the Hetzner servers at their IPv6 addresses.
+      ipv6Address: "2001:db8::7",
+      user: "root",
+      port: 22,
+      hostKey: fixtureHostKey("hetzner-native"),
+    },
   }),
   host({
     name: "lab-1",
@@ -81,21 +91,29 @@ export function publicKeyOf(name: string): string {
   return wireguardPublicKey(privateKeyOf(name));
 }
 
-/** Public addresses used as endpoints: documentation ranges only. */
+/** Public addresses used as endpoints: documentation ranges only, as the mock runtime gives servers. */
 export function endpointOf(config: FleetConfig, name: string): string {
-  const found = config.hosts.find((h) => h.name === name);
+  const index = config.hosts.findIndex((h) => h.name === name);
+  const found = config.hosts[index];
   if (found?.existing) {
     return found.existing.address;
   }
-  return `203.0.113.${config.hosts.findIndex((h) => h.name === name) + 1}`;
+  return found?.hcloud?.ipv4 === false ? ipv6Of(index) : `203.0.113.${index + 1}`;
 }
 
-export function identitiesOf(config: FleetConfig): Record<string, { publicKey: string; endpoint: string }> {
+const ipv6Of = (index: number) => `2001:db8:0:${(index + 1).toString(16)}::1`;
+
+export function identitiesOf(config: FleetConfig): Record<string, PeerIdentity> {
   return Object.fromEntries(
-    config.hosts.map((h) => [
-      h.name,
-      { publicKey: publicKeyOf(h.name), endpoint: endpointOf(config, h.name) },
-    ]),
+    config.hosts.map((h, index) => {
+      const endpoint6 = h.existing
+        ? h.existing.ipv6Address
+        : h.hcloud?.ipv4 !== false
+          ? ipv6Of(index)
+          : undefined;
+      const identity: PeerIdentity = { publicKey: publicKeyOf(h.name), endpoint: endpointOf(config, h.name) };
+      return [h.name, endpoint6 !== undefined ? { ...identity, endpoint6 } : identity];
+    }),
   );
 }
 

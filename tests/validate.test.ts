@@ -95,7 +95,7 @@ describe("validateFleetConfig", () => {
     expect(errors).toEqual([]);
     expect(config?.hosts[1]).toEqual({
       name: "satellite",
-      hcloud: { serverType: "cx23", location: "nbg1", image: "debian-12" },
+      hcloud: { serverType: "cx23", location: "nbg1", image: "debian-12", ipv4: true },
       wireguard: "kernel",
       keyRotation: "",
       routes: [],
@@ -434,7 +434,7 @@ const rows: Row[] = [
     what: "existing address neither IPv4 nor DNS",
     changes: { "hosts[3]": existingHost("lab", "10.0.0.300") },
     path: "swarm:hosts[3].existing.address",
-    message: "neither an IPv4 address nor a DNS name",
+    message: "neither an IPv4 or IPv6 address nor a DNS name",
   },
   {
     what: "existing port out of range",
@@ -1653,6 +1653,161 @@ describe("special-purpose ranges in host routes", () => {
   });
 });
 
+describe("IPv6 endpoints", () => {
+  /** anchor (the hub) is reached over IPv4 and IPv6, hetzner-native only over IPv6. */
+  const sixOnly = (overrides: Record<string, unknown> = {}) =>
+    withChanges({
+      "hosts[0]": withExisting("anchor", { address: "192.0.2.1", ipv6Address: "2001:db8::1" }),
+      "hosts[0].meshAddress": "10.8.0.1",
+      "hosts[2]": withExisting("hetzner-native", { address: "2001:db8::3" }),
+      "exports[0].pool.devices": ["/dev/disk/by-id/virtio-tank"],
+      ...overrides,
+    });
+
+  it("accepts an existing host reached only over IPv6 whose hub has IPv6, and plans IPv6 between them", () => {
+    const { config, errors } = validateFleetConfig(sixOnly());
+    expect(errors).toEqual([]);
+    const plan = planFleet(config as FleetConfig);
+    const peer = (on: string, of: string) => plan.byName.get(on)?.peers.find((p) => p.name === of);
+    expect(peer("anchor", "hetzner-native")?.endpointFamily).toBe("IPv6");
+    expect(peer("hetzner-native", "anchor")?.endpointFamily).toBe("IPv6");
+    // satellite is a Hetzner server with both families: IPv4 between it and the hub, as before.
+    expect(peer("anchor", "satellite")?.endpointFamily).toBe("IPv4");
+    expect(peer("satellite", "anchor")?.endpointFamily).toBe("IPv4");
+  });
+
+  it("accepts a Hetzner server without IPv4 when the admin has an IPv6 network", () => {
+    const raw = withChanges({
+      "hosts[2].hcloud.ipv4": false,
+      "admin.sshSourceCidrs": ["198.51.100.0/24", "2a01:4f8:1234::/48"],
+    });
+    const { config, errors } = validateFleetConfig(raw);
+    expect(errors).toEqual([]);
+    const plan = planFleet(config as FleetConfig);
+    expect(plan.byName.get("hetzner-native")?.peers).toEqual([
+      expect.objectContaining({ name: "anchor", endpointFamily: "IPv6" }),
+    ]);
+    expect(plan.byName.get("anchor")?.peers.map((p) => [p.name, p.endpointFamily])).toEqual([
+      ["hetzner-native", "IPv6"],
+      ["satellite", "IPv4"],
+    ]);
+  });
+
+  it("lets a host given by DNS name peer with one reached only over IPv6", () => {
+    const raw = sixOnly({ "hosts[0]": withExisting("anchor", { address: "anchor.example.org" }) });
+    const { config, errors } = validateFleetConfig(raw);
+    expect(errors).toEqual([]);
+    const plan = planFleet(config as FleetConfig);
+    expect(plan.byName.get("anchor")?.peers.find((p) => p.name === "hetzner-native")?.endpointFamily).toBe(
+      "IPv6",
+    );
+    expect(plan.byName.get("hetzner-native")?.peers[0].endpointFamily).toBe("name");
+  });
+
+  it("accepts an IPv4-only spoke beside an IPv6-only one: spokes peer only with the hub", () => {
+    const raw = sixOnly({ "hosts[1]": withExisting("satellite", { address: "192.0.2.2" }) });
+    expect(validateFleetConfig(raw).errors).toEqual([]);
+  });
+
+  rejectsEach([
+    ...[
+      ["[2001:db8::3]", "is bracketed: write the bare address, 2001:db8::3"],
+      [
+        "[2001:db8::3]:2222",
+        "is bracketed with a port: write the bare address, 2001:db8::3, and the SSH port in existing.port",
+      ],
+      [
+        "2001:DB8::3",
+        "is not written as RFC 5952 prints it, the form wg and ssh report it in: write 2001:db8::3",
+      ],
+      ["2001:db8:0:0:0:0:0:3", "write 2001:db8::3"],
+      ["2001:db8::g", "is not an IPv6 address: write one such as 2001:db8::10"],
+      ["2001:db8:::3", "is not an IPv6 address"],
+      ["::1", "is in the loopback address ::1/128, which is the machine that runs pulumi itself"],
+      ["fe80::1", "is in the link-local range fe80::/10, which reaches only the same network segment"],
+      ["ff02::1", "multicast range"],
+      ["::ffff:192.0.2.7", "IPv4-mapped range"],
+      ["::", "unspecified address"],
+    ].map(([address, message]) => ({
+      what: `existing IPv6 address ${address}`,
+      changes: { "hosts[3]": existingHost("lab", address) },
+      path: "swarm:hosts[3].existing.address",
+      message,
+    })),
+    {
+      what: "ipv6Address beside an IPv6 address",
+      changes: { "hosts[3]": withExisting("lab", { address: "2a01:4f8::3", ipv6Address: "2a01:4f8::4" }) },
+      path: "swarm:hosts[3].existing.ipv6Address",
+      message:
+        "goes only beside an IPv4 address, and address 2a01:4f8::3 is IPv6 already: remove ipv6Address",
+    },
+    {
+      what: "ipv6Address beside a DNS name",
+      changes: {
+        "hosts[3]": withExisting("lab", { address: "lab.example.org", ipv6Address: "2a01:4f8::4" }),
+      },
+      path: "swarm:hosts[3].existing.ipv6Address",
+      message: "is a DNS name, which peers resolve to whatever its records say: give the name an AAAA record",
+    },
+    {
+      what: "ipv6Address that is IPv4",
+      changes: { "hosts[3]": withExisting("lab", { address: "192.168.7.3", ipv6Address: "192.168.7.4" }) },
+      path: "swarm:hosts[3].existing.ipv6Address",
+      message: '"192.168.7.4" is not an IPv6 address',
+    },
+    {
+      what: "ipv6Address not canonical",
+      changes: { "hosts[3]": withExisting("lab", { address: "192.168.7.3", ipv6Address: "2A01:4F8::4" }) },
+      path: "swarm:hosts[3].existing.ipv6Address",
+      message: "write 2a01:4f8::4",
+    },
+    {
+      what: "ipv6Address link-local",
+      changes: { "hosts[3]": withExisting("lab", { address: "192.168.7.3", ipv6Address: "fe80::4" }) },
+      path: "swarm:hosts[3].existing.ipv6Address",
+      message: "link-local range",
+    },
+    {
+      what: "an IPv6-only spoke whose hub has only IPv4",
+      changes: {
+        "hosts[0]": withExisting("anchor", { address: "192.168.7.1" }),
+        "hosts[0].meshAddress": "10.8.0.1",
+        "hosts[2]": withExisting("hetzner-native", { address: "2a01:4f8::3" }),
+        "exports[0].pool.devices": ["/dev/disk/by-id/virtio-tank"],
+      },
+      path: "swarm:hosts[2].existing.address",
+      message:
+        "hetzner-native has only an IPv6 address, and its peer anchor only IPv4: WireGuard has no path between them; give anchor an IPv6 address (existing.ipv6Address), or reach hetzner-native at an IPv4 address",
+    },
+    {
+      what: "a Hetzner server without IPv4 in a full mesh with IPv4-only hosts",
+      changes: {
+        ...fullMesh,
+        "hosts[2].hcloud.ipv4": false,
+        "hosts[3]": existingHost("lab", "192.168.7.3"),
+        "hosts[4]": existingHost("lab2", "192.168.7.4"),
+        "admin.sshSourceCidrs": ["198.51.100.0/24", "2a01:4f8:1234::/48"],
+      },
+      path: "swarm:hosts[2].hcloud.ipv4",
+      message:
+        "hetzner-native has only an IPv6 address, and its peers lab, lab2 only IPv4: WireGuard has no path between them; give each of them an IPv6 address (existing.ipv6Address), or create hetzner-native with hcloud.ipv4: true",
+    },
+    {
+      what: "a Hetzner server without IPv4 and only IPv4 SSH sources",
+      changes: { "hosts[1].hcloud.ipv4": false, "hosts[2].hcloud.ipv4": false },
+      path: "swarm:admin.sshSourceCidrs",
+      message:
+        "lists only IPv4 networks, and satellite, hetzner-native have no IPv4 address (hcloud.ipv4: false): the Hetzner firewall would let no SSH reach them; add the IPv6 network you run pulumi from",
+    },
+    {
+      what: "hcloud.ipv4 not a boolean",
+      changes: { "hosts[2].hcloud.ipv4": "no" },
+      path: "swarm:hosts[2].hcloud.ipv4",
+      message: "must be true or false",
+    },
+  ]);
+});
+
 describe("existing hosts' addresses", () => {
   rejectsEach([
     ...[
@@ -2651,7 +2806,7 @@ describe("replicas", () => {
     const plan = planFleet(config as FleetConfig);
     // hetzner-native reaches anchor's export through satellite: its one peer carries the mesh block.
     expect(plan.byName.get("hetzner-native")?.peers).toEqual([
-      { name: "satellite", allowedIps: ["10.8.0.0/24"] },
+      { name: "satellite", allowedIps: ["10.8.0.0/24"], endpointFamily: "IPv4" },
     ]);
     expect(stepsOf(plan.steps, "mount").map((m) => [m.host, m.server.name])).toEqual([
       ["satellite", "anchor"],

@@ -8,6 +8,7 @@
  * lab stack.
  */
 import { spawnSync } from "node:child_process";
+import { isIPv4, isIPv6 } from "node:net";
 import * as fs from "node:fs";
 import { FleetConfig } from "../../config/types";
 import { FleetPlan, planFleet } from "../../config/model";
@@ -15,6 +16,7 @@ import { SyncRemote, SyncStep, stepsOf } from "../../config/plan";
 import { sshFingerprint } from "../../components/hostKey";
 import { CommandFailed, ConvergeResult, LabEngine, sshRun } from "../../lab/engine";
 import {
+  LAB_BRIDGE,
   LAB_KEY,
   SSH_CONFIG,
   UNBOOTED,
@@ -44,6 +46,7 @@ import {
   WG_INTERFACE,
   WG_KEY_PATH,
   WG_PUBLIC_CONF_PATH,
+  formatEndpoint,
 } from "../../templates/wireguard";
 import { authorizedKeysPath } from "../../templates/sftp";
 import { DRIFT_KINDS, askFleet, parseHostReport } from "../../scripts/hostReports";
@@ -244,6 +247,33 @@ test("1b. each host runs the WireGuard its config names: the kernel's, or wiregu
   expect(Object.fromEntries(kinds)).toEqual(
     Object.fromEntries(config.hosts.map((h) => [h.name, h.wireguard])),
   );
+});
+
+test("1c. every tunnel runs between the addresses the plan dials: IPv6 to and from a host reached only over IPv6, IPv4 elsewhere", async () => {
+  const sixOnly = config.hosts.filter((h) => isIPv6(h.existing?.address ?? ""));
+  expect(sixOnly.map((h) => h.name)).not.toEqual([]);
+  for (const h of sixOnly) {
+    // The lab gives its uplink no IPv4 address: nothing reaches it but over IPv6.
+    expect(await run(h.name, "ip -4 -o address show dev eth0")).toBe("");
+  }
+  const dialled = (name: string, family: string) => {
+    const existing = config.hosts.find((h) => h.name === name)?.existing;
+    const address = family === "IPv6" ? (existing?.ipv6Address ?? existing?.address) : existing?.address;
+    return formatEndpoint(address ?? "", config.mesh.listenPort);
+  };
+  for (const host of plan.hosts) {
+    const endpoints = (await run(host.name, `wg show ${WG_INTERFACE} endpoints`))
+      .trim()
+      .split("\n")
+      .map((line) => line.split("\t")[1])
+      .sort();
+    process.stdout.write(`${host.name}: ${endpoints.join(" ")}\n`);
+    expect({ host: host.name, endpoints }).toEqual({
+      host: host.name,
+      endpoints: host.peers.map((p) => dialled(p.name, p.endpointFamily)).sort(),
+    });
+  }
+  phase("check endpoints");
 });
 
 test("2. the export is a ZFS dataset with the configured properties and a sentinel", async () => {
@@ -1167,7 +1197,7 @@ test("12. a host whose SSH key changed is refused: nothing runs on it, and the e
     expect(failure).toBeInstanceOf(CommandFailed);
     const message = (failure as Error).message;
     process.stdout.write(`${message}\n`);
-    expect(message).toContain(`host key mismatch at ${host.address}:${host.port}`);
+    expect(message).toContain(`host key mismatch at ${formatEndpoint(host.address, host.port)}`);
     expect(message).toContain(`the host offered ${sshFingerprint(offered)}`);
     expect(message).toContain(`the program pins ${sshFingerprint(host.hostKey)}`);
   } finally {
@@ -1357,10 +1387,10 @@ test("14. spokes reach each other through the hub, and the hub forwards nothing 
   // Out of the mesh: a spoke only routes the mesh block to the hub, so for a moment spoke a also
   // sends b's uplink address into the tunnel. The hub accepts the packets (their source is a's
   // mesh address) and would forward them to its uplink: the swarm table drops them and counts them.
-  const outside = config.hosts.find((h) => h.name === b.name)?.existing?.address;
-  if (outside === undefined) {
-    throw new Error(`lab host ${b.name} has no uplink address`);
-  }
+  // b's uplink address; where b has only IPv6 (the mesh and the hub's forwarding are IPv4), the
+  // lab bridge's, which the hub reaches through its uplink as well.
+  const uplink = config.hosts.find((h) => h.name === b.name)?.existing?.address ?? "";
+  const outside = isIPv4(uplink) ? uplink : LAB_BRIDGE;
   const hubKey = (await run(a.name, `wg show ${WG_INTERFACE} peers`)).trim();
   const allowedBefore = await run(a.name, `wg show ${WG_INTERFACE} allowed-ips`);
   const original = allowedBefore.trim().split(/\s+/).slice(1).join(",");
@@ -1379,7 +1409,7 @@ ip -4 route add ${outside}/32 dev ${WG_INTERFACE}`,
 wg set ${WG_INTERFACE} peer ${hubKey} allowed-ips ${original}`,
     );
   }
-  process.stdout.write(`${a.name} → ${outside} (${b.name}'s uplink) through ${hubName}:\n${escaped.stdout}`);
+  process.stdout.write(`${a.name} → ${outside} (an uplink address) through ${hubName}:\n${escaped.stdout}`);
   expect(escaped.stdout).toMatch(/ 0 received/);
   const dropped = await counters();
   expect(dropped.out - meshed.out).toBeGreaterThanOrEqual(3);
