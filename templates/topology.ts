@@ -25,14 +25,23 @@ export function renderMermaid(plan: FleetPlan): string {
   }
   // A full mesh has hosts² tunnels: node ids are made once per host, not once per tunnel end.
   const ids = new Map(plan.hosts.map((h) => [h.name, nodeId(h.name)]));
-  const tunnels = new Set<string>();
+  // One edge per tunnel, marked when its packets travel over IPv6 (a host reached only over IPv6).
+  const tunnels = new Map<string, boolean>();
   for (const host of plan.hosts) {
     for (const peer of host.peers) {
       const [a, b] = host.name < peer.name ? [host.name, peer.name] : [peer.name, host.name];
-      tunnels.add(`  ${ids.get(a) ?? nodeId(a)} ---|wg| ${ids.get(b) ?? nodeId(b)}`);
+      const edge = `${ids.get(a) ?? nodeId(a)}\t${ids.get(b) ?? nodeId(b)}`;
+      tunnels.set(edge, (tunnels.get(edge) ?? false) || peer.endpointFamily === "IPv6");
     }
   }
-  lines.push(...[...tunnels].sort());
+  lines.push(
+    ...[...tunnels]
+      .map(([edge, six]) => {
+        const [a, b] = edge.split("\t");
+        return `  ${a} ---|${six ? "wg over IPv6" : "wg"}| ${b}`;
+      })
+      .sort(),
+  );
   const storage: string[] = [];
   for (const step of plan.steps) {
     if (step.kind === "mount") {
