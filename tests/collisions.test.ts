@@ -204,7 +204,7 @@ describe("findAllowedIpCollisions", () => {
           }
           const others = routed.filter((j) => j !== i).map(route);
           expect(host.peers).toEqual([
-            { name: config.mesh.hub, allowedIps: ["10.8.0.0/24", ...others.sort()] },
+            { name: config.mesh.hub, allowedIps: ["10.8.0.0/24", ...others.sort()], endpointFamily: "IPv4" },
           ]);
         }
         expect(findAllowedIpCollisions({ hosts: plan.hosts, meshCidr: config.mesh.cidr })).toEqual([]);
@@ -314,7 +314,7 @@ describe("findAllowedIpCollisions", () => {
     const plan = planFleet(config);
     expect(plan.hosts.flatMap((h) => h.peers)).not.toHaveLength(0);
     expect(plan.hosts.find((h) => h.name === "satellite")?.peers).toEqual([
-      { name: "anchor", allowedIps: ["10.8.0.0/24"] },
+      { name: "anchor", allowedIps: ["10.8.0.0/24"], endpointFamily: "IPv4" },
     ]);
     expect(findAllowedIpCollisions({ hosts: plan.hosts, meshCidr: config.mesh.cidr })).toEqual([]);
   });
