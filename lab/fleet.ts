@@ -17,8 +17,6 @@ const ROOT = path.resolve(__dirname, "..");
 export const VM_SH = path.join(ROOT, "lab", "vm.sh");
 export const STATE = process.env.SWARM_LAB_STATE ?? "/var/lib/swarm-lab";
 export const LAB_KEY = path.join(STATE, "id_ed25519");
-/** The lab bridge's IPv4 address in the VM (lab.sh BRIDGE_ADDR): reached by every IPv4 lab host through its uplink. */
-export const LAB_BRIDGE = "10.231.0.1";
 export const KNOWN_HOSTS = path.join(STATE, "known_hosts");
 /** ssh_config that reaches the lab hosts through the lab VM, every host key pinned (written by vm.sh up). */
 export const SSH_CONFIG = path.join(STATE, "ssh_config");

@@ -16,7 +16,6 @@ import { SyncRemote, SyncStep, stepsOf } from "../../config/plan";
 import { sshFingerprint } from "../../components/hostKey";
 import { CommandFailed, ConvergeResult, LabEngine, sshRun } from "../../lab/engine";
 import {
-  LAB_BRIDGE,
   LAB_KEY,
   SSH_CONFIG,
   UNBOOTED,
@@ -1331,7 +1330,11 @@ test("14. spokes reach each other through the hub, and the hub forwards nothing 
   if (config.mesh.topology !== "hub" || !config.mesh.hubRouting || hubName === undefined) {
     throw new Error("the lab stack must use topology hub with hubRouting");
   }
-  const [a, b] = plan.hosts.filter((h) => h.name !== hubName);
+  // b is a spoke with an IPv4 uplink address (the mesh and the hub's forwarding are IPv4): a sends
+  // it into the tunnel below.
+  const uplinkOf = (name: string) => config.hosts.find((h) => h.name === name)?.existing?.address ?? "";
+  const spokes = plan.hosts.filter((h) => h.name !== hubName);
+  const [a, b] = isIPv4(uplinkOf(spokes[1].name)) ? spokes : [spokes[1], spokes[0]];
   const table = `${HUB_TABLE.family} ${HUB_TABLE.name}`;
 
   // Each spoke's single peer is the hub, carrying the mesh block, so wg-quick routes the block to it.
@@ -1387,10 +1390,10 @@ test("14. spokes reach each other through the hub, and the hub forwards nothing 
   // Out of the mesh: a spoke only routes the mesh block to the hub, so for a moment spoke a also
   // sends b's uplink address into the tunnel. The hub accepts the packets (their source is a's
   // mesh address) and would forward them to its uplink: the swarm table drops them and counts them.
-  // b's uplink address; where b has only IPv6 (the mesh and the hub's forwarding are IPv4), the
-  // lab bridge's, which the hub reaches through its uplink as well.
-  const uplink = config.hosts.find((h) => h.name === b.name)?.existing?.address ?? "";
-  const outside = isIPv4(uplink) ? uplink : LAB_BRIDGE;
+  const outside = uplinkOf(b.name);
+  if (!isIPv4(outside)) {
+    throw new Error(`the lab stack needs a spoke with an IPv4 address; ${b.name} has ${outside}`);
+  }
   const hubKey = (await run(a.name, `wg show ${WG_INTERFACE} peers`)).trim();
   const allowedBefore = await run(a.name, `wg show ${WG_INTERFACE} allowed-ips`);
   const original = allowedBefore.trim().split(/\s+/).slice(1).join(",");
@@ -1409,7 +1412,7 @@ ip -4 route add ${outside}/32 dev ${WG_INTERFACE}`,
 wg set ${WG_INTERFACE} peer ${hubKey} allowed-ips ${original}`,
     );
   }
-  process.stdout.write(`${a.name} → ${outside} (an uplink address) through ${hubName}:\n${escaped.stdout}`);
+  process.stdout.write(`${a.name} → ${outside} (${b.name}'s uplink) through ${hubName}:\n${escaped.stdout}`);
   expect(escaped.stdout).toMatch(/ 0 received/);
   const dropped = await counters();
   expect(dropped.out - meshed.out).toBeGreaterThanOrEqual(3);
