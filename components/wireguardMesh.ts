@@ -46,6 +46,7 @@ export function wireguardValues(
 ): WireGuardConfigValues {
   return {
     address: step.address,
+    ...(step.address6 === undefined ? {} : { address6: step.address6 }),
     listenPort: step.listenPort,
     mtu: step.mtu,
     peers: step.peers.map((peer) => ({

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { EndpointFamily, endpointFamily } from "./endpoints";
 import { healthExpectations } from "../templates/health";
 import { Cidr, formatAddress, hostRange, parseAddress, parseCidr } from "./ipv4";
+import { formatAddress6, parseAddress6, parsePrefixed6 } from "./ipv6";
 import { FleetStep, HostStep, planSteps, resolveSyncRemote } from "./plan";
 import { ExportConfig, FleetConfig, HostConfig, MountConfig, ReplicaConfig, SyncConfig } from "./types";
 
@@ -9,8 +10,9 @@ import { ExportConfig, FleetConfig, HostConfig, MountConfig, ReplicaConfig, Sync
 export interface PeerPlan {
   readonly name: string;
   /**
-   * AllowedIPs for the peer: its mesh address as a /32, then its routes sorted. On a host
-   * routed through the hub, the hub's entry is the whole mesh block instead of its /32.
+   * AllowedIPs for the peer: its mesh address as a /32, its IPv6 mesh address as a /128 (with
+   * `mesh.ipv6Prefix`), then its routes sorted. On a host routed through the hub, the hub's
+   * entries are the whole mesh block and the IPv6 prefix instead.
    */
   readonly allowedIps: readonly string[];
   /**
@@ -24,6 +26,8 @@ export interface PeerPlan {
 export interface RoutedHost {
   readonly name: string;
   readonly meshAddress: string;
+  /** Its IPv6 mesh address, with `mesh.ipv6Prefix`. */
+  readonly meshAddress6?: string;
   /** The hub, which forwards the traffic. */
   readonly via: string;
 }
@@ -33,6 +37,8 @@ export interface HostPlan {
   readonly name: string;
   readonly config: HostConfig;
   readonly meshAddress: string;
+  /** The IPv6 mesh address, with `mesh.ipv6Prefix`. */
+  readonly meshAddress6?: string;
   /** Peers on this host's interface, sorted by name. */
   readonly peers: readonly PeerPlan[];
   /** The hosts this one reaches through the hub (hub routing, on a host other than the hub), sorted by name. */
@@ -111,6 +117,52 @@ export function allocateMeshAddresses(
   return result;
 }
 
+/**
+ * IPv6 mesh addresses inside the /64 `prefixText`, as `allocateMeshAddresses` allocates IPv4 ones:
+ * explicit ones as given; the rest start at the interface identifier made of the first 64 bits of
+ * the SHA-256 of the name and probe upwards past taken ones. Identifier 0 is never given: it is the
+ * subnet-router anycast address (RFC 4291 2.6.1). With 2^64 identifiers, two hashes meet with a
+ * chance of about n²/2^65, so in practice no host ever probes and adding one moves none.
+ *
+ * Expects validated config: explicit addresses inside the prefix, canonical and unique.
+ */
+export function allocateMeshAddresses6(
+  hosts: readonly Pick<HostConfig, "name" | "meshAddress6">[],
+  prefixText: string,
+): Map<string, string> {
+  const prefix = parsePrefixed6(prefixText);
+  if (prefix === undefined || prefix.prefix !== 64) {
+    throw new Error(`${prefixText} is not an IPv6 /64`);
+  }
+  const network = prefix.address - (prefix.address % IDENTIFIERS);
+  const taken = new Set<bigint>();
+  const result = new Map<string, string>();
+  for (const host of hosts) {
+    if (host.meshAddress6 !== undefined) {
+      taken.add((parseAddress6(host.meshAddress6) as bigint) % IDENTIFIERS);
+      result.set(host.name, host.meshAddress6);
+    }
+  }
+  const pending = hosts
+    .filter((h) => h.meshAddress6 === undefined)
+    .map((h) => ({ name: h.name, slot: createHash("sha256").update(h.name).digest().readBigUInt64BE(0) }))
+    .sort((a, b) =>
+      a.slot < b.slot ? -1 : a.slot > b.slot ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+    );
+  for (const { name, slot } of pending) {
+    let identifier = slot;
+    while (identifier === 0n || taken.has(identifier)) {
+      identifier = (identifier + 1n) % IDENTIFIERS;
+    }
+    taken.add(identifier);
+    result.set(name, formatAddress6(network + identifier));
+  }
+  return result;
+}
+
+/** Interface identifiers in a /64. */
+const IDENTIFIERS = 1n << 64n;
+
 function hashSlot(name: string, size: number): number {
   const digest = createHash("sha256").update(name).digest();
   return digest.readUInt32BE(0) % size;
@@ -180,6 +232,13 @@ export function hostPackages(
 /** Derives the per-host plan and its steps from validated config. Pure and deterministic. */
 export function planFleet(config: FleetConfig): FleetPlan {
   const addresses = allocateMeshAddresses(config.hosts, config.mesh.cidr);
+  const prefix6 = config.mesh.ipv6Prefix;
+  const addresses6 =
+    prefix6 === undefined ? new Map<string, string>() : allocateMeshAddresses6(config.hosts, prefix6);
+  const own6 = (name: string) => {
+    const address = addresses6.get(name);
+    return address === undefined ? [] : [`${address}/128`];
+  };
   const routesOf = new Map(config.hosts.map((h) => [h.name, h.routes]));
   const configOf = new Map(config.hosts.map((h) => [h.name, h]));
   const hub = routingHub(config.mesh);
@@ -206,6 +265,7 @@ export function planFleet(config: FleetConfig): FleetPlan {
             // with it the routes of the hub and of every other spoke: the hub forwards those too.
             allowedIps: [
               config.mesh.cidr,
+              ...(prefix6 === undefined ? [] : [prefix6]),
               ...config.hosts
                 .filter((h) => h.name !== host.name)
                 .flatMap((h) => h.routes)
@@ -214,19 +274,29 @@ export function planFleet(config: FleetConfig): FleetPlan {
           }
         : {
             name,
-            allowedIps: [`${addresses.get(name)}/32`, ...[...(routesOf.get(name) ?? [])].sort()],
+            allowedIps: [
+              `${addresses.get(name)}/32`,
+              ...own6(name),
+              ...[...(routesOf.get(name) ?? [])].sort(),
+            ],
             endpointFamily: dials(name),
           },
     );
     const routed = config.hosts
       .filter((h) => routedVia !== undefined && h.name !== host.name && h.name !== routedVia)
-      .map((h) => ({ name: h.name, meshAddress: addresses.get(h.name) as string, via: routedVia as string }))
+      .map((h) => ({
+        name: h.name,
+        meshAddress: addresses.get(h.name) as string,
+        ...(addresses6.has(h.name) ? { meshAddress6: addresses6.get(h.name) } : {}),
+        via: routedVia as string,
+      }))
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const forwards = host.name === hub;
     return {
       name: host.name,
       config: host,
       meshAddress: addresses.get(host.name) as string,
+      ...(addresses6.has(host.name) ? { meshAddress6: addresses6.get(host.name) } : {}),
       peers,
       routed,
       forwards,

@@ -83,6 +83,8 @@ export interface WireGuardConfigStep {
   readonly implementation: WireGuardImplementation;
   /** The host's mesh address with the mesh prefix, e.g. `10.8.0.1/24`. */
   readonly address: string;
+  /** Its IPv6 mesh address with the /64, e.g. `fd31:a7c9:5e04:8::1/64`, with `mesh.ipv6Prefix`. */
+  readonly address6?: string;
   readonly listenPort: number;
   readonly mtu?: number;
   readonly persistentKeepalive?: number;
@@ -300,6 +302,7 @@ function withParents(directories: Iterable<string>): string[] {
 export interface PlannedHost {
   readonly name: string;
   readonly meshAddress: string;
+  readonly meshAddress6?: string;
   readonly peers: readonly PeerPlan[];
   readonly forwards: boolean;
   readonly packages: readonly string[];
@@ -355,6 +358,7 @@ export function planSteps(
     host: h.name,
     implementation: (configHosts.get(h.name) as (typeof config.hosts)[number]).wireguard,
     address: `${h.meshAddress}/${prefix}`,
+    ...(h.meshAddress6 === undefined ? {} : { address6: `${h.meshAddress6}/64` }),
     listenPort: config.mesh.listenPort,
     mtu: config.mesh.mtu,
     persistentKeepalive: config.mesh.persistentKeepalive,

@@ -130,6 +130,11 @@ export const hostSchema = z.object({
     "the host's mesh address; allocated from a hash of the name when absent (pin it to be sure it never moves)",
     { defaultText: "allocated" },
   ),
+  meshAddress6: field(
+    text().optional(),
+    "the host's IPv6 mesh address inside `mesh.ipv6Prefix`, written as RFC 5952 prints it; allocated from a hash of the name when absent",
+    { defaultText: "allocated with `mesh.ipv6Prefix`" },
+  ),
   wireguard: field(
     oneOf(["kernel", "wireguard-go"]).default("kernel"),
     "`kernel`, or `wireguard-go` (userspace, for kernels without the module)",
@@ -149,6 +154,11 @@ export const meshSchema = z.object({
   cidr: field(text(), "IPv4 block of mesh addresses, e.g. `10.8.0.0/24`", {
     hint: "set the mesh block, e.g. 10.8.0.0/24",
   }),
+  ipv6Prefix: field(
+    text().optional(),
+    "a unique local IPv6 /64 (inside `fd00::/8`, written as RFC 5952 prints it, e.g. `fd31:a7c9:5e04:8::/64`): every host gets an IPv6 mesh address in it beside its IPv4 one (see [docs/ipv6.md](docs/ipv6.md))",
+    { defaultText: "none: an IPv4-only mesh" },
+  ),
   listenPort: field(integer(1, 65535).default(51820), "WireGuard UDP port on every host"),
   topology: field(
     oneOf(["full", "hub"]).default("full"),

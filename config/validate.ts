@@ -6,6 +6,7 @@
  * problem, so one `npm run validate` shows everything there is to fix, each
  * with its config path and the remedy.
  */
+import { createHash } from "node:crypto";
 import { DEFAULT_HEALTH, HealthConfig } from "./health";
 import { findAllowedIpCollisions, sharedBlock } from "./collisions";
 import {
@@ -211,6 +212,8 @@ interface HostDraft {
   /** `existing.port` with its default, when valid. */
   existingPort?: number;
   meshAddress?: string;
+  /** `meshAddress6`, when it is a canonical IPv6 address. */
+  meshAddress6?: string;
   wireguard?: WireGuardImplementation;
   keyRotation?: string;
   routes: { readonly text: string; readonly cidr?: Cidr; readonly path: string }[];
@@ -222,6 +225,10 @@ interface MeshDraft extends Partial<MeshFields> {
   badTopology?: boolean;
   badHub?: boolean;
   parsed?: Cidr;
+  /** `ipv6Prefix`, when it is a unique local /64 written canonically. */
+  parsed6?: Cidr6;
+  /** `ipv6Prefix` was given but refused: its error says it all. */
+  badIpv6Prefix?: boolean;
 }
 
 interface ExportDraft {
@@ -326,6 +333,7 @@ export function validateFleetConfig(
   const admin = adminDraft?.config;
   checkHosts(fleet, errors);
   checkMesh(fleet, adminDraft?.sources ?? [], errors);
+  checkMesh6(fleet, errors);
   checkPublicFamilies(fleet, adminDraft, errors);
   const meshIsClean = !errors.some((e) => isMeshPath(e.path));
   checkExports(fleet, exports, errors);
@@ -338,7 +346,12 @@ export function validateFleetConfig(
   if (meshIsClean) {
     const meshOnly = assemble(hosts, mesh, undefined, [], [], [], DEFAULT_HEALTH, {});
     const planned = planFleet(meshOnly);
-    errors.push(...meshCollisionErrors({ hosts: planned.hosts, meshCidr: meshOnly.mesh.cidr }, fleet));
+    errors.push(
+      ...meshCollisionErrors(
+        { hosts: planned.hosts, meshCidr: meshOnly.mesh.cidr, meshPrefix6: meshOnly.mesh.ipv6Prefix },
+        fleet,
+      ),
+    );
   }
 
   const placeholders = placeholderFindings(hosts, adminDraft);
@@ -753,6 +766,21 @@ function readHost(item: Item<HostFields>, errors: ConfigError[]): HostDraft {
       draft.meshAddress = meshAddress;
     }
   }
+  const meshAddress6 = r.value.meshAddress6;
+  if (meshAddress6 !== undefined) {
+    const parsed = parseAddress6(meshAddress6);
+    if (parsed === undefined || formatAddress6(parsed) !== meshAddress6) {
+      r.error(
+        "meshAddress6",
+        parsed === undefined
+          ? `${JSON.stringify(meshAddress6)} is not an IPv6 address: write one inside mesh.ipv6Prefix such as fd31:a7c9:5e04:8::2, or remove meshAddress6 to allocate one`
+          : `${meshAddress6} is not written as RFC 5952 prints it: write ${formatAddress6(parsed)}`,
+      );
+      r.drop("meshAddress6");
+    } else {
+      draft.meshAddress6 = meshAddress6;
+    }
+  }
   draft.wireguard = r.value.wireguard;
   draft.keyRotation = r.value.keyRotation;
   draft.routes = r.elements("routes").map((route) => ({
@@ -773,6 +801,18 @@ function readMesh(r: Section<MeshFields>, errors: ConfigError[]): MeshDraft {
     if (draft.parsed === undefined) {
       draft.cidr = undefined;
       r.drop("cidr");
+    }
+  }
+  if (draft.ipv6Prefix !== undefined) {
+    const problem = meshPrefix6Problem(draft.ipv6Prefix);
+    if (problem === undefined) {
+      const parsed = parsePrefixed6(draft.ipv6Prefix) as { address: bigint; prefix: number };
+      draft.parsed6 = { network: parsed.address, prefix: parsed.prefix };
+    } else {
+      r.error("ipv6Prefix", problem);
+      r.drop("ipv6Prefix");
+      draft.ipv6Prefix = undefined;
+      draft.badIpv6Prefix = true;
     }
   }
   draft.badTopology = draft.topology === undefined;
@@ -1578,6 +1618,118 @@ function checkMesh(fleet: FleetIndex, sources: readonly SshSource[], errors: Con
   }
 }
 
+/** The unique local block (RFC 4193): mesh addresses must never be routed anywhere else. */
+const ULA = { network: 0xfdn << 120n, prefix: 8 } as const;
+
+/**
+ * What is wrong with `text` as `mesh.ipv6Prefix`, with the fix; undefined when it is a unique local
+ * /64 written as RFC 5952 prints it. A /64 is one IPv6 link, which is what the mesh is, and leaves
+ * 64-bit interface identifiers for hashed addresses; a wider prefix would be spent on one interface
+ * and, under hub routing, sent whole into every spoke's tunnel.
+ */
+export function meshPrefix6Problem(text: string): string | undefined {
+  const parsed = parsePrefixed6(text);
+  if (parsed === undefined) {
+    return `${JSON.stringify(text)} is not an IPv6 prefix: write a unique local /64 such as ${suggestMeshPrefix6(text)}`;
+  }
+  const network = networkOf6(parsed.address, parsed.prefix);
+  if (!overlaps6({ network, prefix: parsed.prefix }, ULA) || parsed.prefix < ULA.prefix) {
+    return `${text} is not a unique local prefix (fd00::/8): mesh addresses must never be routed on the Internet; use a /64 such as ${suggestMeshPrefix6(text)}`;
+  }
+  if (parsed.prefix !== 64) {
+    return `${text} is a /${parsed.prefix}: the mesh is one IPv6 link, a /64; use ${formatCidr6({ network: networkOf6(parsed.address, 64), prefix: 64 })}`;
+  }
+  const canonical = formatCidr6({ network, prefix: 64 });
+  if (canonical !== text) {
+    return `${text} is not written as RFC 5952 prints the network: write ${canonical}`;
+  }
+  return undefined;
+}
+
+/**
+ * A unique local /64 for `seed`: RFC 4193 wants the 40-bit Global ID pseudo-random, so it comes from
+ * a hash of what was written (the same text always gets the same suggestion), subnet 0.
+ */
+export function suggestMeshPrefix6(seed: string): string {
+  const id = BigInt(`0x${createHash("sha256").update(seed).digest("hex").slice(0, 10)}`);
+  return formatCidr6({ network: (ULA.network | (id << 80n)) as bigint, prefix: 64 });
+}
+
+/**
+ * The IPv6 mesh addresses: set only with `mesh.ipv6Prefix`, inside it, never interface identifier
+ * 0 (the subnet-router anycast address), one per host; no host's public address inside the prefix.
+ */
+function checkMesh6(fleet: FleetIndex, errors: ConfigError[]): void {
+  const { mesh, hosts } = fleet;
+  const prefix = mesh.parsed6;
+  const takenBy = new Map<bigint, HostDraft>();
+  for (const host of hosts) {
+    if (host.meshAddress6 === undefined) {
+      continue;
+    }
+    const path = `${host.path}.meshAddress6`;
+    if (prefix === undefined) {
+      if (!mesh.badIpv6Prefix) {
+        const own = formatCidr6({
+          network: networkOf6(parseAddress6(host.meshAddress6) as bigint, 64),
+          prefix: 64,
+        });
+        errors.push({
+          path,
+          message:
+            meshPrefix6Problem(own) === undefined
+              ? `is set but mesh.ipv6Prefix is not: set mesh.ipv6Prefix to ${own}, or remove meshAddress6`
+              : `is set but mesh.ipv6Prefix is not: set mesh.ipv6Prefix to a unique local /64 such as ${suggestMeshPrefix6(mesh.cidr ?? "swarm")} and pick meshAddress6 inside it, or remove meshAddress6`,
+        });
+      }
+      continue;
+    }
+    const address = parseAddress6(host.meshAddress6) as bigint;
+    const where = formatCidr6(prefix);
+    if (networkOf6(address, 64) !== prefix.network) {
+      errors.push({
+        path,
+        message: `${host.meshAddress6} is outside mesh.ipv6Prefix ${where}: pick an address in ${where}, or remove meshAddress6 to allocate one`,
+      });
+      continue;
+    }
+    if (address === prefix.network) {
+      errors.push({
+        path,
+        message: `${host.meshAddress6} is the subnet-router anycast address of ${where} (interface identifier 0): pick another address in ${where}, or remove meshAddress6 to allocate one`,
+      });
+      continue;
+    }
+    const owner = takenBy.get(address);
+    if (owner) {
+      errors.push({
+        path,
+        message: `${host.meshAddress6} is already used by ${owner.path}${owner.name ? ` (${owner.name})` : ""}: pick a free address in ${where}, or remove meshAddress6 to allocate one`,
+      });
+      continue;
+    }
+    takenBy.set(address, host);
+  }
+  if (prefix === undefined) {
+    return;
+  }
+  // A public address inside the prefix would send the host's WireGuard endpoint into the tunnel.
+  for (const host of hosts) {
+    for (const [field, text] of [
+      ["address", host.existingAddress],
+      ["ipv6Address", host.existingAddress6],
+    ] as const) {
+      const address = text === undefined ? undefined : parseAddress6(text);
+      if (address !== undefined && networkOf6(address, 64) === prefix.network) {
+        errors.push({
+          path: `${host.path}.existing.${field}`,
+          message: `${text} is inside mesh.ipv6Prefix ${formatCidr6(prefix)}: peers would route this host's WireGuard endpoint into the tunnel itself; use its public or LAN address, or another mesh.ipv6Prefix`,
+        });
+      }
+    }
+  }
+}
+
 /**
  * Peers need a public address family in common, and the admin an SSH source in the family of each
  * Hetzner server's address: a server without IPv4 is out of reach of IPv4 sources.
@@ -1719,7 +1871,7 @@ export function meshCollisionErrors(
 
 function prefixOf(entry: string): number {
   const slash = entry.indexOf("/");
-  return slash < 0 ? 32 : Number(entry.slice(slash + 1));
+  return slash >= 0 ? Number(entry.slice(slash + 1)) : entry.includes(":") ? 128 : 32;
 }
 
 function checkExports(fleet: FleetIndex, exports: readonly ExportDraft[], errors: ConfigError[]): void {

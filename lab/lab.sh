@@ -420,9 +420,13 @@ create_host() { # NAME ADDR IMAGE [DEVICE...]
         # nspawn mounts /proc/sys/net read-only in a namespace it did not make
         # itself, so a router's forwarding is set here, as a real host lets the
         # hub script set it: interfaces made later (wg0) forward, and send no
-        # ICMP redirects. The hub script finds them set and leaves them.
+        # ICMP redirects. The hub script finds them set and leaves them. IPv6
+        # forwards only with all.forwarding on (for a dual-stack mesh), and
+        # accept_ra 2 is what the hub script would set beside it.
         ip netns exec "$ns" sysctl -q -w net.ipv4.conf.default.forwarding=1 \
-            net.ipv4.conf.default.send_redirects=0
+            net.ipv4.conf.default.send_redirects=0 \
+            net.ipv6.conf.default.accept_ra=2 net.ipv6.conf.all.accept_ra=2 \
+            net.ipv6.conf.all.forwarding=1
     fi
 
     record mount "$name" "$merged"

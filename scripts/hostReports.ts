@@ -23,9 +23,13 @@ export type Level = "ok" | "WARN" | "FAIL";
 export interface PeerReport {
   readonly name: string;
   readonly address: string;
+  /** The IPv6 mesh address: null on an IPv4-only mesh, absent from hosts whose health program predates it. */
+  readonly address6?: string | null;
   /** Seconds since the latest handshake; null when there has been none. */
   readonly handshakeAge: number | null;
   readonly pingsAnswered: number;
+  /** Pings answered at `address6`; null without one, absent like it. */
+  readonly pingsAnswered6?: number | null;
   readonly rxBytes: number | null;
   readonly txBytes: number | null;
   readonly level: Level;

@@ -38,12 +38,16 @@ export interface HealthPeer {
   readonly name: string;
   readonly publicKey: string;
   readonly meshAddress: string;
+  /** Its IPv6 mesh address, on a dual-stack mesh: the gate pings both. */
+  readonly meshAddress6?: string;
 }
 
 /** A host reached through the hub rather than over a tunnel of its own (hub routing). */
 export interface HealthRoutedHost {
   readonly name: string;
   readonly meshAddress: string;
+  /** Its IPv6 mesh address, on a dual-stack mesh: the gate pings both. */
+  readonly meshAddress6?: string;
   /** The hub that forwards to it. */
   readonly via: string;
 }
@@ -126,6 +130,11 @@ export interface HealthExpectations {
   readonly prunes: readonly HealthPrune[];
 }
 
+/** The IPv6 mesh address as an optional field: absent, not undefined, on an IPv4-only mesh. */
+function address6(host: { readonly meshAddress6?: string }): { meshAddress6?: string } {
+  return host.meshAddress6 === undefined ? {} : { meshAddress6: host.meshAddress6 };
+}
+
 function byKey<T>(key: (item: T) => string): (a: T, b: T) => number {
   return (a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
 }
@@ -147,19 +156,24 @@ export function healthExpectations(
   }
   const peers = host.peers.map((peer) => {
     const publicKey = publicKeys[peer.name];
-    const address = plan.byName.get(peer.name)?.meshAddress;
-    if (publicKey === undefined || address === undefined) {
+    const planned = plan.byName.get(peer.name);
+    if (publicKey === undefined || planned === undefined) {
       throw new Error(
         `the health expectations of ${hostName} need the public key and address of peer ${peer.name}`,
       );
     }
-    return { name: peer.name, publicKey, meshAddress: address };
+    return { name: peer.name, publicKey, meshAddress: planned.meshAddress, ...address6(planned) };
   });
   return {
     host: host.name,
     thresholds,
     peers: peers.sort(byKey((p) => p.name)),
-    routed: host.routed.map((r) => ({ name: r.name, meshAddress: r.meshAddress, via: r.via })),
+    routed: host.routed.map((r) => ({
+      name: r.name,
+      meshAddress: r.meshAddress,
+      ...address6(r),
+      via: r.via,
+    })),
     mounts: host.mounts
       .map((m) => ({ path: normalizePath(m.path), automountUnit: `${systemdEscapePath(m.path)}.automount` }))
       .sort(byKey((m) => m.path)),
@@ -240,6 +254,9 @@ function bashColumns<T>(rows: readonly T[], columns: Readonly<Record<string, (ro
  */
 export function renderHealthConfig(values: HealthExpectations): string {
   const t = values.thresholds;
+  // An IPv4-only mesh's file stays as it was before IPv6 mesh addresses existed.
+  const dualStack = [...values.peers, ...values.routed].some((h) => h.meshAddress6 !== undefined);
+  const six = dualStack ? ", IPv6 mesh address ('' for none)" : "";
   return `${[
     "# What swarm-health expects of this host.",
     "# Installed by swarm; changes made here are overwritten on the next deploy.",
@@ -253,16 +270,18 @@ export function renderHealthConfig(values: HealthExpectations): string {
     `SYNC_WAIT=${t.syncWait}`,
     `TEXTFILE_DIR=${shellQuote(t.textfileDir)}`,
     `SENTINEL=${shellQuote(EXPORT_SENTINEL)}`,
-    `# Peers on ${WG_INTERFACE}: name, public key, mesh address.`,
+    `# Peers on ${WG_INTERFACE}: name, public key, mesh address${six}.`,
     ...bashColumns(values.peers, {
       PEER_NAMES: (p) => p.name,
       PEER_KEYS: (p) => p.publicKey,
       PEER_ADDRESSES: (p) => p.meshAddress,
+      ...(dualStack ? { PEER_ADDRESSES6: (p: HealthPeer) => p.meshAddress6 ?? "" } : {}),
     }),
-    "# Hosts reached through the hub: name, mesh address, hub.",
+    `# Hosts reached through the hub: name, mesh address${six}, hub.`,
     ...bashColumns(values.routed, {
       ROUTED_NAMES: (r) => r.name,
       ROUTED_ADDRESSES: (r) => r.meshAddress,
+      ...(dualStack ? { ROUTED_ADDRESSES6: (r: HealthRoutedHost) => r.meshAddress6 ?? "" } : {}),
       ROUTED_VIA: (r) => r.via,
     }),
     "# Automounted exports: mount path, automount unit.",

@@ -6,7 +6,7 @@ function nodeId(host: string): string {
 }
 
 /**
- * The fleet as a Mermaid flowchart: hosts with their mesh addresses,
+ * The fleet as a Mermaid flowchart: hosts with their mesh addresses (IPv4, and IPv6 on a dual-stack mesh),
  * WireGuard tunnels, which host exports meshfs and which mount it, and sync
  * arrows. Deterministic: edges sorted, so a no-op change renders the same.
  */
@@ -20,7 +20,10 @@ export function renderMermaid(plan: FleetPlan): string {
     ]
       .filter((r) => r !== "")
       .join(", ");
-    const label = [host.name, host.meshAddress, role].filter((p) => p !== "").join("<br/>");
+    // The IPv6 mesh address (a dual-stack mesh) on the line under the IPv4 one: both are long.
+    const label = [host.name, host.meshAddress, host.meshAddress6 ?? "", role]
+      .filter((p) => p !== "")
+      .join("<br/>");
     lines.push(`  ${nodeId(host.name)}["${label}"]`);
   }
   // A full mesh has hosts² tunnels: node ids are made once per host, not once per tunnel end.

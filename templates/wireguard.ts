@@ -24,6 +24,11 @@ export const WG_USERSPACE_DROPIN = `/etc/systemd/system/${WG_UNIT}.service.d/swa
 export const HUB_ROUTING_DROPIN = `/etc/systemd/system/${WG_UNIT}.service.d/swarm-hub-routing.conf`;
 /** The hub's forward filter, loaded with `nft -f`. */
 export const HUB_RULESET_PATH = `${WG_DIR}/${WG_INTERFACE}-hub-routing.nft`;
+/**
+ * On a hub that did not forward IPv6 before the mesh was dual-stack: the rule that keeps forwarded
+ * IPv6 inside the mesh, included by the ruleset (`hostscripts/hub-routing.sh` writes it).
+ */
+export const HUB_KEEPOUT6_PATH = `${WG_DIR}/${WG_INTERFACE}-hub-routing-ipv6.nft`;
 /** The nftables table swarm owns on the hub: `inet swarm_hub`. */
 export const HUB_TABLE = { family: "inet", name: "swarm_hub" } as const;
 /** The comments of the hub's forward rules, which name each rule (and its counter) in `nft list`. */
@@ -52,6 +57,8 @@ export interface WireGuardPeerValues {
 export interface WireGuardConfigValues {
   /** The host's mesh address with the mesh prefix, e.g. `10.8.0.1/24`. */
   readonly address: string;
+  /** The host's IPv6 mesh address with its /64, in a dual-stack mesh. */
+  readonly address6?: string;
   readonly listenPort: number;
   /** Interface MTU; absent lets wg-quick choose. */
   readonly mtu?: number;
@@ -90,6 +97,7 @@ export function wireguardConfigValues(
   const mesh = plan.config.mesh;
   return {
     address: `${hostPlan.meshAddress}/${mesh.cidr.split("/")[1]}`,
+    ...(hostPlan.meshAddress6 === undefined ? {} : { address6: `${hostPlan.meshAddress6}/64` }),
     listenPort: mesh.listenPort,
     mtu: mesh.mtu,
     peers: hostPlan.peers.map((peer) => {
@@ -119,7 +127,8 @@ export function formatEndpoint(address: string, port: number): string {
  * and deterministic: peers sorted by name.
  */
 export function renderWireGuardConfig(values: WireGuardConfigValues): string {
-  const lines = ["[Interface]", `Address = ${values.address}`, `ListenPort = ${values.listenPort}`];
+  const address = values.address6 === undefined ? values.address : `${values.address}, ${values.address6}`;
+  const lines = ["[Interface]", `Address = ${address}`, `ListenPort = ${values.listenPort}`];
   if (values.mtu !== undefined) {
     lines.push(`MTU = ${values.mtu}`);
   }
@@ -222,20 +231,24 @@ const WG_CHECK_FUNCTIONS = hostScript("wireguard-check.sh", {
   wg_unit: WG_UNIT,
 });
 
-/** Functions that turn hub routing on and off (`hostscripts/hub-routing.sh`). */
-const HUB_ROUTING_FUNCTIONS = hostScript("hub-routing.sh", {
-  wg_interface: WG_INTERFACE,
-  hub_dropin: HUB_ROUTING_DROPIN,
-  hub_ruleset: HUB_RULESET_PATH,
-  hub_family: HUB_TABLE.family,
-  hub_table: HUB_TABLE.name,
-});
+/** Functions that turn hub routing on and off (`hostscripts/hub-routing.sh`); `ipv6`: the mesh is dual-stack. */
+function hubRoutingFunctions(ipv6: boolean): string {
+  return hostScript("hub-routing.sh", {
+    wg_interface: WG_INTERFACE,
+    hub_dropin: HUB_ROUTING_DROPIN,
+    hub_ruleset: HUB_RULESET_PATH,
+    hub_keepout6: HUB_KEEPOUT6_PATH,
+    hub_family: HUB_TABLE.family,
+    hub_table: HUB_TABLE.name,
+    hub_ipv6: ipv6 ? "1" : "0",
+  });
+}
 
 /**
  * The hub's forward filter. Loading it replaces the table whole (the empty
  * declaration makes the delete succeed on the first load) and nothing else.
  */
-export function renderHubRuleset(): string {
+export function renderHubRuleset(ipv6 = false): string {
   const table = `table ${HUB_TABLE.family} ${HUB_TABLE.name}`;
   return `# Installed by swarm: ${WG_INTERFACE} forwards between its WireGuard peers and nowhere else.
 ${table}
@@ -248,27 +261,55 @@ ${table} {
 		oifname "${WG_INTERFACE}" counter drop comment "${HUB_RULE_COMMENTS.in}"
 	}
 }
-`;
+${
+  ipv6
+    ? `# Present only where the hub turned IPv6 forwarding on; a pattern that matches nothing is no error.
+include "${HUB_KEEPOUT6_PATH}*"
+`
+    : ""
+}`;
 }
 
 /** The drop-in that applies hub routing each time `wg0` comes up; a failure is logged and never takes `wg0` down. */
-export function renderHubRoutingDropin(): string {
+export function renderHubRoutingDropin(ipv6 = false): string {
   return `[Service]
 ExecStartPost=-nft -f ${HUB_RULESET_PATH}
 ExecStartPost=-sysctl -q -w net.ipv4.conf.${WG_INTERFACE}.forwarding=1 net.ipv4.conf.${WG_INTERFACE}.send_redirects=0
-`;
+${
+  ipv6
+    ? `ExecStartPost=-/bin/sh -c 'test -e ${HUB_KEEPOUT6_PATH} || exit 0; for f in /proc/sys/net/ipv6/conf/*/accept_ra; do [ "$$(cat "$$f")" != 1 ] || echo 2 >"$$f"; done; sysctl -q -w net.ipv6.conf.all.forwarding=1'
+`
+    : ""
+}`;
 }
 
 /** Hub routing in the apply script: the files on the hub (applied once the interface runs as planned), their removal elsewhere. */
-function hubRoutingFiles(forwards: boolean): string {
+function hubRoutingFiles(forwards: boolean, ipv6: boolean): string {
   return forwards
-    ? `${writeFile({ path: HUB_RULESET_PATH, mode: "0644", content: renderHubRuleset() })}${writeFile({
+    ? `${writeFile({ path: HUB_RULESET_PATH, mode: "0644", content: renderHubRuleset(ipv6) })}${writeFile({
         path: HUB_ROUTING_DROPIN,
         mode: "0644",
-        content: renderHubRoutingDropin(),
+        content: renderHubRoutingDropin(ipv6),
       })}swarm_reload
 `
     : "swarm_hub_routing_off\n";
+}
+
+/**
+ * The interface's IPv6 address set in place when the interface was neither started nor restarted
+ * (dual-stack turned on or off, or the address changed): on a change, a failure to undo is the sync
+ * rollback's, which puts the previous addresses back too.
+ */
+function readdress6(address6: string | undefined): string {
+  return `if [ -z "$wg_failed" ] && { [ -z "$wg_applied" ] || [ "$wg_applied" = sync ]; }; then
+  if ! swarm_wg_readdress6 ${address6 === undefined ? "" : shellQuote(address6)}; then
+    wg_applied=sync
+    wg_failed="ip refused to change the IPv6 address of ${WG_INTERFACE} (above)"
+  elif [ -n "$wg_readdressed" ]; then
+    wg_applied=sync
+    echo "swarm: $swarm_host: changed the IPv6 address of ${WG_INTERFACE} in place:$wg_readdressed"
+  fi
+fi`;
 }
 
 /**
@@ -347,7 +388,7 @@ if [ "$wg_derived" != "$wg_expected" ]; then
 fi
 
 ${WG_CHECK_FUNCTIONS}
-${HUB_ROUTING_FUNCTIONS}
+${hubRoutingFunctions(values.config.address6 !== undefined)}
 # The files as they were, to put back when the new ones are refused or do not run as planned.
 # mktemp -d makes the directory 0700 and cp -p keeps ${WG_CONF_NAME} 0600.
 wg_previous=$(mktemp -d ${WG_DIR}/.${WG_INTERFACE}.previous.XXXXXX)
@@ -357,6 +398,9 @@ for wg_file in ${WG_CONF_PATH} ${WG_PUBLIC_CONF_PATH}; do
     cp -p "$wg_file" "$wg_previous/"
   fi
 done
+# The IPv6 addresses the interface runs now, to put back if this run is undone.
+swarm_wg_addresses6
+wg_addresses6_before=("\${wg_live6[@]}")
 declare -A wg_endpoint_before=() wg_endpoint_now=()
 while read -r wg_peer wg_endpoint; do
   wg_endpoint_before[$wg_peer]=$wg_endpoint
@@ -400,7 +444,7 @@ if [ \${#wg_missing[@]} -gt 0 ]; then
   fail "refused the new ${WG_CONF_PATH}: it holds \${#wg_file_peers[@]} peer(s), the plan has \${#wg_plan_order[@]}; missing: \${wg_missing[*]}. ${WG_INTERFACE} keeps its running configuration and the previous files are back; run pulumi up again"
 fi
 
-${implementation}${hubRoutingFiles(values.forwards)}
+${implementation}${hubRoutingFiles(values.forwards, values.config.address6 !== undefined)}
 # Peers, the key and the listen port change in place; address and MTU need the interface recreated.
 swarm_wg_interface_matches() {
   local addresses
@@ -444,6 +488,7 @@ elif ! swarm_wg_routes "" "\${wg_plan_allowed[*]}"; then
   wg_failed="a route through ${WG_INTERFACE} could not be added (above)"
 fi
 
+${readdress6(values.config.address6)}
 # The running interface against the plan. Endpoints: WireGuard moves a peer's endpoint to the
 # address an authenticated packet came from (a spoke behind NAT shows on the hub at its NAT
 # address), so a live endpoint that differs from the plan is normal for a peer that has spoken.
@@ -458,6 +503,10 @@ if ! swarm_wg_read_live; then
 else
   if [ "$wg_live_key" != "$wg_expected" ]; then
     wg_differences+=("${WG_INTERFACE} runs public key $wg_live_key, expected $wg_expected")
+  fi
+  swarm_wg_addresses6
+  if [ "\${wg_live6[*]}" != ${shellQuote(values.config.address6 ?? "")} ]; then
+    wg_differences+=("${WG_INTERFACE} has IPv6 address(es) \${wg_live6[*]:-(none)}, the plan has ${values.config.address6 ?? "none"}")
   fi
   for wg_peer in "\${wg_plan_order[@]}"; do
     wg_name="peer \${wg_plan_name[$wg_peer]} ($wg_peer)"
@@ -508,7 +557,7 @@ ${values.forwards ? "swarm_hub_routing_on\n" : ""}echo "swarm: $swarm_host: ${WG
 
 /** Stops and disables the interface and removes what the apply script wrote. */
 export function wireguardTeardownScript(): string {
-  return `${HUB_ROUTING_FUNCTIONS}swarm_hub_routing_off
+  return `${hubRoutingFunctions(false)}swarm_hub_routing_off
 if systemctl cat ${WG_UNIT} >/dev/null 2>&1; then
   systemctl disable --now --quiet ${WG_UNIT}
   echo "swarm: stopped and disabled ${WG_UNIT}"

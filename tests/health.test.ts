@@ -33,7 +33,16 @@ import { extractFiles, unwrapRootCommand } from "../templates/shell";
 import { parseHostReport } from "../scripts/hostReports";
 import { planFleet } from "../config/model";
 import { stepsOf } from "../config/plan";
-import { PLAN, PUBLIC_KEYS, fleetWith, runHealth } from "./fixtures/health/fleet";
+import {
+  DUAL_STACK_PLAN,
+  IPV6_PREFIX,
+  MESH_ADDRESSES6,
+  PLAN,
+  PUBLIC_KEYS,
+  dualStack,
+  fleetWith,
+  runHealth,
+} from "./fixtures/health/fleet";
 import { CommandRunner, installMocks, offlineRunner, promiseOf, settle } from "../offline/mockRuntime";
 import { fixtureHostKey } from "../offline/fixtureHostKeys";
 import { DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT } from "../components/remote";
@@ -1367,5 +1376,167 @@ describe("replicas and the next prune", () => {
         maxLag: 3600,
       },
     ]);
+  });
+});
+
+describe("a dual-stack mesh (mesh.ipv6Prefix): every peer and routed host checked at both addresses", () => {
+  const ANCHOR6 = MESH_ADDRESSES6.anchor;
+  const SATELLITE6 = MESH_ADDRESSES6.satellite;
+  const hubPlan = planFleet(
+    fleetWith((raw) => {
+      const dual = dualStack(raw);
+      return {
+        ...dual,
+        mesh: { ...(dual.mesh as object), topology: "hub", hub: "anchor", hubRouting: true },
+      };
+    }),
+  );
+  const native = (opts: Parameters<typeof runHealth>[2] = {}) =>
+    runHealth("hetzner-native", "gate", { plan: DUAL_STACK_PLAN, scenario: "dual-stack", ...opts });
+
+  test("expectations carry the IPv6 mesh address the plan allocated, of peers and of routed hosts", () => {
+    const allocated = planFleet(
+      fleetWith((raw) => ({ ...raw, mesh: { ...(raw.mesh as object), ipv6Prefix: IPV6_PREFIX } })),
+    );
+    const values = healthExpectations(allocated, "hetzner-native", DEFAULT_HEALTH, PUBLIC_KEYS);
+    expect(values.peers.map((p) => [p.name, p.meshAddress6])).toEqual(
+      ["anchor", "satellite"].map((name) => [name, allocated.byName.get(name)?.meshAddress6]),
+    );
+    expect(values.peers.every((p) => p.meshAddress6?.startsWith("fd31:a7c9:5e04:8:"))).toBe(true);
+    expect(healthExpectations(hubPlan, "hetzner-native", DEFAULT_HEALTH, PUBLIC_KEYS).routed).toEqual([
+      { name: "satellite", meshAddress: "10.8.0.2", meshAddress6: SATELLITE6, via: "anchor" },
+    ]);
+    // An IPv4-only mesh's expectations hold no IPv6 field at all.
+    expect(
+      JSON.stringify(healthExpectations(PLAN, "hetzner-native", DEFAULT_HEALTH, PUBLIC_KEYS)),
+    ).not.toContain("meshAddress6");
+  });
+
+  test.each([
+    ["full mesh", DUAL_STACK_PLAN],
+    ["hub routing", hubPlan],
+  ])("expectation file of hetzner-native, %s", (_, plan) => {
+    const text = renderHealthConfig(healthExpectations(plan, "hetzner-native", DEFAULT_HEALTH, PUBLIC_KEYS));
+    expect(text).toMatchSnapshot();
+    const result = spawnSync(
+      "bash",
+      ["-c", `eval "$(cat)"; printf '%s\\n' "\${PEER_ADDRESSES6[@]}" -- "\${ROUTED_ADDRESSES6[@]}"`],
+      { input: text, encoding: "utf8" },
+    );
+    expect(result.stdout).toBe(
+      plan === hubPlan ? `${ANCHOR6}\n--\n${SATELLITE6}\n` : `${ANCHOR6}\n${SATELLITE6}\n--\n`,
+    );
+  });
+
+  test("an IPv4-only mesh's expectation file has no IPv6 columns", () => {
+    for (const host of ["anchor", "satellite", "hetzner-native"]) {
+      expect(renderHealthConfig(healthExpectations(PLAN, host, DEFAULT_HEALTH, PUBLIC_KEYS))).not.toMatch(
+        /ADDRESSES6|IPv6/,
+      );
+    }
+  });
+
+  test("a peer answering at both addresses with a fresh handshake is ok, the label naming both", () => {
+    const run = native();
+    expect(run.lines.slice(0, 2)).toEqual([
+      `ok hetzner-native peer anchor (10.8.0.1, ${ANCHOR6}): handshake 12s ago, 3/3 pings answered over IPv4, 3/3 over IPv6`,
+      `ok hetzner-native peer satellite (10.8.0.2, ${SATELLITE6}): handshake 59s ago, 3/3 pings answered over IPv4, 3/3 over IPv6`,
+    ]);
+    expect(run.code).toBe(0);
+  });
+
+  test("the IPv4 recording alone leaves every IPv6 address unanswered: replies are matched by address", () => {
+    const run = native({ scenario: undefined });
+    expect(complaints(run.lines).map((l) => l.replace(/: is .*/, ""))).toEqual([
+      `FAIL hetzner-native peer anchor (10.8.0.1, ${ANCHOR6}): handshake 72s ago, but ${ANCHOR6} did not answer ping within 60s while 10.8.0.1 did`,
+      `FAIL hetzner-native peer satellite (10.8.0.2, ${SATELLITE6}): handshake 119s ago, but ${SATELLITE6} did not answer ping within 60s while 10.8.0.2 did`,
+    ]);
+    expect(run.code).toBe(1);
+  });
+
+  test("a peer whose IPv6 address is silent fails, naming that address, though IPv4 answers", () => {
+    const run = native({ scenario: "dual-stack-ipv6-silent" });
+    const line = `FAIL hetzner-native peer anchor (10.8.0.1, ${ANCHOR6}): handshake 72s ago, but ${ANCHOR6} did not answer ping within 60s while 10.8.0.1 did: is ${ANCHOR6} on anchor's wg0 (ip address show dev wg0 there), and among anchor's AllowedIPs here (wg show wg0 allowed-ips)?`;
+    expect(complaints(run.lines)).toEqual([line]);
+    expect(run.stderr).toBe(`swarm-health: hetzner-native is unhealthy, 1 check(s) failed:\n${line}\n`);
+    expect(run.code).toBe(1);
+  });
+
+  test("a peer silent at both addresses names both", () => {
+    const run = native({ scenario: "peer-stopped" });
+    expect(complaints(run.lines)).toContain(
+      `FAIL hetzner-native peer anchor (10.8.0.1, ${ANCHOR6}): handshake 100s ago, but 10.8.0.1 and ${ANCHOR6} did not answer ping within 60s: is WireGuard still up on anchor?`,
+    );
+  });
+
+  test("answers without a fresh handshake: the addresses that answered do not go through wg0", () => {
+    const run = native({ thresholds: { maxHandshakeAge: 58, handshakeWait: 4 } });
+    expect(complaints(run.lines)).toEqual([
+      `FAIL hetzner-native peer satellite (10.8.0.2, ${SATELLITE6}): answers ping, but no handshake younger than 58s within 4s: traffic to 10.8.0.2 and ${SATELLITE6} does not go through wg0`,
+    ]);
+  });
+
+  test("under hub routing, each family of a routed host is a line of its own", () => {
+    const run = native({ plan: hubPlan });
+    expect(run.lines.slice(0, 3)).toEqual([
+      `ok hetzner-native peer anchor (10.8.0.1, ${ANCHOR6}): handshake 12s ago, 3/3 pings answered over IPv4, 3/3 over IPv6`,
+      "ok hetzner-native host satellite (10.8.0.2) through anchor: 3/3 pings answered",
+      `ok hetzner-native host satellite (${SATELLITE6}) through anchor: 3/3 pings answered`,
+    ]);
+    expect(run.code).toBe(0);
+  });
+
+  test("a routed host silent over IPv6 fails naming what makes the hub forward IPv6", () => {
+    const run = native({ plan: hubPlan, scenario: "dual-stack-routed-ipv6-silent" });
+    expect(complaints(run.lines)).toEqual([
+      `FAIL hetzner-native host satellite (${SATELLITE6}) through anchor: no reply to ping within 60s: is anchor forwarding IPv6 between its WireGuard peers (nft list table inet swarm_hub, sysctl net.ipv6.conf.all.forwarding), and is WireGuard up on satellite?`,
+    ]);
+    expect(run.lines).toContain(
+      "ok hetzner-native host satellite (10.8.0.2) through anchor: 3/3 pings answered",
+    );
+    expect(run.code).toBe(1);
+  });
+
+  test("json: address6 and pingsAnswered6 per peer, null on an IPv4-only mesh; checks agree with the gate", () => {
+    const json = (opts: Parameters<typeof runHealth>[2]) =>
+      parseHostReport(runHealth("hetzner-native", "json", { plan: DUAL_STACK_PLAN, ...opts }).stdout);
+    const silent = json({ scenario: "dual-stack-ipv6-silent" });
+    expect(
+      silent.peers.map((p) => [p.name, p.address, p.address6, p.pingsAnswered, p.pingsAnswered6, p.level]),
+    ).toEqual([
+      ["anchor", "10.8.0.1", ANCHOR6, 3, 0, "FAIL"],
+      ["satellite", "10.8.0.2", SATELLITE6, 3, 3, "ok"],
+    ]);
+    const gate = native({ scenario: "dual-stack-ipv6-silent", thresholds: { handshakeWait: 0 } });
+    expect(silent.checks.map((c) => `${c.level} hetzner-native ${c.what}: ${c.detail}`)).toEqual(
+      gate.lines.filter((l) => /^(ok|WARN|FAIL) /.test(l)),
+    );
+    const ipv4 = parseHostReport(runHealth("hetzner-native", "json").stdout);
+    expect(ipv4.peers.map((p) => [p.address6, p.pingsAnswered6])).toEqual([
+      [null, null],
+      [null, null],
+    ]);
+  });
+
+  test("metrics: pings answered per peer and family, only on a dual-stack mesh; peer_up needs both", () => {
+    const metrics = (opts: Parameters<typeof runHealth>[2]) => {
+      const run = runHealth("hetzner-native", "metrics", opts);
+      expect(run.stderr).toBe("");
+      expect(run.code).toBe(0);
+      const text = fs.readFileSync(path.join(run.dir, "textfile", "swarm.prom"), "utf8");
+      parsePrometheus(text);
+      return text;
+    };
+    const silent = metrics({ plan: DUAL_STACK_PLAN, scenario: "dual-stack-ipv6-silent" });
+    expect(silent.split("\n").filter((l) => /^swarm_wireguard_(pings_answered|peer_up)\{/.test(l))).toEqual([
+      'swarm_wireguard_peer_up{peer="anchor"} 0',
+      'swarm_wireguard_peer_up{peer="satellite"} 1',
+      'swarm_wireguard_pings_answered{peer="anchor",family="IPv4"} 3',
+      'swarm_wireguard_pings_answered{peer="anchor",family="IPv6"} 0',
+      'swarm_wireguard_pings_answered{peer="satellite",family="IPv4"} 3',
+      'swarm_wireguard_pings_answered{peer="satellite",family="IPv6"} 3',
+    ]);
+    expect(metrics({ plan: DUAL_STACK_PLAN, scenario: "dual-stack" })).toMatchSnapshot();
+    expect(metrics({})).not.toContain("swarm_wireguard_pings_answered");
   });
 });

@@ -29,7 +29,7 @@ import {
   parseArguments,
 } from "../scripts/status";
 import { HEALTH_PROGRAM_PATH } from "../templates/health";
-import { FLEET, fleetWith, runHealth } from "./fixtures/health/fleet";
+import { DUAL_STACK_PLAN, FLEET, MESH_ADDRESSES6, fleetWith, runHealth } from "./fixtures/health/fleet";
 import { fixtureHostKey } from "../offline/fixtureHostKeys";
 import { sshFingerprint } from "../components/hostKey";
 
@@ -274,6 +274,36 @@ describe("drift", () => {
       "satellite  satellite-meshfs-mount-units  unit mnt-meshfs.automount: disabled",
     ]);
     expect(driftLines([{ host: "anchor", report: base }])).toEqual([]);
+  });
+});
+
+describe("a dual-stack mesh", () => {
+  const dualReport = (scenario: string) =>
+    parseHostReport(runHealth("hetzner-native", "json", { plan: DUAL_STACK_PLAN, scenario }).stdout);
+
+  test("a peer silent at its IPv6 mesh address counts as down; the line below names both addresses and the silent one", () => {
+    const table = formatStatusTable(
+      [{ host: "hetzner-native", report: dualReport("dual-stack-ipv6-silent") }],
+      {
+        color: false,
+      },
+    );
+    expect(table).toMatchSnapshot();
+    expect(table.split("\n")[1]).toMatch(/^hetzner-native {2}1\/2 /);
+    expect(table).toContain(
+      `\nFAIL hetzner-native peer anchor (10.8.0.1, ${MESH_ADDRESSES6.anchor}): handshake 12s ago, but ${MESH_ADDRESSES6.anchor} did not answer ping while 10.8.0.1 did:`,
+    );
+  });
+
+  test("every peer answering at both addresses: all up, nothing listed below the table", () => {
+    const report = dualReport("dual-stack");
+    expect(report.peers.map((p) => [p.address6, p.pingsAnswered6])).toEqual([
+      [MESH_ADDRESSES6.anchor, 3],
+      [MESH_ADDRESSES6.satellite, 3],
+    ]);
+    const table = formatStatusTable([{ host: "hetzner-native", report }], { color: false });
+    expect(table.split("\n")[1]).toMatch(/^hetzner-native {2}2\/2 .* ok$/);
+    expect(table.endsWith("\n\n1/1 hosts healthy\n")).toBe(true);
   });
 });
 

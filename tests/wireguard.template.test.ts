@@ -1,10 +1,11 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { routingHub } from "../config/model";
 import { FleetConfig } from "../config/types";
 import {
   endpointAsShown,
   formatEndpoint,
+  HUB_KEEPOUT6_PATH,
   HUB_ROUTING_DROPIN,
   HUB_RULESET_PATH,
   renderHubRoutingDropin,
@@ -206,6 +207,12 @@ inside() {
 }
 covered() {
   local route
+  if [[ $1 == *:* ]]; then
+    # IPv6: the interface's /64 (the test fleets' prefix has no zero groups before "::").
+    [ -s "$state/address6" ] && [[ $1 == "$(sed 's/::.*//' "$state/address6"):"* ]] && return 0
+    grep -qxF "$1" "$state/routes"
+    return
+  fi
   inside "$1" "$(cat "$state/address")" && return 0
   while read -r route; do inside "$1" "$route" && return 0; done <"$state/routes"
   return 1
@@ -221,7 +228,10 @@ case " $* " in
 *" disable "*) ;;
 *" --now "* | *" restart "*)
   /usr/bin/wg pubkey </etc/wireguard/wg0.key >"$state/running-key"
-  sed -n 's/^Address = //p' /etc/wireguard/wg0.conf >"$state/address"
+  address=$(sed -n 's/^Address = //p' /etc/wireguard/wg0.conf)
+  echo "\${address%%,*}" >"$state/address"
+  : >"$state/address6"
+  [[ $address != *,* ]] || echo "\${address#*, }" >"$state/address6"
   sed -n 's/^MTU = //p' /etc/wireguard/wg0.conf >"$state/mtu"
   awk '
     function flush() { if (key != "") printf "%s\\t(none)\\t%s\\t%s\\t0\\t0\\t0\\t%s\\n", key, ep, ips, ka; key = "" }
@@ -246,10 +256,14 @@ mtu=$(cat "$state/mtu"); mtu=\${mtu:-1420}
 case "$*" in
 "link show dev wg0" | "-o link show dev wg0") echo "5: wg0: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu $mtu qdisc noqueue state UNKNOWN" ;;
 "-4 -o address show dev wg0") echo "5: wg0    inet $(cat "$state/address") scope global wg0\\       valid_lft forever" ;;
-"-4 route show dev wg0 match "*) if covered "$7"; then echo "$7 scope link"; fi ;;
-"-4 route show dev wg0 exact "*" proto boot") if grep -qxF "$7" "$state/routes"; then echo "$7 scope link"; fi ;;
-"-4 route add "*" dev wg0") echo "$4" >>"$state/routes" ;;
-"-4 route del "*" dev wg0") grep -vxF "$4" "$state/routes" >"$state/routes.new" || true; mv "$state/routes.new" "$state/routes" ;;
+"-6 -o address show dev wg0 scope global")
+  while read -r a; do echo "5: wg0    inet6 $a scope global \\       valid_lft forever preferred_lft forever"; done <"$state/address6" ;;
+"-6 address add "*" dev wg0") echo "$4" >>"$state/address6" ;;
+"-6 address del "*" dev wg0") grep -vxF "$4" "$state/address6" >"$state/address6.new" || true; mv "$state/address6.new" "$state/address6" ;;
+"-"[46]" route show dev wg0 match "*) if covered "$7"; then echo "$7 scope link"; fi ;;
+"-"[46]" route show dev wg0 exact "*" proto boot") if grep -qxF "$7" "$state/routes"; then echo "$7 scope link"; fi ;;
+"-"[46]" route add "*" dev wg0") echo "$4" >>"$state/routes" ;;
+"-"[46]" route del "*" dev wg0") grep -vxF "$4" "$state/routes" >"$state/routes.new" || true; mv "$state/routes.new" "$state/routes" ;;
 *) exit 2 ;;
 esac`,
     // The running interface, changed by wg set as the kernel would be. A test sets $state/live to
@@ -940,6 +954,154 @@ esac`,
       expect(sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "satellite"))).status).toBe(0);
       expect(sandbox.calls().filter((c) => c.startsWith("nft") || c.startsWith("sysctl"))).toEqual([]);
       expect(sandbox.exists(HUB_ROUTING_DROPIN)).toBe(false);
+    });
+  });
+
+  describe("dual-stack", () => {
+    const PREFIX6 = "fd31:a7c9:5e04:8::/64";
+    const dual: FleetConfig = {
+      ...HUB_FLEET,
+      mesh: { ...HUB_FLEET.mesh, ipv6Prefix: PREFIX6 },
+      hosts: HUB_FLEET.hosts.map((h) =>
+        h.name === "anchor" ? { ...h, meshAddress6: "fd31:a7c9:5e04:8::1" } : h,
+      ),
+    };
+    const forwarding6 = "sysctl-net.ipv6.conf.all.forwarding";
+    /** The hub script with its per-interface IPv6 settings in the sandbox's state: eth0 takes RAs (1), lo does not (0). */
+    const onHub = (config: FleetConfig) => {
+      const conf = `${sandbox.dir}/state/ipv6conf`;
+      for (const [name, value] of [
+        ["eth0", "1"],
+        ["lo", "0"],
+        ["all", "1"],
+      ]) {
+        mkdirSync(`${conf}/${name}`, { recursive: true });
+        if (!existsSync(`${conf}/${name}/accept_ra`)) {
+          writeFileSync(`${conf}/${name}/accept_ra`, `${value}\n`);
+        }
+      }
+      return wireguardApplyScript(applyValues(config, "anchor")).replace(
+        "hub_ipv6_conf=/proc/sys/net/ipv6/conf",
+        `hub_ipv6_conf=${conf}`,
+      );
+    };
+    const acceptRa = (name: string) => sandbox.state(`ipv6conf/${name}/accept_ra`);
+
+    it("renders both addresses on wg0 and one /128 beside each /32", () => {
+      const values = applyValues(dual, "anchor");
+      const text = renderWireGuardConfig(values.config);
+      const six = plan(dual).byName.get("satellite")?.meshAddress6;
+      expect(text).toContain("Address = 10.8.0.1/24, fd31:a7c9:5e04:8::1/64\n");
+      expect(text).toContain(
+        `AllowedIPs = ${plan(dual).byName.get("satellite")?.meshAddress}/32, ${six}/128, 10.20.0.0/24\n`,
+      );
+      const spoke = renderWireGuardConfig(applyValues(dual, "satellite").config);
+      expect(spoke).toContain(`AllowedIPs = 10.8.0.0/24, ${PREFIX6}\n`);
+    });
+
+    it("on the hub: starts wg0 with both addresses, turns IPv6 forwarding on with the keep-out rule and accept_ra 2, and changes nothing when run again", () => {
+      installKey("anchor");
+      const script = onHub(dual);
+      const result = sandbox.run(script);
+      expect(result.stderr).toBe("");
+      expect(result.status).toBe(0);
+      expect(sandbox.state("address6")).toBe("fd31:a7c9:5e04:8::1/64\n");
+      expect(sandbox.read(HUB_RULESET_PATH)).toBe(renderHubRuleset(true));
+      expect(renderHubRuleset(true)).toContain(`include "${HUB_KEEPOUT6_PATH}*"`);
+      expect(sandbox.read(HUB_ROUTING_DROPIN)).toBe(renderHubRoutingDropin(true));
+      const keepout = sandbox.read(HUB_KEEPOUT6_PATH);
+      expect(keepout).toContain(
+        'add rule inet swarm_hub forward meta nfproto ipv6 iifname != "wg0" oifname != "wg0" counter drop',
+      );
+      expect(keepout).toContain("# accept_ra changed from 1 to 2: eth0\n");
+      expect([acceptRa("eth0"), acceptRa("lo"), acceptRa("all")]).toEqual(["2\n", "0\n", "1\n"]);
+      expect(sandbox.state(forwarding6)).toBe("1\n");
+      // The keep-out rule was loaded before forwarding went on.
+      const calls = sandbox.calls();
+      expect(calls.indexOf(`nft -f ${HUB_RULESET_PATH}`)).toBeLessThan(
+        calls.indexOf("sysctl -q -w net.ipv6.conf.all.forwarding=1"),
+      );
+      expect(result.stdout).toContain(
+        "swarm: anchor: enabled IPv6 forwarding; forwarded IPv6 that does not go through wg0 is dropped",
+      );
+      const again = sandbox.run(script);
+      expect(again.status).toBe(0);
+      expect(again.stdout).not.toMatch(/wrote|loaded|enabled|IPv6 address/);
+    });
+
+    it("leaves a hub that forwarded IPv6 already as it was: no keep-out rule, accept_ra untouched", () => {
+      installKey("anchor");
+      sandbox.state(forwarding6, "1\n");
+      const result = sandbox.run(onHub(dual));
+      expect(result.status).toBe(0);
+      expect(sandbox.exists(HUB_KEEPOUT6_PATH)).toBe(false);
+      expect(acceptRa("eth0")).toBe("1\n");
+    });
+
+    it("turns dual-stack on and off in place: the address is added and removed without a restart, and the hub puts IPv6 forwarding back", () => {
+      const before = anchorRunning();
+      const on = sandbox.run(onHub(dual));
+      expect(on.stderr).toBe("");
+      expect(on.status).toBe(0);
+      expect(on.stdout).toContain(
+        "swarm: anchor: changed the IPv6 address of wg0 in place: added fd31:a7c9:5e04:8::1/64\n",
+      );
+      let calls = sandbox.calls();
+      expect(calls.filter((c) => c.startsWith("systemctl restart"))).toEqual([]);
+      expect(calls).toContain("ip -6 address add fd31:a7c9:5e04:8::1/64 dev wg0");
+      expect(
+        runningPeers()
+          .map((l) => l.split("\t")[3])
+          .sort(),
+      ).toEqual(
+        (plan(dual).byName.get("anchor")?.peers ?? []).map((p) => [...p.allowedIps].sort().join(",")).sort(),
+      );
+      expect(sandbox.state(forwarding6)).toBe("1\n");
+
+      const off = sandbox.run(onHub(HUB_FLEET));
+      expect(off.stderr).toBe("");
+      expect(off.status).toBe(0);
+      expect(off.stdout).toContain(
+        "changed the IPv6 address of wg0 in place: removed fd31:a7c9:5e04:8::1/64",
+      );
+      expect(off.stdout).toContain(
+        "swarm: turned IPv6 forwarding off again and removed " + HUB_KEEPOUT6_PATH,
+      );
+      calls = sandbox.calls();
+      expect(calls.filter((c) => c.startsWith("systemctl restart"))).toEqual([]);
+      expect([sandbox.state("address6"), sandbox.state(forwarding6), acceptRa("eth0")]).toEqual([
+        "",
+        "0\n",
+        "1\n",
+      ]);
+      expect(sandbox.exists(HUB_KEEPOUT6_PATH)).toBe(false);
+      expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
+      expect(runningPeers()).toEqual(before.peers);
+    });
+
+    it("puts the previous IPv6 address back when the interface does not run the new configuration as planned", () => {
+      anchorRunning();
+      expect(sandbox.run(onHub(dual)).status).toBe(0);
+      const moved: FleetConfig = {
+        ...dual,
+        // The hub's own address and a peer's: the peer's AllowedIPs change with wg set.
+        hosts: dual.hosts.map((h) =>
+          h.name === "anchor"
+            ? { ...h, meshAddress6: "fd31:a7c9:5e04:8::99" }
+            : h.name === "satellite"
+              ? { ...h, meshAddress6: "fd31:a7c9:5e04:8::98" }
+              : h,
+        ),
+      };
+      // A kernel that drops every peer at the next wg set.
+      sandbox.state("live-after-set", dumpOf(publicKeyOf("anchor"), []));
+      const result = sandbox.run(onHub(moved));
+      expect(result.status).toBe(1);
+      expect(result.stderr).toContain("rolled wg0 back to the previous /etc/wireguard/wg0.conf");
+      expect(result.stderr).toContain(
+        "IPv6 address: removed fd31:a7c9:5e04:8::99/64 added fd31:a7c9:5e04:8::1/64",
+      );
+      expect(sandbox.state("address6")).toBe("fd31:a7c9:5e04:8::1/64\n");
     });
   });
 

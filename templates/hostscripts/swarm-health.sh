@@ -38,8 +38,8 @@ MOUNT_TIMEOUT=20
 SYNC_WAIT=120
 TEXTFILE_DIR=/var/lib/prometheus/node-exporter
 SENTINEL=.swarm-meshfs
-PEER_NAMES=() PEER_KEYS=() PEER_ADDRESSES=()
-ROUTED_NAMES=() ROUTED_ADDRESSES=() ROUTED_VIA=()
+PEER_NAMES=() PEER_KEYS=() PEER_ADDRESSES=() PEER_ADDRESSES6=()
+ROUTED_NAMES=() ROUTED_ADDRESSES=() ROUTED_ADDRESSES6=() ROUTED_VIA=()
 MOUNT_PATHS=() MOUNT_UNITS=()
 SYNC_NAMES=() SYNC_TIMERS=() SYNC_SERVICES=() SYNC_STATUS_FILES=() SYNC_LOGS=()
 DATASETS=() SNAPSHOT_TIMERS=()
@@ -100,11 +100,13 @@ src_wg_dump() {
   wg show "$WG_INTERFACE" dump | sed 1d
 }
 
-# src_ping ADDRESS: the summary of `ping -q` (its "N received" line is what counts).
+# src_ping ADDRESS: the summary of `ping -q` (its "N received" line is what counts); ADDRESS
+# is IPv4 or IPv6, which ping tells apart by itself.
 src_ping() {
   if [ -n "$fixtures" ]; then
-    # The recording holds one `ping -q` output per address, each starting with its PING line.
-    fixture ping | awk -v a="$1" '/^PING /{on = ($2 == a)} on'
+    # The recording holds one `ping -q` output per address, each starting with its PING line:
+    # `PING 10.8.0.1 (10.8.0.1) 56(84) bytes of data.`, `PING fd00::1(fd00::1) 56 data bytes`.
+    fixture ping | awk -v a="$1" '/^PING /{x = $2; sub(/\(.*/, "", x); on = (x == a)} on'
     return
   fi
   ping -n -q -c "$PING_COUNT" -i 0.2 -W 1 -- "$1" 2>&1
@@ -296,64 +298,83 @@ record() {
   check_level+=("$1") check_what+=("$2") check_detail+=("$3")
 }
 
-# Per peer: ping replies and the evaluated handshake.
-declare -A peer_received peer_level peer_detail peer_age
-peer_done() {
-  local key=$1 now=$2 latest=${wg_handshake[$1]:-}
-  [ "$wg_up" = 1 ] && [ -n "$latest" ] && [ "$latest" -gt 0 ] &&
-    [ $((now - latest)) -le "$MAX_HANDSHAKE_AGE" ] && [ "${peer_received[$key]:-0}" -gt 0 ]
+# pings_answered ADDRESS: how many of PING_COUNT pings ADDRESS answered.
+pings_answered() {
+  local out received
+  out=$(src_ping "$1") || true
+  received=$(awk '/ packets transmitted, /{print $4}' <<<"$out")
+  printf '%s' "${received:-0}"
 }
 
-# check_peers WAIT: pings every peer and waits up to WAIT seconds until each has
-# answered with a handshake younger than MAX_HANDSHAKE_AGE. A ping is what makes
-# WireGuard handshake with an idle peer, so it comes before the handshake is read.
+# Per peer: ping replies at its mesh address and at its IPv6 one (on a dual-stack mesh), and
+# the evaluated handshake.
+declare -A peer_received peer_received6 peer_level peer_detail peer_age
+# peer_done KEY NOW ADDRESS6: a fresh handshake, and every mesh address of the peer answered.
+peer_done() {
+  local key=$1 now=$2 address6=$3 latest=${wg_handshake[$1]:-}
+  [ "$wg_up" = 1 ] && [ -n "$latest" ] && [ "$latest" -gt 0 ] &&
+    [ $((now - latest)) -le "$MAX_HANDSHAKE_AGE" ] && [ "${peer_received[$key]:-0}" -gt 0 ] &&
+    { [ -z "$address6" ] || [ "${peer_received6[$key]:-0}" -gt 0 ]; }
+}
+
+# check_peers WAIT: pings every peer (at each of its mesh addresses) and waits up to WAIT
+# seconds until each has answered with a handshake younger than MAX_HANDSHAKE_AGE. A ping is
+# what makes WireGuard handshake with an idle peer, so it comes before the handshake is read.
 check_peers() {
-  local wait=$1 start now i name key address pending received out latest
+  local wait=$1 start now i name key address address6 pending received received6 latest
   start=$(src_now)
-  peer_received=() peer_level=() peer_detail=() peer_age=()
+  peer_received=() peer_received6=() peer_level=() peer_detail=() peer_age=()
   while :; do
     pending=0
     for i in "${!PEER_NAMES[@]}"; do
-      name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]}
-      if [ "${peer_received[$key]:-0}" -eq 0 ]; then
-        out=$(src_ping "$address") || true
-        received=$(awk '/ packets transmitted, /{print $4}' <<<"$out")
-        peer_received[$key]=${received:-0}
+      key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]} address6=${PEER_ADDRESSES6[$i]:-}
+      [ "${peer_received[$key]:-0}" -gt 0 ] || peer_received[$key]=$(pings_answered "$address")
+      if [ -n "$address6" ] && [ "${peer_received6[$key]:-0}" -eq 0 ]; then
+        peer_received6[$key]=$(pings_answered "$address6")
       fi
     done
     read_wireguard
     now=$(src_now)
     for i in "${!PEER_NAMES[@]}"; do
-      name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]}
-      peer_done "$key" "$now" || pending=$((pending + 1))
+      peer_done "${PEER_KEYS[$i]}" "$now" "${PEER_ADDRESSES6[$i]:-}" || pending=$((pending + 1))
     done
     if [ "$pending" -eq 0 ] || [ $((now - start)) -ge "$wait" ]; then
       break
     fi
     swarm_sleep 2
   done
-  local within="" fresh
+  local within="" fresh answered silent
   [ "$wait" -eq 0 ] || within=" within ${wait}s"
   for i in "${!PEER_NAMES[@]}"; do
-    name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]}
-    received=${peer_received[$key]:-0}
+    name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]} address6=${PEER_ADDRESSES6[$i]:-}
+    received=${peer_received[$key]:-0} received6=${peer_received6[$key]:-0}
     latest=${wg_handshake[$key]:-}
     fresh=0
     if [ -n "$latest" ] && [ "$latest" -gt 0 ]; then
       peer_age[$key]=$((now - latest))
       [ "${peer_age[$key]}" -gt "$MAX_HANDSHAKE_AGE" ] || fresh=1
     fi
-    local what="peer $name ($address)" level=FAIL detail
+    # The mesh addresses that answered ping and those that did not ("a", or "a and b").
+    answered=() silent=()
+    if [ "$received" -gt 0 ]; then answered+=("$address"); else silent+=("$address"); fi
+    if [ -n "$address6" ] && [ "$received6" -gt 0 ]; then answered+=("$address6"); fi
+    if [ -n "$address6" ] && [ "$received6" -eq 0 ]; then silent+=("$address6"); fi
+    local what="peer $name ($address${address6:+, $address6})" level=FAIL detail
     if [ "$wg_up" = 0 ]; then
       detail="$WG_INTERFACE is not up (wg show $WG_INTERFACE failed): see systemctl status ${WG_UNIT:-wg-quick@$WG_INTERFACE.service}"
     elif [ -z "$latest" ]; then
       detail="not a peer of $WG_INTERFACE (no public key $key): converge this host again"
-    elif [ "$fresh" = 1 ] && [ "$received" -gt 0 ]; then
+    elif [ "$fresh" = 1 ] && [ "${#silent[@]}" -eq 0 ] && [ -z "$address6" ]; then
       level=ok detail="handshake ${peer_age[$key]}s ago, $received/$PING_COUNT pings answered"
+    elif [ "$fresh" = 1 ] && [ "${#silent[@]}" -eq 0 ]; then
+      level=ok detail="handshake ${peer_age[$key]}s ago, $received/$PING_COUNT pings answered over IPv4, $received6/$PING_COUNT over IPv6"
+    elif [ "$fresh" = 1 ] && [ "${#answered[@]}" -eq 0 ]; then
+      detail="handshake ${peer_age[$key]}s ago, but ${silent[0]}${silent[1]:+ and ${silent[1]}} did not answer ping$within: is WireGuard still up on $name?"
     elif [ "$fresh" = 1 ]; then
-      detail="handshake ${peer_age[$key]}s ago, but $address did not answer ping$within: is WireGuard still up on $name?"
-    elif [ "$received" -gt 0 ]; then
-      detail="answers ping, but no handshake younger than ${MAX_HANDSHAKE_AGE}s$within: traffic to $address does not go through $WG_INTERFACE"
+      # The tunnel carries one family: the other's address is missing on one end or in AllowedIPs.
+      detail="handshake ${peer_age[$key]}s ago, but ${silent[0]} did not answer ping$within while ${answered[0]} did: is ${silent[0]} on $name's $WG_INTERFACE (ip address show dev $WG_INTERFACE there), and among $name's AllowedIPs here (wg show $WG_INTERFACE allowed-ips)?"
+    elif [ "${#answered[@]}" -gt 0 ]; then
+      detail="answers ping, but no handshake younger than ${MAX_HANDSHAKE_AGE}s$within: traffic to ${answered[0]}${answered[1]:+ and ${answered[1]}} does not go through $WG_INTERFACE"
     elif [ "$latest" -eq 0 ]; then
       detail="no handshake$within and no reply to ping: is WireGuard up on $name, and its UDP port reachable from here?"
     else
@@ -364,25 +385,24 @@ check_peers() {
   done
 }
 
-# Per host reached through the hub (hub routing): ping replies, by mesh address.
+# Per host reached through the hub (hub routing): ping replies, by mesh address (either family).
 declare -A routed_received
-# check_routed WAIT: pings every host this one reaches through the hub until each has
-# answered or WAIT seconds have passed. The hub's own peer check says whether the tunnel
-# to the hub is up; this one says whether the hub forwards.
+# check_routed WAIT: pings every host this one reaches through the hub, at each of its mesh
+# addresses, until each has answered or WAIT seconds have passed. The hub's own peer check says
+# whether the tunnel to the hub is up; this one says whether the hub forwards each family.
 check_routed() {
-  local wait=$1 start now i name address via pending out received
+  local wait=$1 start now i name address via pending received forwarding
   start=$(src_now)
   routed_received=()
   while :; do
     pending=0
     for i in "${!ROUTED_NAMES[@]}"; do
-      address=${ROUTED_ADDRESSES[$i]}
-      if [ "${routed_received[$address]:-0}" -eq 0 ]; then
-        out=$(src_ping "$address") || true
-        received=$(awk '/ packets transmitted, /{print $4}' <<<"$out")
-        routed_received[$address]=${received:-0}
-        [ "${routed_received[$address]}" -gt 0 ] || pending=$((pending + 1))
-      fi
+      for address in "${ROUTED_ADDRESSES[$i]}" ${ROUTED_ADDRESSES6[$i]:+"${ROUTED_ADDRESSES6[$i]}"}; do
+        if [ "${routed_received[$address]:-0}" -eq 0 ]; then
+          routed_received[$address]=$(pings_answered "$address")
+          [ "${routed_received[$address]}" -gt 0 ] || pending=$((pending + 1))
+        fi
+      done
     done
     now=$(src_now)
     if [ "$pending" -eq 0 ] || [ $((now - start)) -ge "$wait" ]; then
@@ -393,13 +413,21 @@ check_routed() {
   local within=""
   [ "$wait" -eq 0 ] || within=" within ${wait}s"
   for i in "${!ROUTED_NAMES[@]}"; do
-    name=${ROUTED_NAMES[$i]} address=${ROUTED_ADDRESSES[$i]} via=${ROUTED_VIA[$i]}
-    received=${routed_received[$address]:-0}
-    if [ "$received" -gt 0 ]; then
-      record ok "host $name ($address) through $via" "$received/$PING_COUNT pings answered"
-    else
-      record FAIL "host $name ($address) through $via" "no reply to ping$within: is $via forwarding between its WireGuard peers (nft list table inet swarm_hub, sysctl net.ipv4.conf.$WG_INTERFACE.forwarding), and is WireGuard up on $name?"
-    fi
+    name=${ROUTED_NAMES[$i]} via=${ROUTED_VIA[$i]}
+    for address in "${ROUTED_ADDRESSES[$i]}" ${ROUTED_ADDRESSES6[$i]:+"${ROUTED_ADDRESSES6[$i]}"}; do
+      received=${routed_received[$address]:-0}
+      if [ "$received" -gt 0 ]; then
+        record ok "host $name ($address) through $via" "$received/$PING_COUNT pings answered"
+        continue
+      fi
+      # IPv4 forwards what arrives on an interface whose forwarding is on; IPv6 has one switch for all.
+      if [[ $address == *:* ]]; then
+        forwarding="IPv6 between its WireGuard peers (nft list table inet swarm_hub, sysctl net.ipv6.conf.all.forwarding)"
+      else
+        forwarding="between its WireGuard peers (nft list table inet swarm_hub, sysctl net.ipv4.conf.$WG_INTERFACE.forwarding)"
+      fi
+      record FAIL "host $name ($address) through $via" "no reply to ping$within: is $via forwarding $forwarding, and is WireGuard up on $name?"
+    done
   done
 }
 
@@ -811,13 +839,18 @@ json_string() {
   printf '"%s"' "$out"
 }
 
+# A JSON string, or null when empty.
+json_string_or_null() {
+  if [ -n "$1" ]; then json_string "$1"; else printf 'null'; fi
+}
+
 # A number, or null when empty.
 json_number() {
   if [[ ${1:-} =~ ^-?[0-9]+$ ]]; then printf '%s' "$1"; else printf 'null'; fi
 }
 
 mode_json() {
-  local now i name key address path unit timer service status_file ds sep pool plan destroy dsep action why rc
+  local now i name key address address6 path unit timer service status_file ds sep pool plan destroy dsep action why rc
   read_all_units
   check_peers 0
   check_mounts 1
@@ -831,10 +864,11 @@ mode_json() {
     "$(json_string "$HOST")" "$now" "$MAX_HANDSHAKE_AGE" "$PING_COUNT"
   sep=""
   for i in "${!PEER_NAMES[@]}"; do
-    name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]}
-    printf '%s{"name":%s,"address":%s,"handshakeAge":%s,"pingsAnswered":%s,"rxBytes":%s,"txBytes":%s,"level":%s,"detail":%s}' \
-      "$sep" "$(json_string "$name")" "$(json_string "$address")" "$(json_number "${peer_age[$key]:-}")" \
-      "$(json_number "${peer_received[$key]:-0}")" "$(json_number "${wg_rx[$key]:-}")" \
+    name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]} address6=${PEER_ADDRESSES6[$i]:-}
+    printf '%s{"name":%s,"address":%s,"address6":%s,"handshakeAge":%s,"pingsAnswered":%s,"pingsAnswered6":%s,"rxBytes":%s,"txBytes":%s,"level":%s,"detail":%s}' \
+      "$sep" "$(json_string "$name")" "$(json_string "$address")" "$(json_string_or_null "$address6")" \
+      "$(json_number "${peer_age[$key]:-}")" "$(json_number "${peer_received[$key]:-0}")" \
+      "$(json_number "${address6:+${peer_received6[$key]:-0}}")" "$(json_number "${wg_rx[$key]:-}")" \
       "$(json_number "${wg_tx[$key]:-}")" "$(json_string "${peer_level[$key]}")" \
       "$(json_string "${peer_detail[$key]}")"
     sep=,
@@ -956,7 +990,7 @@ sample() {
 }
 
 mode_metrics() {
-  local i name key address path unit timer service status_file ds latest family tmp kind pool
+  local i name key address address6 path unit timer service status_file ds latest family tmp kind pool
   read_all_units
   check_peers 0
   check_mounts 0
@@ -969,6 +1003,8 @@ mode_metrics() {
     "Seconds since the latest WireGuard handshake with the peer (+Inf: none, or the interface is down)."
   metric swarm_wireguard_peer_up gauge \
     "1 when the peer answered ping over the mesh and its handshake is younger than the configured maximum."
+  metric swarm_wireguard_pings_answered gauge \
+    "Pings the peer answered at its mesh address of the family, of health.pingCount sent (dual-stack meshes only; peer_up needs both)."
   metric swarm_wireguard_rx_bytes counter "Bytes received from the peer since the interface came up."
   metric swarm_wireguard_tx_bytes counter "Bytes sent to the peer since the interface came up."
   metric swarm_mount_up gauge "1 when the sshfs mount is mounted now (an idle automount reads 0)."
@@ -996,11 +1032,16 @@ mode_metrics() {
   metric swarm_drift_items gauge \
     "Items (file, unit, peer, zfs property) that differ from what swarm installed; npm run repair restores them."
   for i in "${!PEER_NAMES[@]}"; do
-    name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]}
+    name=${PEER_NAMES[$i]} key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]} address6=${PEER_ADDRESSES6[$i]:-}
     latest=${peer_age[$key]:-+Inf}
     [ "$wg_up" = 1 ] || latest=+Inf
     sample swarm_wireguard_handshake_age_seconds peer "$name" "$latest"
     sample swarm_wireguard_peer_up peer "$name" "$([ "${peer_level[$key]}" = ok ] && echo 1 || echo 0)"
+    # An IPv4-only mesh keeps the series it always had: peer_up says whether ping was answered.
+    if [ -n "$address6" ]; then
+      sample swarm_wireguard_pings_answered peer "$name" family IPv4 "${peer_received[$key]:-0}"
+      sample swarm_wireguard_pings_answered peer "$name" family IPv6 "${peer_received6[$key]:-0}"
+    fi
     if [ -n "${wg_rx[$key]:-}" ]; then
       sample swarm_wireguard_rx_bytes peer "$name" "${wg_rx[$key]}"
       sample swarm_wireguard_tx_bytes peer "$name" "${wg_tx[$key]}"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# shellcheck disable=SC2154,SC2034 # swarm_host, wg_previous, wg_expected, wg_plan_*: set by the apply script before these functions run; wg_live_*: read by it after
+# shellcheck disable=SC2154,SC2034 # swarm_host, wg_previous, wg_expected, wg_plan_*, wg_addresses6_before: set by the apply script before these functions run; wg_live_*: read by it after
 # Functions of the WireGuard apply script that read the plan's peers, the files and the running
 # interface, and undo an apply. The names below are the TypeScript's constants (templates/wireguard.ts).
 wg_interface=wg0
@@ -213,6 +213,40 @@ swarm_wg_live_as_planned() {
     [ "${wg_live_allowed[$peer]-}" = "${wg_plan_allowed[$peer]}" ] || return 1
   done
 }
+# swarm_wg_addresses6: the interface's global IPv6 addresses with their prefix length, in
+# wg_live6 (empty when it has none or is down).
+wg_live6=()
+swarm_wg_addresses6() {
+  local address
+  wg_live6=()
+  while read -r _ _ _ address _; do
+    wg_live6+=("$address")
+  done < <(ip -6 -o address show dev ${wg_interface} scope global 2>/dev/null)
+}
+# swarm_wg_readdress6 WANTED...: makes the WANTED addresses (address/prefix) the interface's only
+# global IPv6 addresses, in place: wg-quick sets Address only when the interface starts, and a
+# restart would drop every tunnel to change an address that none of them depends on. Sets
+# wg_readdressed to what it did; false when ip refused a change.
+wg_readdressed=
+swarm_wg_readdress6() {
+  local address
+  local -A wanted=()
+  for address in "$@"; do wanted[$address]=1; done
+  wg_readdressed=
+  swarm_wg_addresses6
+  for address in "${wg_live6[@]}"; do
+    if [ -n "${wanted[$address]-}" ]; then
+      unset "wanted[$address]"
+    else
+      ip -6 address del "$address" dev ${wg_interface} || return 1
+      wg_readdressed+=" removed $address"
+    fi
+  done
+  for address in "${!wanted[@]}"; do
+    ip -6 address add "$address" dev ${wg_interface} || return 1
+    wg_readdressed+=" added $address"
+  done
+}
 # Puts back the files this run replaced (or removes the ones it created).
 swarm_wg_restore_files() {
   local name
@@ -232,8 +266,9 @@ swarm_wg_rollback() {
   swarm_wg_restore_files
   case $1 in
   sync)
-    if [ "$previous" = 1 ] && stripped=$(wg-quick strip ${wg_interface}) && swarm_wg_sync "$stripped"; then
-      echo "swarm: $swarm_host: rolled ${wg_interface} back to the previous ${wg_conf_path} ($wg_sync_done)" >&2
+    if [ "$previous" = 1 ] && stripped=$(wg-quick strip ${wg_interface}) && swarm_wg_sync "$stripped" &&
+      swarm_wg_readdress6 "${wg_addresses6_before[@]}"; then
+      echo "swarm: $swarm_host: rolled ${wg_interface} back to the previous ${wg_conf_path} ($wg_sync_done${wg_readdressed:+; IPv6 address:$wg_readdressed})" >&2
     else
       echo "swarm: $swarm_host: could not roll ${wg_interface} back: there is no previous ${wg_conf_path}, or wg refused it" >&2
     fi
