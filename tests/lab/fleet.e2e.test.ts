@@ -275,6 +275,166 @@ test("1c. every tunnel runs between the addresses the plan dials: IPv6 to and fr
   phase("check endpoints");
 });
 
+/**
+ * Every host pings every other's IPv6 mesh address, `count` times; spokes reach each other through
+ * the hub. Returns one line per pair that did not get every reply.
+ */
+async function checkMesh6(count = 3): Promise<string[]> {
+  const pairs = plan.hosts.flatMap((from) =>
+    plan.hosts.filter((to) => to !== from).map((to) => [from, to] as const),
+  );
+  const results = await Promise.all(
+    pairs.map(async ([from, to]) => {
+      const ping = await onHost(from.name, `ping -6 -n -q -c ${count} -i 0.2 -W 2 ${to.meshAddress6}`, {
+        allowFail: true,
+      });
+      const received = Number(/(\d+) received/.exec(ping.stdout)?.[1] ?? 0);
+      const via = from.routed.some((r) => r.name === to.name) ? ` through ${config.mesh.hub}` : "";
+      process.stdout.write(`${from.name} → ${to.name} (${to.meshAddress6})${via}: ${received}/${count}\n`);
+      return received === count
+        ? []
+        : [`${from.name} → ${to.name} (${to.meshAddress6}): ${received}/${count}`];
+    }),
+  );
+  return results.flat();
+}
+
+test("1d. a dual-stack mesh: every host reaches every other's IPv6 mesh address, spokes through the hub, and the hub forwards no IPv6 out of the mesh", async () => {
+  const prefix = config.mesh.ipv6Prefix;
+  const hubName = config.mesh.hub;
+  if (prefix === undefined || hubName === undefined) {
+    throw new Error("the lab stack must be dual-stack (mesh.ipv6Prefix) with a hub");
+  }
+  for (const host of plan.hosts) {
+    expect(await run(host.name, `ip -6 -o address show dev ${WG_INTERFACE} scope global`)).toContain(
+      ` inet6 ${host.meshAddress6}/64 `,
+    );
+  }
+  expect(await checkMesh6()).toEqual([]);
+
+  // Out of the mesh: spoke a sends spoke b's uplink IPv6 address into the tunnel. The hub takes
+  // the packets (their source is a's mesh address) and drops them instead of forwarding them to
+  // its uplink, where b would answer.
+  const table = `${HUB_TABLE.family} ${HUB_TABLE.name}`;
+  const outCount = async () => {
+    const text = await run(hubName, `nft list chain ${table} forward`);
+    return Number(
+      new RegExp(`counter packets (\\d+) bytes \\d+ \\w+ comment "${HUB_RULE_COMMENTS.out}"`).exec(text)?.[1],
+    );
+  };
+  const [a, b] = plan.hosts.filter((h) => h.name !== hubName);
+  const uplink = (await run(b.name, "ip -6 -o address show dev eth0 scope global"))
+    .split(/\s+/)[3]
+    ?.split("/")[0];
+  if (uplink === undefined || !isIPv6(uplink)) {
+    throw new Error(`${b.name} has no IPv6 uplink address`);
+  }
+  // Without the tunnel the two reach each other on the lab's bridge.
+  expect((await onHost(a.name, `ping -6 -n -q -c 1 -W 2 ${uplink}`, { allowFail: true })).stdout).toMatch(
+    / 1 received/,
+  );
+  const hubKey = (await run(a.name, `wg show ${WG_INTERFACE} peers`)).trim();
+  const allowedBefore = await run(a.name, `wg show ${WG_INTERFACE} allowed-ips`);
+  const original = allowedBefore.trim().split(/\s+/).slice(1).join(",");
+  const before = await outCount();
+  let escaped;
+  try {
+    await run(
+      a.name,
+      `wg set ${WG_INTERFACE} peer ${hubKey} allowed-ips ${original},${uplink}/128
+ip -6 route add ${uplink}/128 dev ${WG_INTERFACE}`,
+    );
+    escaped = await onHost(a.name, `ping -6 -n -q -c 3 -i 0.2 -W 1 ${uplink}`, { allowFail: true });
+  } finally {
+    await run(
+      a.name,
+      `ip -6 route del ${uplink}/128 dev ${WG_INTERFACE} || true
+wg set ${WG_INTERFACE} peer ${hubKey} allowed-ips ${original}`,
+    );
+  }
+  process.stdout.write(`${a.name} → ${uplink} (${b.name}'s uplink) through ${hubName}:\n${escaped.stdout}`);
+  expect(escaped.stdout).toMatch(/ 0 received/);
+  expect((await outCount()) - before).toBeGreaterThanOrEqual(3);
+  expect(await run(a.name, `wg show ${WG_INTERFACE} allowed-ips`)).toBe(allowedBefore);
+  phase("dual-stack mesh");
+});
+
+test("1e. dual-stack turned off and on again by config: IPv6 addresses and AllowedIPs change in place, no interface restarts, no IPv4 packet is lost", async () => {
+  const hubName = config.mesh.hub ?? plan.hosts[0].name;
+  const before = config;
+  const invocations = async () =>
+    Object.fromEntries(
+      await Promise.all(
+        plan.hosts.map(async (h) => [
+          h.name,
+          (await run(h.name, "systemctl show -p InvocationID --value wg-quick@wg0")).trim(),
+        ]),
+      ),
+    );
+  const started = await invocations();
+  const spokes = plan.hosts.filter((h) => h.name !== hubName);
+  await run(
+    hubName,
+    spokes
+      .map(
+        (p) =>
+          `rm -f /run/swarm-ping1e-${p.name}.*; nohup ping -i 0.2 ${p.meshAddress} > /run/swarm-ping1e-${p.name}.log 2>&1 & echo $! > /run/swarm-ping1e-${p.name}.pid`,
+      )
+      .join("\n"),
+  );
+  try {
+    // The stack as it was before dual-stack: no prefix, no pinned IPv6 address.
+    const mesh4 = (({ ipv6Prefix: _prefix, ...rest }: FleetConfig["mesh"]) => rest)(before.mesh);
+    config = {
+      ...before,
+      mesh: mesh4,
+      hosts: before.hosts.map(({ meshAddress6: _address, ...h }) => h),
+    };
+    const off = await engine.converge(config, adminKey);
+    process.stdout.write(`dual-stack off: updated ${[...off.updated, ...off.created].join(", ")}\n`);
+    for (const host of plan.hosts) {
+      expect({
+        host: host.name,
+        six: await run(host.name, `ip -6 -o address show dev ${WG_INTERFACE} scope global`),
+      }).toEqual({
+        host: host.name,
+        six: "",
+      });
+      const allowed = await run(host.name, `wg show ${WG_INTERFACE} allowed-ips`);
+      expect({ host: host.name, ipv6: allowed.includes(":") }).toEqual({ host: host.name, ipv6: false });
+    }
+    await checkMesh();
+    config = before;
+    const on = await engine.converge(config, adminKey);
+    process.stdout.write(`dual-stack on: updated ${[...on.updated, ...on.created].join(", ")}\n`);
+    expect(await checkMesh6()).toEqual([]);
+  } finally {
+    if (config !== before) {
+      config = before;
+      await engine.converge(config, adminKey);
+    }
+    await run(
+      hubName,
+      `${spokes.map((p) => `kill -INT "$(cat /run/swarm-ping1e-${p.name}.pid)"`).join("; ")}; sleep 1`,
+    );
+  }
+  expect(await invocations()).toEqual(started);
+  for (const p of spokes) {
+    const stats = await run(hubName, `cat /run/swarm-ping1e-${p.name}.log`);
+    const match = /(\d+) packets transmitted, (\d+) received/.exec(stats);
+    process.stdout.write(
+      `${hubName} → ${p.name} while dual-stack went off and on: ${match?.[0] ?? "no summary"}\n`,
+    );
+    expect({ peer: p.name, transmitted: match?.[1], lost: Number(match?.[1]) - Number(match?.[2]) }).toEqual({
+      peer: p.name,
+      transmitted: match?.[1],
+      lost: 0,
+    });
+    expect(stats.split("\n").filter((l) => /unreachable|prohibited|error/i.test(l))).toEqual([]);
+  }
+  phase("dual-stack off and on in place");
+}, 900_000);
+
 test("2. the export is a ZFS dataset with the configured properties and a sentinel", async () => {
   const e = exported();
   const type = await run(e.host, `zfs get -H -o value type ${e.dataset}`);
@@ -1007,7 +1167,7 @@ systemctl mask --runtime --quiet wg-quick@wg0
     const gate = await onHost(spoke.name, `${HEALTH_PROGRAM_PATH} gate`, { allowFail: true });
     expect(gate.code).not.toBe(0);
     expect(`${gate.stdout}${gate.stderr}`).toContain(
-      `FAIL ${spoke.name} peer ${hub.name} (${hub.meshAddress})`,
+      `FAIL ${spoke.name} peer ${hub.name} (${[hub.meshAddress, hub.meshAddress6].filter(Boolean).join(", ")})`,
     );
     const broken = status();
     process.stdout.write(`\nnpm run status -- lab (${hub.name} WireGuard stopped):\n${broken.out}\n`);
