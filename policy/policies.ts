@@ -415,5 +415,165 @@ export const wireguardPortsOnMeshHosts: StackValidationPolicy = {
   },
 };
 
+/**
+ * An address or CIDR as a closed range of one space that holds both families, IPv6 above 2^128 so
+ * the two never meet; host bits masked as `wg` masks them. Undefined when it is neither family.
+ * Written here, not imported, so that the pack reads the rendered files on its own terms.
+ */
+export function addressBlock(text: string): { readonly start: bigint; readonly end: bigint } | undefined {
+  const [address, prefixText, extra] = text.trim().split("/");
+  const six = address.includes(":");
+  const bits = six ? 128 : 32;
+  const prefix = prefixText === undefined ? bits : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
+  const value = six ? ipv6Value(address) : ipv4Value(address);
+  if (value === undefined || extra !== undefined || !(prefix >= 0 && prefix <= bits)) {
+    return undefined;
+  }
+  const size = 1n << BigInt(bits - prefix);
+  const start = value - (value % size) + (six ? 1n << 128n : 0n);
+  return { start, end: start + size - 1n };
+}
+
+function ipv4Value(text: string): bigint | undefined {
+  const octets = text.split(".");
+  if (octets.length !== 4 || !octets.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255)) {
+    return undefined;
+  }
+  return octets.reduce((acc, o) => (acc << 8n) | BigInt(o), 0n);
+}
+
+function ipv6Value(text: string): bigint | undefined {
+  const halves = text.split("::");
+  const groups = (part: string) => (part === "" ? [] : part.split(":"));
+  if (halves.length > 2) {
+    return undefined;
+  }
+  const head = groups(halves[0]);
+  const tail = halves.length === 2 ? groups(halves[1]) : [];
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 2 ? missing < 1 : missing !== 0) {
+    return undefined;
+  }
+  const all = [...head, ...Array<string>(missing).fill("0"), ...tail];
+  if (!all.every((g) => /^[0-9a-fA-F]{1,4}$/.test(g))) {
+    return undefined;
+  }
+  return all.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n);
+}
+
+/** A host's interface as its rendered `wg0.conf` says: its addresses, and each peer (by its name comment) with its AllowedIPs. */
+export function interfaceOf(
+  create: string,
+): { addresses: string[]; peers: { name: string; allowedIps: string[] }[] } | undefined {
+  const lines = create.split("\n");
+  const first = lines.indexOf("[Interface]");
+  if (first < 0) {
+    return undefined;
+  }
+  const addresses: string[] = [];
+  const peers: { name: string; allowedIps: string[] }[] = [];
+  for (const line of lines.slice(first + 1)) {
+    if (/^SWARM_[A-Z_]*EOF/.test(line)) {
+      break;
+    }
+    const [key, value] = [line.slice(0, line.indexOf(" = ")), line.slice(line.indexOf(" = ") + 3)];
+    if (line === "[Peer]") {
+      peers.push({ name: `peer ${peers.length + 1}`, allowedIps: [] });
+    } else if (line.startsWith("# ") && peers.length > 0 && peers[peers.length - 1].allowedIps.length === 0) {
+      peers[peers.length - 1].name = line.slice(2);
+    } else if (key === "Address" && peers.length === 0) {
+      addresses.push(...value.split(",").map((a) => a.trim()));
+    } else if (key === "AllowedIPs" && peers.length > 0) {
+      peers[peers.length - 1].allowedIps.push(
+        ...value
+          .split(",")
+          .map((a) => a.trim())
+          .filter((a) => a !== ""),
+      );
+    }
+  }
+  return { addresses, peers };
+}
+
+export const wireguardAllowedIpsDisjoint: StackValidationPolicy = {
+  name: "wireguard-allowedips-disjoint",
+  description:
+    "On every host's WireGuard interface, no two peers' AllowedIPs overlap, IPv4 or IPv6, and no peer's holds the interface's own address unless it is the only peer (a host routed through the hub).",
+  remediationSteps:
+    "Give every peer disjoint AllowedIPs: one /32 and one /128 per peer, routes that overlap neither the mesh nor each other; only a host whose single peer is the hub routes the whole mesh block and IPv6 prefix to it.",
+  validateStack: (args, reportViolation) => {
+    for (const command of args.resources) {
+      if (
+        command.type !== REMOTE_COMMAND ||
+        command.parent?.type !== MESH_COMPONENT ||
+        !/-config$/.test(command.name)
+      ) {
+        continue;
+      }
+      const create = known(() => command.props.create);
+      const iface = typeof create === "string" ? interfaceOf(create) : undefined;
+      if (iface === undefined) {
+        continue;
+      }
+      const entries = iface.peers.flatMap((peer, index) =>
+        peer.allowedIps.map((text) => ({ index, peer: peer.name, text, block: addressBlock(text) })),
+      );
+      for (const entry of entries.filter((e) => e.block === undefined)) {
+        reportViolation(
+          `${command.name}: AllowedIPs entry of ${entry.peer} is not an IPv4 or IPv6 block: render the configuration from validated config`,
+          command.urn,
+        );
+      }
+      const blocks = entries.flatMap((e) => (e.block === undefined ? [] : [{ ...e, block: e.block }]));
+      if (iface.peers.length > 1) {
+        for (const address of iface.addresses) {
+          const own = addressBlock(address.split("/")[0]);
+          const holder = own && blocks.find((e) => e.block.start <= own.start && own.start <= e.block.end);
+          if (holder) {
+            reportViolation(
+              `${command.name}: AllowedIPs ${holder.text} of ${holder.peer} hold the interface's own address ${address.split("/")[0]}: ` +
+                "only an interface whose single peer is the hub carries the mesh block",
+              command.urn,
+            );
+          }
+        }
+      }
+      // Blocks nest or are disjoint: sorted by start (the wider first), each overlaps the open block that holds it.
+      const sorted = [...blocks].sort((a, b) =>
+        a.block.start < b.block.start
+          ? -1
+          : a.block.start > b.block.start
+            ? 1
+            : a.block.end > b.block.end
+              ? -1
+              : a.block.end < b.block.end
+                ? 1
+                : 0,
+      );
+      const open: typeof sorted = [];
+      for (const entry of sorted) {
+        while (open.length > 0 && open[open.length - 1].block.end < entry.block.start) {
+          open.pop();
+        }
+        const other = open.find((o) => o.index !== entry.index);
+        if (other !== undefined) {
+          reportViolation(
+            `${command.name}: AllowedIPs ${other.text} of ${other.peer} and ${entry.text} of ${entry.peer} overlap: ` +
+              "WireGuard would send the shared addresses to only one of them (cryptokey routing collision)",
+            command.urn,
+          );
+        }
+        open.push(entry);
+      }
+    }
+  },
+};
+
 /** Every policy of the pack, in the order the engine reports them. */
-export const policies = [noPublicSsh, fleetLabels, noPlainPrivateKeys, wireguardPortsOnMeshHosts];
+export const policies = [
+  noPublicSsh,
+  fleetLabels,
+  noPlainPrivateKeys,
+  wireguardPortsOnMeshHosts,
+  wireguardAllowedIpsDisjoint,
+];

@@ -32,6 +32,8 @@ import {
   REMOTE_COMMAND,
   SERVER,
   stdinIsPrivateKey,
+  addressBlock,
+  wireguardAllowedIpsDisjoint,
   wireguardPortsOnMeshHosts,
 } from "../policy/policies";
 import { FULL_FLEET, HUB_FLEET } from "./meshFixtures";
@@ -576,6 +578,99 @@ function buildMesh(config: FleetConfig): void {
   new WireGuardMesh("mesh", { step: stepsOf(plan.steps, "mesh")[0], members });
 }
 
+describe("wireguard-allowedips-disjoint", () => {
+  const mesh = record(MESH_COMPONENT, "mesh", {});
+  /** A config command whose script writes a wg0.conf with these peers (name → AllowedIPs). */
+  const config = (peers: Record<string, string>, address = "10.8.0.1/24, fd31:a7c9:5e04:8::1/64") =>
+    record(
+      REMOTE_COMMAND,
+      "mesh-anchor-config",
+      {
+        create: [
+          "bash -c 'swarm_write /etc/wireguard/wg0.conf.public 0644 root:root <<'\\''SWARM_EOF'\\''",
+          "[Interface]",
+          `Address = ${address}`,
+          "ListenPort = 51820",
+          ...Object.entries(peers).flatMap(([name, ips]) => [
+            "",
+            "[Peer]",
+            `# ${name}`,
+            "PublicKey = K=",
+            `AllowedIPs = ${ips}`,
+          ]),
+          "SWARM_EOF",
+          "# AllowedIPs = 10.8.0.0/8 (script text after the file is not read)",
+          "'",
+        ].join("\n"),
+      },
+      { parent: mesh.urn },
+    );
+  const judged = async (peers: Record<string, string>, address?: string) =>
+    (await violationsOf(wireguardAllowedIpsDisjoint, [mesh, config(peers, address)])).map((v) => v.message);
+
+  it.each([
+    [
+      "one /32 and one /128 per peer",
+      { a: "10.8.0.2/32, fd31:a7c9:5e04:8::2/128", b: "10.8.0.3/32, fd31:a7c9:5e04:8::3/128" },
+    ],
+    [
+      "a peer's own routes beside each other",
+      { a: "10.8.0.2/32, 192.168.0.0/24, 192.168.1.0/24", b: "10.8.0.3/32" },
+    ],
+    ["the same numbers in the two families", { a: "10.8.0.2/32", b: "::a08:2/128" }],
+    [
+      "the mesh block and prefix on a lone peer (a spoke routed through the hub)",
+      { hub: "10.8.0.0/24, fd31:a7c9:5e04:8::/64" },
+    ],
+  ])("passes %s", async (_, peers) => {
+    expect(await judged(peers)).toEqual([]);
+  });
+
+  it.each([
+    [
+      "two peers with one IPv6 address",
+      { a: "10.8.0.2/32, fd31:a7c9:5e04:8::2/128", b: "10.8.0.3/32, fd31:a7c9:5e04:8::2/128" },
+      "AllowedIPs fd31:a7c9:5e04:8::2/128 of a and fd31:a7c9:5e04:8::2/128 of b overlap",
+    ],
+    [
+      "an IPv6 block holding another peer's /128",
+      { a: "fd31:a7c9:5e04:8::2/128", b: "fd31:a7c9:5e04:8::/120" },
+      "AllowedIPs fd31:a7c9:5e04:8::/120 of b and fd31:a7c9:5e04:8::2/128 of a overlap",
+    ],
+    [
+      "an IPv4 route over another peer's /32",
+      { a: "10.8.0.2/32", b: "10.8.0.0/30" },
+      "AllowedIPs 10.8.0.0/30 of b and 10.8.0.2/32 of a overlap",
+    ],
+    [
+      "the IPv6 prefix beside a second peer",
+      { a: "fd31:a7c9:5e04:8::/64", b: "10.8.0.3/32" },
+      "AllowedIPs fd31:a7c9:5e04:8::/64 of a hold the interface's own address fd31:a7c9:5e04:8::1",
+    ],
+    [
+      "an entry that is no block",
+      { a: "fd31::1::2/128" },
+      "AllowedIPs entry of a is not an IPv4 or IPv6 block",
+    ],
+  ])("rejects %s", async (_, peers, message) => {
+    const messages = await judged(peers);
+    expect(messages).toContainEqual(expect.stringContaining(`mesh-anchor-config: ${message}`));
+  });
+
+  it("reads blocks the way wg does: host bits masked, a bare address one address, IPv6 apart from IPv4", () => {
+    expect(addressBlock("10.8.0.7/24")).toEqual({ start: 0x0a080000n, end: 0x0a0800ffn });
+    expect(addressBlock("fd00::7")).toEqual({
+      start: (1n << 128n) + ((0xfd00n << 112n) | 7n),
+      end: (1n << 128n) + ((0xfd00n << 112n) | 7n),
+    });
+    expect([addressBlock("10.8.0.7/33"), addressBlock("fd00::/129"), addressBlock("10.8.0/24")]).toEqual([
+      undefined,
+      undefined,
+      undefined,
+    ]);
+  });
+});
+
 describe("the pack against the real components", () => {
   it.each([
     [true, []],
@@ -610,6 +705,14 @@ describe("the pack against the real components", () => {
     ["a hub fleet with a volume and an existing host", HUB_FLEET],
     ["a full mesh", FULL_FLEET],
     ["a mesh on another listen port", { ...HUB_FLEET, mesh: { ...HUB_FLEET.mesh, listenPort: 41641 } }],
+    [
+      "a dual-stack hub fleet",
+      { ...HUB_FLEET, mesh: { ...HUB_FLEET.mesh, ipv6Prefix: "fd31:a7c9:5e04:8::/64" } },
+    ],
+    [
+      "a dual-stack full mesh",
+      { ...FULL_FLEET, mesh: { ...FULL_FLEET.mesh, ipv6Prefix: "fd31:a7c9:5e04:8::/64" } },
+    ],
   ])("finds no violation in %s", async (_, config) => {
     const records = await recordComponents(() => buildMesh(config));
     expect(records.filter((r) => r.type === FIREWALL).length).toBeGreaterThan(0);
@@ -618,6 +721,25 @@ describe("the pack against the real components", () => {
     expect(keyCommands).toHaveLength(config.hosts.length);
     expect(keyCommands.every((r) => stdinIsPrivateKey(String(r.props.stdin)))).toBe(true);
     expect(await evaluatePolicies(policies, records)).toEqual([]);
+  });
+
+  it("catches two peers given one IPv6 mesh address even when config validation is bypassed", async () => {
+    const twice: FleetConfig = {
+      ...HUB_FLEET,
+      mesh: { ...HUB_FLEET.mesh, ipv6Prefix: "fd31:a7c9:5e04:8::/64" },
+      hosts: HUB_FLEET.hosts.map((h) =>
+        h.name === "anchor" ? h : { ...h, meshAddress6: "fd31:a7c9:5e04:8::7" },
+      ),
+    };
+    const violations = await evaluatePolicies(policies, await recordComponents(() => buildMesh(twice)));
+    expect(violations.map((v) => [v.policy, v.message])).toEqual([
+      [
+        "wireguard-allowedips-disjoint",
+        expect.stringContaining(
+          "mesh-anchor-config: AllowedIPs fd31:a7c9:5e04:8::7/128 of hetzner-native and fd31:a7c9:5e04:8::7/128 of satellite overlap",
+        ),
+      ],
+    ]);
   });
 
   it("catches SSH opened to the internet even when config validation is bypassed", async () => {

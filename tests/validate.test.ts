@@ -493,6 +493,101 @@ const rows: Row[] = [
       "10.8.0.1 is already used by swarm:hosts[0] (anchor): pick a free address in 10.8.0.0/24, or remove meshAddress to allocate one",
   },
   {
+    what: "IPv6 mesh prefix that is not a prefix",
+    changes: { "mesh.ipv6Prefix": "fd31::a7c9::/64" },
+    path: "swarm:mesh.ipv6Prefix",
+    message: '"fd31::a7c9::/64" is not an IPv6 prefix: write a unique local /64 such as fd',
+  },
+  {
+    what: "IPv6 mesh prefix outside fd00::/8",
+    changes: { "mesh.ipv6Prefix": "2001:db8:8::/64" },
+    path: "swarm:mesh.ipv6Prefix",
+    message:
+      "2001:db8:8::/64 is not a unique local prefix (fd00::/8): mesh addresses must never be routed on the Internet; use a /64 such as fd",
+  },
+  {
+    what: "IPv6 mesh prefix in fc00::/8, which RFC 4193 leaves undefined",
+    changes: { "mesh.ipv6Prefix": "fc00:1:2:3::/64" },
+    path: "swarm:mesh.ipv6Prefix",
+    message: "fc00:1:2:3::/64 is not a unique local prefix (fd00::/8)",
+  },
+  {
+    what: "IPv6 mesh prefix that is a /48",
+    changes: { "mesh.ipv6Prefix": "fd31:a7c9:5e04::/48" },
+    path: "swarm:mesh.ipv6Prefix",
+    message: "fd31:a7c9:5e04::/48 is a /48: the mesh is one IPv6 link, a /64; use fd31:a7c9:5e04::/64",
+  },
+  {
+    what: "IPv6 mesh prefix with host bits",
+    changes: { "mesh.ipv6Prefix": "fd31:a7c9:5e04:8::1/64" },
+    path: "swarm:mesh.ipv6Prefix",
+    message:
+      "fd31:a7c9:5e04:8::1/64 is not written as RFC 5952 prints the network: write fd31:a7c9:5e04:8::/64",
+  },
+  {
+    what: "IPv6 mesh prefix not in RFC 5952 form",
+    changes: { "mesh.ipv6Prefix": "FD31:A7C9:5E04:0008::/64" },
+    path: "swarm:mesh.ipv6Prefix",
+    message: "write fd31:a7c9:5e04:8::/64",
+  },
+  {
+    what: "IPv6 mesh address that is not an address",
+    changes: { "mesh.ipv6Prefix": "fd31:a7c9:5e04:8::/64", "hosts[1].meshAddress6": "fd31:a7c9:5e04:8::g" },
+    path: "swarm:hosts[1].meshAddress6",
+    message: '"fd31:a7c9:5e04:8::g" is not an IPv6 address: write one inside mesh.ipv6Prefix',
+  },
+  {
+    what: "IPv6 mesh address not in RFC 5952 form",
+    changes: {
+      "mesh.ipv6Prefix": "fd31:a7c9:5e04:8::/64",
+      "hosts[1].meshAddress6": "fd31:a7c9:5e04:8:0:0:0:2",
+    },
+    path: "swarm:hosts[1].meshAddress6",
+    message: "fd31:a7c9:5e04:8:0:0:0:2 is not written as RFC 5952 prints it: write fd31:a7c9:5e04:8::2",
+  },
+  {
+    what: "IPv6 mesh address without an IPv6 prefix",
+    changes: { "hosts[1].meshAddress6": "fd31:a7c9:5e04:8::2" },
+    path: "swarm:hosts[1].meshAddress6",
+    message:
+      "is set but mesh.ipv6Prefix is not: set mesh.ipv6Prefix to fd31:a7c9:5e04:8::/64, or remove meshAddress6",
+  },
+  {
+    what: "IPv6 mesh address outside the prefix",
+    changes: { "mesh.ipv6Prefix": "fd31:a7c9:5e04:8::/64", "hosts[1].meshAddress6": "fd31:a7c9:5e04:9::2" },
+    path: "swarm:hosts[1].meshAddress6",
+    message:
+      "fd31:a7c9:5e04:9::2 is outside mesh.ipv6Prefix fd31:a7c9:5e04:8::/64: pick an address in fd31:a7c9:5e04:8::/64, or remove meshAddress6 to allocate one",
+  },
+  {
+    what: "IPv6 mesh address with interface identifier 0",
+    changes: { "mesh.ipv6Prefix": "fd31:a7c9:5e04:8::/64", "hosts[1].meshAddress6": "fd31:a7c9:5e04:8::" },
+    path: "swarm:hosts[1].meshAddress6",
+    message:
+      "fd31:a7c9:5e04:8:: is the subnet-router anycast address of fd31:a7c9:5e04:8::/64 (interface identifier 0)",
+  },
+  {
+    what: "duplicate IPv6 mesh address",
+    changes: {
+      "mesh.ipv6Prefix": "fd31:a7c9:5e04:8::/64",
+      "hosts[0].meshAddress6": "fd31:a7c9:5e04:8::1",
+      "hosts[2].meshAddress6": "fd31:a7c9:5e04:8::1",
+    },
+    path: "swarm:hosts[2].meshAddress6",
+    message:
+      "fd31:a7c9:5e04:8::1 is already used by swarm:hosts[0] (anchor): pick a free address in fd31:a7c9:5e04:8::/64, or remove meshAddress6 to allocate one",
+  },
+  {
+    what: "existing address inside the IPv6 mesh prefix",
+    changes: {
+      "mesh.ipv6Prefix": "fd31:a7c9:5e04:8::/64",
+      "hosts[3]": existingHost("lab", "fd31:a7c9:5e04:8::13"),
+    },
+    path: "swarm:hosts[3].existing.address",
+    message:
+      "fd31:a7c9:5e04:8::13 is inside mesh.ipv6Prefix fd31:a7c9:5e04:8::/64: peers would route this host's WireGuard endpoint into the tunnel itself",
+  },
+  {
     what: "unknown WireGuard implementation",
     changes: { "hosts[1].wireguard": "boringtun" },
     path: "swarm:hosts[1].wireguard",
