@@ -32,6 +32,8 @@ interface Host {
    * fixtures' mesh subnet that its address gives it.
    */
   readonly routes?: Readonly<Record<string, string>>;
+  /** `ip -6 route show dev <interface>`, likewise: by default the route of the fixtures' IPv6 prefix. */
+  readonly routes6?: Readonly<Record<string, string>>;
   /** `zfs get -H -o value <property> <dataset>` per "<dataset> <property>"; one not listed cannot be read. */
   readonly zfs?: Readonly<Record<string, string>>;
   /** passwd lines `getent passwd` knows; any other user does not exist. */
@@ -75,12 +77,23 @@ cat "$FAKE/wg-$2"
 `,
   ip: `#!/bin/bash
 printf 'ip %s\\n' "$*" >>"$FAKE/calls"
-[ "$1 $2 $3 $4" = "-4 route show dev" ] || exit 64
-if [ -e "$FAKE/routes-$5" ]; then
-  cat "$FAKE/routes-$5"
-else
-  echo "10.8.0.0/24 proto kernel scope link src 10.8.0.1 "
-fi
+case "$1 $2 $3 $4" in
+"-4 route show dev")
+  if [ -e "$FAKE/routes-$5" ]; then
+    cat "$FAKE/routes-$5"
+  else
+    echo "10.8.0.0/24 proto kernel scope link src 10.8.0.1 "
+  fi
+  ;;
+"-6 route show dev")
+  if [ -e "$FAKE/routes6-$5" ]; then
+    cat "$FAKE/routes6-$5"
+  else
+    echo "fd31:a7c9:5e04:8::/64 proto kernel metric 256 pref medium"
+  fi
+  ;;
+*) exit 64 ;;
+esac
 `,
   zfs: `#!/bin/bash
 printf 'zfs %s\\n' "$*" >>"$FAKE/calls"
@@ -149,6 +162,9 @@ function runDrift(
     }
     for (const [iface, routes] of Object.entries(host.routes ?? {})) {
       fs.writeFileSync(path.join(fake, `routes-${iface}`), routes);
+    }
+    for (const [iface, routes] of Object.entries(host.routes6 ?? {})) {
+      fs.writeFileSync(path.join(fake, `routes6-${iface}`), routes);
     }
     fs.writeFileSync(
       path.join(fake, "zfs"),
@@ -285,6 +301,71 @@ describe("swarm-drift", () => {
   ])("every AllowedIPs block held by a route through the interface: %s", (_, routes) => {
     const run = runDrift(convergedWith({ routes: { wg0: routes } }));
     expect({ code: run.code, stdout: run.stdout }).toEqual({ code: 0, stdout: "" });
+  });
+
+  describe("a dual-stack interface", () => {
+    const SIX = "fd31:a7c9:5e04:8:dc4b:4e20:3f9d:ddce/128";
+    const dual = (routes6?: string): Host =>
+      convergedWith({
+        records: {
+          ...CONVERGED.records,
+          "mesh-anchor-config": [
+            ["file", "$ROOT/etc/wireguard/wg0.conf.public", sha256(CONF), "644", OWNER],
+            ["peer", "wg0", "hetzner-native", "vna4Vz6u1qEAQNXk0ssd/C/8w5eygcm8iszffnLcSV8=", "10.8.0.3/32"],
+            ["peer", "wg0", "satellite", KEYS.satellite, `10.8.0.2/32,${SIX}`],
+            ["interface", "wg0", KEYS.anchor],
+          ],
+        },
+        wg: {
+          wg0: dump([
+            ["vna4Vz6u1qEAQNXk0ssd/C/8w5eygcm8iszffnLcSV8=", "10.8.0.3/32"],
+            [KEYS.satellite, `${SIX},10.8.0.2/32`],
+          ]),
+        },
+        ...(routes6 === undefined ? {} : { routes6: { wg0: routes6 } }),
+      });
+
+    test.each([
+      ["the interface's own /64", undefined],
+      [
+        "the /128 itself, after a link-local route",
+        "fe80::/64 proto kernel metric 256 pref medium\nfd31:a7c9:5e04:8:dc4b:4e20:3f9d:ddce proto boot metric 1024 pref medium\n",
+      ],
+      ["a wider route", "fd31:a7c9:5e04::/48 metric 1024 pref medium\n"],
+      ["a default route through the interface", "default metric 1024 pref medium\n"],
+    ])("every IPv6 block held by a route through the interface: %s", (_, routes6) => {
+      const run = runDrift(dual(routes6));
+      expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }).toEqual({
+        code: 0,
+        stdout: "",
+        stderr: "",
+      });
+      expect(run.calls.filter((c) => c.startsWith("ip "))).toEqual([
+        "ip -4 route show dev wg0",
+        "ip -6 route show dev wg0",
+      ]);
+    });
+
+    test.each([
+      ["no IPv6 route at all", ""],
+      ["only a link-local one", "fe80::/64 proto kernel metric 256 pref medium\n"],
+      ["another /64", "fd31:a7c9:5e04:9::/64 proto kernel metric 256 pref medium\n"],
+      ["a narrower block beside it", "fd31:a7c9:5e04:8:dc4b:4e20:3f9d:ddcc/127 metric 1024 pref medium\n"],
+    ])("an IPv6 block no route holds is drift: %s", (_, routes6) => {
+      const run = runDrift(dual(routes6));
+      expect(run.items).toEqual([
+        [
+          "mesh-anchor-config",
+          "peer",
+          `wg0 route ${SIX}`,
+          "not routed through wg0 (AllowedIPs of peer satellite): its traffic goes elsewhere",
+        ],
+      ]);
+    });
+
+    test("an IPv4-only interface never reads the IPv6 routes", () => {
+      expect(runDrift(CONVERGED).calls.filter((c) => c.startsWith("ip -6"))).toEqual([]);
+    });
   });
 
   test("units of every record are asked in one systemctl call, and each answer goes to its own unit", () => {

@@ -8,8 +8,8 @@
 #   unit  UNIT                               enabled and active
 #   peer  INTERFACE  NAME  KEY  ALLOWED-IPS  a WireGuard peer (AllowedIPs comma-separated); a live
 #                                            peer on INTERFACE that no record names is drift too,
-#                                            and so is an IPv4 block of ALLOWED-IPS that no route
-#                                            through INTERFACE holds
+#                                            and so is a block of ALLOWED-IPS (IPv4 or IPv6) that
+#                                            no route through INTERFACE holds
 #   interface  INTERFACE  KEY                the public key INTERFACE runs (reported as kind peer)
 #   zfs   DATASET  PROPERTY  VALUE           a dataset property, as `zfs get` prints it
 #   user  USER  HOME  SHELL                  a user swarm created, its home and login shell
@@ -65,6 +65,12 @@ src_wg_dump() {
 # `10.20.0.0/24 scope link`, `default via ...`).
 src_routes() {
   ip -4 route show dev "$1" 2>/dev/null || true
+}
+
+# src_routes6 INTERFACE: the IPv6 routes through INTERFACE in the main table, as `ip -6 route show
+# dev` prints them (`fd31:a7c9:5e04:8::/64 proto kernel metric 256 pref medium`).
+src_routes6() {
+  ip -6 route show dev "$1" 2>/dev/null || true
 }
 
 # src_passwd USER: the user's passwd entry (getent); fails when there is none.
@@ -126,6 +132,59 @@ ipv4_block() {
   size=$((1 << (32 - prefix)))
   block_first=$((((10#$a << 24) | (10#$b << 16) | (10#$c << 8) | 10#$d) / size * size))
   block_last=$((block_first + size - 1))
+}
+
+# ipv6_block CIDR: for an IPv6 CIDR (a bare address is a /128, `default` is ::/0), sets block6 to
+# its prefix length followed by its eight 16-bit groups in decimal; false when it is not one. Bash
+# arithmetic has 64 bits, so a block is compared group by group (holds6), never as one number.
+block6=
+ipv6_block() {
+  local cidr=$1 address prefix=128 head tail missing i
+  local -a first=() last=() groups=()
+  [ "$cidr" != default ] || cidr=::/0
+  [[ $cidr == *:* ]] || return 1
+  address=${cidr%/*}
+  if [[ $cidr == */* ]]; then
+    [[ ${cidr#*/} =~ ^[0-9]{1,3}$ ]] || return 1
+    prefix=$((10#${cidr#*/}))
+  fi
+  [ "$prefix" -le 128 ] || return 1
+  head=$address tail=
+  if [[ $address == *::* ]]; then
+    head=${address%%::*} tail=${address#*::}
+  fi
+  [ -z "$head" ] || IFS=: read -ra first <<<"$head"
+  [ -z "$tail" ] || IFS=: read -ra last <<<"$tail"
+  missing=$((8 - ${#first[@]} - ${#last[@]}))
+  if [[ $address == *::* ]]; then
+    [ "$missing" -ge 1 ] || return 1
+  else
+    [ "$missing" -eq 0 ] || return 1
+  fi
+  groups=("${first[@]}")
+  for ((i = 0; i < missing; i++)); do groups+=(0); done
+  groups+=("${last[@]}")
+  for i in "${!groups[@]}"; do
+    [[ ${groups[i]} =~ ^[0-9a-fA-F]{1,4}$ ]] || return 1
+    groups[i]=$((16#${groups[i]}))
+  done
+  block6="$prefix ${groups[*]}"
+}
+
+# holds6 OUTER INNER: whether the IPv6 block OUTER holds INNER (both as ipv6_block sets block6).
+holds6() {
+  local -a outer inner
+  local i bits mask
+  read -ra outer <<<"$1"
+  read -ra inner <<<"$2"
+  [ "${outer[0]}" -le "${inner[0]}" ] || return 1
+  for ((i = 0; i < 8; i++)); do
+    bits=$((outer[0] - 16 * i))
+    [ "$bits" -gt 0 ] || return 0
+    [ "$bits" -le 16 ] || bits=16
+    mask=$(((0xffff << (16 - bits)) & 0xffff))
+    [ $((outer[i + 1] & mask)) -eq $((inner[i + 1] & mask)) ] || return 1
+  done
 }
 
 # ---------------------------------------------------------------- comparisons
@@ -303,13 +362,13 @@ check_peers() {
   done
 }
 
-# check_routes INTERFACE: every IPv4 block of the recorded peers' AllowedIPs is routed through
+# check_routes INTERFACE: every block (IPv4 or IPv6) of the recorded peers' AllowedIPs is routed through
 # INTERFACE, by a route for it or one that holds it (as wg-quick sets them up: the interface's own
 # subnet holds the mesh addresses, a host's extra routes get one each). Without it, what WireGuard
 # would carry to that peer goes wherever the rest of the routing table sends it.
 check_routes() {
-  local interface=$1 i line block
-  local -a blocks=() firsts=() lasts=()
+  local interface=$1 i line block routes6_read=0
+  local -a blocks=() firsts=() lasts=() routes6=()
   while read -r line _; do
     ! ipv4_block "$line" || firsts+=("$block_first") lasts+=("$block_last")
   done < <(src_routes "$interface")
@@ -317,6 +376,22 @@ check_routes() {
     [ "${peer_interfaces[$i]}" = "$interface" ] || continue
     IFS=, read -ra blocks <<<"${peer_addresses[$i]}"
     for block in "${blocks[@]}"; do
+      if ipv6_block "$block"; then
+        # The IPv6 routes are read once, and only on an interface that carries IPv6.
+        if [ "$routes6_read" = 0 ]; then
+          routes6_read=1
+          local six=$block6
+          while read -r line _; do
+            ! ipv6_block "$line" || routes6+=("$block6")
+          done < <(src_routes6 "$interface")
+          block6=$six
+        fi
+        if ! routed_through6 "$block6"; then
+          found "${peer_steps[$i]}" peer "$interface route $block" \
+            "not routed through $interface (AllowedIPs of peer ${peer_names[$i]}): its traffic goes elsewhere"
+        fi
+        continue
+      fi
       ipv4_block "$block" || continue
       if ! routed_through "$block_first" "$block_last"; then
         found "${peer_steps[$i]}" peer "$interface route $block" \
@@ -331,6 +406,15 @@ routed_through() {
   local r
   for r in "${!firsts[@]}"; do
     [ "${firsts[$r]}" -gt "$1" ] || [ "${lasts[$r]}" -lt "$2" ] || return 0
+  done
+  return 1
+}
+
+# routed_through6 BLOCK: whether one of check_routes' IPv6 routes holds BLOCK (as block6).
+routed_through6() {
+  local r
+  for r in "${routes6[@]}"; do
+    ! holds6 "$r" "$1" || return 0
   done
   return 1
 }
