@@ -1471,6 +1471,29 @@ function checkHosts(fleet: FleetIndex, errors: ConfigError[]): void {
       firstAt.set(key, host);
     }
   }
+  // Every peer dials an IPv6 endpoint at the same listen port: two hosts at one IPv6 address are one machine.
+  const firstAt6 = new Map<bigint, { readonly host: HostDraft; readonly field: string }>();
+  for (const host of fleet.hosts) {
+    for (const [field, text] of [
+      ["address", host.existingAddress],
+      ["ipv6Address", host.existingAddress6],
+    ] as const) {
+      const address = text === undefined ? undefined : parseAddress6(text);
+      if (address === undefined) {
+        continue;
+      }
+      const first = firstAt6.get(address);
+      // Two `address`es are the check above's, which lets hosts behind one NAT differ by SSH port.
+      if (first && first.host !== host && (field !== "address" || first.field !== "address")) {
+        errors.push({
+          path: `${host.path}.existing.${field}`,
+          message: `${text} is already where ${first.host.path}${first.host.name ? ` (${first.host.name})` : ""} is reached (existing.${first.field}): swarm would configure one machine as both hosts; declare each machine once, or give each host its own IPv6 address`,
+        });
+      } else if (!first) {
+        firstAt6.set(address, { host, field });
+      }
+    }
+  }
 }
 
 function checkMesh(fleet: FleetIndex, sources: readonly SshSource[], errors: ConfigError[]): void {

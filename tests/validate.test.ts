@@ -493,6 +493,25 @@ const rows: Row[] = [
       "10.8.0.1 is already used by swarm:hosts[0] (anchor): pick a free address in 10.8.0.0/24, or remove meshAddress to allocate one",
   },
   {
+    what: "an IPv6 address beside IPv4 that is another host's IPv6 address",
+    changes: {
+      "hosts[3]": withExisting("lab", { address: "192.0.2.40", ipv6Address: "2001:db8::13" }),
+      "hosts[4]": withExisting("lab6", { address: "2001:db8::13" }),
+    },
+    path: "swarm:hosts[4].existing.address",
+    message:
+      "2001:db8::13 is already where swarm:hosts[3] (lab) is reached (existing.ipv6Address): swarm would configure one machine as both hosts",
+  },
+  {
+    what: "two hosts given one ipv6Address",
+    changes: {
+      "hosts[3]": withExisting("lab", { address: "192.0.2.40", ipv6Address: "2001:db8::13" }),
+      "hosts[4]": withExisting("lab2", { address: "192.0.2.41", ipv6Address: "2001:db8::13" }),
+    },
+    path: "swarm:hosts[4].existing.ipv6Address",
+    message: "2001:db8::13 is already where swarm:hosts[3] (lab) is reached (existing.ipv6Address)",
+  },
+  {
     what: "IPv6 mesh prefix that is not a prefix",
     changes: { "mesh.ipv6Prefix": "fd31::a7c9::/64" },
     path: "swarm:mesh.ipv6Prefix",
