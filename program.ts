@@ -19,7 +19,7 @@ import { ZfsReplica } from "./components/zfsReplica";
 import { MeshMember, WireGuardMesh } from "./components/wireguardMesh";
 import { MountStep } from "./config/plan";
 import { renderMermaid } from "./templates/topology";
-import { formatEndpoint } from "./templates/wireguard";
+import { hostPort } from "./config/endpoints";
 import { watchKeyComment } from "./templates/meshfsWatch";
 
 export interface HostOutputs {
@@ -214,8 +214,8 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
     outputs[host.name] = {
       meshAddress: host.meshAddress,
       publicKey: (keypairs.get(host.name) as WireGuardKeypair).publicKey,
-      endpoint: h.publicAddress.apply((address) => formatEndpoint(address, config.mesh.listenPort)),
-      ssh: pulumi.unsecret(h.connection.apply((c) => `${c.user}@${formatEndpoint(c.host, c.port)}`)),
+      endpoint: h.publicAddress.apply((address) => hostPort(address, config.mesh.listenPort)),
+      ssh: pulumi.unsecret(h.connection.apply((c) => `${c.user}@${hostPort(c.host, c.port)}`)),
       hostKey: h.hostKey,
     };
   }

@@ -4,7 +4,7 @@
  * are checked by the provider (connection.hostKey).
  */
 import { createHash } from "node:crypto";
-import { formatEndpoint } from "../templates/wireguard";
+import { hostPort } from "../config/endpoints";
 
 /** OpenSSH's fingerprint of a public key line: `SHA256:` and the unpadded base64 of its blob's SHA-256. */
 export function sshFingerprint(publicKey: string): string {
@@ -34,7 +34,7 @@ export function hostKeyMismatch(pinned: PinnedHost, stderr: string): string | un
     /key sent by the remote host is\s*(SHA256:[A-Za-z0-9+/]+)/.exec(stderr)?.[1] ?? "(not reported)";
   const expected = sshFingerprint(pinned.hostKey ?? "");
   return (
-    `host key mismatch at ${formatEndpoint(pinned.host, pinned.port)}: the host offered ${offered}, ` +
+    `host key mismatch at ${hostPort(pinned.host, pinned.port)}: the host offered ${offered}, ` +
     `but the program pins ${expected}, so nothing was sent to it. ` +
     "If the host was reinstalled or its key replaced on purpose, read the new key (ssh-keyscan -t ed25519, " +
     "then compare its fingerprint with ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host's console) " +

@@ -3,14 +3,13 @@ import * as pulumi from "@pulumi/pulumi";
 import { MeshStep, WireGuardConfigStep } from "../config/plan";
 import { sha256 } from "../templates/shell";
 import {
-  dialledAddress,
   PeerIdentity,
   renderWireGuardConfig,
   wireguardApplyScript,
-  WireGuardConfigValues,
   wireguardKeyScript,
   wireguardKeyTeardownScript,
   wireguardTeardownScript,
+  wireguardValues,
 } from "../templates/wireguard";
 import { hostCommand, SshConnection } from "./remote";
 import { WireGuardKeypair } from "./wireguardKeypair";
@@ -37,27 +36,6 @@ export interface WireGuardMeshArgs {
   readonly step: MeshStep;
   /** Every host of the step, by name. */
   readonly members: ReadonlyMap<string, MeshMember>;
-}
-
-/** The configuration values of a host's interface, from its step and its peers' keys and endpoints. */
-export function wireguardValues(
-  step: WireGuardConfigStep,
-  identities: Readonly<Record<string, PeerIdentity>>,
-): WireGuardConfigValues {
-  return {
-    address: step.address,
-    ...(step.address6 === undefined ? {} : { address6: step.address6 }),
-    listenPort: step.listenPort,
-    mtu: step.mtu,
-    peers: step.peers.map((peer) => ({
-      name: peer.name,
-      publicKey: identities[peer.name].publicKey,
-      allowedIps: peer.allowedIps,
-      endpointAddress: dialledAddress(identities[peer.name], peer.endpointFamily),
-      endpointPort: step.listenPort,
-      persistentKeepalive: step.persistentKeepalive,
-    })),
-  };
 }
 
 /**

@@ -8,6 +8,11 @@ import { isIPv4, isIPv6 } from "node:net";
 
 export type Family = "IPv4" | "IPv6";
 
+/** `host:port` as WireGuard, ssh and URLs write it: an IPv6 address in brackets. */
+export function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 /** How a peer's endpoint is written on another host's interface: an address of one family, or the peer's DNS name. */
 export type EndpointFamily = Family | "name";
 

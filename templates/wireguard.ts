@@ -9,7 +9,8 @@
  */
 import { isIPv4, isIPv6 } from "node:net";
 import { FleetPlan } from "../config/model";
-import { EndpointFamily } from "../config/endpoints";
+import { EndpointFamily, hostPort } from "../config/endpoints";
+import type { WireGuardConfigStep } from "../config/plan";
 import { WireGuardImplementation } from "../config/types";
 import { hostScript, script, shellQuote, writeFile } from "./shell";
 
@@ -80,46 +81,48 @@ export function dialledAddress(identity: PeerIdentity, family: EndpointFamily): 
   return family === "IPv6" ? (identity.endpoint6 ?? identity.endpoint) : identity.endpoint;
 }
 
-/**
- * The configuration values of `host`'s interface: its mesh address with the
- * mesh prefix, and one peer per host of its topology with AllowedIPs from
- * the plan (the peer's /32, then its routes).
- */
-export function wireguardConfigValues(
-  plan: FleetPlan,
-  host: string,
+/** The configuration values of a host's interface, from its step and its peers' keys and endpoints. */
+export function wireguardValues(
+  step: WireGuardConfigStep,
   identities: Readonly<Record<string, PeerIdentity>>,
 ): WireGuardConfigValues {
-  const hostPlan = plan.byName.get(host);
-  if (hostPlan === undefined) {
-    throw new Error(`host ${host} is not in the fleet plan`);
-  }
-  const mesh = plan.config.mesh;
   return {
-    address: `${hostPlan.meshAddress}/${mesh.cidr.split("/")[1]}`,
-    ...(hostPlan.meshAddress6 === undefined ? {} : { address6: `${hostPlan.meshAddress6}/64` }),
-    listenPort: mesh.listenPort,
-    mtu: mesh.mtu,
-    peers: hostPlan.peers.map((peer) => {
+    address: step.address,
+    ...(step.address6 === undefined ? {} : { address6: step.address6 }),
+    listenPort: step.listenPort,
+    mtu: step.mtu,
+    peers: step.peers.map((peer) => {
       const identity = identities[peer.name];
       if (identity === undefined) {
-        throw new Error(`host ${host} peers with ${peer.name}, whose public key and endpoint are unknown`);
+        throw new Error(
+          `host ${step.host} peers with ${peer.name}, whose public key and endpoint are unknown`,
+        );
       }
       return {
         name: peer.name,
         publicKey: identity.publicKey,
         allowedIps: peer.allowedIps,
         endpointAddress: dialledAddress(identity, peer.endpointFamily),
-        endpointPort: mesh.listenPort,
-        persistentKeepalive: mesh.persistentKeepalive,
+        endpointPort: step.listenPort,
+        persistentKeepalive: step.persistentKeepalive,
       };
     }),
   };
 }
 
-/** `addr:port`, with IPv6 addresses bracketed as WireGuard expects. */
-export function formatEndpoint(address: string, port: number): string {
-  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+/** `wireguardValues` of `host`'s WireGuard config step in the plan. */
+export function wireguardConfigValues(
+  plan: FleetPlan,
+  host: string,
+  identities: Readonly<Record<string, PeerIdentity>>,
+): WireGuardConfigValues {
+  const step = plan.byName
+    .get(host)
+    ?.steps.find((s): s is WireGuardConfigStep => s.kind === "wireguardConfig");
+  if (step === undefined) {
+    throw new Error(`host ${host} is not in the fleet plan`);
+  }
+  return wireguardValues(step, identities);
 }
 
 /**
@@ -140,7 +143,7 @@ export function renderWireGuardConfig(values: WireGuardConfigValues): string {
       `# ${peer.name}`,
       `PublicKey = ${peer.publicKey}`,
       `AllowedIPs = ${peer.allowedIps.join(", ")}`,
-      `Endpoint = ${formatEndpoint(peer.endpointAddress, peer.endpointPort)}`,
+      `Endpoint = ${hostPort(peer.endpointAddress, peer.endpointPort)}`,
     );
     if (peer.persistentKeepalive !== undefined && peer.persistentKeepalive > 0) {
       lines.push(`PersistentKeepalive = ${peer.persistentKeepalive}`);

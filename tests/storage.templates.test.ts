@@ -632,6 +632,39 @@ describe("sync guard and profile, for real", () => {
       expect(aside()).toHaveLength(1);
     });
 
+    it("moves the archives under unison's lock: it waits for a run, and of two guards at once one moves them and the other finds them moved", () => {
+      const { s, aside } = failover();
+      const args = (extra: string) =>
+        `${extra} --state '${s.state}' --mount '${dirname(s.remote)}' --export meshfs --sentinel '${sentinel}' '${s.local}' '${s.remote}'`;
+      // A run of the service holds the lock for 1 s (as flock(1) holds it around unison); two guards start meanwhile.
+      const result = spawnSync(
+        "bash",
+        [
+          "-c",
+          `set -u
+export PATH='${join(dirname(s.remote), "bin")}':"$PATH"
+flock '${s.state}/lock' sleep 1 &
+sleep 0.2
+start=$EPOCHREALTIME
+'${guard}' ${args("")} >"$1/a.out" 2>&1 & a=$!
+'${guard}' ${args("--init")} >"$1/b.out" 2>&1 & b=$!
+wait "$a"; ra=$?; wait "$b"; rb=$?
+echo "$ra $rb $(( (\${EPOCHREALTIME/./} - \${start/./}) / 1000 ))"`,
+          "guards",
+          s.state,
+        ],
+        { encoding: "utf8", timeout: 20000 },
+      );
+      const [a, b, waited] = result.stdout.trim().split(" ").map(Number);
+      expect({ a, b, stderr: result.stderr }).toEqual({ a: 0, b: 0, stderr: "" });
+      expect(waited).toBeGreaterThanOrEqual(600);
+      const said = ["a.out", "b.out"].map((f) => readFileSync(join(s.state, f), "utf8"));
+      expect(said.filter((out) => out.includes("unison's archives moved to"))).toHaveLength(1);
+      expect(aside()).toHaveLength(1);
+      expect(s.unison().status).toBe(0);
+      expect(readFileSync(join(s.local, "late.md"), "utf8")).toBe("newest\n");
+    });
+
     it("without that, unison would delete the client's newest file: the danger is real", () => {
       const { s } = failover();
       expect(s.unison().status).toBe(0);

@@ -4,7 +4,6 @@ import { routingHub } from "../config/model";
 import { FleetConfig } from "../config/types";
 import {
   endpointAsShown,
-  formatEndpoint,
   HUB_KEEPOUT6_PATH,
   HUB_ROUTING_DROPIN,
   HUB_RULESET_PATH,
@@ -35,6 +34,7 @@ import {
 } from "./meshFixtures";
 import { Sandbox } from "./sandbox";
 import fc from "fast-check";
+import { hostPort } from "../config/endpoints";
 import { hostScript } from "../templates/shell";
 
 /** `text` matched literally inside a RegExp. */
@@ -132,7 +132,7 @@ describe("renderWireGuardConfig", () => {
     ["2001:db8::10", "[2001:db8::10]:51820"],
     ["vpn.example.org", "vpn.example.org:51820"],
   ])("writes endpoint %s as %s", (address, endpoint) => {
-    expect(formatEndpoint(address, 51820)).toBe(endpoint);
+    expect(hostPort(address, 51820)).toBe(endpoint);
   });
 
   it.each([
@@ -665,7 +665,7 @@ esac`,
   const livePeersOf = (values: WireGuardApplyValues): LivePeer[] =>
     values.config.peers.map((p) => ({
       publicKey: p.publicKey,
-      endpoint: formatEndpoint(p.endpointAddress, p.endpointPort),
+      endpoint: hostPort(p.endpointAddress, p.endpointPort),
       allowedIps: p.allowedIps.join(","),
       keepalive: p.persistentKeepalive ? String(p.persistentKeepalive) : "off",
     }));

@@ -76,18 +76,25 @@ dataset_line() {
   esac
 }
 if [ -n "$mount" ] && [ -n "$state" ]; then
+  # The guard runs before each run of the sync and in the step that installs it, which may be while
+  # the service runs: unison's own lock (the service's flock) keeps a run and a second guard from
+  # seeing the archives while they move, and the comparison and the move are one step under it.
+  exec {lock}>>"$state/lock"
+  flock "$lock"
   known=$(cat "$state/export-dataset" 2>/dev/null) || known=
   now=$(dataset_line "$seen")
   if [ -n "$now" ] && [ "$now" != "$known" ]; then
-    if [ -n "$known" ] && has_archive; then
+    shopt -s nullglob
+    archives=("$state"/ar[0-9a-f]* "$state"/fp[0-9a-f]*)
+    shopt -u nullglob
+    if [ -n "$known" ] && [ ${#archives[@]} -gt 0 ]; then
       aside="$state/replaced-archives-$(date -u +%Y%m%dT%H%M%SZ)"
       mkdir -p "$aside"
-      shopt -s nullglob
-      mv -- "$state"/ar[0-9a-f]* "$state"/fp[0-9a-f]* "$aside"/
-      shopt -u nullglob
+      mv -- "${archives[@]}" "$aside"/
       echo "swarm: $mount shows another copy of export ${seen%%$'\n'*} ($now; it was $known): unison's archives moved to $aside, so this run merges both sides and deletes nothing"
     fi
     printf '%s\n' "$now" >"$state/export-dataset.new"
     mv -f "$state/export-dataset.new" "$state/export-dataset"
   fi
+  exec {lock}>&-
 fi

@@ -11,6 +11,7 @@ import { spawnSync } from "node:child_process";
 import { isIPv4, isIPv6 } from "node:net";
 import * as fs from "node:fs";
 import { FleetConfig } from "../../config/types";
+import { hostPort } from "../../config/endpoints";
 import { FleetPlan, planFleet } from "../../config/model";
 import { SyncRemote, SyncStep, stepsOf } from "../../config/plan";
 import { sshFingerprint } from "../../components/hostKey";
@@ -45,7 +46,6 @@ import {
   WG_INTERFACE,
   WG_KEY_PATH,
   WG_PUBLIC_CONF_PATH,
-  formatEndpoint,
 } from "../../templates/wireguard";
 import { authorizedKeysPath } from "../../templates/sftp";
 import { DRIFT_KINDS, askFleet, parseHostReport } from "../../scripts/hostReports";
@@ -258,7 +258,7 @@ test("1c. every tunnel runs between the addresses the plan dials: IPv6 to and fr
   const dialled = (name: string, family: string) => {
     const existing = config.hosts.find((h) => h.name === name)?.existing;
     const address = family === "IPv6" ? (existing?.ipv6Address ?? existing?.address) : existing?.address;
-    return formatEndpoint(address ?? "", config.mesh.listenPort);
+    return hostPort(address ?? "", config.mesh.listenPort);
   };
   for (const host of plan.hosts) {
     const endpoints = (await run(host.name, `wg show ${WG_INTERFACE} endpoints`))
@@ -1356,7 +1356,7 @@ test("12. a host whose SSH key changed is refused: nothing runs on it, and the e
     expect(failure).toBeInstanceOf(CommandFailed);
     const message = (failure as Error).message;
     process.stdout.write(`${message}\n`);
-    expect(message).toContain(`host key mismatch at ${formatEndpoint(host.address, host.port)}`);
+    expect(message).toContain(`host key mismatch at ${hostPort(host.address, host.port)}`);
     expect(message).toContain(`the host offered ${sshFingerprint(offered)}`);
     expect(message).toContain(`the program pins ${sshFingerprint(host.hostKey)}`);
   } finally {
