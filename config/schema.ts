@@ -465,7 +465,10 @@ export const healthSchema = z.object({
     }).default(180),
     `older handshakes count as down (at least ${formatDuration(MIN_HANDSHAKE_AGE)})`,
   ),
-  pingCount: field(integer(1, 100).default(3), "echo requests sent to each peer's mesh address per check"),
+  pingCount: field(
+    integer(1, 100).default(3),
+    "echo requests sent to each peer's mesh address per check (peers are pinged 32 at a time)",
+  ),
   mountTimeout: field(
     duration(1, 600).default(20),
     "how long an automount may take to come up on first access",

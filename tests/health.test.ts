@@ -507,6 +507,85 @@ describe("swarm-health gate on recorded outputs", () => {
   });
 });
 
+describe("swarm-health pings peers in parallel", () => {
+  /**
+   * The program's own `ping_all`, with `pings_answered` replaced by a stand-in that waits until a
+   * whole batch has started: pinged one after another, the first would wait in vain.
+   */
+  function pingAll(addresses: readonly string[]) {
+    const program = renderHealthProgram();
+    const fn = /^ping_all\(\) \{\n[\s\S]*?\n\}\n/m.exec(program)?.[0];
+    const parallel = /^PING_PARALLEL=(\d+)$/m.exec(program)?.[1];
+    expect(fn).toBeDefined();
+    expect(parallel).toBeDefined();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-ping-all-"));
+    try {
+      const script = `set -euo pipefail
+PING_PARALLEL=${parallel}
+${fn}
+pings_answered() {
+  local started want
+  echo + >> "$dir/log"
+  started=$(find "$dir" -name 'started.*' | wc -l)
+  touch "$dir/started.$1"
+  # The first batch waits for all of its pings; a later one for every address.
+  want=$PING_PARALLEL
+  [ "$started" -lt "$PING_PARALLEL" ] || want=$total
+  for _ in $(seq 200); do
+    [ "$(find "$dir" -name 'started.*' | wc -l)" -lt "$want" ] || break
+    sleep 0.05
+  done
+  [ "$(find "$dir" -name 'started.*' | wc -l)" -ge "$want" ] || echo alone >> "$dir/log"
+  echo - >> "$dir/log"
+  printf '%s' "\${#1}"
+}
+ping_all "$@"`;
+      const result = spawnSync("bash", ["--norc", "-c", script, "ping_all", ...addresses], {
+        encoding: "utf8",
+        input: "",
+        env: { PATH: process.env.PATH, dir, total: String(addresses.length) },
+      });
+      const log = fs.readFileSync(path.join(dir, "log"), "utf8").split("\n").filter(Boolean);
+      let running = 0;
+      let most = 0;
+      for (const step of log) {
+        running += step === "+" ? 1 : step === "-" ? -1 : 0;
+        most = Math.max(most, running);
+      }
+      return { result, log, most, parallel: Number(parallel) };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  test("every address is pinged once, a batch at a time, and answers with its own count", () => {
+    const addresses = [
+      ...Array.from({ length: 36 }, (_, i) => `10.8.0.${i + 1}`),
+      ...Array.from({ length: 4 }, (_, i) => `fd31:a7c9:5e04:8::${i + 1}`),
+    ];
+    const { result, log, most, parallel } = pingAll(addresses);
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.stdout.split("\n").filter(Boolean).sort()).toEqual(
+      addresses.map((a) => `${a} ${a.length}`).sort(),
+    );
+    expect(log).not.toContain("alone");
+    expect(most).toBe(parallel);
+  });
+
+  test("no address, no ping", () => {
+    const result = spawnSync(
+      "bash",
+      [
+        "-c",
+        `set -euo pipefail\n${/^ping_all\(\) \{\n[\s\S]*?\n\}\n/m.exec(renderHealthProgram())?.[0]}\nping_all`,
+      ],
+      { encoding: "utf8", input: "" },
+    );
+    expect(result).toMatchObject({ status: 0, stdout: "", stderr: "" });
+  });
+});
+
 /** A tiny parser of the Prometheus text format (0.0.4): throws on anything it does not allow. */
 function parsePrometheus(text: string): {
   families: Map<string, { type: string; help: string }>;

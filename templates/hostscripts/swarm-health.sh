@@ -34,6 +34,8 @@ WG_INTERFACE=wg0
 HANDSHAKE_WAIT=60
 MAX_HANDSHAKE_AGE=180
 PING_COUNT=3
+# Peers pinged at once: a full mesh of hundreds of hosts is checked in seconds, not minutes.
+PING_PARALLEL=32
 MOUNT_TIMEOUT=20
 SYNC_WAIT=120
 TEXTFILE_DIR=/var/lib/prometheus/node-exporter
@@ -306,6 +308,22 @@ pings_answered() {
   printf '%s' "${received:-0}"
 }
 
+# ping_all ADDRESS...: pings the addresses PING_PARALLEL at a time and prints one line
+# "ADDRESS COUNT" per address (in the order they finish), COUNT being pings_answered's.
+ping_all() {
+  local address pids=()
+  for address in "$@"; do
+    # One short line per write: lines from parallel pings never interleave.
+    { printf '%s %s\n' "$address" "$(pings_answered "$address")"; } &
+    pids+=("$!")
+    if [ "${#pids[@]}" -ge "$PING_PARALLEL" ]; then
+      wait "${pids[@]}"
+      pids=()
+    fi
+  done
+  [ "${#pids[@]}" -eq 0 ] || wait "${pids[@]}"
+}
+
 # Per peer: ping replies at its mesh address and at its IPv6 one (on a dual-stack mesh), and
 # the evaluated handshake.
 declare -A peer_received peer_received6 peer_level peer_detail peer_age
@@ -321,17 +339,29 @@ peer_done() {
 # seconds until each has answered with a handshake younger than MAX_HANDSHAKE_AGE. A ping is
 # what makes WireGuard handshake with an idle peer, so it comes before the handshake is read.
 check_peers() {
-  local wait=$1 start now i name key address address6 pending received received6 latest
+  local wait=$1 start now i name key address address6 pending received received6 latest count
+  local -a unanswered
+  local -A got
   start=$(src_now)
   peer_received=() peer_received6=() peer_level=() peer_detail=() peer_age=()
   while :; do
     pending=0
+    # Every address that has not answered yet is pinged again, all of them at once.
+    unanswered=() got=()
     for i in "${!PEER_NAMES[@]}"; do
       key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]} address6=${PEER_ADDRESSES6[$i]:-}
-      [ "${peer_received[$key]:-0}" -gt 0 ] || peer_received[$key]=$(pings_answered "$address")
+      [ "${peer_received[$key]:-0}" -gt 0 ] || unanswered+=("$address")
       if [ -n "$address6" ] && [ "${peer_received6[$key]:-0}" -eq 0 ]; then
-        peer_received6[$key]=$(pings_answered "$address6")
+        unanswered+=("$address6")
       fi
+    done
+    while read -r address count; do
+      got[$address]=$count
+    done < <(ping_all "${unanswered[@]}")
+    for i in "${!PEER_NAMES[@]}"; do
+      key=${PEER_KEYS[$i]} address=${PEER_ADDRESSES[$i]} address6=${PEER_ADDRESSES6[$i]:-}
+      [ -z "${got[$address]:-}" ] || peer_received[$key]=${got[$address]}
+      [ -z "$address6" ] || [ -z "${got[$address6]:-}" ] || peer_received6[$key]=${got[$address6]}
     done
     read_wireguard
     now=$(src_now)
@@ -391,19 +421,22 @@ declare -A routed_received
 # addresses, until each has answered or WAIT seconds have passed. The hub's own peer check says
 # whether the tunnel to the hub is up; this one says whether the hub forwards each family.
 check_routed() {
-  local wait=$1 start now i name address via pending received forwarding
+  local wait=$1 start now i name address via pending received forwarding count
+  local -a unanswered
   start=$(src_now)
   routed_received=()
   while :; do
     pending=0
+    unanswered=()
     for i in "${!ROUTED_NAMES[@]}"; do
       for address in "${ROUTED_ADDRESSES[$i]}" ${ROUTED_ADDRESSES6[$i]:+"${ROUTED_ADDRESSES6[$i]}"}; do
-        if [ "${routed_received[$address]:-0}" -eq 0 ]; then
-          routed_received[$address]=$(pings_answered "$address")
-          [ "${routed_received[$address]}" -gt 0 ] || pending=$((pending + 1))
-        fi
+        [ "${routed_received[$address]:-0}" -gt 0 ] || unanswered+=("$address")
       done
     done
+    while read -r address count; do
+      routed_received[$address]=$count
+      [ "$count" -gt 0 ] || pending=$((pending + 1))
+    done < <(ping_all "${unanswered[@]}")
     now=$(src_now)
     if [ "$pending" -eq 0 ] || [ $((now - start)) -ge "$wait" ]; then
       break
