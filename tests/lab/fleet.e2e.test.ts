@@ -155,6 +155,36 @@ async function pingingThrough<T>(
   return result;
 }
 
+/**
+ * How many runs of a oneshot service a journal excerpt shows (`journalctl -o short-unix`, systemd's
+ * Starting, Finished and "Failed to start" lines), and their durations: "N runs (M failed), p50 …".
+ */
+function syncRunSummary(journal: string): string {
+  const durations: number[] = [];
+  let failed = 0;
+  let started: number | undefined;
+  for (const line of journal.split("\n")) {
+    const m = /^(\d+\.\d+) \S+ systemd\[1\]: (Starting|Finished|Failed to start) /.exec(line);
+    if (!m) {
+      continue;
+    }
+    const at = Number(m[1]);
+    if (m[2] === "Starting") {
+      started = at;
+    } else if (started !== undefined) {
+      durations.push(at - started);
+      failed += m[2] === "Finished" ? 0 : 1;
+      started = undefined;
+    }
+  }
+  if (durations.length === 0) {
+    return "no run recorded";
+  }
+  const sorted = [...durations].sort((x, y) => x - y);
+  const s = (x: number) => `${x.toFixed(1)} s`;
+  return `${durations.length} runs (${failed} failed), each p50 ${s(percentile(sorted, 0.5))}, p95 ${s(percentile(sorted, 0.95))}, max ${s(sorted[sorted.length - 1])}`;
+}
+
 /** Every pair of peers pings over wg0 and has a recent handshake; hosts are checked concurrently. */
 async function checkMesh(): Promise<void> {
   await Promise.all(
@@ -1054,6 +1084,13 @@ done`,
         SPACING_S / 2,
       ),
     ]);
+    // What the latency is made of: how many runs the watchers started, and how long each took
+    // (the guard and unison, from systemd's Starting to its Finished or Failed line).
+    const journal = await run(
+      s.host,
+      `journalctl -u ${units.service} -o short-unix --no-pager --since @${Math.floor(stamp / 1000)} | grep -E 'systemd\\[1\\]: (Starting|Finished|Failed to start) ' || true`,
+    );
+    process.stdout.write(`watched sync ${s.name}: ${syncRunSummary(journal)}\n`);
     // With the timer stopped, only the watchers start runs: every file arrives, both ways. The
     // figures go to BENCHMARKS.md (a unison run alone takes 2.5-3.5 s under the VM's emulation).
     expect(results).toEqual([
