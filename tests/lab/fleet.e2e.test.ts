@@ -2044,7 +2044,22 @@ systemctl stop ${writerUnit}`,
   expect(await run(s.host, `cat ${stateDir(s.name)}/export-dataset`)).toMatch(
     new RegExp(`^dataset ${replica.target} guid \\d+\\n$`),
   );
-  expect(await run(s.host, `cd ${s.local} && find . -type f | sort`)).toBe(localBefore.join("\n"));
+  const localAfter = await run(s.host, `cd ${s.local} && find . -type f | sort`);
+  if (localAfter !== localBefore.join("\n")) {
+    // What ran on the client and happened to the new export's dataset since the loss.
+    const since = `--since @${Math.floor(lostAt / 1000)}`;
+    const units = syncUnitNames(s.name);
+    process.stdout.write(
+      `failover: the client's files changed after the promotion. Its sync since the loss:\n${await run(
+        s.host,
+        `journalctl -u ${units.service} -u ${units.watch} -u ${units.remoteWatch} -u ${mountUnitNames(sync.remote.mount.mount.path).mount} -o short-precise --no-pager ${since} | tail -250; ls -la ${stateDir(s.name)}`,
+      )}\n${newHost}'s pool since the loss:\n${await run(
+        newHost,
+        `zpool history -il ${replica.target.split("/")[0]} | tail -60; journalctl -o short-precise --no-pager ${since} -g 'swarm|zfs|mount' | tail -120`,
+      )}\n`,
+    );
+  }
+  expect(localAfter).toBe(localBefore.join("\n"));
   const newRoot = normalizePath(`${e.mountpoint}/${sync.remote.path}`);
   expect(await run(newHost, `cat ${newRoot}/${latePage} ${newRoot}/${clientPage}`)).toBe(
     `late-${stamp}\nclient-${stamp}\n`,
