@@ -2052,7 +2052,7 @@ systemctl stop ${writerUnit}`,
     process.stdout.write(
       `failover: the client's files changed after the promotion. Its sync since the loss:\n${await run(
         s.host,
-        `journalctl -u ${units.service} -u ${units.watch} -u ${units.remoteWatch} -u ${mountUnitNames(sync.remote.mount.mount.path).mount} -o short-precise --no-pager ${since} | tail -250; ls -la ${stateDir(s.name)}`,
+        `journalctl -u ${units.service} -u ${units.watch} -u ${units.remoteWatch} -u ${mountUnitNames(sync.remote.mount.mount.path).mount} -o short-precise --no-pager ${since} | tail -250; ls -la ${stateDir(s.name)}; tail -120 ${stateDir(s.name)}/unison.log`,
       )}\n${newHost}'s pool since the loss:\n${await run(
         newHost,
         `zpool history -il ${replica.target.split("/")[0]} | tail -60; journalctl -o short-precise --no-pager ${since} -g 'swarm|zfs|mount' | tail -120`,
