@@ -5,12 +5,19 @@
  */
 import { Seconds } from "../config/types";
 import { hostScript, script, shellQuote, writeFile } from "./shell";
-import { normalizePath, renderUnit, systemdEscapePath, timespan, unitHeader } from "./systemd";
+import {
+  normalizePath,
+  renderUnit,
+  SYNC_UNIT_PREFIX,
+  systemdEscapePath,
+  timespan,
+  unitHeader,
+} from "./systemd";
 import { ed25519Key } from "./sftp";
 import { EXPORT_SENTINEL, failFunction, UNIT_DIR } from "./zfs";
 
 /** Functions of the install script (`hostscripts/sshfs-mount.sh`): move a mount, prove it shows the export. */
-const SSHFS_FUNCTIONS = hostScript("sshfs-mount.sh", { EXPORT_SENTINEL });
+const SSHFS_FUNCTIONS = hostScript("sshfs-mount.sh", { EXPORT_SENTINEL, UNIT_DIR, SYNC_UNIT_PREFIX });
 
 export const CLIENT_DIR = "/etc/swarm/meshfs";
 /** Placeholders the install script replaces with the owner's numeric ids, which only the host knows. */
@@ -221,8 +228,11 @@ export function automountActivation(plan: MountPlan): string {
   return `${SSHFS_FUNCTIONS}
 swarm_reload
 live=$(swarm_sshfs_source ${q(where)})
+paused=()
 if [ -n "$live" ] && [ "$live" != ${q(mountSource(plan))} ]; then
-  # The export moved: nothing may go on reading or writing the old host's copy.
+  # The export moved: nothing may go on reading or writing the old host's copy, and no sync run
+  # may span both copies.
+  mapfile -t paused < <(swarm_sshfs_pause_syncs ${q(units.mount)})
   swarm_sshfs_unmount ${q(where)} ${q(units.mount)}
   echo "swarm: unmounted ${where} from $live; the next access mounts ${mountSource(plan)}"
 elif swarm_changed ${q(mountFile)} && [ -n "$live" ]; then
@@ -241,7 +251,12 @@ else
   swarm_activate ${q(units.automount)} ${q(automountFile)}
 fi
 # The first access mounts the export; its sentinel proves it is the right one and is really there.
-swarm_sshfs_check ${q(where)} ${q(units.mount)} ${q(plan.exportName)}
+# The paused syncs start again either way: their guards refuse a mount that is not right.
+if ! (swarm_sshfs_check ${q(where)} ${q(units.mount)} ${q(plan.exportName)}); then
+  swarm_sshfs_resume_syncs "\${paused[@]}"
+  exit 1
+fi
+swarm_sshfs_resume_syncs "\${paused[@]}"
 `;
 }
 

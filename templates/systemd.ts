@@ -6,6 +6,9 @@
 import { formatDuration } from "../config/schemaKit";
 import { Seconds } from "../config/types";
 
+/** Every unit of a sync is named after it with this prefix (templates/unison.ts, syncUnitNames). */
+export const SYNC_UNIT_PREFIX = "swarm-sync-";
+
 /** Bytes systemd leaves as they are in an escaped name (plus `.`, except in first position). */
 const PLAIN = /^[A-Za-z0-9:_.]$/;
 

@@ -18,7 +18,7 @@ import { hostScript, script, shellQuote, writeFile } from "./shell";
 import { syncSentinel } from "./sftp";
 import { WATCH_TOKEN } from "./meshfsWatch";
 import { hostKeyAlias, knownHosts } from "./sshfs";
-import { execLine, renderUnit, systemdEscapePath, timespan, unitHeader } from "./systemd";
+import { execLine, renderUnit, SYNC_UNIT_PREFIX, systemdEscapePath, timespan, unitHeader } from "./systemd";
 import { EXPORT_SENTINEL, failFunction, LIB_DIR, UNIT_DIR } from "./zfs";
 
 export const PROFILE_DIR = "/etc/swarm/unison";
@@ -114,10 +114,10 @@ export function syncUnitNames(sync: string): {
   remoteWatch: string;
 } {
   return {
-    service: `swarm-sync-${sync}.service`,
-    timer: `swarm-sync-${sync}.timer`,
-    watch: `swarm-sync-${sync}-watch.service`,
-    remoteWatch: `swarm-sync-${sync}-remote-watch.service`,
+    service: `${SYNC_UNIT_PREFIX}${sync}.service`,
+    timer: `${SYNC_UNIT_PREFIX}${sync}.timer`,
+    watch: `${SYNC_UNIT_PREFIX}${sync}-watch.service`,
+    remoteWatch: `${SYNC_UNIT_PREFIX}${sync}-remote-watch.service`,
   };
 }
 

@@ -65,6 +65,7 @@ import {
   propertyOrder,
   snapshotUnitName,
   zfsScript,
+  UNIT_DIR,
   ZfsPlan,
 } from "../templates/zfs";
 import { labConfig, UNBOOTED } from "../lab/fleet";
@@ -832,6 +833,100 @@ exec "$@"`,
     const result = run();
     expect(result.status).toBe(1);
     expect(result.stderr).toBe("swarm: hetzner-native: /mnt/meshfs shows export 'scratch', not meshfs\n");
+  });
+});
+
+describe("a client's mount whose export moved pauses the syncs that use it, for real in a sandbox", () => {
+  // Two syncs: wiki runs through the mount (its service is ordered after it; its timer and both
+  // watchers are active), notes does not. The old server's mount is busy until the stop.
+  const stubs = {
+    findmnt: `[ -f "$SANDBOX/state/source" ] || exit 1
+cat "$SANDBOX/state/source"`,
+    umount: `rm -f "$SANDBOX/state/source"`,
+    systemctl: `case $1 in
+  list-unit-files) printf '%s enabled -\\n' swarm-sync-notes.service swarm-sync-wiki.service swarm-sync-wiki-watch.service ;;
+  show) [ "$5" != swarm-sync-wiki.service ] || echo "system.slice mnt-meshfs.automount mnt-meshfs.mount" ;;
+  is-active) [ "$3" = mnt-meshfs.automount ] || [ -f "$SANDBOX/state/active-$3" ] ;;
+  stop)
+    shift
+    for unit in "$@"; do rm -f "$SANDBOX/state/active-$unit"; done
+    [ "$1" != mnt-meshfs.mount ] || rm -f "$SANDBOX/state/source" ;;
+  start)
+    shift
+    for unit in "$@"; do : >"$SANDBOX/state/active-$unit"; done ;;
+  is-enabled | reset-failed | daemon-reload | enable) exit 0 ;;
+  *) exit 3 ;;
+esac`,
+    timeout: `shift
+exec "$@"`,
+  };
+  const oldServer = mountSource({ ...NATIVE_MOUNT, serverMeshAddress: "10.8.0.9" });
+  let sandbox: Sandbox;
+  beforeEach(() => {
+    sandbox = new Sandbox(["/mnt", UNIT_DIR], stubs);
+    sandbox.write(
+      `/mnt/meshfs/${EXPORT_SENTINEL}`,
+      `${NATIVE_MOUNT.exportName}\ndataset backup/meshfs guid 2\n`,
+    );
+    for (const unit of ["swarm-sync-wiki.timer", "swarm-sync-notes.timer", "swarm-sync-wiki.service"]) {
+      sandbox.write(`${UNIT_DIR}/${unit}`, "");
+    }
+    for (const unit of [
+      "swarm-sync-wiki.timer",
+      "swarm-sync-wiki-watch.service",
+      "swarm-sync-wiki-remote-watch.service",
+      "swarm-sync-notes.timer",
+    ]) {
+      sandbox.state(`active-${unit}`, "");
+    }
+    sandbox.state("source", `${oldServer}\n`);
+  });
+  afterEach(() => sandbox.dispose());
+
+  it("stops the run and what starts runs before the unmount, and starts them again once the new mount answers", () => {
+    const result = sandbox.run(
+      script(`fail() { echo "swarm: hetzner-native: $*" >&2; exit 1; }`, automountActivation(NATIVE_MOUNT)),
+    );
+    expect(result.status).toBe(0);
+    expect(result.stderr).toBe(
+      "swarm: paused the syncs that use mnt-meshfs.mount: swarm-sync-wiki.timer swarm-sync-wiki-watch.service swarm-sync-wiki-remote-watch.service swarm-sync-wiki.service\n",
+    );
+    const acts = sandbox.calls().filter((c) => /^(umount|systemctl (stop|start|reset-failed))/.test(c));
+    expect(acts).toEqual([
+      "systemctl stop swarm-sync-wiki.timer swarm-sync-wiki-watch.service swarm-sync-wiki-remote-watch.service swarm-sync-wiki.service",
+      "systemctl stop mnt-meshfs.mount",
+      "systemctl reset-failed mnt-meshfs.mount",
+      "systemctl start swarm-sync-wiki.timer swarm-sync-wiki-watch.service swarm-sync-wiki-remote-watch.service",
+    ]);
+    expect(result.stdout).toContain(
+      "swarm: resumed swarm-sync-wiki.timer swarm-sync-wiki-watch.service swarm-sync-wiki-remote-watch.service\n",
+    );
+    // The sync that does not use the mount was left alone.
+    expect(sandbox.state("active-swarm-sync-notes.timer")).toBe("");
+  });
+
+  it("starts them again when the new mount does not show the export, and fails", () => {
+    sandbox.write(`/mnt/meshfs/${EXPORT_SENTINEL}`, "scratch\ndataset tank/scratch guid 2\n");
+    const result = sandbox.run(
+      script(`fail() { echo "swarm: hetzner-native: $*" >&2; exit 1; }`, automountActivation(NATIVE_MOUNT)),
+    );
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(
+      "swarm: hetzner-native: /mnt/meshfs shows export 'scratch', not meshfs\n",
+    );
+    expect(sandbox.calls()).toContain(
+      "systemctl start swarm-sync-wiki.timer swarm-sync-wiki-watch.service swarm-sync-wiki-remote-watch.service",
+    );
+  });
+
+  it("names the sync units as the sync templates do", () => {
+    const units = syncUnitNames("wiki");
+    expect([units.service, units.timer, units.watch, units.remoteWatch]).toEqual([
+      "swarm-sync-wiki.service",
+      "swarm-sync-wiki.timer",
+      "swarm-sync-wiki-watch.service",
+      "swarm-sync-wiki-remote-watch.service",
+    ]);
   });
 });
 

@@ -39,5 +39,41 @@ swarm_sshfs_check() {
   [ "${seen%%$'\n'*}" = "$export" ] || fail "$where shows export '${seen%%$'\n'*}', not $export"
 }
 
+# swarm_sshfs_pause_syncs MOUNT_UNIT: stops every sync whose runs use the mount (a sync's service
+# is ordered after it, and has a timer of its own), with what starts its runs (its timer and
+# watchers), and prints the units it stopped that were active, for swarm_sshfs_resume_syncs. A run
+# whose guard checked the old copy of an export must not go on against the new one: unison's
+# archive of the old copy would turn what the new copy lacks into deletions on the other side.
+swarm_sshfs_pause_syncs() {
+  local mount_unit=$1 service base unit
+  local -a stop=()
+  while read -r service _; do
+    base=${service%.service}
+    [ -e "$UNIT_DIR/$base.timer" ] || continue
+    systemctl show -p After --value "$service" 2>/dev/null | tr ' ' '\n' | grep -qxF "$mount_unit" || continue
+    for unit in "$base.timer" "$base-watch.service" "$base-remote-watch.service"; do
+      if systemctl is-active --quiet "$unit"; then
+        printf '%s\n' "$unit"
+        stop+=("$unit")
+      fi
+    done
+    stop+=("$service")
+  done < <(systemctl list-unit-files --no-legend --type=service "$SYNC_UNIT_PREFIX*.service" 2>/dev/null || true)
+  if [ "${#stop[@]}" -gt 0 ]; then
+    systemctl stop "${stop[@]}" || true
+    echo "swarm: paused the syncs that use $mount_unit: ${stop[*]}" >&2
+  fi
+}
+
+# swarm_sshfs_resume_syncs UNIT...: starts again what swarm_sshfs_pause_syncs stopped.
+swarm_sshfs_resume_syncs() {
+  [ "$#" -gt 0 ] || return 0
+  systemctl start "$@" || fail "cannot start $* again: see systemctl status $*"
+  echo "swarm: resumed $*"
+}
+
 # The name of the sentinel file at the root of every export.
 EXPORT_SENTINEL=.swarm-meshfs
+# Where units are installed, and how the units of a sync are named.
+UNIT_DIR=/etc/systemd/system
+SYNC_UNIT_PREFIX=swarm-sync-
