@@ -300,7 +300,10 @@ export function syncService(plan: SyncPlan): string {
           ["ExecStopPost", execLine("+", STATUS, plan.name, statusPath(plan.name), `${state}/unison.log`)],
           ["SuccessExitStatus", "1"],
           ["TimeoutStartSec", timespan(plan.timeout)],
-          ["Nice", "10"],
+          // A sync on its timer yields the CPU to the host's own work. A watched one is someone
+          // waiting for their change: at Nice=10 any busy process of the host (a build, a backup)
+          // would stretch its seconds into tens of seconds, so it runs at the default priority.
+          ["Nice", plan.watch ? undefined : "10"],
         ],
       },
     ],

@@ -566,16 +566,52 @@ describe("sync guard and profile, for real", () => {
     expect(result.stderr).toMatch(message);
   });
 
+  /** Lines of /proc/self/mountinfo for an automount at MOUNT with its sshfs mount on top. */
+  function mountTable(mount: string, escaped = mount): string {
+    return [
+      "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw",
+      `95 22 0:48 / ${escaped} rw,relatime shared:40 - autofs systemd-1 rw,fd=51,pgrp=1,timeout=0`,
+      `99 95 0:51 / ${escaped} rw,nosuid,nodev,relatime shared:42 - fuse.sshfs meshfs@10.99.0.1:/srv/meshfs rw,user_id=0`,
+      `101 22 0:53 / ${escaped}2 rw,relatime shared:44 - tmpfs tmpfs rw`,
+      "",
+    ].join("\n");
+  }
+
+  it.each([
+    ["a plain path", "meshfs", "meshfs"],
+    [
+      "a space, a tab and a backslash, escaped as the kernel writes them",
+      "mesh fs\tx\\y",
+      "mesh\\040fs\\011x\\134y",
+    ],
+  ])("reads the mount table as findmnt does: %s", (_, name, escaped) => {
+    const s = fresh();
+    const base = dirname(s.remote);
+    const mount = join(base, name);
+    mkdirSync(mount);
+    mkdirSync(`${mount}2`);
+    const table = join(base, "mountinfo");
+    writeFileSync(table, mountTable(mount, join(base, escaped)));
+    const guardAt = (path: string) =>
+      run(guard, ["--mount", path, "--export", "meshfs", "--sentinel", sentinel, s.local], {
+        SWARM_MOUNTINFO: table,
+      });
+    // The guard takes it for the sshfs mount, and goes on to look for the export's sentinel there.
+    expect(guardAt(mount).stderr).toMatch(/has no \.swarm-meshfs: the export's dataset is not mounted/);
+    // A mount at a path that only starts with it is another mount.
+    expect(guardAt(`${mount}2`).stderr).toMatch(/not an sshfs mount \(found: tmpfs\)/);
+  });
+
   describe("after a failover, when the mount shows another copy of the export", () => {
-    // The sync's remote root inside a directory the guard takes for the sshfs mount: a findmnt on
-    // the PATH answers fuse.sshfs, and the export's sentinel sits at its top.
+    // The sync's remote root inside a directory the guard takes for the sshfs mount: the mount
+    // table it reads holds an automount there with sshfs on top, and the export's sentinel sits at
+    // its top.
     function mounted() {
       const s = fresh();
       const mount = dirname(s.remote);
-      const bin = join(mount, "bin");
-      mkdirSync(bin);
-      writeFileSync(join(bin, "findmnt"), "#!/bin/sh\necho fuse.sshfs\n", { mode: 0o755 });
-      const env = { PATH: `${bin}:${process.env.PATH}` };
+      const table = join(mount, "mountinfo");
+      writeFileSync(table, mountTable(mount));
+      const env = { SWARM_MOUNTINFO: table };
       const sentinelOf = (text: string) => writeFileSync(join(mount, EXPORT_SENTINEL), text);
       const check = (...extra: string[]) =>
         run(
@@ -633,6 +669,28 @@ describe("sync guard and profile, for real", () => {
       expect(aside()).toHaveLength(1);
     });
 
+    it("starts no process when the dataset is the one the last run saw: it runs with an empty PATH", () => {
+      const { s, check, sentinelOf, aside } = mounted();
+      sentinelOf("meshfs\ndataset tank/meshfs/state guid 1\n");
+      expect(check("--init").status).toBe(0);
+      expect(s.unison().status).toBe(0);
+      const empty = mkdtempSync(join(dir, "no-commands-"));
+      const args = [
+        guard,
+        ...["--state", s.state, "--mount", dirname(s.remote), "--export", "meshfs"],
+        ...["--sentinel", sentinel, s.local, s.remote],
+      ];
+      const env = { PATH: empty, SWARM_MOUNTINFO: join(dirname(s.remote), "mountinfo") };
+      const steady = spawnSync("/bin/bash", args, { encoding: "utf8", env });
+      expect({ status: steady.status, stderr: steady.stderr }).toEqual({ status: 0, stderr: "" });
+      // The same guard without commands fails, and moves nothing, once it has work to do.
+      sentinelOf("meshfs\ndataset backup/meshfs guid 2\n");
+      const moved = spawnSync("/bin/bash", args, { encoding: "utf8", env });
+      expect(moved.status).not.toBe(0);
+      expect(moved.stderr).toMatch(/flock: command not found/);
+      expect(aside()).toEqual([]);
+    });
+
     it("moves the archives under unison's lock: it waits for a run, and of two guards at once one moves them and the other finds them moved", () => {
       const { s, aside } = failover();
       const args = (extra: string) =>
@@ -643,7 +701,7 @@ describe("sync guard and profile, for real", () => {
         [
           "-c",
           `set -u
-export PATH='${join(dirname(s.remote), "bin")}':"$PATH"
+export SWARM_MOUNTINFO='${join(dirname(s.remote), "mountinfo")}'
 flock '${s.state}/lock' sleep 1 &
 sleep 0.2
 start=$EPOCHREALTIME
@@ -709,9 +767,17 @@ echo "$ra $rb $(( (\${EPOCHREALTIME/./} - \${start/./}) / 1000 ))"`,
     ];
     for (const [env, summary] of cases) {
       writeFileSync(log, "x".repeat(2 * 1024 * 1024));
-      const result = run(status, ["t", file, log], env);
+      const before = Math.floor(Date.now() / 1000) * 1000;
+      // A local time zone far from UTC: the record is in UTC all the same.
+      const result = run(status, ["t", file, log], { ...env, TZ: "Asia/Tokyo" });
       expect(result.status).toBe(0);
-      expect(readFileSync(file, "utf8")).toMatch(summary);
+      const text = readFileSync(file, "utf8");
+      expect(text).toMatch(summary);
+      const finished = Date.parse(/^finished=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)$/m.exec(text)?.[1] ?? "");
+      expect(finished).toBeGreaterThanOrEqual(before);
+      expect(finished).toBeLessThanOrEqual(Date.now());
+      expect(statSync(file).mode & 0o777).toBe(0o644);
+      expect(existsSync(`${file}.new`)).toBe(false);
       expect(existsSync(log)).toBe(false);
       expect(existsSync(`${log}.1`)).toBe(true);
     }

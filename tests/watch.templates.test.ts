@@ -24,6 +24,7 @@ import {
   remoteWatchScript,
   remoteWatchService,
   syncInstallScript,
+  syncService,
   syncTeardownScript,
   syncUnitNames,
   syncWatchKeyScript,
@@ -94,6 +95,11 @@ describe("golden files", () => {
     expect(watchAuthorizedKeys(plan)).toContain(
       `command="/usr/local/lib/swarm/meshfs-watch '/tank/meshfs/state/my \\"notes\\"'" `,
     );
+  });
+
+  test("a watched sync runs at the default CPU priority, a sync on its timer at Nice=10", () => {
+    expect(syncService(WATCHED_SYNC_PLAN)).not.toMatch(/^Nice=/m);
+    expect(syncService(PROD_SYNC_PLAN)).toMatch(/^Nice=10$/m);
   });
 
   test("the sync host installs both watchers, and removes both when watch is off", () => {

@@ -1,7 +1,10 @@
 #!/bin/bash
 # Installed by swarm: records the outcome of the last run of a sync (systemd ExecStopPost).
+# It runs after every run, and the sync's next run waits for it: it starts as few processes as it can.
 set -euo pipefail
-export LC_ALL=C
+export LC_ALL=C TZ=UTC0
+# The status directory is root's alone (0755): a fixed name for the file being written is safe.
+umask 022
 sync=$1
 file=$2
 log=${3-}
@@ -16,11 +19,10 @@ case $result/$status in
   timeout/*) summary="failed: the run took longer than its timeout" ;;
   *) summary="failed: $result ${EXIT_CODE:-} $status" ;;
 esac
-tmp=$(mktemp "$file.XXXXXX")
+printf -v finished '%(%Y-%m-%dT%H:%M:%SZ)T' -1
 printf 'sync=%s\nresult=%s\nexit=%s\nsummary=%s\nfinished=%s\n' \
-  "$sync" "$result" "${status:-none}" "$summary" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$tmp"
-chmod 0644 "$tmp"
-mv -f "$tmp" "$file"
+  "$sync" "$result" "${status:-none}" "$summary" "$finished" >"$file.new"
+mv -f "$file.new" "$file"
 if [ "$summary" != ok ]; then
   echo "swarm: sync $sync: $summary"
 fi

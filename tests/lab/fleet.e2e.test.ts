@@ -1102,7 +1102,7 @@ done`,
     );
     process.stdout.write(`watched sync ${s.name}: ${syncRunSummary(journal)}\n`);
     // With the timer stopped, only the watchers start runs: every file arrives, both ways. The
-    // figures go to BENCHMARKS.md (a unison run alone takes 2.5-3.5 s under the VM's emulation).
+    // figures go to BENCHMARKS.md (a run takes 1.1-1.8 s in an idle VM under its emulation).
     expect(results).toEqual([
       { direction: "local → remote", allArrived: true },
       { direction: "remote → local", allArrived: true },
