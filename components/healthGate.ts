@@ -15,7 +15,7 @@ import {
 } from "../templates/health";
 import { sha256 } from "../templates/shell";
 import { HostDrift } from "./hostDrift";
-import { hostCommand, SshConnection } from "./remote";
+import { hostCommand, SshConnection, StepText } from "./remote";
 
 export interface HealthGateArgs {
   /** The host's expectations and thresholds, resolved; its peers' keys are filled in here. */
@@ -35,7 +35,7 @@ export interface HealthGateArgs {
    * nothing. Defaults to none: the gate then re-runs only when its own
    * expectations change.
    */
-  readonly changes?: pulumi.Input<string>[];
+  readonly changes?: pulumi.Output<readonly string[]>;
 }
 
 /** The install script of a host's health step and the hash of what it installs, once its peers' keys are known. */
@@ -66,11 +66,13 @@ export function healthInstall(
  * `HealthGate.changes`: its triggers (hostCommand's owner hash). Resources
  * that are not remote commands (components, servers) are skipped.
  */
-export function commandChanges(resources: readonly pulumi.Resource[]): pulumi.Output<string>[] {
-  return resources
-    .filter((r): r is command.remote.Command => r instanceof command.remote.Command)
-    .map((c) => c.triggers.apply((t) => JSON.stringify(t ?? [])));
+export function commandChanges(resources: readonly pulumi.Resource[]): pulumi.Output<readonly string[]> {
+  const commands = resources.filter((r): r is command.remote.Command => r instanceof command.remote.Command);
+  return pulumi.all(commands.map((c) => c.triggers)).apply((all) => all.map(triggerText));
 }
+
+/** A command's triggers as one string. */
+const triggerText = (triggers: readonly unknown[] | undefined) => JSON.stringify(triggers ?? []);
 
 const resolvedKeys = new WeakMap<
   ReadonlyMap<string, pulumi.Input<string>>,
@@ -123,30 +125,37 @@ export class HealthGate extends pulumi.ComponentResource {
             step.expectations.peers.map((p) => [p.name, args.publicKeys.get(p.name) as pulumi.Input<string>]),
           ),
         );
-    const rendered = peerKeys.apply((keys) => healthInstall(step, keys));
-    // A component's dependencies do not hold back its children, so the command waits for them
-    // itself; the SDK flattens nested lists and Outputs of dependencies.
-    const after = [opts?.dependsOn ?? []] as unknown as pulumi.Input<pulumi.Resource>[];
+    const teardown = healthTeardownScript(step.health.textfileDir);
+    const changes = args.changes ?? pulumi.output([] as readonly string[]);
     // One command installs and then gates: the install step is idempotent, so running it again
     // whenever the gate runs costs nothing, and a host has one health command instead of two. It
     // keeps the install command's name, so a stack converged with two commands keeps its owner
-    // marker and the install's teardown never runs on the way.
-    const ownerHash = step.health.gate
-      ? pulumi
-          .all([rendered.installHash, ...(args.changes ?? [])])
-          .apply(([installHash, ...changes]) =>
-            sha256([healthGateStep(step.host), installHash, ...changes].join("\0")),
-          )
-      : rendered.installHash;
+    // marker and the install's teardown never runs on the way. Its script, owner hash and
+    // teardown are one Output, so the command carries its peers' dependencies in one Output per
+    // property.
+    const text: pulumi.Output<StepText> = step.health.gate
+      ? pulumi.all([peerKeys, changes]).apply(([keys, changed]) => {
+          const { script, installHash } = healthInstall(step, keys);
+          return {
+            script,
+            ownerHash: sha256([healthGateStep(step.host), installHash, ...changed].join("\0")),
+            teardown,
+          };
+        })
+      : peerKeys.apply((keys) => {
+          const { script, installHash } = healthInstall(step, keys);
+          return { script, ownerHash: installHash, teardown };
+        });
+    // A component's dependencies do not hold back its children, so the command waits for them
+    // itself; the SDK flattens nested lists and Outputs of dependencies.
+    const after = [opts?.dependsOn ?? []] as unknown as pulumi.Input<pulumi.Resource>[];
     this.install = hostCommand(
       `${name}-install`,
       {
         connection: args.connection,
         user: args.user,
         repairs: args.repairs,
-        script: rendered.script,
-        teardown: healthTeardownScript(step.health.textfileDir),
-        ownerHash,
+        text,
       },
       { parent: this, dependsOn: after },
     );
@@ -158,8 +167,8 @@ export class HealthGate extends pulumi.ComponentResource {
         connection: args.connection,
         program: DRIFT_PROGRAM_PATH,
         after: pulumi
-          .all([this.install.triggers.apply((t) => JSON.stringify(t ?? [])), ...(args.changes ?? [])])
-          .apply((parts) => sha256(parts.join("\0"))),
+          .all([this.install.triggers, changes])
+          .apply(([triggers, changed]) => sha256([triggerText(triggers), ...changed].join("\0"))),
       },
       { parent: this, dependsOn: [this.install], additionalSecretOutputs: ["connection"] },
     );

@@ -3,9 +3,8 @@ import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
 import { BootstrapStep } from "../config/plan";
 import { bootstrapScript } from "../templates/bootstrap";
-import { sha256 } from "../templates/shell";
 import { renderCloudConfig } from "../templates/cloudInit";
-import { DIAL_ERROR_LIMIT, hostCommand, PER_DIAL_TIMEOUT, SshConnection } from "./remote";
+import { DIAL_ERROR_LIMIT, hashedText, hostCommand, PER_DIAL_TIMEOUT, SshConnection } from "./remote";
 import { SshKeypair } from "./sshKeypair";
 
 const ANYWHERE = ["0.0.0.0/0", "::/0"];
@@ -223,8 +222,7 @@ export class HetznerHost extends pulumi.ComponentResource {
         connection: this.connection,
         user: this.user,
         repairs: args.repairs,
-        script: body,
-        ownerHash: sha256(body),
+        text: hashedText(body),
       },
       { parent: this, dependsOn: machine.ready },
     );

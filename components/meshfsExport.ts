@@ -3,10 +3,10 @@ import * as pulumi from "@pulumi/pulumi";
 import { ExportStep, ExportWatcher } from "../config/plan";
 import { watchInstallScript, watchTeardownScript } from "../templates/meshfsWatch";
 import { ed25519Key, sftpScript, sftpTeardownScript } from "../templates/sftp";
-import { sha256, shellQuote } from "../templates/shell";
+import { shellQuote } from "../templates/shell";
 import { snapshotsInstallScript, snapshotsTeardownScript, zfsScript } from "../templates/zfs";
 import { commandRecord, scrubInstallPart, scrubTeardownPart } from "../templates/scrub";
-import { hostCommand, SshConnection } from "./remote";
+import { hashedText, hostCommand, SshConnection } from "./remote";
 
 export interface MeshfsExportArgs {
   /** The export, its clients, its ssh:// sync servers and its directories, resolved. */
@@ -91,7 +91,7 @@ export class MeshfsExport extends pulumi.ComponentResource {
     const zfsCommand = hostCommand(
       `${name}-zfs`,
       // No teardown: removing an export from the config must never destroy its data.
-      { ...common, script: zfs, ownerHash: typeof zfs === "string" ? sha256(zfs) : zfs.apply(sha256) },
+      { ...common, text: hashedText(zfs) },
       { parent: this },
     );
 
@@ -103,9 +103,7 @@ export class MeshfsExport extends pulumi.ComponentResource {
       `${name}-sftp`,
       {
         ...common,
-        script: sftp,
-        teardown: sftpTeardownScript(step.export.name, step.export.user),
-        ownerHash: sftp.apply(sha256),
+        text: hashedText(sftp, sftpTeardownScript(step.export.name, step.export.user)),
       },
       { parent: this, dependsOn: [zfsCommand] },
     );
@@ -123,9 +121,7 @@ export class MeshfsExport extends pulumi.ComponentResource {
           `${name}-watch`,
           {
             ...common,
-            script: watch,
-            teardown: watchTeardownScript(step.export.name),
-            ownerHash: watch.apply(sha256),
+            text: hashedText(watch, watchTeardownScript(step.export.name)),
           },
           // The watched directories are the sftp step's.
           { parent: this, dependsOn: [sftpCommand] },
@@ -142,9 +138,10 @@ export class MeshfsExport extends pulumi.ComponentResource {
       snapshotsName,
       {
         ...common,
-        script: snapshots,
-        teardown: `${snapshotsTeardownScript(step.export.name)}${scrubTeardownPart(record)}`,
-        ownerHash: sha256(snapshots),
+        text: hashedText(
+          snapshots,
+          `${snapshotsTeardownScript(step.export.name)}${scrubTeardownPart(record)}`,
+        ),
       },
       { parent: this, dependsOn: [zfsCommand] },
     );
@@ -152,7 +149,7 @@ export class MeshfsExport extends pulumi.ComponentResource {
     const readHostKey = readHostKeyScript(step.host);
     const hostKeyCommand: command.remote.Command = hostCommand(
       `${name}-hostkey`,
-      { ...common, script: readHostKey, ownerHash: sha256(readHostKey) },
+      { ...common, text: hashedText(readHostKey) },
       { parent: this, dependsOn: [sftpCommand, ...watchCommands, snapshotsCommand] },
     );
     this.hostKey = hostKeyCommand.stdout.apply((out) =>

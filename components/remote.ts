@@ -1,6 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { hostScript, OWNED_DIR, shellQuote } from "../templates/shell";
+import { hostScript, OWNED_DIR, sha256, shellQuote } from "../templates/shell";
 
 /** How the program reaches a host over SSH. Secret, as it carries the admin private key. */
 export interface SshConnection {
@@ -31,15 +31,19 @@ export const DIAL_ERROR_LIMIT = 40;
 /** Seconds per dial: the provider's default, so that a dropped SYN is retried soon. */
 export const PER_DIAL_TIMEOUT = 15;
 
-export interface HostCommandArgs {
-  /** The host's SSH connection (an Output holding a secret). */
-  readonly connection: pulumi.Input<SshConnection>;
-  /** User the connection logs in as; scripts run through `sudo -n` unless it is root. */
-  readonly user: string;
-  /** Bash script run on create and whenever its triggers change. Must be idempotent. */
-  readonly script: pulumi.Input<string>;
-  /** Content delivered on the script's standard input: the way secrets travel, never in arguments. */
-  readonly stdin?: pulumi.Input<string>;
+/**
+ * The text of one step. Steps whose text depends on Outputs pass it as one
+ * Output resolving all of it: the command then derives one Output per
+ * property from it. Combining a script, a hash and a teardown that are
+ * separate Outputs takes about ten Outputs per command, each carrying the
+ * dependencies of them all, which for a step that lists every host of a
+ * full mesh dominated evaluation time and memory.
+ */
+export interface StepText {
+  /** Bash script run on create and whenever the owner hash changes. Must be idempotent. */
+  readonly script: string;
+  /** Hash of everything the script installs. The command re-runs exactly when it changes. */
+  readonly ownerHash: string;
   /**
    * Bash script run when the resource is deleted (not when it is replaced;
    * without one, the delete only removes the step's record and marker):
@@ -47,9 +51,57 @@ export interface HostCommandArgs {
    * only while the host still holds that hash. A replacement writes the new
    * hash before the old resource's delete runs, which then does nothing.
    */
-  readonly teardown?: pulumi.Input<string>;
-  /** Hash of everything the script installs. The command re-runs exactly when it changes. */
-  readonly ownerHash: pulumi.Input<string>;
+  readonly teardown?: string;
+}
+
+/** A step whose owner hash is the hash of its script: what most steps install. */
+export function hashedText(script: string, teardown?: string): StepText;
+export function hashedText(script: pulumi.Output<string>, teardown?: string): pulumi.Output<StepText>;
+export function hashedText(
+  script: string | pulumi.Output<string>,
+  teardown?: string,
+): StepText | pulumi.Output<StepText>;
+export function hashedText(
+  script: string | pulumi.Output<string>,
+  teardown?: string,
+): StepText | pulumi.Output<StepText> {
+  const text = (body: string): StepText => ({
+    script: body,
+    ownerHash: sha256(body),
+    ...(teardown !== undefined ? { teardown } : {}),
+  });
+  return typeof script === "string" ? text(script) : script.apply(text);
+}
+
+/**
+ * A step that installs a key delivered on stdin: its owner hash covers the
+ * script and the public key, which changes exactly when the private key does
+ * and reveals nothing about it.
+ */
+export function keyText(
+  script: string,
+  publicKey: pulumi.Output<string>,
+  teardown?: string,
+): pulumi.Output<StepText> {
+  return publicKey.apply((key) => ({
+    script,
+    ownerHash: sha256(`${script}\n${key}`),
+    ...(teardown !== undefined ? { teardown } : {}),
+  }));
+}
+
+export interface HostCommandArgs {
+  /** The host's SSH connection (an Output holding a secret). */
+  readonly connection: pulumi.Input<SshConnection>;
+  /** User the connection logs in as; scripts run through `sudo -n` unless it is root. */
+  readonly user: string;
+  /**
+   * What the command installs: its script, owner hash and teardown, plain or
+   * as one Output that resolves all three (see `StepText`).
+   */
+  readonly text: StepText | pulumi.Output<StepText>;
+  /** Content delivered on the script's standard input: the way secrets travel, never in arguments. */
+  readonly stdin?: pulumi.Input<string>;
   /** The script handles a secret: keep stdout/stderr out of logs and make them secret in state. */
   readonly secret?: boolean;
   /**
@@ -96,25 +148,23 @@ export function hostCommand(
       args.user,
       `set -euo pipefail\nif [ "$(cat ${shellQuote(marker)} 2>/dev/null)" != ${shellQuote(repairedHash(hash, generation))} ]; then\n  echo "swarm: ${name} is owned by a newer version; nothing to remove"\n  exit 0\nfi\n${body}\nrm -f ${shellQuote(marker)} ${shellQuote(record)}\n`,
     );
-  const { script, ownerHash, teardown } = args;
-  // Plain script and hash (most steps): the inputs are plain strings, with no Output to resolve.
-  const plain = typeof script === "string" && typeof ownerHash === "string" && typeof teardown !== "object";
-  const both = plain ? undefined : pulumi.all([script, ownerHash, teardown]);
+  const { text } = args;
+  const plain = !pulumi.Output.isInstance(text);
   return new command.remote.Command(
     name,
     {
       connection: args.connection,
-      create: plain ? create(script, ownerHash) : both?.apply(([body, hash]) => create(body, hash)),
+      create: plain ? create(text.script, text.ownerHash) : text.apply((t) => create(t.script, t.ownerHash)),
       // Without a teardown the delete only forgets the record and the marker: what the step
       // installed stays (an export's dataset must outlive its removal from the config).
       delete: plain
-        ? remove((teardown as string | undefined) ?? "", ownerHash)
-        : both?.apply(([, hash, body]) => remove(body ?? "", hash)),
+        ? remove(text.teardown ?? "", text.ownerHash)
+        : text.apply((t) => remove(t.teardown ?? "", t.ownerHash)),
       stdin: args.stdin,
       triggers: [
-        typeof ownerHash === "string"
-          ? repairedHash(ownerHash, generation)
-          : pulumi.output(ownerHash).apply((h) => repairedHash(h, generation)),
+        plain
+          ? repairedHash(text.ownerHash, generation)
+          : text.apply((t) => repairedHash(t.ownerHash, generation)),
       ],
       logging: args.secret ? "none" : "stdoutAndStderr",
       // Otherwise the provider sends the previous stdout/stderr as PULUMI_COMMAND_STDOUT/STDERR

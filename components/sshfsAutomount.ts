@@ -1,7 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { MountStep } from "../config/plan";
-import { sha256 } from "../templates/shell";
 import {
   automountScript,
   automountTeardownScript,
@@ -9,7 +8,7 @@ import {
   clientKeyTeardownScript,
   mountUnitNames,
 } from "../templates/sshfs";
-import { hostCommand, SshConnection } from "./remote";
+import { hashedText, hostCommand, keyText, SshConnection } from "./remote";
 import { SshKeypair } from "./sshKeypair";
 
 export interface SshfsAutomountArgs {
@@ -54,11 +53,8 @@ export class SshfsAutomount extends pulumi.ComponentResource {
       `${name}-key`,
       {
         ...common,
-        script: keyScript,
         stdin: args.clientKey.privateKey,
-        teardown: clientKeyTeardownScript(exportName),
-        // The public key changes exactly when the private key does, and reveals nothing about it.
-        ownerHash: args.clientKey.publicKey.apply((publicKey) => sha256(`${keyScript}\n${publicKey}`)),
+        text: keyText(keyScript, args.clientKey.publicKey, clientKeyTeardownScript(exportName)),
         secret: true,
       },
       { parent: this },
@@ -69,12 +65,7 @@ export class SshfsAutomount extends pulumi.ComponentResource {
       .apply((hostKey) => automountScript(step.host, plan, hostKey));
     const unitsCommand = hostCommand(
       `${name}-units`,
-      {
-        ...common,
-        script,
-        teardown: automountTeardownScript(plan),
-        ownerHash: script.apply(sha256),
-      },
+      { ...common, text: hashedText(script, automountTeardownScript(plan)) },
       { parent: this, dependsOn: [key] },
     );
 

@@ -1,7 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { SyncStep } from "../config/plan";
-import { sha256 } from "../templates/shell";
 import {
   syncInstallScript,
   syncKeyScript,
@@ -10,7 +9,7 @@ import {
   syncWatchKeyScript,
   syncWatchKeyTeardownScript,
 } from "../templates/unison";
-import { hostCommand, SshConnection } from "./remote";
+import { hashedText, hostCommand, keyText, SshConnection } from "./remote";
 import { SshKeypair } from "./sshKeypair";
 
 export interface UnisonSyncArgs {
@@ -59,9 +58,8 @@ export class UnisonSync extends pulumi.ComponentResource {
         `${name}-key`,
         {
           ...common,
-          script: keyScript,
           stdin: ssh.clientKey.privateKey,
-          ownerHash: ssh.clientKey.publicKey.apply((publicKey) => sha256(`${keyScript}\n${publicKey}`)),
+          text: keyText(keyScript, ssh.clientKey.publicKey),
           secret: true,
         },
         { parent: this },
@@ -76,11 +74,8 @@ export class UnisonSync extends pulumi.ComponentResource {
           `${name}-watch-key`,
           {
             ...common,
-            script: keyScript,
             stdin: watchKey.privateKey,
-            teardown: syncWatchKeyTeardownScript(sync.name),
-            // The public key changes exactly when the private key does, and reveals nothing about it.
-            ownerHash: watchKey.publicKey.apply((publicKey) => sha256(`${keyScript}\n${publicKey}`)),
+            text: keyText(keyScript, watchKey.publicKey, syncWatchKeyTeardownScript(sync.name)),
             secret: true,
           },
           { parent: this },
@@ -88,17 +83,17 @@ export class UnisonSync extends pulumi.ComponentResource {
       );
     }
 
-    const script =
-      ssh === undefined
-        ? syncInstallScript(sync.host, step.units, undefined)
-        : pulumi.output(ssh.serverHostKey).apply((key) => syncInstallScript(sync.host, step.units, key));
+    const teardown = syncTeardownScript(sync.name);
     const unitsCommand = hostCommand(
       `${name}-units`,
       {
         ...common,
-        script,
-        teardown: syncTeardownScript(sync.name),
-        ownerHash: typeof script === "string" ? sha256(script) : script.apply(sha256),
+        text: hashedText(
+          ssh === undefined
+            ? syncInstallScript(sync.host, step.units, undefined)
+            : pulumi.output(ssh.serverHostKey).apply((key) => syncInstallScript(sync.host, step.units, key)),
+          teardown,
+        ),
       },
       { parent: this, dependsOn },
     );

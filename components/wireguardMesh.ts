@@ -11,7 +11,7 @@ import {
   wireguardTeardownScript,
   wireguardValues,
 } from "../templates/wireguard";
-import { hostCommand, SshConnection } from "./remote";
+import { hostCommand, SshConnection, StepText } from "./remote";
 import { WireGuardKeypair } from "./wireguardKeypair";
 
 /** What the mesh needs to know about one host: what exists only as Outputs, and its bootstrap. */
@@ -54,17 +54,19 @@ export function meshMemberCommands(
     `${name}-${step.host}-key`,
     {
       ...common,
-      script: wireguardKeyScript(step.host),
       stdin: member.keypair.privateKey.apply((k) => `${k}\n`),
-      teardown: wireguardKeyTeardownScript(),
       // The public key changes exactly when the private key does, and reveals nothing about it.
-      ownerHash: member.keypair.publicKey.apply(sha256),
+      text: member.keypair.publicKey.apply((publicKey) => ({
+        script: wireguardKeyScript(step.host),
+        ownerHash: sha256(publicKey),
+        teardown: wireguardKeyTeardownScript(),
+      })),
       secret: true,
     },
     { parent, dependsOn: [member.bootstrap] },
   );
   const { implementation, forwards } = step;
-  const rendered = pulumi.all([member.keypair.publicKey, identities]).apply(([publicKey, resolved]) => {
+  const render = (publicKey: string, resolved: Readonly<Record<string, PeerIdentity>>): StepText => {
     const config = wireguardValues(step, resolved);
     return {
       script: wireguardApplyScript({ host: step.host, config, publicKey, implementation, forwards }),
@@ -73,16 +75,20 @@ export function meshMemberCommands(
           "\n",
         ),
       ),
+      teardown: wireguardTeardownScript(),
     };
-  });
+  };
+  // A host that peers with every host finds its own key among everyone's, whose dependencies cover
+  // it: adding the key with pulumi.all would copy the Output that carries every host's dependencies
+  // into three more, on every host.
+  const text = step.everyHost
+    ? identities.apply((resolved) => render((resolved[step.host] as PeerIdentity).publicKey, resolved))
+    : pulumi
+        .all([member.keypair.publicKey, identities])
+        .apply(([publicKey, resolved]) => render(publicKey, resolved));
   const config = hostCommand(
     `${name}-${step.host}-config`,
-    {
-      ...common,
-      script: rendered.script,
-      teardown: wireguardTeardownScript(),
-      ownerHash: rendered.ownerHash,
-    },
+    { ...common, text },
     { parent, dependsOn: [key, member.bootstrap] },
   );
   return { key, config };

@@ -1,7 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { ReplicaStep, WIREGUARD_UNIT } from "../config/plan";
-import { sha256 } from "../templates/shell";
 import {
   receiveScript,
   receiveTeardownScript,
@@ -11,7 +10,7 @@ import {
 } from "../templates/replica";
 import { commandRecord } from "../templates/scrub";
 import { SshKeypair } from "./sshKeypair";
-import { hostCommand, SshConnection } from "./remote";
+import { hashedText, hostCommand, keyText, SshConnection } from "./remote";
 
 /** How the component reaches one host. */
 export interface ReplicaSide {
@@ -79,9 +78,7 @@ export class ZfsReplica extends pulumi.ComponentResource {
         connection: args.target.connection,
         user: args.target.user,
         repairs: args.repairs,
-        script: receive,
-        teardown: receiveTeardownScript(plan, record),
-        ownerHash: receive.apply(sha256),
+        text: hashedText(receive, receiveTeardownScript(plan, record)),
       },
       { parent: this },
     );
@@ -92,10 +89,8 @@ export class ZfsReplica extends pulumi.ComponentResource {
       `${name}-key`,
       {
         ...source,
-        script: keyScript,
         stdin: key.privateKey,
-        // The public key changes exactly when the private key does, and reveals nothing about it.
-        ownerHash: key.publicKey.apply((publicKey) => sha256(`${keyScript}\n${publicKey}`)),
+        text: keyText(keyScript, key.publicKey),
         secret: true,
       },
       { parent: this },
@@ -105,7 +100,7 @@ export class ZfsReplica extends pulumi.ComponentResource {
       .apply((hostKey) => sendScript(plan, hostKey, WIREGUARD_UNIT));
     const sendCommand = hostCommand(
       `${name}-send`,
-      { ...source, script: send, teardown: sendTeardownScript(plan), ownerHash: send.apply(sha256) },
+      { ...source, text: hashedText(send, sendTeardownScript(plan)) },
       { parent: this, dependsOn: [keyCommand, receiveCommand] },
     );
     this.commandsOn = new Map([

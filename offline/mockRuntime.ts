@@ -21,7 +21,16 @@ export interface RecordedResource {
   /** The same inputs with every secret unwrapped: what a provider would act on. */
   readonly plain: Record<string, unknown>;
   readonly id: string;
+  /**
+   * The URNs the registration says the resource depends on, sorted: in all
+   * (`dependencies`, what orders the engine's steps) and by input property.
+   */
+  readonly dependencies: readonly string[];
+  readonly propertyDependencies: Readonly<Record<string, readonly string[]>>;
 }
+
+/** What a registration says about dependencies, as `RecordedResource` keeps it. */
+type Dependencies = Pick<RecordedResource, "dependencies" | "propertyDependencies">;
 
 export interface CommandResult {
   readonly stdout: string;
@@ -110,7 +119,7 @@ export class MockFleet implements pulumi.runtime.Mocks {
 
   /** `args.urn` is set by the monitor `installMocks` sets up; without it the resource is taken to have no parent. */
   async newResource(
-    args: pulumi.runtime.MockResourceArgs & { readonly urn?: string },
+    args: pulumi.runtime.MockResourceArgs & { readonly urn?: string } & Partial<Dependencies>,
   ): Promise<{ id: string; state: Record<string, unknown> }> {
     const urn = args.urn ?? resourceUrn(undefined, args.type, args.name);
     // Hetzner Cloud ids are numbers (attachments convert them with Number): derive one from the name.
@@ -118,7 +127,16 @@ export class MockFleet implements pulumi.runtime.Mocks {
       ? String(fakeBytes(args.name, 4).readUInt32BE(0))
       : `${args.name}-id`;
     const plain = reveal(args.inputs) as Record<string, unknown>;
-    const recorded = { urn, type: args.type, name: args.name, inputs: args.inputs, plain, id };
+    const recorded = {
+      urn,
+      type: args.type,
+      name: args.name,
+      inputs: args.inputs,
+      plain,
+      id,
+      dependencies: args.dependencies ?? [],
+      propertyDependencies: args.propertyDependencies ?? {},
+    };
     this.resources.push(recorded);
     const state: Record<string, unknown> = { ...args.inputs };
     switch (args.type) {
@@ -202,6 +220,20 @@ interface ResourceRequest {
   getParent(): string;
   getType(): string;
   getName(): string;
+  /** Register requests only. */
+  getDependenciesList?(): string[];
+  getPropertydependenciesMap?(): {
+    forEach(each: (value: { getUrnsList(): string[] }, key: string) => void): void;
+  };
+}
+
+/** The dependencies a register request carries, sorted. */
+function dependenciesOf(req: ResourceRequest): Dependencies {
+  const propertyDependencies: Record<string, string[]> = {};
+  req.getPropertydependenciesMap?.().forEach((value, key) => {
+    propertyDependencies[key] = [...value.getUrnsList()].sort();
+  });
+  return { dependencies: [...(req.getDependenciesList?.() ?? [])].sort(), propertyDependencies };
 }
 
 /**
@@ -216,13 +248,15 @@ function useEngineUrns(monitor: MockMonitor, mocks: MockFleet): void {
     const original = MockMonitor.prototype[method];
     monitor[method] = (req: ResourceRequest, callback) => {
       const urn = resourceUrn(req.getParent(), req.getType(), req.getName());
+      const dependencies = dependenciesOf(req);
       // The original, run against this request's URN: it calls `this.mocks.newResource` and `this.newUrn`.
       const scope = Object.create(monitor, {
         newUrn: { value: () => urn },
         mocks: {
           value: {
             call: (args: pulumi.runtime.MockCallArgs) => mocks.call(args),
-            newResource: (args: pulumi.runtime.MockResourceArgs) => mocks.newResource({ ...args, urn }),
+            newResource: (args: pulumi.runtime.MockResourceArgs) =>
+              mocks.newResource({ ...args, urn, ...dependencies }),
           },
         },
       }) as MockMonitor;

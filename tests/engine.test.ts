@@ -325,7 +325,7 @@ describe("sessions as the provider opens them", () => {
     const engine = new LabEngine({ run });
     const program = (stdin: string) => () => {
       cmd("raw", { stdin });
-      hostCommand("host", { connection, user: "root", script: "true", ownerHash: "h1", stdin }, {});
+      hostCommand("host", { connection, user: "root", text: { script: "true", ownerHash: "h1" }, stdin }, {});
     };
     await engine.apply(program("one"), "test");
     expect(calls.map((c) => c.env)).toEqual([{}, {}]);

@@ -1214,7 +1214,7 @@ describe("HealthGate", () => {
         publicKeys: new Map(Object.entries(PUBLIC_KEYS).map(([k, v]) => [k, pulumi.output(v)])),
         connection: pulumi.secret(connection),
         user: opts.user ?? "root",
-        changes: opts.changes,
+        ...(opts.changes !== undefined ? { changes: pulumi.output(opts.changes) } : {}),
       },
       { dependsOn },
     );
@@ -1278,11 +1278,11 @@ describe("HealthGate", () => {
   test("the changes of a host are the triggers of its commands", async () => {
     await installMocks();
     const commands = ["a", "b"].map((n) =>
-      hostCommand(n, { connection, user: "root", script: "true", ownerHash: `hash-${n}` }, {}),
+      hostCommand(n, { connection, user: "root", text: { script: "true", ownerHash: `hash-${n}` } }, {}),
     );
     const component = new pulumi.ComponentResource("test:index:Other", "other");
     const changes = commandChanges([...commands, component]);
-    expect(await Promise.all(changes.map(promiseOf))).toEqual(['["hash-a"]', '["hash-b"]']);
+    expect(await promiseOf(changes)).toEqual(['["hash-a"]', '["hash-b"]']);
   });
 
   test("new thresholds rewrite the expectations and re-run the gate", async () => {
@@ -1306,7 +1306,7 @@ describe("HealthGate", () => {
     await gateOf({
       runner,
       dependsOn: () => [
-        hostCommand("wiki-sync", { connection, user: "root", script: "true", ownerHash: "h" }, {}),
+        hostCommand("wiki-sync", { connection, user: "root", text: { script: "true", ownerHash: "h" } }, {}),
       ],
     });
     expect(events.indexOf("start hetzner-native-health-install")).toBeGreaterThan(
