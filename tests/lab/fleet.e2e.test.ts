@@ -200,7 +200,9 @@ async function checkMesh(): Promise<void> {
         const address = plan.byName.get(peer.name)!.meshAddress;
         const ping = await onHost(host.name, `ping -c 3 -i 0.2 -W 2 ${address}`, { allowFail: true });
         if (ping.code !== 0) {
-          throw new Error(`${host.name} cannot ping ${peer.name} at ${address} over wg0:\n${ping.stdout}`);
+          throw new Error(
+            `${host.name} cannot ping ${peer.name} at ${address} over wg0:\n${ping.stdout}\n${await tunnelReport(host.name)}`,
+          );
         }
         const key = await run(peer.name, "wg show wg0 public-key");
         const handshakes = await run(host.name, "wg show wg0 latest-handshakes; echo; date +%s");
@@ -216,6 +218,28 @@ async function checkMesh(): Promise<void> {
       }
     }),
   );
+}
+
+/**
+ * What a host knows of its tunnel when a check through it fails: the link, the interface's unit and
+ * its journal since boot, the boot's age and the jobs still queued. A tunnel that is gone after the
+ * boot finished can only be told apart from one that never came up by these.
+ */
+async function tunnelReport(host: string): Promise<string> {
+  const report = await onHost(
+    host,
+    [
+      "uptime",
+      `ip -brief link show dev ${WG_INTERFACE}`,
+      `systemctl status --no-pager --lines=0 wg-quick@${WG_INTERFACE}.service`,
+      `journalctl --boot --no-pager --lines=40 --unit=wg-quick@${WG_INTERFACE}.service`,
+      "systemctl list-jobs --no-pager",
+    ]
+      .map((c) => `echo "# ${c}"; ${c} 2>&1`)
+      .join("; "),
+    { allowFail: true },
+  );
+  return `what ${host} reports:\n${report.stdout}${report.stderr}`;
 }
 
 /**
