@@ -202,7 +202,7 @@ export function defineFleet(config: FleetConfig, secrets: FleetSecrets): FleetOu
           ...on(step.host),
           changes: commandChanges(commands),
         };
-        new HealthGate(step.name, args, { dependsOn: [...commands, ...peers] });
+        new HealthGate(step.name, { ...args, after: [...commands, ...peers] });
         break;
       }
     }

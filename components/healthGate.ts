@@ -36,6 +36,14 @@ export interface HealthGateArgs {
    * expectations change.
    */
   readonly changes?: pulumi.Output<readonly string[]>;
+  /**
+   * What the gate runs after: every command of the host and the WireGuard
+   * command of every peer. Only the gate's command depends on them; the
+   * component would hold nothing back with them (a component's
+   * dependencies do not hold back its children), and registering them
+   * twice doubled the hosts² dependencies of a full mesh.
+   */
+  readonly after?: readonly pulumi.Resource[];
 }
 
 /** The install script of a host's health step and the hash of what it installs, once its peers' keys are known. */
@@ -100,7 +108,7 @@ function everyKey(
  * every peer, mount or sync that is not healthy.
  *
  * Pass every command of the host (and the mesh commands of its peers) in
- * `opts.dependsOn`: the gate must run after the host has converged and its
+ * `args.after`: the gate must run after the host has converged and its
  * peers can answer a handshake.
  */
 export class HealthGate extends pulumi.ComponentResource {
@@ -146,9 +154,6 @@ export class HealthGate extends pulumi.ComponentResource {
           const { script, installHash } = healthInstall(step, keys);
           return { script, ownerHash: installHash, teardown };
         });
-    // A component's dependencies do not hold back its children, so the command waits for them
-    // itself; the SDK flattens nested lists and Outputs of dependencies.
-    const after = [opts?.dependsOn ?? []] as unknown as pulumi.Input<pulumi.Resource>[];
     this.install = hostCommand(
       `${name}-install`,
       {
@@ -157,7 +162,7 @@ export class HealthGate extends pulumi.ComponentResource {
         repairs: args.repairs,
         text,
       },
-      { parent: this, dependsOn: after },
+      { parent: this, dependsOn: [...(args.after ?? [])] },
     );
     // Read after every change on the host (and so after every repair), and by every refresh.
     this.drift = new HostDrift(

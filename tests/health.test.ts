@@ -1205,19 +1205,16 @@ describe("HealthGate", () => {
   ) {
     const mocks = await installMocks(opts.runner ?? offlineRunner);
     const dependsOn = opts.dependsOn?.();
-    new HealthGate(
-      "hetzner-native-health",
-      {
-        step: stepsOf(planFleet(fleetWith((raw) => ({ ...raw, health: opts.health }))).steps, "health").find(
-          (s) => s.host === "hetzner-native",
-        )!,
-        publicKeys: new Map(Object.entries(PUBLIC_KEYS).map(([k, v]) => [k, pulumi.output(v)])),
-        connection: pulumi.secret(connection),
-        user: opts.user ?? "root",
-        ...(opts.changes !== undefined ? { changes: pulumi.output(opts.changes) } : {}),
-      },
-      { dependsOn },
-    );
+    new HealthGate("hetzner-native-health", {
+      step: stepsOf(planFleet(fleetWith((raw) => ({ ...raw, health: opts.health }))).steps, "health").find(
+        (s) => s.host === "hetzner-native",
+      )!,
+      publicKeys: new Map(Object.entries(PUBLIC_KEYS).map(([k, v]) => [k, pulumi.output(v)])),
+      connection: pulumi.secret(connection),
+      user: opts.user ?? "root",
+      ...(opts.changes !== undefined ? { changes: pulumi.output(opts.changes) } : {}),
+      after: dependsOn,
+    });
     await settle();
     return mocks;
   }
