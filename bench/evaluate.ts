@@ -14,6 +14,7 @@ import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as inspector from "node:inspector";
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { formatErrors } from "../config/load";
 import { FleetConfig } from "../config/types";
@@ -31,7 +32,15 @@ import {
   argumentsOrUsage,
 } from "../scripts/commandLine";
 import { Change, FleetShape, belongsTo, meshOnlyHosts, rawFleet } from "./fleets";
-import { ChangesResult, FloorResult, ProfileResult, ProgramResult, Rerun, TypeCount } from "./results";
+import {
+  ChangesResult,
+  FloorResult,
+  GraphResult,
+  ProfileResult,
+  ProgramResult,
+  Rerun,
+  TypeCount,
+} from "./results";
 
 function validated(raw: Record<string, unknown>): FleetConfig {
   const { config, errors } = validateFleetConfig(raw);
@@ -202,47 +211,58 @@ const BARE_CONNECTION: SshConnection = {
 };
 
 class BareComponent extends pulumi.ComponentResource {
-  constructor(type: string, name: string) {
-    super(type, name, {}, {});
+  constructor(type: string, name: string, opts: pulumi.ComponentResourceOptions = {}) {
+    super(type, name, {}, opts);
     this.registerOutputs({});
   }
 }
 
+/**
+ * What a bare resource registers besides its trivial inputs: inputs that
+ * depend on resources, and explicit dependencies. The plain floor has
+ * neither; the graph floor gives each resource the dependencies the program
+ * registered for it.
+ */
+interface BareGraph {
+  readonly inputs?: Record<string, unknown>;
+  readonly dependsOn?: pulumi.Resource[];
+}
+
 /** A bare resource of `type` with trivial inputs. */
-function bare(type: string, name: string): void {
+function bare(type: string, name: string, graph: BareGraph = {}): pulumi.Resource {
+  const extra = graph.inputs ?? {};
+  const opts = { dependsOn: graph.dependsOn ?? [] };
   switch (type) {
     case "command:remote:Command":
-      new command.remote.Command(name, { connection: { host: "192.0.2.1" }, create: "true" });
-      return;
+      return new command.remote.Command(
+        name,
+        { connection: { host: "192.0.2.1" }, create: "true", ...extra },
+        opts,
+      );
     case "random:index/randomBytes:RandomBytes":
-      new random.RandomBytes(name, { length: 32 });
-      return;
+      return new random.RandomBytes(name, { length: 32, ...extra }, opts);
     case "hcloud:index/server:Server":
-      new hcloud.Server(name, { serverType: "cx23" });
-      return;
+      return new hcloud.Server(name, { serverType: "cx23", ...extra }, opts);
     case "hcloud:index/firewall:Firewall":
-      new hcloud.Firewall(name, {});
-      return;
+      return new hcloud.Firewall(name, { ...extra }, opts);
     case "hcloud:index/firewallAttachment:FirewallAttachment":
-      new hcloud.FirewallAttachment(name, { firewallId: 1 });
-      return;
+      return new hcloud.FirewallAttachment(name, { firewallId: 1, ...extra }, opts);
     case "hcloud:index/volume:Volume":
-      new hcloud.Volume(name, { size: 10 });
-      return;
+      return new hcloud.Volume(name, { size: 10, ...extra }, opts);
     case "hcloud:index/volumeAttachment:VolumeAttachment":
-      new hcloud.VolumeAttachment(name, { serverId: 1, volumeId: 1 });
-      return;
+      return new hcloud.VolumeAttachment(name, { serverId: 1, volumeId: 1, ...extra }, opts);
     case "hcloud:index/sshKey:SshKey":
-      new hcloud.SshKey(name, { publicKey: "ssh-ed25519 AAAA" });
-      return;
+      return new hcloud.SshKey(name, { publicKey: "ssh-ed25519 AAAA", ...extra }, opts);
     case "pulumi-nodejs:dynamic/swarm:HostDrift":
       // The SDK serializes the provider once per program: the floor pays for that too.
-      new HostDrift(name, { host: name, connection: BARE_CONNECTION, program: "true", after: "" });
-      return;
+      return new HostDrift(
+        name,
+        { host: name, connection: BARE_CONNECTION, program: "true", after: "", ...extra },
+        opts,
+      );
     default:
       if (type.startsWith("swarm:")) {
-        new BareComponent(type, name);
-        return;
+        return new BareComponent(type, name, opts);
       }
       throw new Error(`the floor has no bare constructor for ${type}: add one to bench/evaluate.ts`);
   }
@@ -269,6 +289,122 @@ async function floor(types: readonly TypeCount[]): Promise<FloorResult> {
     maxRssMb: maxRssMb(),
     resources: n,
   };
+}
+
+/** One registration of the program as the graph floor repeats it: its type and what it depends on, by URN. */
+interface GraphEntry {
+  readonly urn: string;
+  readonly type: string;
+  readonly dependencies: readonly string[];
+  readonly propertyDependencies: Readonly<Record<string, readonly string[]>>;
+}
+
+/** Evaluates the program and writes every registration's type and dependencies to `file`, in registration order. */
+async function graph(shape: FleetShape, file: string): Promise<GraphResult> {
+  const { mocks } = await evaluate(shape);
+  const entries: GraphEntry[] = mocks.resources.map(({ urn, type, dependencies, propertyDependencies }) => ({
+    urn,
+    type,
+    dependencies,
+    propertyDependencies,
+  }));
+  fs.writeFileSync(file, JSON.stringify(entries));
+  const sum = (counts: number[]) => counts.reduce((a, b) => a + b, 0);
+  return {
+    kind: "graph",
+    resources: entries.length,
+    dependencies: sum(entries.map((e) => e.dependencies.length)),
+    propertyDependencies: sum(
+      entries.map((e) => sum(Object.values(e.propertyDependencies).map((urns) => urns.length))),
+    ),
+  };
+}
+
+/** The SDK's Output constructor (not public): resources, value, known, secret, every resource. */
+const OutputOf = pulumi.Output as unknown as new (
+  resources: Set<pulumi.Resource>,
+  value: Promise<unknown>,
+  isKnown: Promise<boolean>,
+  isSecret: Promise<boolean>,
+  allResources: Promise<Set<pulumi.Resource>>,
+) => pulumi.Output<unknown>;
+
+/** A trivial value that depends on `resources`, as one Output: what an input of the program carries, without its value. */
+function dependingOn(resources: Set<pulumi.Resource>, property: string): pulumi.Output<unknown> {
+  const value = property === "connection" ? { host: "192.0.2.1" } : property === "triggers" ? ["x"] : "x";
+  return new OutputOf(
+    resources,
+    Promise.resolve(value),
+    Promise.resolve(true),
+    Promise.resolve(false),
+    Promise.resolve(new Set(resources)),
+  );
+}
+
+/**
+ * The graph floor: the program's registrations (read from `file`) as bare
+ * resources with trivial inputs, each input that depended on resources
+ * depending on the same ones, and the rest of each resource's dependencies
+ * explicit. What a fleet of this shape costs the SDK whatever its values.
+ * Components register bare and without children: the program's recorded
+ * dependencies are already the custom resources the SDK expanded them to.
+ */
+async function graphFloor(file: string): Promise<FloorResult & { readonly sameGraph: boolean }> {
+  const entries = JSON.parse(fs.readFileSync(file, "utf8")) as GraphEntry[];
+  const loadSeconds = process.uptime();
+  const t0 = process.hrtime.bigint();
+  const mocks = await installMocks(offlineRunner, "bench");
+  const t1 = process.hrtime.bigint();
+  const byUrn = new Map<string, pulumi.Resource>();
+  const resource = (urn: string) => byUrn.get(urn) as pulumi.Resource;
+  entries.forEach((entry, n) => {
+    const inputs: Record<string, unknown> = {};
+    const throughInputs = new Set<string>();
+    for (const [property, urns] of Object.entries(entry.propertyDependencies)) {
+      // The dynamic provider's own input: the SDK sets it.
+      if (property !== "__provider") {
+        urns.forEach((urn) => throughInputs.add(urn));
+        inputs[property] = dependingOn(new Set(urns.map(resource)), property);
+      }
+    }
+    const dependsOn = entry.dependencies.filter((urn) => !throughInputs.has(urn)).map(resource);
+    byUrn.set(entry.urn, bare(entry.type, `r${n}`, { inputs, dependsOn }));
+  });
+  const defineSeconds = since(t1);
+  await settle();
+  const evalSeconds = since(t0);
+  return {
+    kind: "floor",
+    evalSeconds,
+    defineSeconds,
+    loadSeconds,
+    maxRssMb: maxRssMb(),
+    resources: entries.length,
+    sameGraph: sameGraph(entries, mocks.resources),
+  };
+}
+
+/** Whether the floor's registrations carry the program's dependencies: the same ones, in all and by input, URN for URN. */
+function sameGraph(entries: readonly GraphEntry[], registered: readonly RecordedResource[]): boolean {
+  const programUrn = new Map(registered.map((r) => [r.urn, entries[Number(r.name.slice(1))]?.urn]));
+  const translate = (urns: readonly string[]) => JSON.stringify(urns.map((u) => programUrn.get(u)).sort());
+  const byUrn = new Map(entries.map((e) => [e.urn, e]));
+  return (
+    registered.length === entries.length &&
+    registered.every((r) => {
+      const entry = byUrn.get(programUrn.get(r.urn) ?? "");
+      const properties = Object.entries(entry?.propertyDependencies ?? {}).filter(
+        ([p]) => p !== "__provider",
+      );
+      return (
+        entry !== undefined &&
+        translate(r.dependencies) === JSON.stringify([...entry.dependencies].sort()) &&
+        properties.every(
+          ([p, urns]) => translate(r.propertyDependencies[p] ?? []) === JSON.stringify([...urns].sort()),
+        )
+      );
+    })
+  );
 }
 
 interface Registered {
@@ -313,12 +449,14 @@ async function changes(shape: FleetShape): Promise<ChangesResult> {
 }
 
 export const USAGE =
-  "usage: tsx bench/evaluate.ts program|profile|changes HOSTS full|hub | floor COUNTS_JSON";
+  "usage: tsx bench/evaluate.ts program|profile|changes HOSTS full|hub | floor COUNTS_JSON | graph HOSTS full|hub FILE | graphfloor FILE";
 
 /** One evaluation to run. */
 export type Job =
   | { readonly mode: "program" | "profile" | "changes"; readonly shape: FleetShape }
-  | { readonly mode: "floor"; readonly types: readonly TypeCount[] };
+  | { readonly mode: "floor"; readonly types: readonly TypeCount[] }
+  | { readonly mode: "graph"; readonly shape: FleetShape; readonly file: string }
+  | { readonly mode: "graphfloor"; readonly file: string };
 
 const SHAPED = ["program", "profile", "changes"] as const;
 
@@ -334,17 +472,29 @@ export function parseArguments(argv: readonly string[]): Job {
       throw new UsageError(`COUNTS_JSON is not JSON: ${counts}`);
     }
   }
+  if (mode === "graphfloor") {
+    const [, file] = positionalsAs(positionals, ["mode", "FILE"]);
+    return { mode, file };
+  }
+  if (mode === "graph") {
+    const [, hosts, topology, file] = positionalsAs(positionals, ["mode", "HOSTS", "TOPOLOGY", "FILE"]);
+    return { mode, shape: shapeOf(hosts, topology), file };
+  }
   if (!(SHAPED as readonly string[]).includes(mode)) {
     throw new UsageError(mode === undefined ? "name the mode" : `unknown mode ${mode}`);
   }
   const [, hosts, topology] = positionalsAs(positionals, ["mode", "HOSTS", "TOPOLOGY"]);
+  return { mode: mode as (typeof SHAPED)[number], shape: shapeOf(hosts, topology) };
+}
+
+function shapeOf(hosts: string, topology: string): FleetShape {
   if (!/^[1-9]\d*$/.test(hosts)) {
     throw new UsageError(`HOSTS is a number of hosts, not ${hosts}`);
   }
   if (topology !== "full" && topology !== "hub") {
     throw new UsageError(`TOPOLOGY is full or hub, not ${topology}`);
   }
-  return { mode: mode as (typeof SHAPED)[number], shape: { hosts: Number(hosts), topology } };
+  return { hosts: Number(hosts), topology };
 }
 
 function run(job: Job): Promise<unknown> {
@@ -357,6 +507,10 @@ function run(job: Job): Promise<unknown> {
       return changes(job.shape);
     case "floor":
       return floor(job.types);
+    case "graph":
+      return graph(job.shape, job.file);
+    case "graphfloor":
+      return graphFloor(job.file);
   }
 }
 

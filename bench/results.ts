@@ -40,6 +40,14 @@ export interface FloorResult {
   readonly resources: number;
 }
 
+/** What `graph` wrote: the program's registrations and the dependencies they carry, in all and by input. */
+export interface GraphResult {
+  readonly kind: "graph";
+  readonly resources: number;
+  readonly dependencies: number;
+  readonly propertyDependencies: number;
+}
+
 /** CPU time of one evaluation, by whose code was running (leaf first: the first JavaScript frame that is not Node's own). */
 export interface ProfileResult {
   readonly kind: "profile";

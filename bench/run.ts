@@ -24,6 +24,7 @@ import type {
   ChangesResult,
   ConvergeRun,
   FloorResult,
+  GraphResult,
   LatencySeries,
   ProfileResult,
   ProgramResult,
@@ -217,6 +218,9 @@ interface EvalRow {
   readonly topology: Topology;
   readonly program: (ProgramResult & { wall: number })[];
   readonly floor: (FloorResult & { wall: number })[];
+  /** The same registrations with the program's dependencies and trivial values (bench/evaluate.ts graphfloor). */
+  readonly graphFloor: (FloorResult & { wall: number })[];
+  readonly graph: GraphResult;
   readonly profile?: ProfileResult;
 }
 
@@ -231,16 +235,31 @@ async function evalSection(
     for (const topology of ["full", "hub"] as const) {
       const program: EvalRow["program"] = [];
       const floor: EvalRow["floor"] = [];
-      for (let run = 1; run <= plan.runs; run++) {
-        say(`evaluate ${hosts} hosts ${topology}, run ${run}/${plan.runs}`);
-        const p = await evaluate<ProgramResult>(["program", String(hosts), topology]);
-        program.push(p);
-        floor.push(await evaluate<FloorResult>(["floor", JSON.stringify(p.types)]));
+      const graphFloor: EvalRow["graphFloor"] = [];
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "swarm-bench-graph-"));
+      try {
+        const file = path.join(dir, "graph.json");
+        const graph = await evaluate<GraphResult>(["graph", String(hosts), topology, file]);
+        for (let run = 1; run <= plan.runs; run++) {
+          say(`evaluate ${hosts} hosts ${topology}, run ${run}/${plan.runs}`);
+          const p = await evaluate<ProgramResult>(["program", String(hosts), topology]);
+          program.push(p);
+          floor.push(await evaluate<FloorResult>(["floor", JSON.stringify(p.types)]));
+          const g = await evaluate<FloorResult & { sameGraph: boolean }>(["graphfloor", file]);
+          if (!g.sameGraph) {
+            throw new Error(
+              `the graph floor of ${hosts} hosts ${topology} registered other dependencies than the program`,
+            );
+          }
+          graphFloor.push(g);
+        }
+        const profile = plan.profile(hosts, topology)
+          ? await evaluate<ProfileResult>(["profile", String(hosts), topology])
+          : undefined;
+        rows.push({ hosts, topology, program, floor, graphFloor, graph, profile });
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
       }
-      const profile = plan.profile(hosts, topology)
-        ? await evaluate<ProfileResult>(["profile", String(hosts), topology])
-        : undefined;
-      rows.push({ hosts, topology, program, floor, profile });
     }
   }
   const capped: (ProgramResult & { wall: number })[] = [];
@@ -306,6 +325,23 @@ function evalReport(result: { rows: EvalRow[]; capped: (ProgramResult & { wall: 
       own,
     ];
   });
+  const graphs = rows.map((r) => {
+    const evalS = median(r.program.map((p) => p.evalSeconds));
+    const graphS = r.graphFloor.map((f) => f.evalSeconds);
+    return [
+      String(r.hosts),
+      r.topology,
+      String(r.graph.dependencies),
+      String(r.graph.propertyDependencies),
+      spread(graphS),
+      spread(
+        r.graphFloor.map((f) => f.maxRssMb),
+        0,
+      ),
+      `${fixed(evalS / median(graphS), 2)}×`,
+      `${fixed(median(r.program.map((p) => p.maxRssMb)) / median(r.graphFloor.map((f) => f.maxRssMb)), 2)}×`,
+    ];
+  });
   const profiles = rows
     .filter((r) => r.profile)
     .map((r) => {
@@ -364,6 +400,27 @@ function evalReport(result: { rows: EvalRow[]; capped: (ProgramResult & { wall: 
         "own work s (of floor)",
       ],
       timing,
+    ),
+    "",
+  );
+  lines.push(
+    "The graph floor registers the same resources with the dependencies the program registered for each, in all and by input (`dependencies`, `by input`: URNs summed over the registrations), and trivial values: " +
+      "what a fleet of this shape costs the SDK whatever the program computes. A full mesh's dependencies grow with the square of its hosts.",
+    "",
+  );
+  lines.push(
+    table(
+      [
+        "hosts",
+        "topology",
+        "dependencies",
+        "by input",
+        "graph floor eval s",
+        "graph floor RSS MB",
+        "program vs graph floor, eval",
+        "peak RSS",
+      ],
+      graphs,
     ),
     "",
   );
