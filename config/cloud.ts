@@ -138,29 +138,31 @@ function findings(hosts: readonly HostConfig[], catalogue: CloudCatalogue, now: 
     const otherLocations = type.offers
       .filter((o) => !o.deprecated && !retired(o, now))
       .map((o) => o.location);
-    const typesThere = listed(creatableIn(catalogue, cloud.location, now), type.name);
-    const instead =
-      otherLocations.length === 0
+    // Only a finding names the alternatives: listing them for every host cost a large fleet's validation most of its time here.
+    const instead = () => {
+      const typesThere = listed(creatableIn(catalogue, cloud.location, now), type.name);
+      return otherLocations.length === 0
         ? `use a type offered there (${typesThere})`
         : `use a type offered there (${typesThere}) or move the host to a location that offers ${type.name} (${listed(otherLocations)})`;
+    };
     if (offer === undefined) {
       out.push({
         severity: "error",
         path: `${at}.serverType`,
-        message: `${type.name} is not offered in ${cloud.location}: ${instead}`,
+        message: `${type.name} is not offered in ${cloud.location}: ${instead()}`,
       });
     } else if (retired(offer, now)) {
       out.push({
         severity: "error",
         path: `${at}.serverType`,
-        message: `${type.name} can no longer be created in ${cloud.location} (unavailable after ${offer.unavailableAfter}): ${instead}`,
+        message: `${type.name} can no longer be created in ${cloud.location} (unavailable after ${offer.unavailableAfter}): ${instead()}`,
       });
     } else if (offer.deprecated) {
       const until = offer.unavailableAfter === undefined ? "" : ` until ${offer.unavailableAfter}`;
       out.push({
         severity: "warning",
         path: `${at}.serverType`,
-        message: `${type.name} is deprecated in ${cloud.location}: new servers can still be created${until}, but plan the move: ${instead}`,
+        message: `${type.name} is deprecated in ${cloud.location}: new servers can still be created${until}, but plan the move: ${instead()}`,
       });
     } else if (!offer.available) {
       out.push({

@@ -229,8 +229,12 @@ export function hostPackages(
   return [...packages].sort();
 }
 
-/** Derives the per-host plan and its steps from validated config. Pure and deterministic. */
-export function planFleet(config: FleetConfig): FleetPlan {
+/**
+ * Every host's plan without its steps: addresses, peers with their AllowedIPs
+ * and endpoint families, roles and packages. What the AllowedIPs collision
+ * check reads; `planFleet` adds the steps.
+ */
+export function planHosts(config: FleetConfig): HostPlan[] {
   const addresses = allocateMeshAddresses(config.hosts, config.mesh.cidr);
   const prefix6 = config.mesh.ipv6Prefix;
   const addresses6 =
@@ -242,7 +246,7 @@ export function planFleet(config: FleetConfig): FleetPlan {
   const routesOf = new Map(config.hosts.map((h) => [h.name, h.routes]));
   const configOf = new Map(config.hosts.map((h) => [h.name, h]));
   const hub = routingHub(config.mesh);
-  const hosts = config.hosts.map((host): HostPlan => {
+  return config.hosts.map((host): HostPlan => {
     const roles = {
       exports: config.exports.filter((e) => e.host === host.name),
       mounts: config.mounts.filter((m) => m.host === host.name),
@@ -305,6 +309,11 @@ export function planFleet(config: FleetConfig): FleetPlan {
       steps: [] as HostStep[],
     };
   });
+}
+
+/** Derives the per-host plan and its steps from validated config. Pure and deterministic. */
+export function planFleet(config: FleetConfig): FleetPlan {
+  const hosts = planHosts(config);
   const byName = new Map(hosts.map((h) => [h.name, h]));
   const steps: FleetStep[] = [];
   const plan: FleetPlan = { config, hosts, byName, steps };

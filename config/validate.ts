@@ -49,7 +49,7 @@ import {
   parsePrefixed6,
 } from "./ipv6";
 import { PublicAddressing, endpointFamily, publicFamilies } from "./endpoints";
-import { planFleet } from "./model";
+import { planFleet, planHosts } from "./model";
 import { exportNamed, mountHolding, remoteCommandNames } from "./plan";
 import {
   DEFAULT_ZFS_PROPERTIES,
@@ -345,10 +345,9 @@ export function validateFleetConfig(
 
   if (meshIsClean) {
     const meshOnly = assemble(hosts, mesh, undefined, [], [], [], DEFAULT_HEALTH, {});
-    const planned = planFleet(meshOnly);
     errors.push(
       ...meshCollisionErrors(
-        { hosts: planned.hosts, meshCidr: meshOnly.mesh.cidr, meshPrefix6: meshOnly.mesh.ipv6Prefix },
+        { hosts: planHosts(meshOnly), meshCidr: meshOnly.mesh.cidr, meshPrefix6: meshOnly.mesh.ipv6Prefix },
         fleet,
       ),
     );
@@ -364,8 +363,10 @@ export function validateFleetConfig(
   }
   const health = top.value.health as HealthConfig;
   const config = assemble(hosts, mesh, admin, exports, mounts, syncs, health, repairs);
-  // The names a repair may use are the plan's commands, so they are checked once the rest is valid.
-  const unknown = unknownRepairs(repairs, remoteCommandNames(planFleet(config)));
+  // The names a repair may use are the plan's commands, so they are checked once the rest is valid
+  // (and only when there are repairs: planning a large fleet is not free).
+  const unknown =
+    Object.keys(repairs).length === 0 ? [] : unknownRepairs(repairs, remoteCommandNames(planFleet(config)));
   return unknown.length > 0 ? { errors: unknown, warnings } : { config, errors, warnings };
 }
 
