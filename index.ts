@@ -16,11 +16,19 @@ for (const warning of warnings) {
   void pulumi.log.warn(`${warning.path}: ${warning.message}`);
 }
 
-const fleet = defineFleet(config, {
-  sshPrivateKey: new pulumi.Config("swarm").requireSecret("sshPrivateKey"),
-});
-
-/** Per host: mesh address, WireGuard public key, endpoint and SSH address. */
-export const hosts = fleet.hosts;
-/** The mesh as a Mermaid flowchart (paste into any Markdown that renders Mermaid). */
-export const topology = fleet.topology;
+/**
+ * The stack's outputs, once every resource is defined. The program is an
+ * async function (the SDK's runner calls an exported function and awaits
+ * it): defining the fleet lets registrations go on between its steps.
+ */
+export = async () => {
+  const fleet = await defineFleet(config, {
+    sshPrivateKey: new pulumi.Config("swarm").requireSecret("sshPrivateKey"),
+  });
+  return {
+    /** Per host: mesh address, WireGuard public key, endpoint and SSH address. */
+    hosts: fleet.hosts,
+    /** The mesh as a Mermaid flowchart (paste into any Markdown that renders Mermaid). */
+    topology: fleet.topology,
+  };
+};

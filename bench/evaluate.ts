@@ -84,7 +84,7 @@ async function evaluate(shape: FleetShape, change: Change = "none"): Promise<Eva
   const validateSeconds = since(t0);
   const mocks = await installMocks(offlineRunner, "bench");
   const t1 = process.hrtime.bigint();
-  defineFleet(config, { sshPrivateKey: pulumi.secret("(bench)") });
+  await defineFleet(config, { sshPrivateKey: pulumi.secret("(bench)") });
   const defineSeconds = since(t1);
   await settle();
   return { mocks, validateSeconds, defineSeconds };

@@ -647,7 +647,7 @@ export class LabEngine {
   }
 
   /** Runs `program` under the mock runtime for project swarm, stack `stack`, and converges the commands it registers. */
-  async apply<T>(program: () => T, stack: string): Promise<ConvergeResult<T>> {
+  async apply<T>(program: () => T | Promise<T>, stack: string): Promise<ConvergeResult<T>> {
     const started = Date.now();
     const previous = this.state;
     const live = new Map(previous.filter((s) => !s.pendingDelete).map((s) => [s.urn, s]));
@@ -800,7 +800,7 @@ export class LabEngine {
 
     const runsProviders = !("run" in this.options) || this.options.loadProvider !== undefined;
     await installMocks(runner, stack, false, runsProviders ? dynamicRunner : undefined);
-    const outputs = program();
+    const outputs = await program();
     const alive = setInterval(() => undefined, 60_000);
     try {
       await Promise.race([settle(), failedAndIdle]);

@@ -67,7 +67,7 @@ async function render(stack: string, { file, config }: LoadedStack, outdir: stri
   prepareOutdir(outdir);
 
   const mocks = await installMocks(offlineRunner, stack);
-  const fleet = defineFleet(config, { sshPrivateKey: pulumi.secret("(redacted)") });
+  const fleet = await defineFleet(config, { sshPrivateKey: pulumi.secret("(redacted)") });
   const hostAt = new Map<string, string>();
   for (const [name, host] of Object.entries(fleet.hosts)) {
     const ssh = await promiseOf(host.ssh);

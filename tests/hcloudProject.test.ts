@@ -141,7 +141,7 @@ describe("defineFleet asks the Hetzner project once per stack", () => {
   it("one lookup each of server types, locations and SSH keys, for three cloud hosts", async () => {
     const mocks = await installMocks(undefined, "prod");
     const tokens = recordInvokes(mocks);
-    defineFleet(HUB_FLEET, { sshPrivateKey: pulumi.secret("(test)") });
+    await defineFleet(HUB_FLEET, { sshPrivateKey: pulumi.secret("(test)") });
     await settle();
     expect(tokens.sort()).toEqual([
       "hcloud:index/getLocations:getLocations",
@@ -169,7 +169,7 @@ describe("defineFleet asks the Hetzner project once per stack", () => {
         ),
     );
     expect(existingOnly.hosts.length).toBe(2);
-    defineFleet(existingOnly, { sshPrivateKey: pulumi.secret("(test)") });
+    await defineFleet(existingOnly, { sshPrivateKey: pulumi.secret("(test)") });
     await settle();
     expect(tokens).toEqual([]);
     expect(mocks.ofType(SSH_KEY_TYPE)).toEqual([]);

@@ -122,7 +122,7 @@ describe("the drift provider", () => {
 describe("the drift resource in a fleet", () => {
   it("carries its provider as the text the SDK serialized, which loads as the dynamic provider host loads it", async () => {
     const mocks = await installMocks(offlineRunner, "lab");
-    defineFleet(labConfig("lab", UNBOOTED), { sshPrivateKey: pulumi.secret("not-a-key") });
+    await defineFleet(labConfig("lab", UNBOOTED), { sshPrivateKey: pulumi.secret("not-a-key") });
     await settle();
     const drifts = mocks.resources.filter((r) => r.type === "pulumi-nodejs:dynamic/swarm:HostDrift");
     expect(drifts.map((r) => r.name).sort()).toEqual([

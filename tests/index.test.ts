@@ -8,7 +8,8 @@ import * as pulumi from "@pulumi/pulumi";
 import { readStackFile } from "../config/load";
 import { installMocks, MockFleet, promiseOf, settle } from "../offline/mockRuntime";
 
-type Program = typeof import("../index");
+/** The stack outputs the program resolves to. */
+type Program = Awaited<ReturnType<typeof import("../index")>>;
 
 /**
  * Loads index.ts afresh under mocks with `raw` as the `swarm:` config, as
@@ -27,17 +28,24 @@ async function runIndex(
   config["swarm:sshPrivateKey"] =
     "-----BEGIN OPENSSH PRIVATE KEY-----\n(test)\n-----END OPENSSH PRIVATE KEY-----\n";
   pulumi.runtime.setAllConfig(config, ["swarm:sshPrivateKey"]);
+  let main: (() => Promise<Program>) | undefined;
   let program: Program | undefined;
   let error: unknown;
   jest.isolateModules(() => {
     try {
-      // index.ts runs the program when loaded, so it must be required inside the isolated registry.
+      // index.ts validates the config when loaded, so it must be required inside the isolated registry.
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      program = require("../index") as Program;
+      main = require("../index") as () => Promise<Program>;
     } catch (e) {
       error = e;
     }
   });
+  // What the SDK's runner does with an exported function: call it and await its outputs.
+  try {
+    program = await main?.();
+  } catch (e) {
+    error = e;
+  }
   await settle();
   return { mocks, program, error };
 }

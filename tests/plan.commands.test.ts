@@ -62,7 +62,7 @@ test("a sync over ssh:// has a key command of its own, as the program registers 
     }),
   });
   const mocks = await installMocks(undefined, "prod", true);
-  defineFleet(config, { sshPrivateKey: pulumi.secret("(test)") });
+  await defineFleet(config, { sshPrivateKey: pulumi.secret("(test)") });
   await settle();
   const registered = mocks.ofType("command:remote:Command").map((r) => r.name);
   const names = remoteCommandNames(planFleet(config));

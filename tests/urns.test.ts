@@ -23,7 +23,7 @@ async function resourcesOf(stack: string, preview: boolean): Promise<readonly Re
     dir: path.join(__dirname, ".."),
     pinHostKeys: labStackHostKeys(stack),
   });
-  defineFleet(config, { sshPrivateKey: pulumi.secret("(test)") });
+  await defineFleet(config, { sshPrivateKey: pulumi.secret("(test)") });
   await settle();
   return mocks.resources;
 }
