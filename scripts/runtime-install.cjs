@@ -102,6 +102,15 @@ async function main() {
   if (errors.length > 0 || pulumi.log.hasErrors()) {
     fail(`the program failed: ${errors.map((e) => e.message).join("; ") || "see the errors above"}`);
   }
+  // The program is an async function: the runner awaits it and registers what it resolves to as the stack's outputs.
+  const root = pulumi.runtime
+    .getMonitor()
+    .resources.get(`urn:pulumi:${stack}::swarm::pulumi:pulumi:Stack::swarm-${stack}`);
+  const state = root && root.state && root.state.toJavaScript ? root.state.toJavaScript() : {};
+  const outputs = Object.keys(state).sort().join(", ");
+  if (outputs !== "hosts, topology") {
+    fail(`the stack's outputs are ${outputs || "none"}, not hosts and topology`);
+  }
   const resources = mocks().resources;
   const servers = resources.filter((r) => r.type === "hcloud:index/server:Server").length;
   if (servers === 0) {
@@ -109,7 +118,7 @@ async function main() {
   }
   console.log(
     `runtime-install: stack ${stack} loaded with TypeScript ${typescript.version} and no dev dependencies: ` +
-      `${resources.length} resources, ${servers} servers`,
+      `${resources.length} resources, ${servers} servers, outputs ${outputs}`,
   );
 }
 
