@@ -320,6 +320,49 @@ afterAll(() => {
   }
 }, 300_000);
 
+/**
+ * What every host's own health gate finds wrong, each gate bounded by `seconds`: empty when the
+ * whole fleet is healthy. A host that does not answer over SSH is listed too.
+ */
+async function fleetProblems(seconds: number): Promise<string[]> {
+  const found = await Promise.all(
+    plan.hosts.map(async (host) => {
+      const gate = await onHost(host.name, `timeout ${seconds} ${HEALTH_PROGRAM_PATH} gate`, {
+        allowFail: true,
+      });
+      return gate.code === 0 ? [] : [`${host.name} (exit ${gate.code}):\n${gate.stdout}${gate.stderr}`];
+    }),
+  );
+  return found.flat();
+}
+
+/** The check that failed last, or ran out of time, as the suite's environment (environment.ts) saw it. */
+const failedCheck = () => (globalThis as { labFailedCheck?: string }).labFailedCheck;
+/** The failed check the fleet was last probed after. */
+let probedAfter: string | undefined;
+/** Why the fleet was found broken after a check failed: every later check fails at once with it. */
+let broken: string | undefined;
+
+// The checks share one fleet, so a check that fails half way can leave it broken (a host down, a
+// tunnel stopped), and every later check would then wait out its timeout. After a failed check,
+// the next one first runs every host's health gate: when the fleet is not whole again, that check
+// and all later ones fail at once, naming the check that broke it. A suite without failures never
+// runs this probe.
+beforeEach(async () => {
+  if (broken !== undefined) {
+    throw new Error(broken);
+  }
+  const failed = failedCheck();
+  if (failed !== undefined && failed !== probedAfter) {
+    probedAfter = failed;
+    const problems = await fleetProblems(120);
+    if (problems.length > 0) {
+      broken = `not run: the lab fleet is still unhealthy after "${failed}" failed:\n${problems.join("\n")}`;
+      throw new Error(broken);
+    }
+  }
+}, 300_000);
+
 test("the first converge ran every command once", () => {
   expect(first.created.length).toBeGreaterThan(0);
   expect(new Set(first.created).size).toBe(first.created.length);
