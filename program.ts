@@ -16,6 +16,7 @@ import { SshKeypair } from "./components/sshKeypair";
 import { UnisonSync } from "./components/unisonSync";
 import { WireGuardKeypair } from "./components/wireguardKeypair";
 import { ZfsReplica } from "./components/zfsReplica";
+import { nextTurn } from "./components/turns";
 import { MeshMember, WireGuardMesh } from "./components/wireguardMesh";
 import { MountStep } from "./config/plan";
 import { renderMermaid } from "./templates/topology";
@@ -41,21 +42,6 @@ export interface FleetOutputs {
 export interface FleetSecrets {
   /** The admin private key (OpenSSH format), a secret. */
   readonly sshPrivateKey: pulumi.Input<string>;
-}
-
-/**
- * Lets the registrations started so far go on before the next step defines
- * more: the SDK's work for a resource (serializing its inputs, resolving its
- * dependencies, answering its Outputs) then happens while the program runs,
- * not all at once after it, and what a finished registration held is
- * garbage by the time the next step allocates. Defining a 250-host full
- * mesh in one synchronous pass held every resource's pending work at once:
- * about 1.4 GB at its peak, against about 0.7 GB when each step yields (see
- * BENCHMARKS.md). The order of the steps, and so of the registrations each
- * host's resources make, stays the plan's.
- */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /**
@@ -141,7 +127,7 @@ export async function defineFleet(config: FleetConfig, secrets: FleetSecrets): P
           const keypair = keypairs.get(h.host) as WireGuardKeypair;
           return [h.host, { ...on(h.host), endpoint, endpoint6, bootstrap, keypair }];
         });
-        mesh = new WireGuardMesh(step.name, { step, members: new Map(members) });
+        mesh = await WireGuardMesh.define(step.name, { step, members: new Map(members) });
         step.hosts.forEach((h) => onHost.get(h.host)?.push(...(mesh?.commands.get(h.host) ?? [])));
         break;
       }

@@ -12,6 +12,7 @@ import {
   wireguardValues,
 } from "../templates/wireguard";
 import { hostCommand, SshConnection, StepText } from "./remote";
+import { nextTurn } from "./turns";
 import { WireGuardKeypair } from "./wireguardKeypair";
 
 /** What the mesh needs to know about one host: what exists only as Outputs, and its bootstrap. */
@@ -98,7 +99,7 @@ export function meshMemberCommands(
  * The WireGuard mesh: on every host, the private key in `wg0.key` and the
  * interface `wg0` configured with one peer per host of the topology.
  * Each command's trigger is a hash of what it installs, so a host whose
- * configuration did not change runs nothing.
+ * configuration did not change runs nothing. Made with `WireGuardMesh.define`.
  */
 export class WireGuardMesh extends pulumi.ComponentResource {
   /** The command that configures `wg0` on each host: depend on it to run after the tunnel is up. */
@@ -107,44 +108,76 @@ export class WireGuardMesh extends pulumi.ComponentResource {
   public readonly commands: ReadonlyMap<string, readonly command.remote.Command[]>;
   /** Each host's WireGuard public key. */
   public readonly publicKeys: ReadonlyMap<string, pulumi.Output<string>>;
+  private readonly configs = new Map<string, command.remote.Command>();
+  private readonly both = new Map<string, readonly command.remote.Command[]>();
 
-  constructor(name: string, args: WireGuardMeshArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("swarm:wireguard:Mesh", name, {}, opts);
-    const member = (host: string) => args.members.get(host) as MeshMember;
-    const identityOf = new Map(
-      args.step.hosts.map((h) => [
-        h.host,
-        pulumi
-          .all([member(h.host).keypair.publicKey, member(h.host).endpoint, member(h.host).endpoint6])
-          .apply(([publicKey, endpoint, endpoint6]): PeerIdentity => ({
-            publicKey,
-            endpoint,
-            ...(endpoint6 !== undefined ? { endpoint6 } : {}),
-          })),
-      ]),
-    );
-    // Every host's identity, resolved once. A host that peers with every other host (a full mesh, or
-    // the hub) reads its peers from it: combining the peers' Outputs host by host would build
-    // hosts² Outputs, which dominated evaluation time and memory in large full meshes. Its
-    // dependencies are the same, as the host's own key and address are inputs of its command anyway.
-    let everyone: pulumi.Output<Record<string, PeerIdentity>> | undefined;
-    const identitiesOf = (step: WireGuardConfigStep): pulumi.Output<Record<string, PeerIdentity>> => {
-      if (step.everyHost) {
-        everyone ??= pulumi.all(Object.fromEntries(identityOf));
-        return everyone;
-      }
-      return pulumi.all(
-        Object.fromEntries(
-          step.peers.map((p) => [p.name, identityOf.get(p.name) as pulumi.Output<PeerIdentity>]),
-        ),
-      );
-    };
-    const commands = args.step.hosts.map(
-      (h) => [h.host, meshMemberCommands(name, this, h, member(h.host), identitiesOf(h))] as const,
-    );
-    this.members = new Map(commands.map(([host, c]) => [host, c.config]));
-    this.commands = new Map(commands.map(([host, c]) => [host, [c.key, c.config]]));
-    this.publicKeys = new Map(args.step.hosts.map((h) => [h.host, member(h.host).keypair.publicKey]));
-    this.registerOutputs({ publicKeys: Object.fromEntries(this.publicKeys) });
+  /**
+   * The mesh and its commands, host by host in the step's order, letting each
+   * host's registrations go on before the next host's commands are defined
+   * (see `nextTurn`): a full mesh of 250 hosts defines 500 commands here, each
+   * configuration listing every peer.
+   */
+  static async define(
+    name: string,
+    args: WireGuardMeshArgs,
+    opts?: pulumi.ComponentResourceOptions,
+  ): Promise<WireGuardMesh> {
+    const mesh = new WireGuardMesh(name, args, opts);
+    const identities = meshIdentities(args);
+    for (const h of args.step.hosts) {
+      await nextTurn();
+      const c = meshMemberCommands(name, mesh, h, args.members.get(h.host) as MeshMember, identities(h));
+      mesh.configs.set(h.host, c.config);
+      mesh.both.set(h.host, [c.key, c.config]);
+    }
+    mesh.registerOutputs({ publicKeys: Object.fromEntries(mesh.publicKeys) });
+    return mesh;
   }
+
+  private constructor(name: string, args: WireGuardMeshArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("swarm:wireguard:Mesh", name, {}, opts);
+    this.members = this.configs;
+    this.commands = this.both;
+    this.publicKeys = new Map(
+      args.step.hosts.map((h) => [h.host, (args.members.get(h.host) as MeshMember).keypair.publicKey]),
+    );
+  }
+}
+
+/**
+ * The peers' keys and endpoints each host's configuration is rendered from,
+ * as one Output per host.
+ */
+function meshIdentities(
+  args: WireGuardMeshArgs,
+): (step: WireGuardConfigStep) => pulumi.Output<Record<string, PeerIdentity>> {
+  const member = (host: string) => args.members.get(host) as MeshMember;
+  const identityOf = new Map(
+    args.step.hosts.map((h) => [
+      h.host,
+      pulumi
+        .all([member(h.host).keypair.publicKey, member(h.host).endpoint, member(h.host).endpoint6])
+        .apply(([publicKey, endpoint, endpoint6]): PeerIdentity => ({
+          publicKey,
+          endpoint,
+          ...(endpoint6 !== undefined ? { endpoint6 } : {}),
+        })),
+    ]),
+  );
+  // Every host's identity, resolved once. A host that peers with every other host (a full mesh, or
+  // the hub) reads its peers from it: combining the peers' Outputs host by host would build
+  // hosts² Outputs, which dominated evaluation time and memory in large full meshes. Its
+  // dependencies are the same, as the host's own key and address are inputs of its command anyway.
+  let everyone: pulumi.Output<Record<string, PeerIdentity>> | undefined;
+  return (step) => {
+    if (step.everyHost) {
+      everyone ??= pulumi.all(Object.fromEntries(identityOf));
+      return everyone;
+    }
+    return pulumi.all(
+      Object.fromEntries(
+        step.peers.map((p) => [p.name, identityOf.get(p.name) as pulumi.Output<PeerIdentity>]),
+      ),
+    );
+  };
 }

@@ -74,7 +74,7 @@ async function evaluate(config: FleetConfig): Promise<Evaluation> {
     });
   }
   const [step] = stepsOf(fleetPlan.steps, "mesh");
-  const mesh = new WireGuardMesh("mesh", { step, members }, { parent: root });
+  const mesh = await WireGuardMesh.define("mesh", { step, members }, { parent: root });
   await Promise.all([...mesh.members.values()].map((c) => promiseOf(c.stdout)));
   const keys = new Map<string, { privateKey: string; publicKey: string }>();
   for (const [name, keypair] of keypairs) {

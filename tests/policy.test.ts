@@ -485,7 +485,7 @@ describe("wireguard-ports-on-mesh-hosts", () => {
  * `additionalSecretOutputs` and property dependencies of each request, and
  * the inputs come from the mocks.
  */
-async function recordComponents(build: () => void, stack = STACK): Promise<ResourceRecord[]> {
+async function recordComponents(build: () => unknown, stack = STACK): Promise<ResourceRecord[]> {
   const mocks = await installMocks(offlineRunner, stack);
   // The monitor is internal to the SDK; wrapping it is the only way to see resource options under mocks.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -509,7 +509,7 @@ async function recordComponents(build: () => void, stack = STACK): Promise<Resou
       });
       callback(err, response);
     });
-  build();
+  await build();
   await settle();
   return requests.map((r) => {
     const inputs = mocks.resources.find((m) => m.type === r.type && m.name === r.name)?.inputs ?? {};
@@ -549,7 +549,7 @@ interface RegisterRequest {
 }
 
 /** The hosts and the mesh, wired the way program.ts wires them. */
-function buildMesh(config: FleetConfig): void {
+async function buildMesh(config: FleetConfig): Promise<void> {
   const plan = planFleet(config);
   const labels = { fleet: "swarm", stack: pulumi.getStack() };
   const sshKey = new hcloud.SshKey("admin", { publicKey: config.admin.sshPublicKey, labels });
@@ -575,7 +575,7 @@ function buildMesh(config: FleetConfig): void {
       ] as const;
     }),
   );
-  new WireGuardMesh("mesh", { step: stepsOf(plan.steps, "mesh")[0], members });
+  await WireGuardMesh.define("mesh", { step: stepsOf(plan.steps, "mesh")[0], members });
 }
 
 describe("wireguard-allowedips-disjoint", () => {
