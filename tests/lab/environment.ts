@@ -1,7 +1,7 @@
 /**
  * The lab suite's test environment: Node's, plus one thing the suite needs and jest does not give a
  * test, which check failed last (a failure or a timeout). The suite reads it as
- * `globalThis.labFailedCheck` (see `fleetBrokenBy` in fleet.e2e.test.ts).
+ * `globalThis.labFailedCheck` (see `failedCheck` and the `beforeEach` that reads it in fleet.e2e.test.ts).
  */
 import type { Circus } from "@jest/types";
 import NodeEnvironment from "jest-environment-node";
