@@ -220,19 +220,34 @@ const WG_CONF_NAME = WG_CONF_PATH.slice(WG_DIR.length + 1);
 const WG_PUBLIC_CONF_NAME = WG_PUBLIC_CONF_PATH.slice(WG_DIR.length + 1);
 
 /**
- * Functions of the apply script that read the plan's peers, the files and
- * the running interface, and undo an apply. They use the variables the
- * script sets before them: `wg_previous`, `wg_stripped`, `wg_plan_order`,
- * `wg_plan_*`.
+ * `functions` with `hostscripts/wg-allowed-add.pl` in place of the one line
+ * of the here-document that `swarm_wg_allowed_add` hands to perl.
  */
-const WG_CHECK_FUNCTIONS = hostScript("wireguard-check.sh", {
-  wg_interface: WG_INTERFACE,
-  wg_dir: WG_DIR,
-  wg_conf_name: WG_CONF_NAME,
-  wg_public_conf_name: WG_PUBLIC_CONF_NAME,
-  wg_conf_path: WG_CONF_PATH,
-  wg_unit: WG_UNIT,
-});
+function withAllowedAdd(functions: string): string {
+  const placeholder = /^die "wg-allowed-add: this copy of the script was not given .*\n/m;
+  const program = hostScript("wg-allowed-add.pl");
+  if (!placeholder.test(functions) || /^WG_ALLOWED_ADD$/m.test(program) || !program.endsWith("\n")) {
+    throw new Error("wireguard-check.sh and wg-allowed-add.pl no longer fit: see swarm_wg_allowed_add");
+  }
+  return functions.replace(placeholder, () => program);
+}
+
+/**
+ * Functions of the apply script that read the plan's peers, the files and
+ * the running interface, change it in place, and undo an apply. They use the
+ * variables the script sets before them: `wg_previous`, `wg_stripped`,
+ * `wg_plan_order`, `wg_plan_*`.
+ */
+const WG_CHECK_FUNCTIONS = withAllowedAdd(
+  hostScript("wireguard-check.sh", {
+    wg_interface: WG_INTERFACE,
+    wg_dir: WG_DIR,
+    wg_conf_name: WG_CONF_NAME,
+    wg_public_conf_name: WG_PUBLIC_CONF_NAME,
+    wg_conf_path: WG_CONF_PATH,
+    wg_unit: WG_UNIT,
+  }),
+);
 
 /** Functions that turn hub routing on and off (`hostscripts/hub-routing.sh`); `ipv6`: the mesh is dual-stack. */
 function hubRoutingFunctions(ipv6: boolean): string {
@@ -320,7 +335,9 @@ fi`;
  * interface up the first time, restarts it only when its address, MTU or
  * implementation changed, and otherwise changes in place only the peers
  * that differ (`swarm_wg_sync` in `hostscripts/wireguard-check.sh`: unlike
- * `wg syncconf`, it leaves unchanged peers' AllowedIPs alone). A new configuration that lacks a peer of the plan is
+ * `wg syncconf`, it leaves unchanged peers alone, and never replaces a
+ * peer's AllowedIPs: it adds and takes away only the CIDRs that change, so
+ * those the peer keeps never stop matching). A new configuration that lacks a peer of the plan is
  * refused before anything runs it; once applied, the running interface is
  * compared with the plan (public key, peers, AllowedIPs, endpoints), and on
  * any difference the previous configuration is put back and the command

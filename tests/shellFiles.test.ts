@@ -1,6 +1,6 @@
 /** Every shell file in the repository passes shellcheck (with the files it sources). */
 import { spawnSync } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import * as path from "node:path";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -23,10 +23,10 @@ describe("shell files", () => {
     expect(files).toEqual(expect.arrayContaining(["lab/lab.sh", "lab/vm.sh", "lab/common.sh", ".ci/run"]));
   });
 
-  it("include every script the templates install on hosts", () => {
-    const hostScripts = readdirSync(path.join(ROOT, "templates/hostscripts")).map(
-      (f) => `templates/hostscripts/${f}`,
-    );
+  it("include every shell script the templates install on hosts", () => {
+    const hostScripts = readdirSync(path.join(ROOT, "templates/hostscripts"))
+      .filter((f) => !f.endsWith(".pl"))
+      .map((f) => `templates/hostscripts/${f}`);
     expect(hostScripts).toEqual(
       expect.arrayContaining(["templates/hostscripts/prelude.sh", "templates/hostscripts/swarm-health.sh"]),
     );
@@ -38,5 +38,28 @@ describe("shell files", () => {
     expect(check.error).toBeUndefined();
     expect(`${check.stdout}${check.stderr}`).toBe("");
     expect(check.status).toBe(0);
+  });
+});
+
+/** perl-base, which Debian never leaves out (it is Essential), ships these; the full perl may be absent. */
+const PERL_BASE_MODULES = ["Socket", "constant", "strict", "warnings"];
+
+describe("perl programs the templates install on hosts", () => {
+  const programs = readdirSync(path.join(ROOT, "templates/hostscripts"))
+    .filter((f) => f.endsWith(".pl"))
+    .map((f) => `templates/hostscripts/${f}`);
+
+  it("include wg-allowed-add", () => {
+    expect(programs).toContain("templates/hostscripts/wg-allowed-add.pl");
+  });
+
+  it.each(programs)("%s compiles with warnings on and uses only perl-base modules", (file) => {
+    const check = spawnSync("perl", ["-cw", file], { cwd: ROOT, encoding: "utf8" });
+    expect(check.stderr).toBe(`${file} syntax OK\n`);
+    expect(check.status).toBe(0);
+    const used = [
+      ...readFileSync(path.join(ROOT, file), "utf8").matchAll(/^\s*(?:use|require) ([\w:]+)/gm),
+    ].map((m) => m[1]);
+    expect(used.filter((m) => !PERL_BASE_MODULES.includes(m))).toEqual([]);
   });
 });

@@ -217,6 +217,41 @@ covered() {
   while read -r route; do inside "$1" "$route" && return 0; done <"$state/routes"
   return 1
 }`;
+  // The running interface's peers, shared by the wg and wg-allowed-add stubs. adopt FILE: wg0 runs
+  // the dump FILE from then on. take KEY CIDRS: no peer but KEY holds any of CIDRS, as the kernel
+  // moves a CIDR that another peer held to the peer it is given to.
+  const fakeKernel = `state=$SANDBOX/state
+adopt() {
+  local private key rest
+  IFS=$'\\t' read -r private key rest <"$1"
+  printf '%s\\n' "$key" >"$state/running-key"
+  tail -n +2 "$1" >"$state/peers"
+  rm -f "$1"
+}
+take() {
+  awk -F'\\t' -v OFS='\\t' -v k="$1" -v ips="$2" '
+    BEGIN { n = split(ips, list, ","); for (i = 1; i <= n; i++) moved[list[i]] = 1 }
+    $1 != k && $4 != "(none)" {
+      m = split($4, own, ","); kept = ""
+      for (i = 1; i <= m; i++) if (!(own[i] in moved)) kept = kept (kept == "" ? "" : ",") own[i]
+      $4 = kept == "" ? "(none)" : kept
+    }
+    { print }' "$state/peers" >"$state/peers.take"
+  mv "$state/peers.take" "$state/peers"
+}`;
+  // The calls that change wg0, the key of the peer made to take AllowedIPs away written "SINK" (it
+  // is new at every run): only the fixtures' peers are named by their keys.
+  const FIXTURE_PEERS = ["anchor", "satellite", "hetzner-native", "edge", "intruder", "satellite-rekeyed"];
+  const changes = (calls: readonly string[]) => {
+    const known = new Set(FIXTURE_PEERS.map(publicKeyOf));
+    return calls
+      .filter((c) => c.startsWith("wg set") || c.startsWith("perl "))
+      .map((c) =>
+        c.replace(/^(wg set wg0 peer )(\S+)/, (all, set: string, key: string) =>
+          known.has(key) ? all : `${set}SINK`,
+        ),
+      );
+  };
   const stubs = {
     // A start or restart brings wg0 up with what wg0.conf holds: the running key, and the peers
     // as wg show dump lines in $state/peers.
@@ -270,16 +305,9 @@ esac`,
     // a whole dump for wg0 to run from then on, or $state/live-after-set for wg0 to run once the
     // next wg set is done (a kernel that did not do what it was asked); every peer shows having
     // received $state/rx bytes unless its line says otherwise.
-    wg: `state=$SANDBOX/state
-adopt() {
-  local private key rest
-  IFS=$'\\t' read -r private key rest <"$1"
-  printf '%s\\n' "$key" >"$state/running-key"
-  tail -n +2 "$1" >"$state/peers"
-  rm -f "$1"
-}
+    wg: `${fakeKernel}
 case "$1" in
-pubkey) exec /usr/bin/wg pubkey ;;
+pubkey | genkey) exec /usr/bin/wg "$1" ;;
 show)
   [ "$*" = "show wg0 dump" ] || exit 2
   [ -e "$state/up" ] || exit 1
@@ -319,6 +347,7 @@ set)
         printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' "$key" "$psk" "$ep" "$ips" "$hs" "$rx" "$tx" "$ka" >>"$state/peers.new"
       fi
       mv "$state/peers.new" "$state/peers"
+      [ "$ips" = "(none)" ] || [ "$remove" = 1 ] || take "$key" "$ips"
       ;;
     *) exit 2 ;;
     esac
@@ -327,6 +356,27 @@ set)
   ;;
 *) exit 2 ;;
 esac`,
+    // wg-allowed-add, read from stdin: each peer that exists gains the CIDRs, and keeps its own.
+    // ($state/live-after-set waits for a wg set.)
+    perl: `${fakeKernel}
+case $(cat) in *WG_CMD_SET_DEVICE*) ;; *) exit 3 ;; esac
+[ "$1" = - ] && [ "$2" = wg0 ] && [ -e "$state/up" ] || exit 1
+if [ -e "$state/live" ]; then adopt "$state/live"; fi
+shift 2
+while [ $# -gt 1 ]; do
+  own=$(awk -F'\\t' -v k="$1" '$1 == k { print $4 }' "$state/peers")
+  if [ -n "$own" ]; then
+    ips=$own
+    for cidr in \${2//,/ }; do
+      case ",$ips," in *",$cidr,"*) ;; *) ips="$ips,$cidr" ;; esac
+    done
+    ips=\${ips#(none),}
+    awk -F'\\t' -v OFS='\\t' -v k="$1" -v ips="$ips" '$1 == k { $4 = ips } { print }' "$state/peers" >"$state/peers.new"
+    mv "$state/peers.new" "$state/peers"
+    take "$1" "$2"
+  fi
+  shift 2
+done`,
   };
   // The hub's forward filter and sysctls: one state file for the table, one per key.
   const hubStubs = {
@@ -421,7 +471,7 @@ esac`,
     ]);
   });
 
-  it("changes the one peer whose AllowedIPs changed with wg set, touching no other peer and not restarting", () => {
+  it("changes the one peer whose AllowedIPs changed, adding and taking away CIDRs without replacing those it keeps, touching no other peer and not restarting", () => {
     installKey("anchor");
     expect(sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor"))).status).toBe(0);
     sandbox.calls();
@@ -436,14 +486,53 @@ esac`,
       "swarm: anchor: updated wg0 in place (wg set: 0 peer(s) added, 1 changed, 0 removed)",
     );
     const calls = sandbox.calls();
-    // wg syncconf would hand every peer to the kernel with "replace AllowedIPs": one call, for satellite only.
-    expect(calls.filter((c) => c.startsWith("wg ") && !c.startsWith("wg show") && c !== "wg pubkey")).toEqual(
-      [
-        `wg set wg0 peer ${publicKeyOf("satellite")} allowed-ips 10.30.0.0/24,${plan(changed).byName.get("satellite")?.meshAddress}/32`,
-      ],
+    // wg syncconf, or wg set with allowed-ips, would have the kernel replace the peer's AllowedIPs:
+    // here satellite gains 10.30.0.0/24 and a new peer takes 10.20.0.0/24 away with it.
+    expect(changes(calls)).toEqual([
+      `perl - wg0 ${publicKeyOf("satellite")} 10.30.0.0/24`,
+      "wg set wg0 peer SINK allowed-ips 10.20.0.0/24",
+      "wg set wg0 peer SINK remove",
+    ]);
+    // Every peer runs as planned, and the peer that took 10.20.0.0/24 away is gone.
+    const sorted = (key: string, endpoint: string, ips: string) =>
+      [key, endpoint, ips.split(",").sort().join(",")].join(" ");
+    expect(
+      runningPeers()
+        .map((l) => l.split("\t"))
+        .map(([key, , endpoint, ips]) => sorted(key, endpoint, ips))
+        .sort(),
+    ).toEqual(
+      livePeersOf(applyValues(changed, "anchor"))
+        .map((p) => sorted(p.publicKey, p.endpoint, p.allowedIps))
+        .sort(),
     );
     expect(calls.some((c) => c.includes("restart") || c.includes("--now"))).toBe(false);
     expect(result.exec).not.toContain(privateKeyOf("anchor"));
+  });
+
+  it("moves a route from one peer to another in one step: nothing is taken away, so it never falls through", () => {
+    anchorRunning();
+    const moved: FleetConfig = {
+      ...HUB_FLEET,
+      hosts: HUB_FLEET.hosts.map((h) =>
+        h.name === "satellite"
+          ? { ...h, routes: [] }
+          : h.name === "hetzner-native"
+            ? { ...h, routes: ["10.20.0.0/24"] }
+            : h,
+      ),
+    };
+    const result = sandbox.run(wireguardApplyScript(applyValues(moved, "anchor")));
+    expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
+    expect(result.stdout).toContain("(wg set: 0 peer(s) added, 2 changed, 0 removed)");
+    expect(changes(sandbox.calls())).toEqual([`perl - wg0 ${publicKeyOf("hetzner-native")} 10.20.0.0/24`]);
+    const running = new Map(runningPeers().map((l) => [l.split("\t")[0], l.split("\t")[3]]));
+    expect(running.get(publicKeyOf("hetzner-native"))?.split(",").sort()).toEqual(
+      ["10.20.0.0/24", `${plan(moved).byName.get("hetzner-native")?.meshAddress}/32`].sort(),
+    );
+    expect(running.get(publicKeyOf("satellite"))).toBe(
+      `${plan(moved).byName.get("satellite")?.meshAddress}/32`,
+    );
   });
 
   it("adds a joining peer with one wg set and touches no running peer", () => {
@@ -459,6 +548,8 @@ esac`,
           ...(HUB_FLEET.hosts.find((h) => h.name === "satellite") as FleetConfig["hosts"][number]),
           name: "edge",
           meshAddress: undefined,
+          // satellite's routes stay satellite's: AllowedIPs of two peers never overlap.
+          routes: [],
         },
       ],
     };
@@ -530,8 +621,11 @@ esac`,
     };
     const result = sandbox.run(wireguardApplyScript(kept));
     expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
-    expect(sandbox.calls().filter((c) => c.startsWith("wg set"))).toEqual([
-      `wg set wg0 peer ${satellite} allowed-ips 10.30.0.0/24,${satelliteAddress}/32 persistent-keepalive 17`,
+    expect(changes(sandbox.calls())).toEqual([
+      `wg set wg0 peer ${satellite} persistent-keepalive 17`,
+      `perl - wg0 ${satellite} 10.30.0.0/24`,
+      "wg set wg0 peer SINK allowed-ips 10.20.0.0/24",
+      "wg set wg0 peer SINK remove",
     ]);
     expect(
       runningPeers()
@@ -775,10 +869,12 @@ esac`,
         ),
       );
       const calls = sandbox.calls();
-      // The apply's one call; the rollback's change only what differs from the previous configuration.
-      expect(calls.filter((c) => c.startsWith("wg set"))[0]).toMatch(
-        /^wg set wg0 peer \S+ allowed-ips 10\.30\.0\.0\/24,/,
-      );
+      // The apply's calls (satellite gains 10.30.0.0/24, 10.20.0.0/24 is taken away); the rollback's
+      // change only what differs from the previous configuration.
+      expect(changes(calls).slice(0, 2)).toEqual([
+        `perl - wg0 ${satellite} 10.30.0.0/24`,
+        "wg set wg0 peer SINK allowed-ips 10.20.0.0/24",
+      ]);
       expect(calls.some((c) => c.startsWith("systemctl"))).toBe(false);
       // wg0 runs again exactly what it ran before: the key and every peer as it was.
       expect(sandbox.state("running-key")).toBe(before.key);
@@ -799,7 +895,11 @@ esac`,
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
     expect(result.stdout).toContain("swarm: anchor: wg0 is up with public key");
-    expect(sandbox.calls().filter((c) => c.startsWith("wg set"))).toHaveLength(1);
+    expect(changes(sandbox.calls())).toEqual([
+      `perl - wg0 ${satellite} 10.30.0.0/24`,
+      "wg set wg0 peer SINK allowed-ips 10.20.0.0/24",
+      "wg set wg0 peer SINK remove",
+    ]);
     expect(sandbox.read(WG_PUBLIC_CONF_PATH)).toBe(renderWireGuardConfig(routed.config));
   });
 
@@ -810,7 +910,7 @@ esac`,
         ...livePeersOf(applyValues(HUB_FLEET, "anchor")),
         { publicKey: publicKeyOf("intruder"), endpoint: "(none)", allowedIps: "10.8.0.250/32" },
       ]),
-      set: `wg set wg0 peer ${publicKeyOf("intruder")} remove`,
+      sets: [`wg set wg0 peer ${publicKeyOf("intruder")} remove`],
       done: "0 peer(s) added, 0 changed, 1 removed",
     },
     {
@@ -821,27 +921,35 @@ esac`,
           p.publicKey === satellite ? { ...p, allowedIps: "10.8.0.0/24" } : p,
         ),
       ),
-      set: `wg set wg0 peer ${satellite} allowed-ips ${livePeersOf(applyValues(HUB_FLEET, "anchor"))
-        .find((p) => p.publicKey === satellite)
-        ?.allowedIps.split(",")
-        .sort()
-        .join(",")}`,
+      // What satellite lacks is added, and the /24 is taken away: its /32 never falls through.
+      sets: [
+        `perl - wg0 ${satellite} ${livePeersOf(applyValues(HUB_FLEET, "anchor"))
+          .find((p) => p.publicKey === satellite)
+          ?.allowedIps.split(",")
+          .sort()
+          .join(",")}`,
+        "wg set wg0 peer SINK allowed-ips 10.8.0.0/24",
+        "wg set wg0 peer SINK remove",
+      ],
       done: "0 peer(s) added, 1 changed, 0 removed",
     },
-  ])("with unchanged files, undoes with one wg set a wg0 that runs $drift", ({ live, set, done }) => {
-    const before = anchorRunning();
-    sandbox.state("live", live);
-    const result = sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor")));
-    expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
-    expect(result.stdout).toContain(`swarm: anchor: updated wg0 in place (wg set: ${done})`);
-    expect(result.stdout).not.toContain("swarm: wrote");
-    expect(sandbox.calls().filter((c) => c.startsWith("wg set"))).toEqual([set]);
-    expect(sandbox.state("live")).toBeUndefined();
-    expect(runningPeers().map((l) => l.split("\t").slice(0, 4).join("\t"))).toEqual(
-      before.peers.map((l) => l.split("\t").slice(0, 4).join("\t")),
-    );
-    expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
-  });
+  ])(
+    "with unchanged files, undoes a wg0 that runs $drift, changing only what differs",
+    ({ live, sets, done }) => {
+      const before = anchorRunning();
+      sandbox.state("live", live);
+      const result = sandbox.run(wireguardApplyScript(applyValues(HUB_FLEET, "anchor")));
+      expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: "" });
+      expect(result.stdout).toContain(`swarm: anchor: updated wg0 in place (wg set: ${done})`);
+      expect(result.stdout).not.toContain("swarm: wrote");
+      expect(changes(sandbox.calls())).toEqual(sets);
+      expect(sandbox.state("live")).toBeUndefined();
+      expect(runningPeers().map((l) => l.split("\t").slice(0, 4).join("\t"))).toEqual(
+        before.peers.map((l) => l.split("\t").slice(0, 4).join("\t")),
+      );
+      expect(sandbox.read(WG_CONF_PATH)).toBe(before.conf);
+    },
+  );
 
   it("with unchanged files and wg0 as planned, applies nothing", () => {
     anchorRunning();
@@ -1232,5 +1340,42 @@ done`;
       { encoding: "utf8" },
     );
     expect(out).toBe("(none)");
+  });
+});
+
+describe("wg-allowed-add, which adds AllowedIPs to a peer without replacing those it has", () => {
+  const add = (...args: string[]) =>
+    spawnSync("perl", ["-", ...args], { input: hostScript("wg-allowed-add.pl"), encoding: "utf8" });
+  const key = publicKeyOf("satellite");
+
+  it.each([
+    { args: [], says: "usage: wg-allowed-add INTERFACE PUBLIC_KEY CIDRS [PUBLIC_KEY CIDRS]...\n" },
+    { args: ["wg0", key], says: "usage: wg-allowed-add INTERFACE PUBLIC_KEY CIDRS [PUBLIC_KEY CIDRS]...\n" },
+    {
+      args: ["wg0", "not-a-key", "10.0.0.0/24"],
+      says: "wg-allowed-add: not-a-key is not a WireGuard public key\n",
+    },
+    // 43 characters whose last leaves bits over: no key encodes to it.
+    {
+      args: ["wg0", `${key.slice(0, 42)}B=`, "10.0.0.0/24"],
+      says: `wg-allowed-add: ${key.slice(0, 42)}B= is not a WireGuard public key\n`,
+    },
+    { args: ["wg0", key, "10.0.0.0/33"], says: "wg-allowed-add: 10.0.0.0/33 is not a CIDR\n" },
+    { args: ["wg0", key, "10.0.0.0"], says: "wg-allowed-add: 10.0.0.0 is not a CIDR\n" },
+    { args: ["wg0", key, "10.0.0.0/24,fd00::/129"], says: "wg-allowed-add: fd00::/129 is not a CIDR\n" },
+    { args: ["wg0", key, "10.0.0.256/32"], says: "wg-allowed-add: 10.0.0.256/32 is not a CIDR\n" },
+  ])("refuses $args before it asks anything: $says", ({ args, says }) => {
+    const result = add(...args);
+    expect(result.stderr).toBe(says);
+    expect(result.status).not.toBe(0);
+  });
+
+  it("reaches the kernel over generic netlink, which answers for an interface it does not have", () => {
+    // This machine's kernel may have no WireGuard at all; either answer comes from netlink.
+    const result = add("swarm-absent0", key, "10.0.0.0/24,fd00::/64");
+    expect(result.stderr).toMatch(
+      /^wg-allowed-add: (the kernel's WireGuard family: No such file or directory|swarm-absent0: No such device)\n$/,
+    );
+    expect(result.status).not.toBe(0);
   });
 });

@@ -65,22 +65,50 @@ swarm_wg_read_live() {
   done < <(wg show ${wg_interface} dump 2>/dev/null)
   [ "$first" = 0 ]
 }
+# swarm_wg_allowed_add INTERFACE PUBLIC_KEY CIDRS [PUBLIC_KEY CIDRS]...: hostscripts/wg-allowed-add.pl,
+# which the TypeScript puts in place of the here-document's one line.
+swarm_wg_allowed_add() {
+  perl - "$@" <<'WG_ALLOWED_ADD'
+die "wg-allowed-add: this copy of the script was not given hostscripts/wg-allowed-add.pl\n";
+WG_ALLOWED_ADD
+}
+# swarm_wg_missing A B: the CIDRs of the list A that the list B lacks (lists as swarm_wg_sort
+# writes them; "(none)" is empty), in the array wg_missing.
+wg_missing=()
+swarm_wg_missing() {
+  local -a items=()
+  local item
+  wg_missing=()
+  [ "$1" != "(none)" ] || return 0
+  IFS=, read -ra items <<<"$1"
+  for item in "${items[@]}"; do
+    case ",$2," in
+    *",$item,"*) ;;
+    *) wg_missing+=("$item") ;;
+    esac
+  done
+}
 # swarm_wg_sync TEXT: makes the running interface run TEXT (what wg-quick strip prints) by changing
-# only what differs, with wg set. wg syncconf hands the kernel every peer flagged "replace
-# AllowedIPs", and the kernel removes a peer's AllowedIPs before it adds them back: a packet sent in
-# between matches no peer and its sender gets "Destination Host Unreachable", on every tunnel, at
-# every peer update. Here a peer that stays as it is gets no call at all, and only a peer whose
-# AllowedIPs change has them replaced. Peers added or changed go first and peers removed last, so
-# AllowedIPs that move to another key never fall through. An Endpoint is set for a new peer, a peer
-# that has none, and a peer whose Endpoint the configuration moved (wg_endpoint_before/now);
-# otherwise a peer keeps the endpoint it roamed to. Sets wg_sync_done to what it did; false when
-# the interface is not up or wg refused a change.
+# only what differs. wg syncconf, and wg set with allowed-ips, flag each peer "replace AllowedIPs":
+# the kernel removes all of the peer's AllowedIPs before it adds the new list, and a packet to or
+# from the peer in between matches no peer and is dropped (on a lab host, about one packet in 16 for
+# each such change while pinging every 2 ms). So no AllowedIPs are ever replaced here:
+# - a peer that stays as it is gets no call at all;
+# - AllowedIPs a peer gains are added to the ones it keeps (wg-allowed-add, as the wg of newer
+#   releases does with "+"); a CIDR that moves from another peer moves in one step;
+# - AllowedIPs a peer loses are handed to a peer made for that purpose, with a new key and no
+#   endpoint, which is then removed with them: nothing is taken from the CIDRs the peer keeps;
+# - peers added or changed go first and peers removed last, so AllowedIPs that move to another key
+#   never fall through.
+# An Endpoint is set for a new peer, a peer that has none, and a peer whose Endpoint the
+# configuration moved (wg_endpoint_before/now); otherwise a peer keeps the endpoint it roamed to.
+# Sets wg_sync_done to what it did; false when the interface is not up or a change was refused.
 wg_sync_done=
 swarm_wg_sync() {
   local line key value peer='' port='' private='' foreign='' ips set_interface=0
   local -A allowed=() endpoint=() keepalive=()
-  local -a order=() args=()
-  local n_added=0 n_changed=0 n_removed=0
+  local -a order=() args=() gained=() dropped=() unplanned=()
+  local n_added=0 n_changed=0 n_removed=0 allowed_changed
   # Read as wg reads a configuration: no comments, no white space, keys in any case.
   while IFS= read -r line; do
     line=${line%%#*}
@@ -119,6 +147,9 @@ swarm_wg_sync() {
   fi
   swarm_wg_read_live || return 1
   local routed_before="${wg_live_allowed[*]}"
+  for peer in "${!wg_live_allowed[@]}"; do
+    [ -n "${allowed[$peer]+set}" ] || unplanned+=("$peer")
+  done
   if [ -n "$private" ] && [ "$(wg pubkey <<<"$private")" != "$wg_live_key" ]; then
     # The key reaches wg through a pipe, never as an argument.
     wg set ${wg_interface} private-key <(printf '%s\n' "$private") || return 1
@@ -140,7 +171,13 @@ swarm_wg_sync() {
       n_added=$((n_added + 1))
       continue
     fi
-    [ "${wg_live_allowed[$peer]}" = "$ips" ] || args+=(allowed-ips "${allowed[$peer]}")
+    if [ "${wg_live_allowed[$peer]}" != "$ips" ]; then
+      swarm_wg_missing "${allowed[$peer]}" "${wg_live_allowed[$peer]}"
+      [ ${#wg_missing[@]} -eq 0 ] || gained+=("$peer" "$(IFS=,; echo "${wg_missing[*]}")")
+      allowed_changed=1
+    else
+      allowed_changed=0
+    fi
     if [ -n "${endpoint[$peer]}" ] && [ "${wg_live_endpoint[$peer]}" != "${endpoint[$peer]}" ] &&
       { [ "${wg_live_endpoint[$peer]}" = "(none)" ] ||
         [ "${wg_endpoint_before[$peer]-}" != "${wg_endpoint_now[$peer]-}" ]; }; then
@@ -150,14 +187,32 @@ swarm_wg_sync() {
       args+=(persistent-keepalive "${keepalive[$peer]}")
     if [ ${#args[@]} -gt 0 ]; then
       wg set ${wg_interface} peer "$peer" "${args[@]}" || return 1
+    fi
+    if [ ${#args[@]} -gt 0 ] || [ "$allowed_changed" = 1 ]; then
       n_changed=$((n_changed + 1))
     fi
   done
-  for peer in "${!wg_live_allowed[@]}"; do
-    if [ -z "${allowed[$peer]+set}" ]; then
-      wg set ${wg_interface} peer "$peer" remove || return 1
-      n_removed=$((n_removed + 1))
-    fi
+  if [ ${#gained[@]} -gt 0 ]; then
+    swarm_wg_allowed_add ${wg_interface} "${gained[@]}" || return 1
+  fi
+  # What the peers hold now that the CIDRs they gained (some taken from another peer) are in place.
+  swarm_wg_read_live || return 1
+  for peer in "${order[@]}"; do
+    # A peer the interface does not run after all: the comparison with the plan names it.
+    [ -n "${wg_live_allowed[$peer]+set}" ] || continue
+    swarm_wg_missing "${wg_live_allowed[$peer]}" "${allowed[$peer]}"
+    dropped+=("${wg_missing[@]}")
+  done
+  if [ ${#dropped[@]} -gt 0 ]; then
+    # The private key of the peer that takes them away is never kept: nothing can ever answer as it.
+    local sink
+    sink=$(wg genkey | wg pubkey) || return 1
+    wg set ${wg_interface} peer "$sink" allowed-ips "$(IFS=,; echo "${dropped[*]}")" || return 1
+    wg set ${wg_interface} peer "$sink" remove || return 1
+  fi
+  for peer in "${unplanned[@]}"; do
+    wg set ${wg_interface} peer "$peer" remove || return 1
+    n_removed=$((n_removed + 1))
   done
   wg_sync_done="wg set: $n_added peer(s) added, $n_changed changed, $n_removed removed"
   [ "$set_interface" = 0 ] || wg_sync_done+=", its key or listen port set"

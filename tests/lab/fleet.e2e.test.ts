@@ -1524,7 +1524,7 @@ test("13. a broken WireGuard config fed through the apply script is refused and 
     }
 
     // A configuration wg accepts but the plan does not: the first peer carries an extra block.
-    // It is applied with wg set (that peer only), found to differ from the plan, and rolled back.
+    // It is applied in place (that peer gains the block), found to differ from the plan, and rolled back.
     const [widenedPeer] = hub.peers;
     const widened = blocks.map((b) =>
       b.includes(`\n# ${widenedPeer.name}\n`) ? b.replace(/^(AllowedIPs = .*)$/m, "$1, 192.0.2.0/24") : b,
