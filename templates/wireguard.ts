@@ -236,9 +236,10 @@ function withAllowedAdd(functions: string): string {
  * Functions of the apply script that read the plan's peers, the files and
  * the running interface, change it in place, and undo an apply. They use the
  * variables the script sets before them: `wg_previous`, `wg_stripped`,
- * `wg_plan_order`, `wg_plan_*`.
+ * `wg_plan_order`, `wg_plan_*`. (The lab runs `swarm_wg_allowed_add` and
+ * `swarm_wg_take_away` from here as they are.)
  */
-const WG_CHECK_FUNCTIONS = withAllowedAdd(
+export const WG_CHECK_FUNCTIONS = withAllowedAdd(
   hostScript("wireguard-check.sh", {
     wg_interface: WG_INTERFACE,
     wg_dir: WG_DIR,

@@ -72,6 +72,15 @@ swarm_wg_allowed_add() {
 die "wg-allowed-add: this copy of the script was not given hostscripts/wg-allowed-add.pl\n";
 WG_ALLOWED_ADD
 }
+# swarm_wg_take_away CIDR...: no peer holds any CIDR given any more. A peer made for that purpose
+# takes them in one step, then is removed with them: nothing else is taken from any peer. Its key is
+# new, its private half never kept (nothing can ever answer as it), and it has no endpoint.
+swarm_wg_take_away() {
+  local sink
+  sink=$(wg genkey | wg pubkey) || return 1
+  wg set ${wg_interface} peer "$sink" allowed-ips "$(IFS=,; echo "$*")" || return 1
+  wg set ${wg_interface} peer "$sink" remove
+}
 # swarm_wg_missing A B: the CIDRs of the list A that the list B lacks (lists as swarm_wg_sort
 # writes them; "(none)" is empty), in the array wg_missing.
 wg_missing=()
@@ -96,8 +105,8 @@ swarm_wg_missing() {
 # - a peer that stays as it is gets no call at all;
 # - AllowedIPs a peer gains are added to the ones it keeps (wg-allowed-add, as the wg of newer
 #   releases does with "+"); a CIDR that moves from another peer moves in one step;
-# - AllowedIPs a peer loses are handed to a peer made for that purpose, with a new key and no
-#   endpoint, which is then removed with them: nothing is taken from the CIDRs the peer keeps;
+# - AllowedIPs a peer loses are taken away by swarm_wg_take_away: nothing is taken from the CIDRs
+#   the peer keeps;
 # - peers added or changed go first and peers removed last, so AllowedIPs that move to another key
 #   never fall through.
 # An Endpoint is set for a new peer, a peer that has none, and a peer whose Endpoint the
@@ -208,11 +217,7 @@ swarm_wg_sync() {
     done
   fi
   if [ ${#dropped[@]} -gt 0 ]; then
-    # The private key of the peer that takes them away is never kept: nothing can ever answer as it.
-    local sink
-    sink=$(wg genkey | wg pubkey) || return 1
-    wg set ${wg_interface} peer "$sink" allowed-ips "$(IFS=,; echo "${dropped[*]}")" || return 1
-    wg set ${wg_interface} peer "$sink" remove || return 1
+    swarm_wg_take_away "${dropped[@]}" || return 1
   fi
   for peer in "${unplanned[@]}"; do
     wg set ${wg_interface} peer "$peer" remove || return 1

@@ -37,8 +37,9 @@ import {
 import { normalizePath } from "../../templates/systemd";
 import { stateDir, syncUnitNames } from "../../templates/unison";
 import { EXPORT_SENTINEL, SNAPSHOT_PREFIX, snapshotCommand } from "../../templates/zfs";
-import { hostScript, unwrapRootCommand } from "../../templates/shell";
+import { unwrapRootCommand } from "../../templates/shell";
 import {
+  WG_CHECK_FUNCTIONS,
   HUB_RULE_COMMENTS,
   HUB_TABLE,
   WG_CONF_PATH,
@@ -589,11 +590,8 @@ async function churn(host: string, address: string, key: string, inPlace: boolea
     throw new Error(`${host} has no AllowedIPs for ${key}`);
   }
   const change = inPlace
-    ? `perl - ${WG_INTERFACE} "$key" 192.0.2.0/24 <<'WG_ALLOWED_ADD'
-${hostScript("wg-allowed-add.pl")}WG_ALLOWED_ADD
-  sink=$(wg genkey | wg pubkey)
-  wg set ${WG_INTERFACE} peer "$sink" allowed-ips 192.0.2.0/24
-  wg set ${WG_INTERFACE} peer "$sink" remove`
+    ? `swarm_wg_allowed_add ${WG_INTERFACE} "$key" 192.0.2.0/24
+  swarm_wg_take_away 192.0.2.0/24`
     : `wg set ${WG_INTERFACE} peer "$key" allowed-ips "${kept},192.0.2.0/24"
   wg set ${WG_INTERFACE} peer "$key" allowed-ips "${kept}"`;
   let out: string;
@@ -601,7 +599,8 @@ ${hostScript("wg-allowed-add.pl")}WG_ALLOWED_ADD
   try {
     out = await run(
       host,
-      `key=${key}
+      `${WG_CHECK_FUNCTIONS}
+key=${key}
 ping -q -n -i 0.002 -c 10000 ${address} >/tmp/swarm-churn.ping 2>&1 & pinger=$!
 changes=0
 while kill -0 "$pinger" 2>/dev/null; do
