@@ -28,7 +28,9 @@ export function vmSh(...args: string[]): string {
     encoding: "utf8",
   });
   if (result.status !== 0) {
-    throw new Error(`lab/vm.sh ${args.join(" ")} failed (exit ${result.status ?? result.signal})`);
+    // What it printed before failing (vm.sh status: the console of a VM that stopped answering).
+    const printed = result.stdout ? `:\n${result.stdout}` : "";
+    throw new Error(`lab/vm.sh ${args.join(" ")} failed (exit ${result.status ?? result.signal})${printed}`);
   }
   return result.stdout;
 }

@@ -16,6 +16,9 @@
 #                                     --router HOST: interfaces made on HOST forward (the
 #                                     hub of hub routing)
 #   vm.sh status                      the VM, then one line per lab host
+#   vm.sh console [LINES]             the last LINES (default 60) the VM's kernel wrote to
+#                                     its console: a lockup or panic, even when the VM no
+#                                     longer answers
 #   vm.sh hosts                       machine-readable: NAME ADDR per line
 #   vm.sh env                         shell-sourceable paths (key, known_hosts, ssh config)
 #   vm.sh ssh NAME [cmd...]           ssh root@host through the VM, host keys pinned
@@ -45,6 +48,11 @@ LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${SWARM_LAB_CACHE:-/var/cache/swarm-lab}
 STATE=${SWARM_LAB_STATE:-/var/lib/swarm-lab}
 VM_MEMORY=${SWARM_LAB_VM_MEMORY:-4096}
+# The VM's kernel prints warnings too (loglevel=5, not quiet): a soft lockup's backtrace is
+# printed at that level, and with softlockup_all_cpu_backtrace every CPU's, so a VM that
+# stops answering leaves on its console where it stopped (vm.sh console). panic=-1 with
+# qemu's -no-reboot: a guest that panics stops.
+VM_CMDLINE="root=LABEL=swlab-vm rw console=ttyS0 loglevel=5 systemd.show_status=error softlockup_all_cpu_backtrace=1 net.ifnames=0 panic=-1"
 VM_CPUS=${SWARM_LAB_VM_CPUS:-$(($(nproc) > 4 ? 4 : $(nproc)))}
 BOOT_TIMEOUT=${SWARM_LAB_VM_BOOT_TIMEOUT:-300}
 SUITE=bookworm
@@ -342,7 +350,7 @@ boot_vm() { # VM_IMAGE HOST_IMAGE_DISK SERIAL...
         -name swarm-lab-vm -nodefaults \
         -accel tcg,thread=multi -cpu max -smp "$VM_CPUS" -m "$VM_MEMORY" \
         -kernel "$vmimg/vmlinuz" -initrd "$vmimg/initrd.img" \
-        -append "root=LABEL=swlab-vm rw console=ttyS0 quiet net.ifnames=0 panic=-1" \
+        -append "$VM_CMDLINE" \
         -drive "file=$VM_DIR/root.qcow2,if=none,id=root,format=qcow2,cache=unsafe" \
         -device virtio-blk-pci,drive=root \
         -drive "file=$hostdisk,if=none,id=image,format=raw,readonly=on" \
@@ -546,7 +554,14 @@ cmd_status() {
         printf 'VM: not running\n'
         return 0
     fi
-    printf 'VM: running, pid %s, kernel %s\n' "$(entries pid vm | awk '{ print $3; exit }')" "$(vm_ssh uname -r)"
+    local pid
+    pid=$(entries pid vm | awk '{ print $3; exit }')
+    if ! ssh -F "$SSH_CONFIG" -o ConnectTimeout=20 swarm-lab-vm true 2>/dev/null 9<&-; then
+        printf 'VM: running, pid %s, but its sshd does not answer; the last of its console:\n' "$pid"
+        cmd_console 40 | sed 's/^/VM console: /'
+        return 1
+    fi
+    printf 'VM: running, pid %s, kernel %s\n' "$pid" "$(vm_ssh uname -r)"
     # Load, memory and the kernel's latest warnings: what a slow or failing lab host is
     # measured against (the missing wireless regulatory database is not a warning here).
     # shellcheck disable=SC2016 # expanded in the VM
@@ -556,6 +571,20 @@ cmd_status() {
         dmesg --level=emerg,alert,crit,err,warn | grep -v -e regulatory -e firmware | tail -n 8 |
             sed "s/^/VM kernel: /"'
     vm_lab status
+}
+
+# The console keeps what the kernel printed at warning level and above (loglevel=5), so a
+# soft lockup's or an oops's backtrace is there, and every CPU's on a lockup.
+cmd_console() {
+    local lines=${1:-60}
+    [[ $lines =~ ^[0-9]+$ ]] || die "usage: vm.sh console [LINES]"
+    [[ -s $LOGS_DIR/vm.console.log ]] || {
+        printf 'VM console: empty (%s)\n' "$LOGS_DIR/vm.console.log"
+        return 0
+    }
+    # The serial console ends lines with CR LF; blank lines carry nothing.
+    tr -d '\r' <"$LOGS_DIR/vm.console.log" | grep -v -e '^[[:space:]]*$' -e regulatory -e 'wiki.debian.org/Firmware' |
+        tail -n "$lines"
 }
 
 cmd_hosts() { [[ ! -f $HOSTS_FILE ]] || cat "$HOSTS_FILE"; }
@@ -596,6 +625,7 @@ main() {
     up) cmd_up "$@" ;;
     down) cmd_down ;;
     status) cmd_status ;;
+    console) cmd_console "$@" ;;
     hosts) cmd_hosts ;;
     env) cmd_env ;;
     ssh) cmd_ssh "$@" ;;

@@ -358,7 +358,14 @@ beforeEach(async () => {
     probedAfter = failed;
     const problems = await fleetProblems(120);
     if (problems.length > 0) {
-      broken = `not run: the lab fleet is still unhealthy after "${failed}" failed:\n${problems.join("\n")}`;
+      // The VM as it is now: when no host answers, its console tells whether its kernel stopped.
+      let vm: string;
+      try {
+        vm = vmSh("status");
+      } catch (error) {
+        vm = error instanceof Error ? error.message : String(error);
+      }
+      broken = `not run: the lab fleet is still unhealthy after "${failed}" failed:\n${problems.join("\n")}\n${vm}`;
       throw new Error(broken);
     }
   }
