@@ -556,7 +556,8 @@ cmd_status() {
     fi
     local pid
     pid=$(entries pid vm | awk '{ print $3; exit }')
-    if ! ssh -F "$SSH_CONFIG" -o ConnectTimeout=20 swarm-lab-vm true 2>/dev/null 9<&-; then
+    # Bounded by timeout too: over the shared connection ConnectTimeout does not apply.
+    if ! timeout 30 ssh -F "$SSH_CONFIG" -o ConnectTimeout=20 swarm-lab-vm true 2>/dev/null 9<&-; then
         printf 'VM: running, pid %s, but its sshd does not answer; the last of its console:\n' "$pid"
         cmd_console 40 | sed 's/^/VM console: /'
         return 1
