@@ -346,9 +346,10 @@ let broken: string | undefined;
 
 // The checks share one fleet, so a check that fails half way can leave it broken (a host down, a
 // tunnel stopped), and every later check would then wait out its timeout. After a failed check,
-// the next one first runs every host's health gate: when the fleet is not whole again, that check
-// and all later ones fail at once, naming the check that broke it. A suite without failures never
-// runs this probe.
+// the next one first asks whether the VM still answers, then runs every host's health gate: when
+// the VM or the fleet is not whole again, that check and all later ones fail at once, naming the
+// check that broke it (and with the VM's console when the VM is the trouble). A suite without
+// failures never runs this probe.
 beforeEach(async () => {
   if (broken !== undefined) {
     throw new Error(broken);
@@ -356,15 +357,23 @@ beforeEach(async () => {
   const failed = failedCheck();
   if (failed !== undefined && failed !== probedAfter) {
     probedAfter = failed;
+    // The VM first: one that stopped (qemu exited) or stopped answering (its kernel locked up, say)
+    // fails the rest at once with its console, instead of every host's gate waiting out its SSH
+    // retries.
+    let vm: string;
+    try {
+      vm = vmSh("status");
+    } catch (error) {
+      vm = error instanceof Error ? error.message : String(error);
+      broken = `not run: the lab VM stopped answering after "${failed}" failed:\n${vm}`;
+      throw new Error(broken);
+    }
+    if (/^VM: not running/m.test(vm)) {
+      broken = `not run: the lab VM stopped after "${failed}" failed:\n${vm}${vmSh("console", "40")}`;
+      throw new Error(broken);
+    }
     const problems = await fleetProblems(120);
     if (problems.length > 0) {
-      // The VM as it is now: when no host answers, its console tells whether its kernel stopped.
-      let vm: string;
-      try {
-        vm = vmSh("status");
-      } catch (error) {
-        vm = error instanceof Error ? error.message : String(error);
-      }
       broken = `not run: the lab fleet is still unhealthy after "${failed}" failed:\n${problems.join("\n")}\n${vm}`;
       throw new Error(broken);
     }
