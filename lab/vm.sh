@@ -564,13 +564,12 @@ cmd_status() {
     fi
     printf 'VM: running, pid %s, kernel %s\n' "$pid" "$(vm_ssh uname -r)"
     # Load, memory and the kernel's latest warnings: what a slow or failing lab host is
-    # measured against (the missing wireless regulatory database is not a warning here).
+    # measured against.
     # shellcheck disable=SC2016 # expanded in the VM
     vm_ssh 'read -r one five fifteen _ </proc/loadavg
         printf "VM: load %s %s %s, " "$one" "$five" "$fifteen"
-        free -m | awk '\''$1 == "Mem:" { printf "memory %s of %s MiB used, %s available\n", $3, $2, $7 }'\''
-        dmesg --level=emerg,alert,crit,err,warn | grep -v -e regulatory -e firmware | tail -n 8 |
-            sed "s/^/VM kernel: /"'
+        free -m | awk '\''$1 == "Mem:" { printf "memory %s of %s MiB used, %s available\n", $3, $2, $7 }'\'''
+    vm_ssh dmesg --level=emerg,alert,crit,err,warn | without_kernel_noise | tail -n 8 | sed 's/^/VM kernel: /'
     vm_lab status
 }
 
@@ -583,9 +582,15 @@ cmd_console() {
         printf 'VM console: empty (%s)\n' "$LOGS_DIR/vm.console.log"
         return 0
     }
-    # The serial console ends lines with CR LF; blank lines carry nothing.
-    tr -d '\r' <"$LOGS_DIR/vm.console.log" | grep -v -e '^[[:space:]]*$' -e regulatory -e 'wiki.debian.org/Firmware' |
-        tail -n "$lines"
+    # The serial console ends lines with CR LF.
+    tr -d '\r' <"$LOGS_DIR/vm.console.log" | without_kernel_noise | tail -n "$lines"
+}
+
+# Drops the lines of the VM's kernel log that carry nothing: blank ones, and what its kernel always
+# prints and is no fault here (it has no wireless regulatory database, nor any firmware, to load).
+# Succeeds when it drops every line too.
+without_kernel_noise() {
+    grep -v -e '^[[:space:]]*$' -e regulatory -e 'Direct firmware load' -e 'wiki.debian.org/Firmware' || true
 }
 
 cmd_hosts() { [[ ! -f $HOSTS_FILE ]] || cat "$HOSTS_FILE"; }

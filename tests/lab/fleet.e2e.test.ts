@@ -365,7 +365,9 @@ beforeEach(async () => {
       vm = vmSh("status");
     } catch (error) {
       vm = error instanceof Error ? error.message : String(error);
-      broken = `not run: the lab VM stopped answering after "${failed}" failed:\n${vm}`;
+      // vm.sh status fails when the VM's sshd does not answer, and on any other error.
+      const what = /its sshd does not answer/.test(vm) ? "stopped answering" : "could not be asked";
+      broken = `not run: the lab VM ${what} after "${failed}" failed:\n${vm}`;
       throw new Error(broken);
     }
     if (/^VM: not running/m.test(vm)) {
